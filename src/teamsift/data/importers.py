@@ -1,0 +1,671 @@
+"""Importers: plain `.npz` archives and OG-MARL / flashbax Vaults -> teamsift datasets.
+
+Both build the arrays of a dataset, then hand them to `write_dataset` (which validates
+everything again and writes atomically). Every problem with the source raises
+`DatasetError` naming the source file (the npz, or the vault leaf) and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from teamsift.data.errors import DatasetError, describe_array, short_exc
+from teamsift.data.format import check_finite, write_dataset
+from teamsift.envs.base import EnvSpec
+
+# ---------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _resolve_spec(env_id: str | None, spec: EnvSpec | None) -> tuple[EnvSpec | None, dict]:
+    """The spec to check against: the given one, or the registered env's, or None."""
+    if spec is not None:
+        return spec, {"spec_source": "given"}
+    if env_id is not None:
+        from teamsift.envs import registry
+
+        try:
+            registry.entry(env_id)
+        except KeyError:
+            return None, {"spec_source": "inferred", "env_registered": False}
+        env = registry.make(env_id)
+        return env.spec, {"spec_source": "registry", "env_kwargs": dict(env.kwargs)}
+    return None, {"spec_source": "inferred"}
+
+
+def _custom_spec(env_id: str | None, num_agents: int, obs_dim: int, state_dim: int, discrete: bool,
+                 num_actions: int, episode_length: int, score_names) -> EnvSpec:
+    return EnvSpec(
+        env_id=env_id or "custom",
+        agents=tuple(f"agent_{i}" for i in range(num_agents)),
+        agent_types=("agent",) * num_agents,
+        obs_dim=int(obs_dim),
+        obs_widths=(int(obs_dim),) * num_agents,
+        state_dim=int(state_dim),
+        discrete=bool(discrete),
+        num_actions=int(num_actions),
+        action_dims=(int(num_actions),) * num_agents,
+        episode_length=int(episode_length),
+        scores=("return", *[s for s in score_names if s != "return"]),
+        description="inferred from imported arrays",
+    )
+
+
+def _check_against_spec(label: str, spec: EnvSpec, arrays: Mapping[str, np.ndarray], keymap: Mapping[str, str]) -> None:
+    """Compare the imported arrays' widths with a known spec (clear per-key messages)."""
+    a = spec.num_agents
+    obs = arrays["obs"]
+    if obs.shape[1:] != (a, spec.obs_dim):
+        raise DatasetError(label, keymap["obs"], f"shape [N, A={a}, O={spec.obs_dim}] for env {spec.env_id!r}",
+                           describe_array(obs))
+    state = arrays.get("state")
+    if state is not None and state.shape[1:] != (spec.state_dim,):
+        raise DatasetError(label, keymap["state"], f"shape [N, S={spec.state_dim}] for env {spec.env_id!r}",
+                           describe_array(state))
+    act = arrays["actions"]
+    if spec.discrete and act.ndim != 2:
+        raise DatasetError(label, keymap["actions"], f"discrete actions [N, A={a}] for env {spec.env_id!r}",
+                           describe_array(act))
+    if not spec.discrete and act.shape[1:] != (a, spec.num_actions):
+        raise DatasetError(label, keymap["actions"],
+                           f"continuous actions [N, A={a}, D={spec.num_actions}] for env {spec.env_id!r}",
+                           describe_array(act))
+    avail = arrays.get("avail")
+    if avail is not None and avail.shape[1:] != (a, spec.num_actions):
+        raise DatasetError(label, keymap["avail"], f"shape [N, A={a}, nA={spec.num_actions}] for env {spec.env_id!r}",
+                           describe_array(avail))
+
+
+def _as_bool(label: str, key: str, arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf":
+        if arr.dtype.kind == "f":
+            check_finite(label, key, arr)
+        if arr.size and not np.isin(arr, (0, 1)).all():
+            raise DatasetError(label, key, "bool (or 0/1) values", f"values {np.unique(arr)[:6].tolist()}")
+        return arr != 0
+    raise DatasetError(label, key, "a bool array", f"dtype {arr.dtype.name}")
+
+
+def _write_remapped(label: str, keymap: Mapping[str, str], **kwargs) -> Path:
+    """write_dataset, with its errors re-labelled as errors of the source file/key."""
+    try:
+        return write_dataset(**kwargs)
+    except DatasetError as exc:
+        key = keymap.get(exc.field, exc.field)
+        raise DatasetError(label, key, exc.expected, exc.found) from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# npz
+# ---------------------------------------------------------------------------------------
+
+#: The keys `import_npz` understands (N steps, E episodes, A agents). Any other key is
+#: refused (so that a typo such as "rewards" is not silently ignored).
+NPZ_KEYS: dict[str, str] = {
+    "obs": "required, [N, A, O] float: observations, concatenated over episodes",
+    "actions": "required, [N, A] integer (discrete) or [N, A, D] float (continuous)",
+    "reward": "required, [N] float: team reward per step",
+    "episode_lengths": "required, [E] integer >= 1, summing to N",
+    "state": "optional, [N, S] float (default: obs flattened to [N, A*O])",
+    "avail": "optional, [N, A, nA] bool, discrete only (default: all actions available)",
+    "terminated": "optional, [N] bool, True only at an episode's last step",
+    "truncated": "optional, [N] bool, True only at an episode's last step",
+    "final_obs": "optional, [E, A, O] float: observation after each episode's last step "
+                 "(default: the episode's last observation)",
+    "final_state": "optional, [E, S] float (default: the episode's last state)",
+    "final_avail": "optional, [E, A, nA] bool (default: the episode's last avail)",
+    "agent_ids": "optional, [E, A] unicode: individual behind each slot (default 'e{episode}_s{slot}')",
+    "behaviour": "optional, [E, A] unicode: ground-truth behaviour level per slot",
+    "policy_ids": "optional, [E, A] unicode: behaviour policy id per slot",
+    "score_<name>": "optional, any number of them, [E] float: a named episode score",
+}
+NPZ_REQUIRED = ("obs", "actions", "reward", "episode_lengths")
+
+_NPZ_FIELD_TO_KEY = {"length": "episode_lengths"}
+
+
+def import_npz(npz_path: str | os.PathLike, out_dir: str | os.PathLike, *, env_id: str | None = None,
+               spec: EnvSpec | None = None, discount: float = 0.99, overwrite: bool = False,
+               notes: str = "", provenance: Mapping[str, Any] | None = None) -> Path:
+    """Import a `.npz` archive of concatenated episodes as a teamsift dataset.
+
+    Keys (see `NPZ_KEYS`; N steps, E episodes, A agents):
+
+    * required: ``obs`` [N,A,O] float; ``actions`` [N,A] integer (discrete) or [N,A,D]
+      float (continuous); ``reward`` [N] float (team reward); ``episode_lengths`` [E]
+      integers >= 1 summing to N.
+    * optional: ``state`` [N,S] (default: obs flattened); ``avail`` [N,A,nA] bool
+      (discrete only; default: all available); ``terminated`` / ``truncated`` [N] bool,
+      True only at an episode's last step (with neither, every episode is taken as
+      terminated at its last step; with one, the other is "last step and not the
+      given flag"); ``final_obs`` [E,A,O], ``final_state`` [E,S], ``final_avail``
+      [E,A,nA] (default: the episode's last row — no bootstrapping information is
+      invented); ``agent_ids``, ``behaviour``, ``policy_ids`` [E,A] unicode strings;
+      ``score_<name>`` [E] float, any number.
+
+    The spec: `spec` if given; else, if `env_id` is a registered environment, its spec
+    (the arrays are checked against it); else one inferred from the arrays (env id
+    `env_id` or "custom", agents agent_0.., nA = avail width or max action + 1,
+    episode_length = longest episode).
+
+    The archive is read with ``allow_pickle=False``: object arrays are refused, and
+    strings must be unicode (``str``) arrays, not bytes.
+
+    Raises:
+        DatasetError: naming the npz file and the key, for every malformed input.
+    """
+    src = Path(npz_path)
+    label = str(src)
+
+    def err(key, expected, found):
+        return DatasetError(label, key, expected, found)
+
+    if not src.is_file():
+        raise err("npz", "an .npz file", "missing" if not src.exists() else "not a file")
+    data = _read_npz(src, label)
+
+    missing = [k for k in NPZ_REQUIRED if k not in data]
+    if missing:
+        raise err(missing[0], NPZ_KEYS[missing[0]], "missing")
+
+    def numeric(key, ndim, shape_txt):
+        arr = data[key]
+        if arr.ndim != ndim or arr.dtype.kind not in "iuf":
+            raise err(key, f"a numeric array {shape_txt}", describe_array(arr))
+        return arr
+
+    obs = numeric("obs", 3, "[N, A, O]")
+    n, a, o = obs.shape
+    if n == 0 or a == 0 or o == 0:
+        raise err("obs", "a non-empty [N, A, O] array", describe_array(obs))
+    reward = numeric("reward", 1, "[N]")
+    lengths = data["episode_lengths"]
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or len(lengths) == 0:
+        raise err("episode_lengths", "a non-empty integer array [E]", describe_array(lengths))
+    if (lengths < 1).any():
+        r = int(np.argmax(lengths < 1))
+        raise err("episode_lengths", "lengths >= 1", f"{int(lengths[r])} at index {r}")
+    total = int(lengths.sum())
+    # N: obs, reward and episode_lengths must agree; blame the one that disagrees.
+    if total != n and reward.shape[0] == n:
+        raise err("episode_lengths", f"lengths summing to N={n} (rows of obs and reward)", f"sum {total}")
+    if n != total:
+        raise err("obs", f"N={total} rows (sum of episode_lengths)", describe_array(obs))
+    if reward.shape != (n,):
+        raise err("reward", f"shape [N={n}] (sum of episode_lengths, rows of obs)", describe_array(reward))
+    lengths = lengths.astype(np.int64)
+    e = len(lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    last = starts + lengths - 1
+    is_last = np.zeros(n, bool)
+    is_last[last] = True
+
+    actions = data["actions"]
+    if actions.ndim == 2 and actions.dtype.kind in "iu":
+        discrete = True
+    elif actions.ndim == 3 and actions.dtype.kind == "f":
+        discrete = False
+    else:
+        raise err("actions", "[N, A] integer (discrete) or [N, A, D] float (continuous)", describe_array(actions))
+    if actions.shape[:2] != (n, a):
+        raise err("actions", f"leading shape [N={n}, A={a}]", describe_array(actions))
+    if discrete and actions.size and actions.min() < 0:
+        r = int(np.argmax((actions < 0).any(axis=1)))
+        raise err("actions", "discrete actions >= 0", f"{int(actions[r].min())} at row {r}")
+
+    if "state" in data:
+        state = numeric("state", 2, "[N, S]")
+        if state.shape[0] != n:
+            raise err("state", f"shape [N={n}, S]", describe_array(state))
+        state_default = False
+    else:
+        state = obs.reshape(n, a * o)
+        state_default = True
+
+    avail = None
+    if "avail" in data:
+        if not discrete:
+            raise err("avail", "no avail key for continuous actions", describe_array(data["avail"]))
+        avail = _as_bool(label, "avail", data["avail"])
+        if avail.ndim != 3 or avail.shape[:2] != (n, a) or avail.shape[2] == 0:
+            raise err("avail", f"shape [N={n}, A={a}, nA] bool", describe_array(avail))
+
+    flags = {}
+    for key in ("terminated", "truncated"):
+        if key in data:
+            flag = _as_bool(label, key, data[key])
+            if flag.shape != (n,):
+                raise err(key, f"shape [N={n}] bool", describe_array(flag))
+            if (flag & ~is_last).any():
+                r = int(np.argmax(flag & ~is_last))
+                raise err(key, "True only at an episode's last step", f"True at row {r}")
+            flags[key] = flag
+    if not flags:
+        flags = {"terminated": is_last.copy(), "truncated": np.zeros(n, bool)}
+    elif "terminated" not in flags:
+        flags["terminated"] = is_last & ~flags["truncated"]
+    elif "truncated" not in flags:
+        flags["truncated"] = is_last & ~flags["terminated"]
+
+    finals = {}
+    for key, base, nd in (("final_obs", obs, 3), ("final_state", state, 2)):
+        if key in data:
+            arr = numeric(key, nd, f"[E={e}, ...]")
+            if arr.shape != (e, *base.shape[1:]):
+                raise err(key, f"shape [E={e}, {', '.join(map(str, base.shape[1:]))}]", describe_array(arr))
+            finals[key] = arr
+        else:
+            finals[key] = base[last]
+    if "final_avail" in data:
+        if not discrete:
+            raise err("final_avail", "no final_avail key for continuous actions", describe_array(data["final_avail"]))
+        fa = _as_bool(label, "final_avail", data["final_avail"])
+        want = (e, a, avail.shape[2] if avail is not None else fa.shape[-1] if fa.ndim == 3 else -1)
+        if fa.shape != want:
+            raise err("final_avail", f"shape [E={e}, A={a}, nA] bool matching avail", describe_array(fa))
+        finals["final_avail"] = fa
+    elif avail is not None:
+        finals["final_avail"] = avail[last]
+
+    strings = {}
+    for key in ("agent_ids", "behaviour", "policy_ids"):
+        if key in data:
+            arr = data[key]
+            if arr.dtype.kind != "U":
+                raise err(key, "a unicode (str) array [E, A]", f"dtype {arr.dtype.name}" +
+                          (" (bytes: decode to str first)" if arr.dtype.kind == "S" else ""))
+            if arr.shape != (e, a):
+                raise err(key, f"shape [E={e}, A={a}] str", describe_array(arr))
+            strings[key] = arr
+    scores = {}
+    for key in sorted(k for k in data if k.startswith("score_")):
+        arr = numeric(key, 1, f"[E={e}]")
+        if arr.shape != (e,):
+            raise err(key, f"shape [E={e}]", describe_array(arr))
+        scores[key[len("score_"):]] = arr
+
+    keymap = {"obs": "obs", "state": "state", "actions": "actions", "avail": "avail", **_NPZ_FIELD_TO_KEY}
+    arrays = {"obs": obs, "state": None if state_default else state, "actions": actions, "avail": avail}
+    if state_default:
+        keymap["state"] = "obs"  # the state is derived from obs
+    resolved, how = _resolve_spec(env_id, spec)
+    if resolved is not None:
+        _check_against_spec(label, resolved, arrays, keymap)
+        if state_default and resolved.state_dim != a * o:
+            raise err("state", f"[N, S={resolved.state_dim}] for env {resolved.env_id!r} (obs flattened has {a * o})",
+                      "missing")
+    else:
+        if discrete:
+            nA = avail.shape[2] if avail is not None else int(actions.max()) + 1
+            if avail is not None and actions.size and actions.max() >= nA:
+                r = int(np.argmax((actions >= nA).any(axis=1)))
+                raise err("actions", f"actions < nA={nA} (width of avail)", f"{int(actions[r].max())} at row {r}")
+        else:
+            nA = actions.shape[2]
+        resolved = _custom_spec(env_id, a, o, state.shape[1], discrete, nA, int(lengths.max()), scores)
+
+    prov = {
+        "source": "npz",
+        "file": str(src.resolve()),
+        "sha256": _sha256(src),
+        "keys": sorted(data),
+        "state_from_obs": state_default,
+        "final_from_last_step": [k for k in ("final_obs", "final_state") if k not in data],
+        **how,
+        **dict(provenance or {}),
+    }
+    env_kwargs = prov.pop("env_kwargs", None)
+    return _write_remapped(
+        label, {**keymap, "final_obs": "final_obs", "final_state": "final_state"},
+        out_dir=out_dir, spec=resolved, obs=obs, state=state, actions=actions, reward=reward,
+        terminated=flags["terminated"], truncated=flags["truncated"], episode_lengths=lengths,
+        final_obs=finals["final_obs"], final_state=finals["final_state"], avail=avail,
+        final_avail=finals.get("final_avail"), scores=scores or None, agent_ids=strings.get("agent_ids"),
+        behaviour=strings.get("behaviour"), policy_ids=strings.get("policy_ids"), env_kwargs=env_kwargs,
+        discount=discount, provenance=prov, notes=notes, overwrite=overwrite)
+
+
+def _read_npz(src: Path, label: str) -> dict[str, np.ndarray]:
+    try:
+        npz = np.load(src, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - not a zip, truncated, a pickle...
+        raise DatasetError(label, "npz", "a readable .npz archive", short_exc(exc)) from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DatasetError(label, "npz", "an .npz archive of named arrays", f"a single {describe_array(npz)} array")
+    data = {}
+    with npz:
+        for key in npz.files:
+            if key not in NPZ_KEYS and not (key.startswith("score_") and len(key) > len("score_")):
+                raise DatasetError(label, key, f"one of the documented keys {sorted(NPZ_KEYS)}", "an unknown key")
+            try:
+                arr = npz[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                    raise DatasetError(label, key, "a numeric, bool or unicode array (object/pickled arrays are refused)",
+                                       "an object array") from None
+                raise DatasetError(label, key, "a readable array", short_exc(exc)) from None
+            except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError) as exc:
+                raise DatasetError(label, key, "a readable array", short_exc(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - zlib.error and friends
+                raise DatasetError(label, key, "a readable array", short_exc(exc)) from None
+            if arr.dtype.hasobject:
+                raise DatasetError(label, key, "a numeric, bool or unicode array", "an object array")
+            data[key] = arr
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# flashbax / OG-MARL Vault
+# ---------------------------------------------------------------------------------------
+
+#: Vault leaves (datastore names; flashbax appends "." to every path component).
+VAULT_LEAVES: dict[str, str] = {
+    "observations.": "required, (B, T, N, O)",
+    "actions.": "required, (B, T, N) integer/float-coded discrete or (B, T, N, D) float continuous",
+    "rewards.": "required, (B, T, N) per-agent (reduced to a team reward) or (B, T)",
+    "terminals.": "required, (B, T, N) or (B, T), 0/1",
+    "truncations.": "required, (B, T, N) or (B, T), 0/1",
+    "infos.state.": "optional, (B, T, S) (default: observations flattened)",
+    "infos.legals.": "optional, (B, T, N, nA) 0/1 available-action mask (discrete only)",
+}
+VAULT_INDEX = "vault_index"
+VAULT_METADATA = "metadata.json"
+#: Vault layout versions read here: flashbax's metadata "version" 1.0, 1.1 and 1.2 (major 1).
+SUPPORTED_VAULT_MAJOR = 1
+
+
+def _find_vault_dir(vault_path: Path, vault_uid: str | None) -> Path:
+    def is_vault(p: Path) -> bool:
+        return (p / VAULT_METADATA).is_file() or (p / "manifest.ocdbt").is_file()
+
+    if not vault_path.is_dir():
+        raise DatasetError(str(vault_path), "vault", "a vault directory", "missing" if not vault_path.exists() else "not a directory")
+    if vault_uid is not None:
+        root = vault_path / vault_uid
+        if not is_vault(root):
+            if is_vault(vault_path) and vault_path.name == vault_uid:
+                return vault_path
+            raise DatasetError(str(root), "vault_uid", f"a vault (containing {VAULT_METADATA} and an OCDBT manifest)", "none there")
+        return root
+    if is_vault(vault_path):
+        return vault_path
+    uids = sorted(p.name for p in vault_path.iterdir() if p.is_dir() and is_vault(p))
+    if len(uids) == 1:
+        return vault_path / uids[0]
+    if not uids:
+        raise DatasetError(str(vault_path), "vault_uid", "a vault directory, or a folder holding one vault uid", "no vault")
+    raise DatasetError(str(vault_path), "vault_uid", f"vault_uid= naming one of {uids}", f"{len(uids)} vaults")
+
+
+def _leaf_names(structure: Any, prefix: str = "") -> list[str]:
+    if isinstance(structure, dict):
+        out = []
+        for k, v in structure.items():
+            out += _leaf_names(v, f"{prefix}{k}.")
+        return out
+    return [prefix]
+
+
+def _ts_spec(root: Path, name: str) -> dict:
+    return {"driver": "zarr", "kvstore": {"driver": "ocdbt", "base": f"file://{root.resolve()}", "path": name}}
+
+
+def _open_leaf(root: Path, name: str):
+    import tensorstore as ts
+
+    try:
+        return ts.open(_ts_spec(root, name), open=True, read=True).result()
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{root}/{name}", name, "a zarr array in the vault's OCDBT store", short_exc(exc)) from None
+
+
+def import_vault(vault_path: str | os.PathLike, out_dir: str | os.PathLike, *, vault_uid: str | None = None,
+                 env_id: str | None = None, spec: EnvSpec | None = None, discount: float = 0.99,
+                 reward_reduce: str = "auto", drop_incomplete: bool = True, overwrite: bool = False,
+                 notes: str = "") -> Path:
+    """Import an OG-MARL / flashbax Vault as a teamsift dataset, with tensorstore only.
+
+    Supported layout (flashbax `Vault`, metadata "version" 1.0, 1.1 and 1.2 — the
+    pre-release 0.x layout, which named datastores with `jax.tree_util.keystr`, is not):
+
+    * ``<vault_path>/<vault_uid>/metadata.json``: {"version", "structure_shape",
+      "structure_dtype", ...}; the structure dicts list the leaves.
+    * one OCDBT key-value store rooted at ``<vault_path>/<vault_uid>/`` holding a zarr
+      array per leaf at key ``<path>.`` (each path component followed by "."), e.g.
+      ``observations.``, ``infos.state.``, shaped (B, T_max, ...) with B independent
+      streams along time, and an int32 zarr array ``vault_index`` of shape (1,) with
+      the written length T (only ``[:, :T]`` is read).
+    * leaves (see `VAULT_LEAVES`): observations (B,T,N,O), actions (B,T,N) discrete or
+      (B,T,N,D) continuous, rewards (B,T,N) or (B,T), terminals and truncations
+      (B,T,N) or (B,T), optional infos.state (B,T,S) and infos.legals (B,T,N,nA).
+      Other leaves are ignored (listed in the provenance).
+
+    Each stream is split into episodes after every step whose terminal or truncation
+    flag is set for any agent. The steps after a stream's last flagged step form an
+    unfinished episode: dropped (drop_incomplete=True, counted in the provenance) or
+    kept as truncated. Vaults hold no observation after an episode's last step, so
+    final_obs/final_state/final_avail are the last step's (for terminal steps this is
+    never bootstrapped from). Per-agent rewards become the team reward by
+    `reward_reduce`: "auto" (agent 0's when all agents' rewards are equal, else the
+    mean), "mean", "sum" or "first". Actions are discrete when legals exist or the
+    actions are integers (float-coded integers are accepted).
+
+    Args:
+        vault_path: the vault directory (``rel_dir/vault_name``) or one uid directory.
+        vault_uid: the uid sub-directory; optional when there is exactly one.
+        env_id, spec: as for `import_npz`.
+
+    Raises:
+        DatasetError: naming the vault leaf (``<vault dir>/<leaf>``) and the problem.
+    """
+    root = _find_vault_dir(Path(vault_path), vault_uid)
+    meta_path = root / VAULT_METADATA
+    mlabel = str(meta_path)
+    if not meta_path.is_file():
+        raise DatasetError(mlabel, "metadata", "flashbax vault metadata (version, structure_shape)", "missing")
+    try:
+        vmeta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(mlabel, "metadata", "a JSON object", short_exc(exc)) from None
+    if not isinstance(vmeta, dict):
+        raise DatasetError(mlabel, "metadata", "a JSON object", type(vmeta).__name__)
+    version = vmeta.get("version")
+    if isinstance(version, bool) or not isinstance(version, (int, float)) or int(version // 1) != SUPPORTED_VAULT_MAJOR:
+        raise DatasetError(mlabel, "version", f"a flashbax vault version {SUPPORTED_VAULT_MAJOR}.x", repr(version))
+    structure = vmeta.get("structure_shape")
+    if not isinstance(structure, dict):
+        raise DatasetError(mlabel, "structure_shape", "a dict of leaf shapes", repr(structure)[:80])
+    leaves = _leaf_names(structure)
+    for name, doc in VAULT_LEAVES.items():
+        if doc.startswith("required") and name not in leaves:
+            raise DatasetError(mlabel, name, f"a leaf {name!r} ({doc})", f"leaves {leaves}")
+
+    index_ds = _open_leaf(root, VAULT_INDEX)
+    try:
+        t_len = int(np.asarray(index_ds.read().result()).reshape(-1)[0])
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(f"{root}/{VAULT_INDEX}", VAULT_INDEX, "one int32 (the written length)", short_exc(exc)) from None
+    if t_len < 1:
+        raise DatasetError(f"{root}/{VAULT_INDEX}", VAULT_INDEX, "a written length >= 1", str(t_len))
+
+    raw: dict[str, np.ndarray] = {}
+    for name in VAULT_LEAVES:
+        if name not in leaves:
+            continue
+        ds = _open_leaf(root, name)
+        if ds.rank < 2 or ds.shape[1] < t_len:
+            raise DatasetError(f"{root}/{name}", name, f"(B, T>={t_len}, ...) (vault_index = {t_len})", f"shape {list(ds.shape)}")
+        try:
+            raw[name] = np.asarray(ds[:, :t_len].read().result())
+        except Exception as exc:  # noqa: BLE001
+            raise DatasetError(f"{root}/{name}", name, "readable chunks", short_exc(exc)) from None
+    return _vault_to_dataset(root, raw, vmeta, leaves, t_len, out_dir, env_id=env_id, spec=spec, discount=discount,
+                             reward_reduce=reward_reduce, drop_incomplete=drop_incomplete, overwrite=overwrite,
+                             notes=notes)
+
+
+def _vault_to_dataset(root: Path, raw: dict, vmeta: dict, leaves: list, t_len: int, out_dir, *, env_id, spec,
+                      discount, reward_reduce, drop_incomplete, overwrite, notes) -> Path:
+    def lab(name):
+        return f"{root}/{name}"
+
+    def err(name, expected, found):
+        return DatasetError(lab(name), name, expected, found)
+
+    obs = raw["observations."]
+    if obs.ndim != 4 or obs.dtype.kind not in "iuf":
+        raise err("observations.", "numeric (B, T, N, O)", describe_array(obs))
+    b, t, a, o = obs.shape
+    for name, arr in raw.items():
+        if arr.shape[0] != b:
+            raise err(name, f"batch size B={b} (as observations.)", describe_array(arr))
+
+    def flags(name):
+        arr = raw[name]
+        if arr.shape not in ((b, t, a), (b, t)):
+            raise err(name, f"(B={b}, T={t}, N={a}) or (B, T) 0/1 flags", describe_array(arr))
+        arr = _as_bool(lab(name), name, arr)
+        return arr.any(axis=-1) if arr.ndim == 3 else arr
+
+    term, trunc = flags("terminals."), flags("truncations.")
+
+    rew = raw["rewards."]
+    if rew.dtype.kind not in "iuf" or rew.shape not in ((b, t, a), (b, t)):
+        raise err("rewards.", f"numeric (B={b}, T={t}, N={a}) or (B, T)", describe_array(rew))
+    check_finite(lab("rewards."), "rewards.", rew.reshape(b * t, -1))
+    reduce_used = "team" if rew.ndim == 2 else reward_reduce
+    if rew.ndim == 3:
+        if reward_reduce == "auto":
+            same = bool((rew == rew[..., :1]).all())
+            reduce_used = "first" if same else "mean"
+        if reduce_used == "first":
+            rew = rew[..., 0]
+        elif reduce_used == "mean":
+            rew = rew.mean(axis=-1)
+        elif reduce_used == "sum":
+            rew = rew.sum(axis=-1)
+        else:
+            raise ValueError(f"reward_reduce must be 'auto', 'mean', 'sum' or 'first', got {reward_reduce!r}")
+
+    act = raw["actions."]
+    legals = raw.get("infos.legals.")
+    discrete = legals is not None or act.dtype.kind in "iu"
+    if discrete:
+        if act.shape != (b, t, a):
+            raise err("actions.", f"discrete actions (B={b}, T={t}, N={a})", describe_array(act))
+        if act.dtype.kind == "f":
+            check_finite(lab("actions."), "actions.", act.reshape(b * t, -1))
+            if not (act == np.round(act)).all():
+                raise err("actions.", "integer-valued discrete actions", "non-integer values")
+        elif act.dtype.kind not in "iu":
+            raise err("actions.", "numeric actions", f"dtype {act.dtype.name}")
+        act = act.astype(np.int64)
+        if act.size and act.min() < 0:
+            raise err("actions.", "discrete actions >= 0", f"minimum {int(act.min())}")
+        if legals is not None:
+            if legals.ndim != 4 or legals.shape[:3] != (b, t, a):
+                raise err("infos.legals.", f"(B={b}, T={t}, N={a}, nA)", describe_array(legals))
+            legals = _as_bool(lab("infos.legals."), "infos.legals.", legals)
+    else:
+        if act.ndim != 4 or act.shape[:3] != (b, t, a) or act.dtype.kind != "f":
+            raise err("actions.", f"continuous float actions (B={b}, T={t}, N={a}, D)", describe_array(act))
+
+    state = raw.get("infos.state.")
+    if state is not None and (state.ndim != 3 or state.shape[:2] != (b, t) or state.dtype.kind not in "iuf"):
+        raise err("infos.state.", f"numeric (B={b}, T={t}, S)", describe_array(state))
+
+    # Split every stream into episodes at terminal|truncation steps.
+    done = term | trunc
+    sel_b, sel_t, lengths, dropped = [], [], [], 0
+    for row in range(b):
+        ends = np.flatnonzero(done[row])
+        begin = 0
+        for end in ends:
+            sel_b.append(np.full(end + 1 - begin, row))
+            sel_t.append(np.arange(begin, end + 1))
+            lengths.append(end + 1 - begin)
+            begin = end + 1
+        if begin < t:
+            if drop_incomplete:
+                dropped += t - begin
+            else:
+                sel_b.append(np.full(t - begin, row))
+                sel_t.append(np.arange(begin, t))
+                lengths.append(t - begin)
+    if not lengths:
+        raise err("terminals.", "at least one finished episode (a terminal or truncation flag)",
+                  f"none in {t} steps x {b} streams (pass drop_incomplete=False to keep unfinished ones)")
+    bi, ti = np.concatenate(sel_b), np.concatenate(sel_t)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = int(lengths.sum())
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    last = starts + lengths - 1
+
+    obs_s = obs[bi, ti]
+    state_s = state[bi, ti] if state is not None else obs_s.reshape(n, a * o)
+    act_s = act[bi, ti]
+    avail_s = legals[bi, ti] if legals is not None else None
+    is_last = np.zeros(n, bool)
+    is_last[last] = True
+    terminated = term[bi, ti] & is_last
+    truncated = np.zeros(n, bool)
+    truncated[last] = ~terminated[last]  # a kept unfinished episode counts as truncated
+
+    keymap = {"obs": "observations.", "state": "infos.state." if state is not None else "observations.",
+              "actions": "actions.", "reward": "rewards.", "avail": "infos.legals.",
+              "final_obs": "observations.", "final_state": "infos.state." if state is not None else "observations.",
+              "final_avail": "infos.legals.", "terminated": "terminals.", "truncated": "truncations.",
+              "length": "terminals."}
+    resolved, how = _resolve_spec(env_id, spec)
+    arrays = {"obs": obs_s, "state": state_s, "actions": act_s, "avail": avail_s}
+    if resolved is not None:
+        _check_against_spec(str(root), resolved, arrays, keymap)
+    else:
+        if discrete:
+            n_act = legals.shape[3] if legals is not None else int(act_s.max()) + 1
+        else:
+            n_act = act.shape[3]
+        resolved = _custom_spec(env_id, a, o, state_s.shape[1], discrete, n_act, int(lengths.max()), ())
+    extra_meta = {k: v for k, v in vmeta.items() if k not in ("structure_shape", "structure_dtype")}
+    prov = {
+        "source": "flashbax-vault",
+        "vault": str(root.resolve()),
+        "vault_metadata": extra_meta,
+        "vault_index": t_len,
+        "streams": b,
+        "leaves_read": sorted(raw),
+        "leaves_ignored": sorted(set(leaves) - set(raw)),
+        "reward_reduce": reduce_used,
+        "incomplete_steps_dropped": int(dropped),
+        "final_from_last_step": True,
+        **how,
+    }
+    env_kwargs = prov.pop("env_kwargs", None)
+    try:
+        return write_dataset(
+            out_dir, spec=resolved, obs=obs_s, state=state_s, actions=act_s, reward=rew[bi, ti],
+            terminated=terminated, truncated=truncated, episode_lengths=lengths, final_obs=obs_s[last],
+            final_state=state_s[last], avail=avail_s, final_avail=avail_s[last] if avail_s is not None else None,
+            env_kwargs=env_kwargs, discount=discount, provenance=prov, notes=notes, overwrite=overwrite)
+    except DatasetError as exc:
+        name = keymap.get(exc.field, exc.field)
+        raise DatasetError(lab(name), name, exc.expected, exc.found) from None
+

@@ -1,0 +1,114 @@
+"""Small synthetic datasets and vaults for tests (of this layer and the ones above).
+
+Nothing here depends on a real environment: specs are built with `EnvSpec(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from teamsift.envs.base import EnvSpec
+
+
+def tiny_spec(discrete: bool = True, num_agents: int = 3, obs_dim: int = 4, state_dim: int = 5,
+              num_actions: int = 3, episode_length: int = 8, env_id: str = "tiny") -> EnvSpec:
+    """A made-up spec: agents a0.., types alternating "x"/"y", last agent's obs narrower."""
+    widths = tuple(obs_dim if i < num_agents - 1 else max(1, obs_dim - 1) for i in range(num_agents))
+    return EnvSpec(
+        env_id=env_id,
+        agents=tuple(f"a{i}" for i in range(num_agents)),
+        agent_types=tuple("xy"[i % 2] for i in range(num_agents)),
+        obs_dim=obs_dim,
+        obs_widths=widths,
+        state_dim=state_dim,
+        discrete=discrete,
+        num_actions=num_actions,
+        action_dims=(num_actions,) * num_agents,
+        episode_length=episode_length,
+        scores=("return", "coverage"),
+    )
+
+
+def make_arrays(spec: EnvSpec, lengths, seed: int = 0, *, scores: bool = True, behaviour: bool = True) -> dict:
+    """Random but valid keyword arguments for `write_dataset` (minus out_dir)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n, e, a = int(lengths.sum()), len(lengths), spec.num_agents
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    last = starts + lengths - 1
+    terminated = np.zeros(n, bool)
+    truncated = np.zeros(n, bool)
+    ends_terminal = rng.random(e) < 0.5
+    terminated[last[ends_terminal]] = True
+    truncated[last[~ends_terminal]] = True
+    out = dict(
+        spec=spec,
+        obs=rng.normal(size=(n, a, spec.obs_dim)).astype(np.float32),
+        state=rng.normal(size=(n, spec.state_dim)).astype(np.float32),
+        reward=rng.normal(size=n).astype(np.float32),
+        terminated=terminated,
+        truncated=truncated,
+        episode_lengths=lengths,
+        final_obs=rng.normal(size=(e, a, spec.obs_dim)).astype(np.float32),
+        final_state=rng.normal(size=(e, spec.state_dim)).astype(np.float32),
+        agent_ids=np.asarray([[f"p{rng.integers(0, 5)}" for _ in range(a)] for _ in range(e)]),
+        provenance={"seed": seed, "maker": "teamsift.data.testing"},
+        notes="synthetic",
+    )
+    if spec.discrete:
+        out["actions"] = rng.integers(0, spec.num_actions, size=(n, a)).astype(np.int32)
+        avail = rng.random((n, a, spec.num_actions)) < 0.8
+        out["avail"] = avail
+        out["final_avail"] = rng.random((e, a, spec.num_actions)) < 0.8
+    else:
+        out["actions"] = rng.uniform(-1, 1, size=(n, a, spec.num_actions)).astype(np.float32)
+    if scores:
+        out["scores"] = {"coverage": rng.uniform(0, 1, size=e), "incidents": rng.integers(0, 4, size=e).astype(float)}
+    if behaviour:
+        levels = np.asarray(["random", "medium", "expert"])
+        out["behaviour"] = levels[rng.integers(0, 3, size=(e, a))]
+        out["policy_ids"] = np.char.add(out["behaviour"], "-0")
+    return out
+
+
+def write_flashbax_vault(vault_dir: str | os.PathLike, leaves: Mapping[str, np.ndarray], vault_index: int,
+                         *, version: float = 1.2, time_capacity: int | None = None, extra_metadata=None) -> Path:
+    """Write a vault in flashbax's on-disk layout (metadata "version" 1.x) with tensorstore.
+
+    `leaves` maps dotted leaf paths ("observations", "infos.state", ...) to arrays
+    (B, T, ...); each goes to a zarr array at key "<path>." of one OCDBT store rooted at
+    `vault_dir` (as flashbax names them), with a time axis of `time_capacity` (default
+    the arrays' T; flashbax uses 10**13) of which `vault_index` steps are marked written.
+    """
+    import tensorstore as ts
+
+    root = Path(vault_dir).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    shapes: dict = {}
+    dtypes: dict = {}
+    for path, arr in leaves.items():
+        node_s, node_d = shapes, dtypes
+        parts = path.split(".")
+        for p in parts[:-1]:
+            node_s, node_d = node_s.setdefault(p, {}), node_d.setdefault(p, {})
+        node_s[parts[-1]] = str(tuple(arr.shape))
+        node_d[parts[-1]] = np.dtype(arr.dtype).name
+    meta = {"version": version, "structure_shape": shapes, "structure_dtype": dtypes, **(extra_metadata or {})}
+    (root / "metadata.json").write_text(json.dumps(meta))
+
+    def spec(name):
+        return {"driver": "zarr", "kvstore": {"driver": "ocdbt", "base": f"file://{root}", "path": name},
+                "metadata": {"compressor": {"id": "gzip", "level": 5}}}
+
+    for path, arr in leaves.items():
+        cap = time_capacity or arr.shape[1]
+        ds = ts.open(spec(path + "."), shape=(arr.shape[0], cap, *arr.shape[2:]), dtype=arr.dtype, create=True).result()
+        ds[:, : arr.shape[1]].write(arr).result()
+    index = ts.open(spec("vault_index"), dtype=np.int32, shape=(1,), create=True).result()
+    index.write(np.asarray([vault_index], np.int32)).result()
+    return root

@@ -1,0 +1,192 @@
+"""Policies: small pytrees that act inside jitted, vmapped rollouts, and save without pickle.
+
+Every joint policy implements the same two pure methods, for one environment and all
+its agents at once:
+
+    carry = policy.initial_carry()
+    actions, carry = policy.act(key, obs[A, O], avail[A, nA] | None, carry)
+
+`actions` are int32[A] (discrete) or float32[A, D] (continuous). Policies are
+`flax.struct` dataclasses, so they can be passed through `jit` and stacked and
+`vmap`ped (e.g. several seeds of one learner).
+
+Kinds here: `NetworkPolicy` (a parameter-shared agent network), `RandomPolicy`
+(uniform over available actions / uniform in [−1, 1]), `FunctionPolicy` (a scripted
+rule), and `PolicyBank` (one of K policies per agent slot, chosen per episode — a mixed team).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization, struct
+
+from teamsift.nets import agent as agent_net
+
+POLICY_FORMAT = "teamsift-policy"
+POLICY_FORMAT_VERSION = 1
+
+
+def sample_discrete(key, logits, avail, deterministic: bool):
+    logits = agent_net.masked_logits(logits, avail)
+    if deterministic:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@struct.dataclass
+class NetworkPolicy:
+    """A parameter-shared agent network (MLP or GRU) acting for all agents."""
+
+    params: Any
+    config: agent_net.AgentNetConfig = struct.field(pytree_node=False)
+    deterministic: bool = struct.field(pytree_node=False, default=True)
+    # Std of Gaussian exploration noise for continuous actions when not deterministic.
+    noise_std: float = struct.field(pytree_node=False, default=0.1)
+
+    def initial_carry(self):
+        return agent_net.initial_carry(self.config)
+
+    def act(self, key, obs, avail, carry):
+        out, carry = agent_net.apply_step(self.config, self.params, obs, carry)
+        if self.config.discrete:
+            return sample_discrete(key, out, avail, self.deterministic), carry
+        if not self.deterministic:
+            out = out + self.noise_std * jax.random.normal(key, out.shape)
+        return jnp.clip(out, -1.0, 1.0), carry
+
+    def replace_mode(self, deterministic: bool) -> "NetworkPolicy":
+        return self.replace(deterministic=deterministic)
+
+
+@struct.dataclass
+class RandomPolicy:
+    """Uniform over available actions (discrete) or uniform in [−1, 1] (continuous)."""
+
+    num_agents: int = struct.field(pytree_node=False)
+    num_actions: int = struct.field(pytree_node=False)
+    discrete: bool = struct.field(pytree_node=False)
+
+    @classmethod
+    def for_spec(cls, spec) -> "RandomPolicy":
+        return cls(spec.num_agents, spec.num_actions, spec.discrete)
+
+    def initial_carry(self):
+        return None
+
+    def act(self, key, obs, avail, carry):
+        del obs
+        if self.discrete:
+            logits = jnp.zeros((self.num_agents, self.num_actions))
+            return sample_discrete(key, logits, avail, deterministic=False), carry
+        return jax.random.uniform(key, (self.num_agents, self.num_actions), minval=-1.0, maxval=1.0), carry
+
+
+@struct.dataclass
+class FunctionPolicy:
+    """A scripted joint policy: `fn(key, obs, avail) -> actions` (stateless)."""
+
+    fn: Callable = struct.field(pytree_node=False)
+
+    def initial_carry(self):
+        return None
+
+    def act(self, key, obs, avail, carry):
+        return self.fn(key, obs, avail), carry
+
+
+@struct.dataclass
+class PolicyBank:
+    """K joint policies; in each episode slot i is played by policy `assignment[i]`.
+
+    `assignment` ([A] int32) is set per episode with `assign` — `teamsift.evaluate.rollout`
+    does so from its `assignment` argument ([E, A]), which is how datasets of mixed
+    quality record their per-slot ground truth. Every policy acts for the whole team and
+    row i of policy `assignment[i]` is kept.
+    """
+
+    policies: tuple
+    assignment: Any = None
+
+    def assign(self, assignment) -> "PolicyBank":
+        return self.replace(assignment=jnp.asarray(assignment, jnp.int32))
+
+    def initial_carry(self):
+        return tuple(p.initial_carry() for p in self.policies)
+
+    def act(self, key, obs, avail, carry):
+        if self.assignment is None:
+            raise ValueError("PolicyBank.act: no slot assignment; call .assign(indices[A]) first")
+        keys = jax.random.split(key, len(self.policies))
+        outputs = [p.act(k, obs, avail, c) for p, k, c in zip(self.policies, keys, carry)]
+        joint = jnp.stack([actions for actions, _ in outputs])  # [K, A, ...]
+        actions = joint[self.assignment, jnp.arange(joint.shape[1])]
+        return actions, tuple(c for _, c in outputs)
+
+
+def slot_policy(policies) -> PolicyBank:
+    """A fixed mixed team: slot i is always played by `policies[i]`."""
+    return PolicyBank(tuple(policies)).assign(jnp.arange(len(policies)))
+
+
+# --- saving and loading (msgpack; never pickle) ------------------------------------------
+
+def save_policy(policy: NetworkPolicy, path: str | os.PathLike, *, spec=None, extra: dict | None = None) -> Path:
+    """Write a policy to one msgpack file atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "format": POLICY_FORMAT,
+        "format_version": POLICY_FORMAT_VERSION,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(policy.config).items()},
+        "spec": spec.to_dict() if spec is not None else None,
+        "extra": extra or {},
+    }
+    payload = {
+        "header": json.dumps(header),
+        "params": serialization.to_state_dict(jax.tree.map(np.asarray, policy.params)),
+    }
+    blob = serialization.msgpack_serialize(payload)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class PolicyFileError(ValueError):
+    """A policy file that is missing, corrupt or of an unknown format."""
+
+
+def load_policy(path: str | os.PathLike) -> tuple[NetworkPolicy, dict]:
+    """Read a policy written by `save_policy`. Returns (policy, header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyFileError(f"{path}: no such policy file")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+        header = json.loads(payload["header"])
+    except Exception as exc:  # corrupt bytes of any kind
+        raise PolicyFileError(f"{path}: not a teamsift policy file ({type(exc).__name__}: {exc})") from None
+    if header.get("format") != POLICY_FORMAT or header.get("format_version") != POLICY_FORMAT_VERSION:
+        raise PolicyFileError(
+            f"{path}: field 'format' expected {POLICY_FORMAT!r} version {POLICY_FORMAT_VERSION}, "
+            f"found {header.get('format')!r} version {header.get('format_version')!r}"
+        )
+    config_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in header["config"].items()}
+    config = agent_net.AgentNetConfig(**config_dict)
+    template = agent_net.init_params(config, jax.random.key(0))
+    params = serialization.from_state_dict(template, payload["params"])
+    params = jax.tree.map(jnp.asarray, params)
+    return NetworkPolicy(params=params, config=config), header
