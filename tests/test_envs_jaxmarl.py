@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from teamsift import envs
-from teamsift.envs._jaxmarl import import_jaxmarl
+from teamsift.envs._jaxmarl import import_jaxmarl, quiet_construct
 
 _ROLLOUTS: dict[tuple, dict] = {}
 
@@ -101,7 +101,7 @@ def test_full_obs_mpe_specs():
 
 @pytest.mark.parametrize("env_id, n", [("CN_3ls3l", 3), ("CN_4ls4l", 4)])
 def test_po_spread_sees_nearest_landmarks_and_seeker(env_id, n):
-    out = rollout(env_id, steps=6)
+    out = rollout(env_id, steps=25)
     pos_all = out["traj"]["env_state"].p_pos  # [K, T, N+L, 2], state before each step
     vel_all = out["traj"]["env_state"].p_vel
     # obs after step t belongs to the state before step t+1
@@ -126,11 +126,11 @@ def test_po_spread_sees_nearest_landmarks_and_seeker(env_id, n):
             j = others[int(np.argmin(d_ag))]
             np.testing.assert_allclose(o[8:10], agents[j] - agents[i], atol=1e-5)
             checked += 1
-    assert checked >= 8 * 5 * n
+    assert checked == 8 * 24 * n
 
 
 def test_po_tag_obs_content():
-    out = rollout("PP_3p1p", steps=6)
+    out = rollout("PP_3p1p", steps=25)
     pos_all = out["traj"]["env_state"].p_pos[:, 1:].reshape(-1, 6, 2)  # 3 predators, prey, 2 obstacles
     vel_all = out["traj"]["env_state"].p_vel[:, 1:].reshape(-1, 6, 2)
     obs_all = out["traj"]["obs"][:, :-1].reshape(-1, 3, 10)
@@ -203,11 +203,11 @@ def test_scripted_prey_moves_away_from_nearest_predator(env_id):
 
 
 def test_random_policy_team_rewards_mpe():
-    spread = rollout("CN_3ls3l", steps=25, n_keys=16)
+    spread = rollout("CN_3ls3l", steps=25)
     ret = spread["traj"]["reward"].sum(axis=1)
     assert np.all(spread["traj"]["reward"] <= 0)
     assert -150.0 < ret.mean() < -10.0, ret
-    tag = rollout("PP_3p1p", steps=25, n_keys=16)
+    tag = rollout("PP_3p1p", steps=25)
     r = tag["traj"]["reward"]
     np.testing.assert_allclose(r, 10.0 * tag["traj"]["info"]["catches"])
     np.testing.assert_allclose(r / 10.0, np.round(r / 10.0))
@@ -353,7 +353,8 @@ def test_halfcheetah_2x3_actions_reach_the_right_joints():
     r = jax.jit(env.reset)(jax.random.key(0))
     a = jnp.array([[0.3, -0.7, 0.9], [-0.2, 0.5, 1.0]], jnp.float32)
     ours = jax.jit(env.step)(jax.random.key(1), r.env_state, a)
-    brax_env = import_jaxmarl("brax.envs").get_environment("halfcheetah", backend="positional")
+    brax_envs = import_jaxmarl("brax.envs")
+    brax_env = quiet_construct(brax_envs.get_environment, "halfcheetah", backend="positional")
     ref = jax.jit(brax_env.step)(r.env_state.brax_state, a.reshape(-1))
     np.testing.assert_allclose(ours.state, ref.obs, atol=1e-6)
     np.testing.assert_allclose(ours.reward, ref.reward, atol=1e-6)

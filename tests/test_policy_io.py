@@ -12,10 +12,11 @@ from teamsift.nets import AgentNetConfig, NetworkPolicy, PolicyFileError, init_p
 @pytest.mark.parametrize("discrete", [False, True])
 def test_round_trip_gives_identical_actions(tmp_path, recurrent, discrete):
     config = AgentNetConfig(num_agents=3, obs_dim=5, num_actions=4, discrete=discrete, recurrent=recurrent)
-    policy = NetworkPolicy(params=init_params(config, jax.random.key(0)), config=config)
+    policy = NetworkPolicy(params=init_params(config, jax.random.key(0)), config=config, deterministic=False)
     path = save_policy(policy, tmp_path / "p.msgpack", extra={"note": "x"})
     loaded, header = load_policy(path)
     assert loaded.config == config and header["extra"] == {"note": "x"}
+    assert loaded.deterministic is False
     obs = jax.random.normal(jax.random.key(1), (3, 5))
     avail = jnp.ones((3, 4), bool) if discrete else None
     a1, _ = policy.act(jax.random.key(2), obs, avail, policy.initial_carry())

@@ -45,6 +45,9 @@ class BCConfig:
     batch_size: int = 32  # episodes (GRU) — MLP batches hold batch_size · 8 transitions
     num_updates: int = 15_000
     log_every: int = 500
+    # Discrete policies act by sampling the cloned action distribution (a faithful copy of
+    # the behaviour); False: always take its most likely action.
+    sample_actions: bool = True
 
 
 def net_config(config: BCConfig, spec) -> AgentNetConfig:
@@ -128,10 +131,10 @@ def train(
     init_keys, update_keys = seed_keys[:, 0], seed_keys[:, 1]
     carry = jax.vmap(init)(init_keys)
     # Only the fields that shape the update take part in its (jit) cache key.
-    update = make_update(net, dataclasses.replace(config, num_updates=0, log_every=0))
+    update = make_update(net, dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=True))
     carry, losses = common.run_updates(
         update, carry, update_keys, config.num_updates, config.log_every, data, progress=progress, label="BC"
     )
     params = carry[0] if num_seeds > 1 else jax.tree.map(lambda x: x[0], carry[0])
-    policy = NetworkPolicy(params=params, config=net)
+    policy = NetworkPolicy(params=params, config=net, deterministic=not (config.sample_actions and net.discrete))
     return policy, {"loss": np.asarray(losses), "num_seeds": num_seeds, "config": dataclasses.asdict(config)}

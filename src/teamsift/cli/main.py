@@ -217,27 +217,35 @@ def inspect(
     emit(summary, as_json, _render_summary)
 
 
-def _render_summary(summary: dict) -> None:
+def _render_summary(summary: dict, max_rows: int = 20) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     console.print(f"[bold]{summary.get('env_id')}[/]: {summary['episodes']} episodes, {summary['steps']} steps, "
-                  f"{summary['agents']} agents")
-    table = Table(title="scores")
-    for column in ("score", "mean", "std", "min", "max"):
-        table.add_column(column)
-    for name, stats in summary.get("scores", {}).items():
-        table.add_row(name, *(f"{stats[k]:.3f}" for k in ("mean", "std", "min", "max")))
+                  f"{summary['agents']} agents ({', '.join(sorted(set(summary['agent_types'])))}), "
+                  f"{summary.get('distinct_agent_ids', '?')} distinct agent ids")
+    table = Table(title="team return and scores")
+    for column in ("score", "mean", "std", "min", "median", "max"):
+        table.add_column(column, justify="right" if column != "score" else "left")
+    rows = {"return": summary["return"], **summary.get("scores", {})}
+    for name, stats in rows.items():
+        table.add_row(name, *(f"{v:.3f}" for v in (stats["mean"], stats["std"], stats["min"],
+                                                     stats["quantiles"]["0.5"], stats["max"])))
     console.print(table)
-    compositions = summary.get("compositions") or {}
+    compositions = (summary.get("behaviour") or {}).get("compositions") or {}
     if compositions:
-        table = Table(title="per behaviour composition")
-        for column in ("composition", "episodes", "mean return"):
-            table.add_column(column)
-        for name, stats in compositions.items():
-            table.add_row(name, str(stats["episodes"]), f"{stats['return_mean']:.3f}")
+        ordered = sorted(compositions.items(), key=lambda item: -item[1]["count"])
+        table = Table(title=f"per behaviour composition ({len(ordered)} compositions"
+                            + (f", {max_rows} most frequent shown" if len(ordered) > max_rows else "") + ")")
+        for column in ("composition", "episodes", "mean return", "std"):
+            table.add_column(column, justify="left" if column == "composition" else "right")
+        for name, stats in ordered[:max_rows]:
+            table.add_row(name, str(stats["count"]), f"{stats['return_mean']:.3f}", f"{stats['return_std']:.3f}")
         console.print(table)
+        abbreviations = (summary.get("behaviour") or {}).get("abbreviations") or {}
+        if abbreviations:
+            console.print("levels: " + ", ".join(f"{short} = {name}" for name, short in abbreviations.items()))
     if "plot" in summary:
         console.print(f"plot: {summary['plot']}")
 
@@ -313,7 +321,7 @@ def eval_cmd(
 
     env_kwargs = {}
     if env_id is None:
-        if not Path(policy).exists():
+        if policy == "random" or policy.startswith("scripted:"):
             fail("--env is required for 'random' and scripted policies")
         try:
             _, header = load_policy(policy)

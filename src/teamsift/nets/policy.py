@@ -146,6 +146,8 @@ def save_policy(policy: NetworkPolicy, path: str | os.PathLike, *, spec=None, ex
         "format": POLICY_FORMAT,
         "format_version": POLICY_FORMAT_VERSION,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(policy.config).items()},
+        "deterministic": policy.deterministic,
+        "noise_std": policy.noise_std,
         "spec": spec.to_dict() if spec is not None else None,
         "extra": extra or {},
     }
@@ -189,4 +191,6 @@ def load_policy(path: str | os.PathLike) -> tuple[NetworkPolicy, dict]:
     template = agent_net.init_params(config, jax.random.key(0))
     params = serialization.from_state_dict(template, payload["params"])
     params = jax.tree.map(jnp.asarray, params)
-    return NetworkPolicy(params=params, config=config), header
+    policy = NetworkPolicy(params=params, config=config, deterministic=bool(header.get("deterministic", True)),
+                           noise_std=float(header.get("noise_std", 0.1)))
+    return policy, header
