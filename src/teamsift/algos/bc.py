@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from teamsift.algos import common
-from teamsift.data.batches import sample_rows
+from teamsift.data import sample_sequences, sample_transitions
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_sequence, apply_step, init_params, masked_logits
 
 
@@ -90,15 +90,17 @@ def bc_loss(params, net: AgentNetConfig, batch: dict) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def make_update(net: AgentNetConfig, config: BCConfig):
+def make_update(net: AgentNetConfig, config: BCConfig, max_length: int):
     """The pure update: ((params, opt_state), key, data) → ((params, opt_state), loss)."""
 
     optimizer = make_optimizer(config)
-    batch_size = config.batch_size if net.recurrent else config.batch_size * 8
 
     def update(carry, key, data):
         params, opt_state = carry
-        batch = sample_rows(key, data, batch_size)  # uniform transitions or whole episodes
+        if net.recurrent:  # whole episodes from t = 0, padded (weight 0 on padding)
+            batch = sample_sequences(key, data, config.batch_size, max_length, align="episode")
+        else:  # uniform joint transitions
+            batch = sample_transitions(key, data, config.batch_size * 8)
         loss, grads = jax.value_and_grad(bc_loss)(params, net, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
@@ -121,7 +123,7 @@ def train(
     """
     net = net_config(config, dataset.spec)
     optimizer = make_optimizer(config)
-    data = common.device_data(dataset, weights, episodic=net.recurrent)
+    data = common.device_data(dataset, weights)
 
     def init(seed_key):
         params = init_params(net, seed_key)
@@ -131,7 +133,8 @@ def train(
     init_keys, update_keys = seed_keys[:, 0], seed_keys[:, 1]
     carry = jax.vmap(init)(init_keys)
     # Only the fields that shape the update take part in its (jit) cache key.
-    update = make_update(net, dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=True))
+    update = make_update(net, dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=True),
+                         int(dataset.lengths.max()))
     carry, losses = common.run_updates(
         update, carry, update_keys, config.num_updates, config.log_every, data, progress=progress, label="BC"
     )

@@ -9,16 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from rich.progress import TextColumn
 
-from teamsift.data.batches import episode_padded
+from teamsift.data import to_device
 from teamsift.progress import progress_bar
 
 
-def device_data(dataset, weights: np.ndarray | None = None, *, episodic: bool = False) -> dict:
-    """Move what a learner needs to the JAX device.
-
-    Transitions: obs [N,A,O], actions, avail, weight [N,A].
-    Episodes (episodic=True): the same fields padded to [E,T,…] with weight 0 on padding.
-    """
+def device_data(dataset, weights: np.ndarray | None = None) -> dict:
+    """Move obs, actions, avail (discrete) and per-decision weights [N, A] to the device."""
     spec = dataset.spec
     if weights is None:
         weights = np.ones((dataset.num_steps, spec.num_agents), np.float32)
@@ -27,12 +23,10 @@ def device_data(dataset, weights: np.ndarray | None = None, *, episodic: bool = 
         raise ValueError(
             f"weights: expected shape [N={dataset.num_steps}, A={spec.num_agents}], found {list(weights.shape)}"
         )
-    fields = {"obs": dataset.steps["obs"], "actions": dataset.steps["actions"], "weight": weights}
-    if spec.discrete:
-        fields["avail"] = dataset.steps["avail"]
-    if episodic:
-        return {name: jnp.asarray(array) for name, array in episode_padded(dataset, fields).items()}
-    return {name: jnp.asarray(np.asarray(array)) for name, array in fields.items()}
+    fields = ("obs", "actions", "avail") if spec.discrete else ("obs", "actions")
+    arrays = to_device(dataset, fields)
+    arrays["weight"] = jnp.asarray(weights)
+    return arrays
 
 
 @functools.partial(jax.jit, static_argnames=("update", "num_updates"), donate_argnums=(1,))

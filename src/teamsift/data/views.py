@@ -26,6 +26,11 @@ import numpy as np
 NEXT_FIELDS = ("obs", "state", "avail")
 
 
+#: Per-step fields gathered at sampled rows. `weight` ([N, A]) is not stored in datasets:
+#: learners add it to the device arrays to weigh each agent decision (EV2BC, DPER, …).
+STEP_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "truncated", "weight")
+
+
 def gather_steps(xp, arrays: Mapping[str, Any], rows, episode, last_row, mask=None) -> dict:
     """Gather the step fields at `rows` (any shape) plus next_* via final_*.
 
@@ -45,7 +50,7 @@ def gather_steps(xp, arrays: Mapping[str, Any], rows, episode, last_row, mask=No
         return xp.reshape(m, m.shape + (1,) * (x.ndim - m.ndim))
 
     out = {}
-    for name in ("obs", "state", "avail", "actions", "reward", "terminated", "truncated"):
+    for name in STEP_FIELDS:
         if name in arrays:
             out[name] = arrays[name][rows]
     is_last = rows == last_row
