@@ -52,3 +52,40 @@ def commons_team(kinds: tuple[str, ...]) -> PolicyBank:
 
 def random_policy(spec) -> RandomPolicy:
     return RandomPolicy.for_spec(spec)
+
+
+# --- MPE ----------------------------------------------------------------------------------
+# JaxMARL's discrete MPE actions: 0 stay, 1 −x, 2 +x, 3 −y, 4 +y.
+
+def move_towards(delta: jax.Array, tolerance: float = 0.05) -> jax.Array:
+    """Discrete MPE move along the larger component of `delta` [..., 2]; stay when close."""
+    dx, dy = delta[..., 0], delta[..., 1]
+    along_x = jnp.where(dx > 0, 2, 1)
+    along_y = jnp.where(dy > 0, 4, 3)
+    move = jnp.where(jnp.abs(dx) >= jnp.abs(dy), along_x, along_y)
+    return jnp.where(jnp.hypot(dx, dy) < tolerance, 0, move).astype(jnp.int32)
+
+
+def _spread_assigned(key, obs, avail):
+    """Full-observation spread: seeker i heads for landmark i (relative position at 4+2i)."""
+    num_agents = obs.shape[0]
+    targets = jnp.stack([obs[i, 4 + 2 * i: 6 + 2 * i] for i in range(num_agents)])
+    return move_towards(targets)
+
+
+def _nearest_target(key, obs, avail):
+    """Partially observable CN maps: head for the nearest visible landmark (obs[4:6])."""
+    return move_towards(obs[:, 4:6])
+
+
+def _chase_prey(key, obs, avail):
+    """PP_3p1p predators run at the prey (its relative position is at obs[6:8])."""
+    return move_towards(obs[:, 6:8])
+
+
+SCRIPTED_RULES = {
+    "mpe_spread": {"assigned": lambda spec: FunctionPolicy(_spread_assigned)},
+    "CN_3ls3l": {"nearest": lambda spec: FunctionPolicy(_nearest_target)},
+    "CN_4ls4l": {"nearest": lambda spec: FunctionPolicy(_nearest_target)},
+    "PP_3p1p": {"chase": lambda spec: FunctionPolicy(_chase_prey)},
+}

@@ -24,7 +24,8 @@ True once set, so a fallen walker that later re-enters the healthy range stays d
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import warnings
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,22 @@ PARTITIONS: dict[str, tuple[str, list[tuple[list[int], list[int]]]]] = {
 }
 
 
+def _without_mujoco_log(fn: Callable[[], Any]) -> Any:
+    """Run fn with MuJoCo warnings turned into Python warnings.
+
+    MuJoCo's default handler prints them and appends them to ./MUJOCO_LOG.TXT (Brax's
+    half_cheetah.xml uses the deprecated `settotalmass`, which warns on every load).
+    """
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda msg: warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2))
+    try:
+        return fn()
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 class MaBraxState(NamedTuple):
     brax_state: Any
     t: jax.Array  # int32, steps taken
@@ -74,8 +91,9 @@ def make_mabrax(robot: str, episode_length: int = 1000) -> Env:
     act_map = {a: jnp.asarray(act, jnp.int32) for a, (act, _) in zip(agents, parts)}
     obs_map = {a: jnp.asarray(obs, jnp.int32) for a, (_, obs) in zip(agents, parts)}
     # episode_length=None: no Brax EpisodeWrapper; auto_reset=False: no AutoResetWrapper.
-    raw = quiet_construct(mod.MABraxEnv, robot, episode_length=None, auto_reset=False,
-                          agent_obs_mapping=obs_map, agent_action_mapping=act_map)
+    raw = _without_mujoco_log(lambda: quiet_construct(
+        mod.MABraxEnv, robot, episode_length=None, auto_reset=False,
+        agent_obs_mapping=obs_map, agent_action_mapping=act_map))
     brax_env = raw.env
     ep_len = int(episode_length)
     obs_widths = tuple(len(obs) for _, obs in parts)
