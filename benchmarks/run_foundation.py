@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ from teamsift.algos import bc
 from teamsift.algos.common import device_data
 from teamsift.collect import collect_arrays, random_policy
 from teamsift.data import load_dataset, write_dataset
+from teamsift.envs._jaxmarl import import_jaxmarl
 from teamsift.nets import AgentNetConfig, apply_step, init_params
 
 
@@ -53,9 +53,8 @@ def timed(fn, repeats: int = 3) -> float:
 # --- 1. environment throughput -------------------------------------------------------------
 
 def env_throughput(num_envs: int, num_steps: int) -> dict:
-    with contextlib.redirect_stdout(io.StringIO()):
-        from jaxmarl.environments.mpe.simple_spread import SimpleSpreadMPE
-    raw = SimpleSpreadMPE(num_agents=3, action_type="Discrete")
+    spread = import_jaxmarl("jaxmarl.environments.mpe.simple_spread")
+    raw = spread.SimpleSpreadMPE(num_agents=3, action_type="Discrete")
     agents = raw.agents
 
     @jax.jit
@@ -160,12 +159,12 @@ def bc_throughput(num_updates: int, batch_size: int) -> dict:
         result = {"batch_transitions": batch_size * 8, "network": "MLP 64-64 + agent id", "updates": num_updates}
         for seeds in (1, 5):
             seconds = timed(lambda: bc.train(config, dataset, jax.random.key(3), num_seeds=seeds, progress=False)[1]["loss"],
-                            repeats=2)
+                            repeats=3)
             result[f"teamsift_{seeds}_seed_updates_per_s"] = num_updates / seconds
         net = bc.net_config(config, env.spec)
         data = device_data(dataset)
         bare = bare_bc_loop(data, net, config, num_updates)
-        result["bare_scan_updates_per_s"] = num_updates / timed(bare, repeats=2)
+        result["bare_scan_updates_per_s"] = num_updates / timed(bare, repeats=3)
     result["ratio_1_seed_vs_bare"] = result["teamsift_1_seed_updates_per_s"] / result["bare_scan_updates_per_s"]
     result["cost_5_seeds_vs_1"] = result["teamsift_1_seed_updates_per_s"] / result["teamsift_5_seed_updates_per_s"]
     return result

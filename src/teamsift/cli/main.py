@@ -74,17 +74,22 @@ def envs(
         rows.append(row)
 
     def render(payload):
+        from rich.console import Console
         from rich.table import Table
 
         table = Table(title="teamsift environments")
-        columns = ["env_id", "family", "agents", "agent_types", "obs_dim", "state_dim", "actions", "episode_length", "scores"]
-        columns = [c for c in columns if c in payload["envs"][0]] if payload["envs"] else columns
-        for column in columns:
-            table.add_column(column)
-        for row in payload["envs"]:
-            table.add_row(*[", ".join(map(str, row[c])) if isinstance(row[c], list) else str(row[c]) for c in columns])
-        from rich.console import Console
-
+        if not specs:
+            for column in ("env_id", "family", "description"):
+                table.add_column(column, no_wrap=column == "env_id")
+            for row in payload["envs"]:
+                table.add_row(row["env_id"], row["family"], row["description"])
+        else:
+            for column in ("env_id", "A", "agent types", "obs", "state", "actions", "T", "scores"):
+                table.add_column(column, no_wrap=column in ("env_id", "actions"))
+            for row in payload["envs"]:
+                table.add_row(row["env_id"], str(row["agents"]), ", ".join(row["agent_types"]), str(row["obs_dim"]),
+                              str(row["state_dim"]), row["actions"], str(row["episode_length"]),
+                              ", ".join(row["scores"]))
         Console().print(table)
 
     emit({"envs": rows}, as_json, render)
