@@ -24,7 +24,6 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q -m bench
 	$(BIN)/python benchmarks/run_foundation.py
 
 clean:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teamsift.collect import scripted
-from teamsift.nets.policy import NetworkPolicy, load_policy
+from teamsift.nets.policy import load_policy
 
 
 def scripted_rules(env_id: str) -> dict:
@@ -50,7 +50,3 @@ def resolve(token: str, env) -> tuple[object, str]:
     raise ValueError(
         f"behaviour {token!r} not understood; expected 'random', 'scripted:<rule>' or a policy file (.msgpack)"
     )
-
-
-def is_network(policy) -> bool:
-    return isinstance(policy, NetworkPolicy)
