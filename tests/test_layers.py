@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "teamsift"
 LAYER = {"nets": 0, "envs": 0, "data": 0, "evaluate": 0, "collect": 1, "value": 2, "algos": 3, "bench": 4, "cli": 4}
 # Package-level helpers usable from every layer.
-SHARED = {"progress"}
+SHARED = {"progress", "fileio"}
 
 
 def imported_teamsift_modules(path: Path):

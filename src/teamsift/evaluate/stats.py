@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from teamsift.envs.base import Env
@@ -56,14 +57,21 @@ class EvalResult:
         }
 
 
-def evaluate(env: Env, policy, key: jax.Array, num_episodes: int = 100, chunk: int = 1024) -> EvalResult:
-    """Roll out `policy` for `num_episodes` episodes (in jitted chunks) and summarise every score."""
+def evaluate(env: Env, policy, key: jax.Array, num_episodes: int = 100, chunk: int = 1024,
+             assignment=None) -> EvalResult:
+    """Roll out `policy` for `num_episodes` episodes (in jitted chunks) and summarise every score.
+
+    `assignment` [num_episodes, A] (for a `PolicyBank` / `CheckpointBank`) says which
+    policy plays each slot in each episode.
+    """
     per_episode: dict[str, list] = {}
     lengths = []
     remaining, chunk_index = num_episodes, 0
     while remaining > 0:
         size = min(chunk, remaining)
-        episodes = rollout(env, policy, jax.random.fold_in(key, chunk_index), size, record=False)
+        done = num_episodes - remaining
+        part = None if assignment is None else jnp.asarray(assignment)[done:done + size]
+        episodes = rollout(env, policy, jax.random.fold_in(key, chunk_index), size, record=False, assignment=part)
         for name, values in episodes.scores.items():
             per_episode.setdefault(name, []).append(np.asarray(values))
         lengths.append(np.asarray(episodes.lengths))

@@ -32,6 +32,9 @@ class AgentNetConfig:
     recurrent: bool = False
     hidden: tuple[int, ...] = (64, 64)
     agent_ids: bool = True
+    # Continuous only: a learned, state-independent log standard deviation per action
+    # dimension (parameter `log_std`), used when the policy acts stochastically.
+    learned_std: bool = False
 
     @property
     def input_dim(self) -> int:
@@ -64,13 +67,19 @@ class MLP(nn.Module):
         return nn.relu(x) if self.activate_final else x
 
 
+def _continuous_head(module: nn.Module, config: AgentNetConfig, out):
+    if config.learned_std:
+        module.param("log_std", nn.initializers.constant(-0.5), (config.num_actions,))
+    return jnp.tanh(out)
+
+
 class AgentMLP(nn.Module):
     config: AgentNetConfig
 
     @nn.compact
     def __call__(self, obs):
         out = MLP(self.config.hidden, self.config.num_actions)(obs)
-        return out if self.config.discrete else jnp.tanh(out)
+        return out if self.config.discrete else _continuous_head(self, self.config, out)
 
 
 class AgentGRU(nn.Module):
@@ -84,10 +93,17 @@ class AgentGRU(nn.Module):
         x = nn.relu(nn.Dense(width)(obs))
         carry, x = nn.GRUCell(features=width)(carry, x)
         out = MLP(self.config.hidden[1:], self.config.num_actions)(nn.relu(x))
-        return carry, (out if self.config.discrete else jnp.tanh(out))
+        return carry, (out if self.config.discrete else _continuous_head(self, self.config, out))
 
     def initial_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
         return jnp.zeros(batch_shape + (self.config.hidden[0],), jnp.float32)
+
+
+def action_std(config: AgentNetConfig, params) -> jax.Array | None:
+    """The learned action standard deviation [D] (continuous, learned_std), else None."""
+    if config.discrete or not config.learned_std:
+        return None
+    return jnp.exp(params["params"]["log_std"])
 
 
 def build(config: AgentNetConfig) -> nn.Module:
@@ -113,6 +129,22 @@ def apply_step(config: AgentNetConfig, params, obs, carry):
     """One decision for all agents: obs[..., A, O] → (outputs[..., A, nA|D], carry)."""
     net = build(config)
     inputs = with_agent_ids(obs, config.num_agents) if config.agent_ids else obs
+    if config.recurrent:
+        carry, out = net.apply(params, carry, inputs)
+        return out, carry
+    return net.apply(params, inputs), carry
+
+
+def apply_agent(config: AgentNetConfig, params, obs, agent_index, carry):
+    """One decision of one agent: obs[O] with its own id → (output[nA|D], carry[H] | None).
+
+    Used when every slot plays different parameters (a bank of checkpoints): each slot
+    evaluates only its own network instead of the whole team's.
+    """
+    inputs = obs
+    if config.agent_ids:
+        inputs = jnp.concatenate([obs, jax.nn.one_hot(agent_index, config.num_agents, dtype=obs.dtype)])
+    net = build(config)
     if config.recurrent:
         carry, out = net.apply(params, carry, inputs)
         return out, carry

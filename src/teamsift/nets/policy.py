@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization, struct
 
+from teamsift.fileio import atomic_write_bytes
 from teamsift.nets import agent as agent_net
 
 POLICY_FORMAT = "teamsift-policy"
@@ -48,7 +48,8 @@ class NetworkPolicy:
     params: Any
     config: agent_net.AgentNetConfig = struct.field(pytree_node=False)
     deterministic: bool = struct.field(pytree_node=False, default=True)
-    # Std of Gaussian exploration noise for continuous actions when not deterministic.
+    # Std of Gaussian noise for continuous actions when not deterministic (a network with
+    # `learned_std` uses its own learned std instead).
     noise_std: float = struct.field(pytree_node=False, default=0.1)
 
     def initial_carry(self):
@@ -59,7 +60,9 @@ class NetworkPolicy:
         if self.config.discrete:
             return sample_discrete(key, out, avail, self.deterministic), carry
         if not self.deterministic:
-            out = out + self.noise_std * jax.random.normal(key, out.shape)
+            std = agent_net.action_std(self.config, self.params)
+            std = self.noise_std if std is None else std
+            out = out + std * jax.random.normal(key, out.shape)
         return jnp.clip(out, -1.0, 1.0), carry
 
     def replace_mode(self, deterministic: bool) -> "NetworkPolicy":
@@ -131,6 +134,58 @@ class PolicyBank:
         return actions, tuple(c for _, c in outputs)
 
 
+@struct.dataclass
+class CheckpointBank:
+    """K checkpoints of one agent network (params stacked on a leading [K] axis); in each
+    episode slot i plays checkpoint `assignment[i]`, and only that slot's network is run.
+
+    This is how datasets are drawn from policy pools: every slot of every episode can be
+    a different checkpoint, at the cost of one network evaluation per slot.
+    """
+
+    params: Any  # leaves [K, ...]
+    config: agent_net.AgentNetConfig = struct.field(pytree_node=False)
+    deterministic: bool = struct.field(pytree_node=False, default=False)
+    noise_std: float = struct.field(pytree_node=False, default=0.1)
+    assignment: Any = None
+
+    @property
+    def size(self) -> int:
+        return jax.tree.leaves(self.params)[0].shape[0]
+
+    def assign(self, assignment) -> "CheckpointBank":
+        return self.replace(assignment=jnp.asarray(assignment, jnp.int32))
+
+    def checkpoint(self, index: int) -> NetworkPolicy:
+        """One checkpoint as a stand-alone joint policy."""
+        params = jax.tree.map(lambda x: x[index], self.params)
+        return NetworkPolicy(params, self.config, self.deterministic, self.noise_std)
+
+    def initial_carry(self):
+        return agent_net.initial_carry(self.config)
+
+    def act(self, key, obs, avail, carry):
+        if self.assignment is None:
+            raise ValueError("CheckpointBank.act: no slot assignment; call .assign(indices[A]) first")
+        num_agents = obs.shape[0]
+        slot_params = jax.tree.map(lambda x: x[self.assignment], self.params)  # [A, ...]
+
+        def one_slot(params, slot_obs, index, slot_carry):
+            return agent_net.apply_agent(self.config, params, slot_obs, index, slot_carry)
+
+        if self.config.recurrent:
+            out, carry = jax.vmap(one_slot)(slot_params, obs, jnp.arange(num_agents), carry)
+        else:
+            out, _ = jax.vmap(lambda p, o, i: one_slot(p, o, i, None))(slot_params, obs, jnp.arange(num_agents))
+        if self.config.discrete:
+            return sample_discrete(key, out, avail, self.deterministic), carry
+        if not self.deterministic:
+            std = jax.vmap(lambda p: agent_net.action_std(self.config, p))(slot_params) if self.config.learned_std \
+                else self.noise_std
+            out = out + std * jax.random.normal(key, out.shape)
+        return jnp.clip(out, -1.0, 1.0), carry
+
+
 def slot_policy(policies) -> PolicyBank:
     """A fixed mixed team: slot i is always played by `policies[i]`."""
     return PolicyBank(tuple(policies)).assign(jnp.arange(len(policies)))
@@ -140,8 +195,6 @@ def slot_policy(policies) -> PolicyBank:
 
 def save_policy(policy: NetworkPolicy, path: str | os.PathLike, *, spec=None, extra: dict | None = None) -> Path:
     """Write a policy to one msgpack file atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {
         "format": POLICY_FORMAT,
         "format_version": POLICY_FORMAT_VERSION,
@@ -155,16 +208,7 @@ def save_policy(policy: NetworkPolicy, path: str | os.PathLike, *, spec=None, ex
         "header": json.dumps(header),
         "params": serialization.to_state_dict(jax.tree.map(np.asarray, policy.params)),
     }
-    blob = serialization.msgpack_serialize(payload)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, serialization.msgpack_serialize(payload))
 
 
 class PolicyFileError(ValueError):

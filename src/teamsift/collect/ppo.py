@@ -1,0 +1,662 @@
+"""MAPPO and IPPO (PureJaxRL style): online trainers for the behaviour policies from which
+random / medium / expert pools of checkpoints are cut (SIT's recipe).
+
+    for update u = 1 … U:                                    (lax.scan inside one jit)
+        roll the N vmapped environments forward L steps with the stochastic actor
+            a_i ~ π_θ(· | o_i, id_i)      categorical over masked logits (discrete)
+                                          N(tanh μ_θ(o_i, id_i), exp(log σ)) (continuous;
+                                          the environment clips to [−1, 1])
+            an environment that is done is replaced by a fresh `env.reset` (auto-reset);
+            a GRU actor's state is zeroed at every episode start
+        r_t   = reward_scale · (team reward (or reward_fn(…)) + c_u · Σ shaped reward)
+        V     = V_φ(s, id_i)   (MAPPO: global state + one-hot id; one value per agent)
+                V_φ(o_i, id_i) (IPPO: the agent's own observation + one-hot id)
+        δ_t   = r_t + γ · (1 − terminated_t) · V(x_{t+1}) − V(x_t)
+                where x_{t+1} is the observation the step produced, BEFORE any reset:
+                on truncation we bootstrap from the final observation, on termination
+                not at all
+        Â_t   = δ_t + γλ · (1 − done_t) · Â_{t+1}           (GAE, per agent)
+        for epoch 1 … update_epochs, for each of num_minibatches minibatches:
+            L = −E[min(ρ Â, clip(ρ, 1 ± ε) Â)]              ρ = π_θ(a|o) / π_old(a|o)
+                + vf_coef · ½ E[max((V − R)², (clip(V, V_old ± ε) − R)²)]
+                − ent_coef · E[H(π_θ)]
+            θ, φ ← Adam (separate optimisers, each clipped to max_grad_norm)
+
+Minibatches: an MLP actor shuffles all L·N joint transitions; a GRU actor splits the N
+environments, keeping whole rollouts so the GRU state can be rebuilt (zeroed wherever an
+episode starts, exactly as in the rollout).
+
+The actor is our parameter-shared agent network (`teamsift.nets.agent`), so every
+checkpoint loads directly into `NetworkPolicy(params, net)` (and a stack of them into
+`CheckpointBank`). Continuous actors use `learned_std=True`; the policy head's last
+layer starts at 1/100 of its default scale (near-uniform / near-zero-mean start).
+
+Defaults (PureJaxRL / JaxMARL baselines, tuned on our environments, see DEFAULT_CONFIGS):
+    algo "mappo", 64 envs × 128 steps per update, lr 5e-4 linearly annealed to 0, γ 0.99,
+    λ 0.95, clip ε 0.2, entropy 0.01, value 0.5, grad-norm 0.5, 4 epochs × 4 minibatches,
+    hidden (64, 64), MLP actor (recurrent=False), reward_scale 1, 11 checkpoints.
+
+Reuse inside adversarial imitation: `make_rollout` (collect L steps, returning the
+`Transition` batch the discriminator trains on), `make_learn` (the PPO update on a
+batch whose `reward` may have been replaced) and `make_update` (both; with an optional
+`reward_fn(reward_params, obs, state, actions, next_obs, next_state) -> team reward`
+computed per environment step, which replaces the environment's team reward for
+learning) are pure functions of (TrainState, key[, reward_params]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from rich.progress import TextColumn
+
+from teamsift.envs.base import Env, EnvSpec
+from teamsift.nets.agent import MLP, AgentNetConfig, apply_step, init_params, initial_carry, masked_logits
+from teamsift.nets.policy import NetworkPolicy
+from teamsift.progress import progress_bar
+
+Array = jax.Array
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of MAPPO / IPPO. Every field is static (part of the jit cache key)."""
+
+    algo: str = "mappo"  # "mappo": critic on global state + id | "ippo": critic on own obs + id
+    num_envs: int = 64  # environments stepped in parallel (vmapped)
+    rollout_length: int = 128  # steps per environment per update
+    total_timesteps: int = 1_000_000  # env steps summed over envs (rounded up to whole updates)
+    num_checkpoints: int = 11  # evenly spaced, checkpoint 0 = the untrained initial params
+    lr: float = 5e-4
+    anneal_lr: bool = True  # linear decay of lr to 0 over the whole run
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2  # policy ratio clip, also the value clip
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5  # per network (actor and critic have their own optimiser)
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    hidden: tuple[int, ...] = (64, 64)  # actor; a GRU actor uses hidden[0] as its GRU width
+    critic_hidden: tuple[int, ...] | None = None  # None: same as hidden (the critic is an MLP)
+    recurrent: bool = False  # GRU actor
+    reward_scale: float = 1.0  # multiplies the learning reward (keeps values O(1..100))
+    normalize_advantages: bool = True  # per minibatch
+    # Optional shaped reward from `info[shaped_reward_key]` (summed over agents if a vector),
+    # added to the team reward with coefficient shaped_reward_coef, linearly annealed to 0
+    # over shaped_reward_anneal env steps (0: never annealed).
+    shaped_reward_key: str | None = None
+    shaped_reward_coef: float = 1.0
+    shaped_reward_anneal: int = 0
+
+    def __post_init__(self):
+        if self.algo not in ("mappo", "ippo"):
+            raise ValueError(f"PPOConfig.algo: expected 'mappo' or 'ippo', got {self.algo!r}")
+        if self.num_checkpoints < 2:
+            raise ValueError("PPOConfig.num_checkpoints: need >= 2 (checkpoint 0 is the initial params)")
+        if self.num_envs < 1 or self.rollout_length < 1 or self.update_epochs < 1 or self.num_minibatches < 1:
+            raise ValueError("PPOConfig: num_envs, rollout_length, update_epochs, num_minibatches must be >= 1")
+        batch = self.num_envs if self.recurrent else self.num_envs * self.rollout_length
+        if batch % self.num_minibatches:
+            what = "num_envs" if self.recurrent else "num_envs * rollout_length"
+            raise ValueError(f"PPOConfig: {what} = {batch} is not divisible by num_minibatches = {self.num_minibatches}")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.rollout_length
+
+    @property
+    def updates_per_checkpoint(self) -> int:
+        intervals = self.num_checkpoints - 1
+        return max(1, math.ceil(self.total_timesteps / (self.steps_per_update * intervals)))
+
+    @property
+    def num_updates(self) -> int:
+        """Total updates: total_timesteps rounded up so every checkpoint interval is equal."""
+        return self.updates_per_checkpoint * (self.num_checkpoints - 1)
+
+
+# Settings found to work per environment (overrides of PPOConfig; see the module report
+# in `teamsift pools train`). Keys are registry ids.
+DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {}
+
+
+def config_for(env_id: str, **overrides) -> PPOConfig:
+    """PPOConfig with DEFAULT_CONFIGS[env_id] (if any) and then `overrides` applied."""
+    return PPOConfig(**{**DEFAULT_CONFIGS.get(env_id, {}), **overrides})
+
+
+# --- networks ------------------------------------------------------------------------------
+
+def actor_config(config: PPOConfig, spec: EnvSpec) -> AgentNetConfig:
+    """The agent-network config of the actor (what checkpoints load into)."""
+    return AgentNetConfig(
+        num_agents=spec.num_agents,
+        obs_dim=spec.obs_dim,
+        num_actions=spec.num_actions,
+        discrete=spec.discrete,
+        recurrent=config.recurrent,
+        hidden=tuple(config.hidden),
+        agent_ids=True,
+        learned_std=not spec.discrete,
+    )
+
+
+def _critic_module(config: PPOConfig) -> MLP:
+    return MLP(tuple(config.critic_hidden or config.hidden), 1)
+
+
+def critic_inputs(config: PPOConfig, obs: Array, state: Array) -> Array:
+    """Critic input per agent: [global state, one-hot id] (MAPPO) or [obs, one-hot id] (IPPO).
+
+    obs [..., A, O], state [..., S] → [..., A, S + A] or [..., A, O + A].
+    """
+    num_agents = obs.shape[-2]
+    if config.algo == "mappo":
+        x = jnp.broadcast_to(state[..., None, :], obs.shape[:-1] + state.shape[-1:])
+    else:
+        x = obs
+    ids = jnp.broadcast_to(jnp.eye(num_agents, dtype=x.dtype), x.shape[:-1] + (num_agents,))
+    return jnp.concatenate([x, ids], axis=-1)
+
+
+def critic_value(config: PPOConfig, params, obs: Array, state: Array) -> Array:
+    """V per agent [..., A]."""
+    return _critic_module(config).apply(params, critic_inputs(config, obs, state))[..., 0]
+
+
+def _shrink_head(params, factor: float):
+    """Scale the actor's output layer (the last Dense of its head MLP) by `factor`."""
+    params = jax.tree.map(lambda x: x, params)  # shallow functional copy
+    head = dict(params["params"]["MLP_0"])
+    last = max((k for k in head if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+    head[last] = jax.tree.map(lambda x: x * factor, head[last])
+    inner = dict(params["params"])
+    inner["MLP_0"] = head
+    return {**params, "params": inner}
+
+
+# --- action distributions ------------------------------------------------------------------
+
+def action_mask(spec: EnvSpec) -> np.ndarray:
+    """[A, D] float mask of each agent's real action dimensions (continuous; padding = 0)."""
+    mask = np.zeros((spec.num_agents, spec.num_actions), np.float32)
+    for i, d in enumerate(spec.action_dims):
+        mask[i, :d] = 1.0
+    return mask
+
+
+def log_prob_entropy(net: AgentNetConfig, params, outputs: Array, actions: Array, avail, act_mask):
+    """log π(a) and entropy per agent [..., A] from the actor's outputs.
+
+    Discrete: categorical over `masked_logits(outputs, avail)` (unavailable actions have
+    probability 0 and add nothing to the entropy). Continuous: diagonal Gaussian with mean
+    `outputs` (tanh) and the learned std, over the agent's real action dimensions only.
+    """
+    if net.discrete:
+        logp_all = jax.nn.log_softmax(masked_logits(outputs, avail), axis=-1)
+        logp = jnp.take_along_axis(logp_all, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        probs = jnp.exp(logp_all)
+        ent_terms = probs * logp_all
+        if avail is not None:
+            ent_terms = jnp.where(avail, ent_terms, 0.0)
+        return logp, -jnp.sum(ent_terms, axis=-1)
+    log_std = params["params"]["log_std"]
+    z = (actions - outputs) * jnp.exp(-log_std)
+    per_dim = -0.5 * z**2 - log_std - 0.5 * LOG_2PI
+    logp = jnp.sum(per_dim * act_mask, axis=-1)
+    entropy = jnp.sum((log_std + 0.5 * (1.0 + LOG_2PI)) * act_mask, axis=-1)
+    entropy = jnp.broadcast_to(entropy, logp.shape)
+    return logp, entropy
+
+
+def sample_actions(key, net: AgentNetConfig, params, outputs: Array, avail):
+    """Sample a joint action from the actor's outputs [..., A, nA|D] (no clipping)."""
+    if net.discrete:
+        return jax.random.categorical(key, masked_logits(outputs, avail), axis=-1).astype(jnp.int32)
+    std = jnp.exp(params["params"]["log_std"])
+    return outputs + std * jax.random.normal(key, outputs.shape)
+
+
+def unroll_actor(net: AgentNetConfig, params, obs_seq: Array, starts: Array, carry):
+    """Actor outputs over time with resets: obs_seq [T, B, A, O], starts [T, B] (True where
+    an episode begins: the GRU state is zeroed before that step), carry [B, A, H] | None."""
+    if not net.recurrent:
+        return apply_step(net, params, obs_seq, None)[0]
+
+    def step(h, x):
+        obs, start = x
+        h = jnp.where(start[..., None, None], 0.0, h)
+        out, h = apply_step(net, params, obs, h)
+        return h, out
+
+    return jax.lax.scan(step, carry, (obs_seq, starts))[1]
+
+
+# --- GAE -----------------------------------------------------------------------------------
+
+def _expand(x: Array, like: Array) -> Array:
+    return x.reshape(x.shape + (1,) * (like.ndim - x.ndim)).astype(like.dtype)
+
+
+def gae(reward, value, next_value, terminated, done, gamma: float, lam: float):
+    """Generalised advantage estimates and value targets, time-major.
+
+    reward [T, ...] (team; broadcast over trailing agent axes), value [T, ..., A]: V of
+    the observation the step started from, next_value [T, ..., A]: V of the observation
+    the step produced (before any auto-reset), terminated/done [T, ...] bool.
+    On termination nothing is bootstrapped; on truncation (done, not terminated) the
+    final observation's value is; `done` cuts the λ-trace either way.
+    Returns (advantages, targets) shaped like `value`.
+    """
+    reward, terminated, done = (_expand(x, value) for x in (reward, terminated, done))
+    delta = reward + gamma * (1.0 - terminated) * next_value - value
+
+    def body(next_adv, x):
+        d, dn = x
+        adv = d + gamma * lam * (1.0 - dn) * next_adv
+        return adv, adv
+
+    _, adv = jax.lax.scan(body, jnp.zeros_like(delta[0]), (delta, done), reverse=True)
+    return adv, adv + value
+
+
+# --- state ---------------------------------------------------------------------------------
+
+class Runner(NamedTuple):
+    """The environments between updates (leading axis [N])."""
+
+    env_state: Any
+    obs: Array  # [N, A, O]
+    state: Array  # [N, S]
+    avail: Any  # [N, A, nA] | None
+    start: Array  # [N] bool: `obs` is the first observation of an episode
+    hidden: Any  # [N, A, H] | None (GRU state before the start-reset)
+    ep_return: Array  # [N] running (unscaled) team return of the current episode
+
+
+class TrainState(NamedTuple):
+    actor: Any
+    critic: Any
+    actor_opt: Any
+    critic_opt: Any
+    runner: Runner
+    update: Array  # int32: updates done so far
+
+
+class Transition(NamedTuple):
+    """One rollout, time-major [L, N, ...]."""
+
+    obs: Array  # [L, N, A, O]
+    state: Array  # [L, N, S]
+    avail: Any  # [L, N, A, nA] | None
+    start: Array  # [L, N]
+    actions: Array  # [L, N, A] | [L, N, A, D] (unclipped Gaussian samples)
+    log_prob: Array  # [L, N, A]
+    value: Array  # [L, N, A]
+    next_value: Array  # [L, N, A]: V of the step's resulting observation (pre-reset)
+    reward: Array  # [L, N] learning reward (scaled, shaped / reward_fn)
+    env_reward: Array  # [L, N] the environment's team reward (unscaled)
+    terminated: Array  # [L, N]
+    done: Array  # [L, N]
+    episode_return: Array  # [L, N] unscaled return of the episode ending here (0 elsewhere)
+
+
+def make_optimizers(config: PPOConfig):
+    steps = config.num_updates * config.update_epochs * config.num_minibatches
+    lr = optax.linear_schedule(config.lr, 0.0, steps) if config.anneal_lr else config.lr
+
+    def tx():
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+    return tx(), tx()
+
+
+def _vmap_env(env: Env):
+    return jax.vmap(env.reset), jax.vmap(env.step)
+
+
+def init_state(config: PPOConfig, env: Env, key: Array) -> TrainState:
+    """Fresh actor/critic params, optimiser states and N freshly reset environments."""
+    spec = env.spec
+    net = actor_config(config, spec)
+    k_actor, k_critic, k_env = jax.random.split(key, 3)
+    actor = _shrink_head(init_params(net, k_actor), 0.01)
+    dummy = critic_inputs(config, jnp.zeros((spec.num_agents, spec.obs_dim)), jnp.zeros((spec.state_dim,)))
+    critic = _critic_module(config).init(k_critic, dummy)
+    actor_tx, critic_tx = make_optimizers(config)
+    reset_all, _ = _vmap_env(env)
+    first = reset_all(jax.random.split(k_env, config.num_envs))
+    runner = Runner(
+        env_state=first.env_state,
+        obs=first.obs,
+        state=first.state,
+        avail=first.avail,
+        start=jnp.ones((config.num_envs,), bool),
+        hidden=initial_carry(net, (config.num_envs,)),
+        ep_return=jnp.zeros((config.num_envs,), jnp.float32),
+    )
+    return TrainState(actor, critic, actor_tx.init(actor), critic_tx.init(critic), runner, jnp.int32(0))
+
+
+def shaped_coef(config: PPOConfig, update: Array) -> Array:
+    """Coefficient of the shaped reward at an update (linear anneal over env steps)."""
+    if config.shaped_reward_key is None:
+        return jnp.float32(0.0)
+    if config.shaped_reward_anneal <= 0:
+        return jnp.float32(config.shaped_reward_coef)
+    steps = update.astype(jnp.float32) * config.steps_per_update
+    return config.shaped_reward_coef * jnp.clip(1.0 - steps / config.shaped_reward_anneal, 0.0, 1.0)
+
+
+# --- rollout -------------------------------------------------------------------------------
+
+def _select(cond: Array, a, b):
+    """Per-environment where over pytrees with leading axis [N]."""
+    return jax.tree.map(lambda x, y: jnp.where(_expand(cond, x) > 0 if x.dtype != bool else _expand(cond, x), x, y),
+                        a, b)
+
+
+def _where_env(cond: Array, a, b):
+    def pick(x, y):
+        c = cond.reshape(cond.shape + (1,) * (x.ndim - cond.ndim))
+        return jnp.where(c, x, y)
+
+    return jax.tree.map(pick, a, b)
+
+
+@functools.lru_cache(maxsize=None)
+def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None):
+    """rollout(ts, key, reward_params=None) -> (ts, Transition[L, N]).
+
+    `reward_fn(reward_params, obs[A,O], state[S], actions, next_obs, next_state) -> []`
+    (one environment, vmapped here) replaces the environment's team reward for learning.
+    """
+    spec = env.spec
+    net = actor_config(config, spec)
+    reset_all, step_all = _vmap_env(env)
+    n = config.num_envs
+
+    def rollout(ts: TrainState, key: Array, reward_params=None):
+        coef = shaped_coef(config, ts.update)
+
+        def env_step(runner: Runner, step_key):
+            k_act, k_step, k_reset = jax.random.split(step_key, 3)
+            hidden = runner.hidden
+            if net.recurrent:
+                hidden = jnp.where(runner.start[:, None, None], 0.0, hidden)
+            outputs, hidden = apply_step(net, ts.actor, runner.obs, hidden)
+            actions = sample_actions(k_act, net, ts.actor, outputs, runner.avail)
+            act_mask = None if net.discrete else jnp.asarray(action_mask(spec))
+            log_prob, _ = log_prob_entropy(net, ts.actor, outputs, actions, runner.avail, act_mask)
+            value = critic_value(config, ts.critic, runner.obs, runner.state)
+            out = step_all(jax.random.split(k_step, n), runner.env_state, actions)
+            next_value = critic_value(config, ts.critic, out.obs, out.state)
+            base = out.reward
+            if reward_fn is not None:
+                base = jax.vmap(reward_fn, in_axes=(None, 0, 0, 0, 0, 0))(
+                    reward_params, runner.obs, runner.state, actions, out.obs, out.state)
+            reward = base
+            if config.shaped_reward_key is not None:
+                shaped = out.info[config.shaped_reward_key]
+                shaped = shaped.reshape(n, -1).sum(axis=1)
+                reward = reward + coef * shaped
+            reward = config.reward_scale * reward
+            done = out.done
+            terminated = out.info["terminated"] & done
+            ep_return = runner.ep_return + out.reward
+            fresh = reset_all(jax.random.split(k_reset, n))
+            new_runner = Runner(
+                env_state=_where_env(done, fresh.env_state, out.env_state),
+                obs=_where_env(done, fresh.obs, out.obs),
+                state=_where_env(done, fresh.state, out.state),
+                avail=_where_env(done, fresh.avail, out.avail),
+                start=done,
+                hidden=hidden,
+                ep_return=jnp.where(done, 0.0, ep_return),
+            )
+            transition = Transition(
+                obs=runner.obs, state=runner.state, avail=runner.avail, start=runner.start,
+                actions=actions, log_prob=log_prob, value=value, next_value=next_value,
+                reward=reward.astype(jnp.float32), env_reward=out.reward.astype(jnp.float32),
+                terminated=terminated, done=done, episode_return=jnp.where(done, ep_return, 0.0),
+            )
+            return new_runner, transition
+
+        runner, traj = jax.lax.scan(env_step, ts.runner, jax.random.split(key, config.rollout_length))
+        return ts._replace(runner=runner), traj
+
+    return rollout
+
+
+# --- learning ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def make_learn(config: PPOConfig, env: Env):
+    """learn(ts, traj, key, hidden0=None) -> (ts, metrics): the PPO epochs on one rollout.
+
+    `hidden0` [N, A, H] is the GRU state the rollout started from (recurrent actors)."""
+    spec = env.spec
+    net = actor_config(config, spec)
+    actor_tx, critic_tx = make_optimizers(config)
+    act_mask = None if net.discrete else jnp.asarray(action_mask(spec))
+    m = config.num_minibatches
+
+    def loss_fn(params, batch):
+        actor, critic = params
+        outputs = unroll_actor(net, actor, batch["obs"], batch["start"], batch["hidden0"])
+        logp, entropy = log_prob_entropy(net, actor, outputs, batch["actions"], batch["avail"], act_mask)
+        adv = batch["adv"]
+        if config.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        ratio = jnp.exp(logp - batch["log_prob"])
+        pg = -jnp.mean(jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * adv))
+        value = critic_value(config, critic, batch["obs"], batch["state"])
+        v_clip = batch["value"] + jnp.clip(value - batch["value"], -config.clip_eps, config.clip_eps)
+        v_loss = 0.5 * jnp.mean(jnp.maximum((value - batch["target"]) ** 2, (v_clip - batch["target"]) ** 2))
+        ent = jnp.mean(entropy)
+        total = pg + config.vf_coef * v_loss - config.ent_coef * ent
+        stats = {
+            "actor_loss": pg, "value_loss": v_loss, "entropy": ent,
+            "approx_kl": jnp.mean((ratio - 1.0) - jnp.log(ratio)),
+            "clip_frac": jnp.mean(jnp.abs(ratio - 1.0) > config.clip_eps),
+        }
+        return total, stats
+
+    def learn(ts: TrainState, traj: Transition, key: Array, hidden0=None):
+        adv, target = gae(traj.reward, traj.value, traj.next_value, traj.terminated, traj.done,
+                          config.gamma, config.gae_lambda)
+        data = {
+            "obs": traj.obs, "state": traj.state, "avail": traj.avail, "start": traj.start,
+            "actions": traj.actions, "log_prob": traj.log_prob, "value": traj.value,
+            "adv": adv, "target": target,
+        }
+
+        def minibatches(k):
+            if net.recurrent:  # split environments; keep whole [L] sequences
+                perm = jax.random.permutation(k, config.num_envs)
+                seq = jax.tree.map(lambda x: jnp.take(x, perm, axis=1), data)
+                seq = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0], m, -1, *x.shape[2:]), 0, 1), seq)
+                seq["hidden0"] = jnp.take(hidden0, perm, axis=0).reshape(m, -1, *hidden0.shape[1:])
+                return seq
+            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), data)
+            perm = jax.random.permutation(k, config.steps_per_update)
+            flat = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape(m, -1, *x.shape[1:]), flat)
+            flat["hidden0"] = jnp.zeros((m,))  # unused by MLP actors
+            return flat
+
+        def minibatch_step(carry, batch):
+            actor, critic, actor_opt, critic_opt = carry
+            if not net.recurrent:
+                batch = {**batch, "hidden0": None}
+            grads, stats = jax.grad(loss_fn, has_aux=True)((actor, critic), batch)
+            a_up, actor_opt = actor_tx.update(grads[0], actor_opt, actor)
+            c_up, critic_opt = critic_tx.update(grads[1], critic_opt, critic)
+            return (optax.apply_updates(actor, a_up), optax.apply_updates(critic, c_up), actor_opt, critic_opt), stats
+
+        def epoch(carry, k):
+            return jax.lax.scan(minibatch_step, carry, minibatches(k))
+
+        carry = (ts.actor, ts.critic, ts.actor_opt, ts.critic_opt)
+        carry, stats = jax.lax.scan(epoch, carry, jax.random.split(key, config.update_epochs))
+        actor, critic, actor_opt, critic_opt = carry
+        metrics = jax.tree.map(jnp.mean, stats)
+        return ts._replace(actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
+                           update=ts.update + 1), metrics
+
+    return learn
+
+
+@functools.lru_cache(maxsize=None)
+def make_update(config: PPOConfig, env: Env, reward_fn: Callable | None = None):
+    """The pure update: update(ts, key, reward_params=None) -> (ts, metrics).
+
+    One rollout of config.rollout_length steps in config.num_envs environments, GAE, and
+    config.update_epochs × config.num_minibatches PPO steps. `metrics` holds scalars:
+    return_sum / episodes (finished training episodes, unscaled team return), the mean
+    learning reward, actor_loss, value_loss, entropy, approx_kl, clip_frac, shaped_coef.
+    """
+    rollout = make_rollout(config, env, reward_fn)
+    learn = make_learn(config, env)
+
+    def update(ts: TrainState, key: Array, reward_params=None):
+        k_roll, k_learn = jax.random.split(key)
+        hidden0 = ts.runner.hidden
+        coef = shaped_coef(config, ts.update)
+        ts, traj = rollout(ts, k_roll, reward_params)
+        ts, metrics = learn(ts, traj, k_learn, hidden0)
+        metrics = {
+            **metrics,
+            "return_sum": jnp.sum(traj.episode_return),
+            "episodes": jnp.sum(traj.done).astype(jnp.float32),
+            "reward": jnp.mean(traj.reward),
+            "shaped_coef": coef,
+        }
+        return ts, metrics
+
+    return update
+
+
+# --- driver --------------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("update", "num_updates"), donate_argnums=(1,))
+def _run_chunk(update, ts, seed_keys, reward_params, num_updates: int):
+    """`num_updates` scanned updates for every seed (vmapped over the leading seed axis)."""
+
+    def one_seed(seed_ts, seed_key):
+        def body(c, _):
+            k = jax.random.fold_in(seed_key, c.update)
+            return update(c, k, reward_params)
+
+        return jax.lax.scan(body, seed_ts, None, length=num_updates)
+
+    return jax.vmap(one_seed)(ts, seed_keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOResult:
+    """What `train` returns.
+
+    checkpoints: actor params with a leading [C] axis ([S, C] when num_seeds > 1);
+    checkpoint 0 is the untrained initialisation. checkpoint_steps [C]: env steps at each.
+    logs: per-update arrays [U] ([S, U] with seeds): "return" (mean unscaled team return
+    of the training episodes that finished in the update, NaN if none), "episodes",
+    "env_steps", losses, "entropy", "approx_kl", "clip_frac", "reward", "shaped_coef".
+    """
+
+    net: AgentNetConfig
+    config: PPOConfig
+    checkpoints: Any
+    checkpoint_steps: np.ndarray
+    logs: dict[str, np.ndarray]
+    num_seeds: int = 1
+    wall_time: float = 0.0
+    final_state: Any = dataclasses.field(default=None, repr=False)
+
+    def params(self, index: int = -1, seed: int | None = None):
+        if self.num_seeds > 1:
+            return jax.tree.map(lambda x: x[0 if seed is None else seed, index], self.checkpoints)
+        return jax.tree.map(lambda x: x[index], self.checkpoints)
+
+    def policy(self, index: int = -1, seed: int | None = None, deterministic: bool = True) -> NetworkPolicy:
+        """Checkpoint `index` (default: the last) as a NetworkPolicy."""
+        return NetworkPolicy(self.params(index, seed), self.net, deterministic=deterministic)
+
+
+def _chunk_size(per_interval: int, target: int) -> int:
+    """The largest divisor of per_interval that is <= target (at least 1)."""
+    best = 1
+    for d in range(1, per_interval + 1):
+        if per_interval % d == 0 and d <= max(1, target):
+            best = d
+    return best
+
+
+def train(
+    config: PPOConfig,
+    env: Env,
+    key: Array,
+    progress: bool = True,
+    *,
+    num_seeds: int = 1,
+    reward_fn: Callable | None = None,
+    reward_params=None,
+    label: str | None = None,
+) -> PPOResult:
+    """Train a MAPPO / IPPO actor on `env`; returns checkpoints evenly spaced over training.
+
+    The updates run as jitted `lax.scan`s of equal-size chunks (one compilation), seeds
+    vmapped; a rich progress bar on stderr shows the recent mean training return.
+    """
+    net = actor_config(config, env.spec)
+    update = make_update(config, env, reward_fn)
+    per_interval = config.updates_per_checkpoint
+    total = config.num_updates
+    chunk = _chunk_size(per_interval, max(1, total // 50))
+    seed_keys = jax.random.split(key, (num_seeds, 2))
+    ts = jax.jit(jax.vmap(lambda k: init_state(config, env, k)))(seed_keys[:, 0])
+    update_keys = seed_keys[:, 1]
+    checkpoints = [jax.tree.map(np.asarray, ts.actor)]
+    logs: list[dict] = []
+    started = time.perf_counter()
+    name = label or f"{config.algo.upper()} {env.spec.env_id}"
+    with progress_bar(progress, TextColumn("return {task.fields[ret]}")) as bar:
+        task = bar.add_task(name, total=total, ret="…")
+        done = 0
+        while done < total:
+            ts, metrics = _run_chunk(update, ts, update_keys, reward_params, chunk)
+            metrics = jax.tree.map(np.asarray, metrics)
+            logs.append(metrics)
+            done += chunk
+            if done % per_interval == 0:
+                checkpoints.append(jax.tree.map(np.asarray, ts.actor))
+            recent = _recent_return(logs)
+            bar.update(task, completed=done, ret="…" if np.isnan(recent) else f"{recent:.3f}")
+    wall = time.perf_counter() - started
+
+    merged = {k: np.concatenate([m[k] for m in logs], axis=1) for k in logs[0]}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        merged["return"] = np.where(merged["episodes"] > 0, merged["return_sum"] / merged["episodes"], np.nan)
+    merged["env_steps"] = np.broadcast_to((np.arange(total) + 1) * config.steps_per_update, merged["return"].shape)
+    stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *checkpoints)  # [S, C, ...]
+    if num_seeds == 1:
+        stacked = jax.tree.map(lambda x: x[0], stacked)
+        merged = {k: v[0] for k, v in merged.items()}
+    steps = np.arange(config.num_checkpoints) * per_interval * config.steps_per_update
+    return PPOResult(net=net, config=config, checkpoints=stacked, checkpoint_steps=steps, logs=merged,
+                     num_seeds=num_seeds, wall_time=wall, final_state=ts)
+
+
+def _recent_return(logs: list[dict], window: int = 5) -> float:
+    sums = np.concatenate([m["return_sum"] for m in logs[-window:]], axis=1)
+    counts = np.concatenate([m["episodes"] for m in logs[-window:]], axis=1)
+    return float(sums.sum() / counts.sum()) if counts.sum() > 0 else float("nan")
