@@ -60,7 +60,9 @@ def test_spec_dataset_labels_match_the_checkpoints_that_acted(fake_pools, tmp_pa
         for episode in range(0, 40, 7):
             rows = ds.episode_slice(episode)
             totals = np.asarray(table[rows].sum(axis=0))
-            assert int(np.argmax(totals)) == checkpoint[episode, slot]
+            # the labelled checkpoint explains the episode as well as any checkpoint can
+            # (two sharp checkpoints may agree on every action of an episode)
+            assert totals[checkpoint[episode, slot]] >= totals.max() - 1e-2
         assert float(labelled.mean()) > float(table.mean())
 
 

@@ -360,12 +360,6 @@ def shaped_coef(config: PPOConfig, update: Array) -> Array:
 
 # --- rollout -------------------------------------------------------------------------------
 
-def _select(cond: Array, a, b):
-    """Per-environment where over pytrees with leading axis [N]."""
-    return jax.tree.map(lambda x, y: jnp.where(_expand(cond, x) > 0 if x.dtype != bool else _expand(cond, x), x, y),
-                        a, b)
-
-
 def _where_env(cond: Array, a, b):
     def pick(x, y):
         c = cond.reshape(cond.shape + (1,) * (x.ndim - cond.ndim))
@@ -491,13 +485,11 @@ def make_learn(config: PPOConfig, env: Env):
             flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), data)
             perm = jax.random.permutation(k, config.steps_per_update)
             flat = jax.tree.map(lambda x: jnp.take(x, perm, axis=0).reshape(m, -1, *x.shape[1:]), flat)
-            flat["hidden0"] = jnp.zeros((m,))  # unused by MLP actors
+            flat["hidden0"] = None  # MLP actors carry no state
             return flat
 
         def minibatch_step(carry, batch):
             actor, critic, actor_opt, critic_opt = carry
-            if not net.recurrent:
-                batch = {**batch, "hidden0": None}
             grads, stats = jax.grad(loss_fn, has_aux=True)((actor, critic), batch)
             a_up, actor_opt = actor_tx.update(grads[0], actor_opt, actor)
             c_up, critic_opt = critic_tx.update(grads[1], critic_opt, critic)
