@@ -101,57 +101,307 @@ def envs(
 def generate(
     env_id: str = typer.Argument(..., help="Environment id (see `teamsift envs`)."),
     out: Path = typer.Argument(..., help="Output dataset directory."),
-    episodes: int = typer.Option(1000, "--episodes", "-n", min=1, help="Number of episodes."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", "-n", min=1,
+                                           help="Number of episodes (default 1000; with --population: see --appearances)."),
     policy: str = typer.Option("random", help=(
         "Behaviour: 'random', 'scripted:<rule>' or a policy file. A comma-separated list gives one "
         "behaviour per slot (as many as agents), or with --mix the candidates each slot draws from.")),
     mix: bool = typer.Option(False, help="Each episode, each slot draws its behaviour uniformly from --policy."),
+    spec: Optional[str] = typer.Option(None, help="Composition spec over pools, e.g. \"50%[r,r,m] + 50%[r,r,r]\"."),
+    population: Optional[int] = typer.Option(None, min=1, help="Population size: groups are drawn from P individuals."),
+    group_size: Optional[int] = typer.Option(None, min=1, help="Group size K (commons: any; else the env's agents)."),
+    appearances: Optional[int] = typer.Option(None, min=1, help="Each individual plays exactly this many episodes."),
+    levels: str = typer.Option("r,m,e", help="Population from pools: levels given to individuals in turn."),
+    kinds: str = typer.Option("sustainable,adaptive,greedy,erratic", help="commons population: scripted kinds in turn."),
+    anonymise: bool = typer.Option(False, help="Population: one-time agent ids (true ids kept in policy_ids)."),
+    pools_dir: Optional[Path] = typer.Option(None, "--pools", help="Pools directory (default ./pools or $TEAMSIFT_POOLS)."),
     seed: int = typer.Option(0, help="Seed of every random choice."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
     as_json: bool = JSON_OPTION,
 ):
-    """Roll behaviour policies out in an environment and write a dataset."""
+    """Generate a dataset: behaviour policies per slot, a composition spec over pools, or a population."""
+    from teamsift.collect import composition
+    from teamsift.data import load_dataset, summarize
+
+    if sum(x is not None for x in (spec, population)) > 1:
+        fail("give at most one of --spec and --population")
+    if out.exists() and not overwrite:
+        fail(f"{out} already exists; pass --overwrite to replace it")
+    key = _key(seed)
+    try:
+        if spec is not None:
+            path = _generate_spec(env_id, out, spec, episodes or 1000, pools_dir, key, overwrite, as_json)
+        elif population is not None:
+            path = _generate_population(env_id, out, population, group_size, episodes, appearances, levels, kinds,
+                                        anonymise, pools_dir, key, overwrite, as_json)
+        else:
+            path = _generate_behaviours(env_id, out, episodes or 1000, policy, mix, key, overwrite, as_json)
+    except (KeyError, ValueError, composition.SpecError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    summary = summarize(load_dataset(path))
+    emit({"dataset": str(path), **summary}, as_json,
+         lambda p: STDERR.print(f"wrote {p['dataset']}: {p['episodes']} episodes, {p['steps']} steps, "
+                                f"mean return {p['return']['mean']:.3f}"))
+
+
+def _make_env(env_id: str, **kwargs):
+    from teamsift import envs as registry
+
+    try:
+        return registry.make(env_id, **kwargs)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
+def _load_env_pools(env_id: str, pools_dir):
+    from teamsift.collect.pools import load_pools
+
+    pools = load_pools(env_id, pools_dir)
+    return _make_env(env_id, **pools.env_kwargs), pools
+
+
+def _generate_spec(env_id, out, spec, episodes, pools_dir, key, overwrite, as_json):
+    from teamsift.collect import composition
+    from teamsift.collect.datasets import generate_from_spec
+
+    parsed = composition.parse(spec, _make_env(env_id).spec.num_agents)  # refuse bad specs before any work
+    env, pools = _load_env_pools(env_id, pools_dir)
+    pools.require({level for term in parsed.levels for level in term})
+    return generate_from_spec(env, pools, parsed, episodes, key, out, overwrite=overwrite, progress=not as_json)
+
+
+def _generate_population(env_id, out, population, group_size, episodes, appearances, levels, kinds, anonymise,
+                         pools_dir, key, overwrite, as_json):
+    import jax
+
+    from teamsift.collect import composition
+    from teamsift.collect.datasets import generate_population, pool_population, scripted_population
+
+    if (episodes is None) == (appearances is None):
+        raise ValueError("--population needs exactly one of --episodes (random groups) and --appearances")
+    if env_id == "commons":
+        env = _make_env(env_id, **({"num_agents": group_size} if group_size else {}))
+        bank, policy, individual_level = scripted_population(env, population, [k.strip() for k in kinds.split(",")])
+        provenance = {"individuals": "scripted commons kinds"}
+    else:
+        env, pools = _load_env_pools(env_id, pools_dir)
+        if group_size not in (None, env.spec.num_agents):
+            raise ValueError(f"--group-size: {env_id} has {env.spec.num_agents} agents; groups must be that size")
+        level_names = [composition.parse(f"[{level}]", 1).levels[0][0] for level in levels.split(",")]
+        bank, policy, individual_level = pool_population(pools, population, jax.random.fold_in(key, 7), level_names)
+        provenance = {"individuals": "checkpoints drawn from pools", "policy_of_individual": list(map(int, policy))}
+    return generate_population(env, bank, policy, individual_level, key, out, num_episodes=episodes,
+                               appearances=appearances, anonymise=anonymise, overwrite=overwrite,
+                               progress=not as_json, provenance=provenance)
+
+
+def _generate_behaviours(env_id, out, episodes, policy, mix, key, overwrite, as_json):
     import jax
     import numpy as np
 
-    from teamsift import envs as registry
     from teamsift.collect import behaviours
     from teamsift.collect.rollouts import collect
     from teamsift.nets.policy import PolicyBank
-    from teamsift.data import load_dataset, summarize
 
-    try:
-        env = registry.make(env_id)
-    except KeyError as exc:
-        fail(str(exc.args[0]))
-    if out.exists() and not overwrite:
-        fail(f"{out} already exists; pass --overwrite to replace it")
+    env = _make_env(env_id)
     tokens = [t for t in policy.split(",") if t.strip()]
     num_agents = env.spec.num_agents
     if not mix and len(tokens) not in (1, num_agents):
-        fail(f"--policy: give 1 behaviour or {num_agents} (one per slot of {env_id}), got {len(tokens)}")
-    try:
-        resolved = [behaviours.resolve(t, env) for t in tokens]
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
+        raise ValueError(f"--policy: give 1 behaviour or {num_agents} (one per slot of {env_id}), got {len(tokens)}")
+    resolved = [behaviours.resolve(t, env) for t in tokens]
     labels = [label for _, label in resolved]
-    key = _key(seed)
     if mix:
         assignment = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (episodes, num_agents), 0, len(tokens)))
     elif len(tokens) == 1:
         assignment = np.zeros((episodes, num_agents), np.int32)
     else:
         assignment = np.tile(np.arange(num_agents, dtype=np.int32), (episodes, 1))
-    bank = PolicyBank(tuple(p for p, _ in resolved))
     behaviour = np.asarray(labels, dtype=str)[assignment]
-    provenance = {"command": "generate", "policy": policy, "mix": mix, "seed": seed, "episodes": episodes}
-    path = collect(env, bank, jax.random.fold_in(key, 2), episodes, out, assignment=assignment,
-                   behaviour=behaviour, policy_ids=behaviour, provenance=provenance, overwrite=overwrite,
-                   progress=not as_json)
-    summary = summarize(load_dataset(path))
-    emit({"dataset": str(path), **summary}, as_json,
-         lambda p: STDERR.print(f"wrote {p['dataset']}: {p['episodes']} episodes, {p['steps']} steps, "
-                                f"mean return {p['return']['mean']:.3f}"))
+    provenance = {"command": "generate", "policy": policy, "mix": mix, "episodes": episodes}
+    return collect(env, PolicyBank(tuple(p for p, _ in resolved)), jax.random.fold_in(key, 2), episodes, out,
+                   assignment=assignment, behaviour=behaviour, policy_ids=behaviour, provenance=provenance,
+                   overwrite=overwrite, progress=not as_json)
+
+
+# --- pools -------------------------------------------------------------------------------
+
+pools_app = typer.Typer(no_args_is_help=True, help="Behaviour-policy pools: random / medium / expert checkpoints.")
+app.add_typer(pools_app, name="pools")
+
+
+def _parse_cuts(cuts: Optional[str]):
+    if cuts is None:
+        return None
+    try:
+        low, high = (float(x) for x in cuts.split(","))
+    except ValueError:
+        fail(f"--cuts: expected two returns 'LOW,HIGH', got {cuts!r}")
+    if high < low:
+        fail(f"--cuts: LOW must not exceed HIGH, got {cuts!r}")
+    return low, high
+
+
+def _render_pools(summary: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"{summary['env_id']}: {summary['checkpoints']} checkpoints; random policy "
+                               f"{summary['random_policy_return']:.2f}, best {summary['best_return']:.2f}; "
+                               f"cuts {summary['cuts'][0]:.2f} / {summary['cuts'][1]:.2f} ({summary['cut_rule']})"))
+    level_returns = summary.get("info", {}).get("level_returns", {})
+    for column in ("pool", "checkpoints", "pool return (95% CI)", "checkpoint returns"):
+        table.add_column(column)
+    for level, members in summary["pools"].items():
+        pooled = level_returns.get(level)
+        pooled_text = f"{pooled['mean']:.2f} ({pooled['ci95_low']:.2f} … {pooled['ci95_high']:.2f})" if pooled else "—"
+        table.add_row(level, str(len(members)), pooled_text, ", ".join(f"{m['return']:.1f}" for m in members) or "—")
+    Console().print(table)
+
+
+@pools_app.command("train")
+def pools_train(
+    env_id: str = typer.Argument(..., help="Environment id."),
+    pools_dir: Optional[Path] = typer.Option(None, "--dir", help="Pools directory (default ./pools or $TEAMSIFT_POOLS)."),
+    timesteps: Optional[int] = typer.Option(None, help="Environment steps of training (default: tuned per env)."),
+    checkpoints: Optional[int] = typer.Option(None, min=2, help="Number of checkpoints kept (default: per env)."),
+    eval_episodes: int = typer.Option(100, min=2, help="Episodes to evaluate each checkpoint."),
+    cuts: Optional[str] = typer.Option(None, help="Explicit return cuts 'LOW,HIGH' instead of SIT's thirds."),
+    seed: int = typer.Option(0),
+    as_json: bool = JSON_OPTION,
+):
+    """Train MAPPO on ENV, checkpoint it, evaluate every checkpoint and sort them into pools."""
+    import dataclasses
+
+    from teamsift.collect import ppo
+    from teamsift.collect.pools import save_pools, train_pools
+    from teamsift.collect.suites import ENV_KWARGS
+
+    env = _make_env_or_fail(env_id, **ENV_KWARGS.get(env_id, {}))
+    config = ppo.config_for(env_id)
+    if timesteps is not None:
+        config = dataclasses.replace(config, total_timesteps=timesteps)
+    if checkpoints is not None:
+        config = dataclasses.replace(config, num_checkpoints=checkpoints)
+    pools = train_pools(env, _key(seed), config=config, episodes=eval_episodes, cuts=_parse_cuts(cuts),
+                        progress=not as_json)
+    pools.info["seed"] = seed
+    directory = save_pools(pools, pools_dir)
+    emit({"dir": str(directory), **pools.summary()}, as_json, _render_pools)
+
+
+@pools_app.command("list")
+def pools_list(
+    env_id: Optional[str] = typer.Argument(None, help="Only this environment."),
+    pools_dir: Optional[Path] = typer.Option(None, "--dir", help="Pools directory (default ./pools or $TEAMSIFT_POOLS)."),
+    as_json: bool = JSON_OPTION,
+):
+    """List the pools: each pool's checkpoints with their evaluated returns."""
+    from teamsift.collect.pools import PoolError, list_pools, load_pools
+
+    names = [env_id] if env_id else list_pools(pools_dir)
+    try:
+        summaries = [load_pools(name, pools_dir).summary() for name in names]
+    except PoolError as exc:
+        fail(str(exc))
+    emit({"pools": summaries}, as_json,
+         lambda p: [_render_pools(s) for s in p["pools"]] or STDERR.print("no pools yet: teamsift pools train ENV"))
+
+
+@pools_app.command("cut")
+def pools_cut(
+    env_id: str = typer.Argument(..., help="Environment id."),
+    cuts: Optional[str] = typer.Option(None, help="Return cuts 'LOW,HIGH'; omit for SIT's thirds."),
+    pools_dir: Optional[Path] = typer.Option(None, "--dir"),
+    as_json: bool = JSON_OPTION,
+):
+    """Re-sort existing checkpoints into pools with other cuts (no retraining)."""
+    from teamsift.collect.pools import PoolError, load_pools, recut, save_pools
+
+    try:
+        pools = recut(load_pools(env_id, pools_dir), _parse_cuts(cuts))
+    except PoolError as exc:
+        fail(str(exc))
+    save_pools(pools, pools_dir)
+    emit(pools.summary(), as_json, _render_pools)
+
+
+def _make_env_or_fail(env_id: str, **kwargs):
+    try:
+        return _make_env(env_id, **kwargs)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+# --- suites ------------------------------------------------------------------------------
+
+@app.command()
+def suite(
+    name: str = typer.Argument(..., help="'sit' (SIT Tables 7-9: low/medium quality) or 'expert' (imitation)."),
+    out: Path = typer.Option(Path("datasets"), help="Directory that receives one dataset per entry."),
+    only: Optional[str] = typer.Option(None, "--envs", help="Comma-separated subset of the suite's environments."),
+    episodes: Optional[int] = typer.Option(None, min=1, help="Episodes per dataset (sit: 10000)."),
+    transitions: Optional[int] = typer.Option(None, min=1, help="Transitions per expert dataset (expert: 100000)."),
+    pools_dir: Optional[Path] = typer.Option(None, "--pools"),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False),
+    as_json: bool = JSON_OPTION,
+):
+    """Build a ready-made suite of datasets from the pools (environments without pools are listed)."""
+    from teamsift.collect.suites import SIT_SUITE, EXPERT_SUITE, SIT_EPISODES, EXPERT_TRANSITIONS
+    from teamsift.collect.pools import PoolError
+    from teamsift.collect.datasets import expert_dataset, generate_from_spec
+    from teamsift.data import load_dataset, summarize
+
+    suites = {"sit": SIT_SUITE, "expert": EXPERT_SUITE}
+    if name not in suites:
+        fail(f"unknown suite {name!r}; expected one of {', '.join(suites)}")
+    entries = suites[name]
+    selected = [e.strip() for e in only.split(",")] if only else list(entries)
+    unknown = [e for e in selected if e not in entries]
+    if unknown:
+        fail(f"--envs: {unknown} not in suite {name!r} ({', '.join(entries)})")
+    made, missing = {}, {}
+    for index, env_id in enumerate(selected):
+        try:
+            env, pools = _load_env_pools(env_id, pools_dir)
+        except PoolError as exc:
+            missing[env_id] = str(exc)
+            continue
+        key = _key(seed + index)
+        if name == "sit":
+            for quality, spec in entries[env_id].items():
+                target = out / f"{env_id}-{quality}"
+                if target.exists() and not overwrite:
+                    fail(f"{target} already exists; pass --overwrite to replace it")
+                path = generate_from_spec(env, pools, spec, episodes or SIT_EPISODES, key, target, overwrite=overwrite,
+                                          progress=not as_json)
+                made[f"{env_id}-{quality}"] = {"spec": spec, **_brief(summarize(load_dataset(path)))}
+        else:
+            target = out / f"{env_id}-expert"
+            path = expert_dataset(env, pools, transitions or EXPERT_TRANSITIONS, key, target, overwrite=overwrite,
+                                  progress=not as_json)
+            made[f"{env_id}-expert"] = {"spec": entries[env_id], **_brief(summarize(load_dataset(path)))}
+    emit({"suite": name, "datasets": made, "missing_pools": missing}, as_json, _render_suite)
+
+
+def _brief(summary: dict) -> dict:
+    return {"dataset": summary["path"], "episodes": summary["episodes"], "steps": summary["steps"],
+            "return_mean": summary["return"]["mean"]}
+
+
+def _render_suite(payload: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"suite {payload['suite']}")
+    for column in ("dataset", "composition", "episodes", "transitions", "mean return"):
+        table.add_column(column)
+    for name, row in payload["datasets"].items():
+        table.add_row(row["dataset"], row["spec"], str(row["episodes"]), str(row["steps"]), f"{row['return_mean']:.2f}")
+    Console().print(table)
+    for env_id, why in payload["missing_pools"].items():
+        STDERR.print(f"[yellow]skipped {env_id}:[/] {why}")
 
 
 # --- import ------------------------------------------------------------------------------

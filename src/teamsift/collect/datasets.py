@@ -143,3 +143,18 @@ def scripted_population(env: Env, population: int, kinds: Sequence[str]):
     policies = [behaviours.resolve(f"scripted:{kind}", env)[0] for kind in kinds]
     individual_level = cycle_levels(population, list(kinds))
     return PolicyBank(tuple(policies)), [list(kinds).index(l) for l in individual_level], individual_level
+
+
+def expert_dataset(env: Env, pools: PoolSet, transitions: int, key: jax.Array, out_dir: str | os.PathLike, *,
+                   overwrite: bool = False, progress: bool = False) -> Path:
+    """About `transitions` steps of expert play (every slot from the expert pool): the mean
+    episode length is measured on a probe of 64 episodes, then enough episodes are drawn."""
+    from teamsift.evaluate import evaluate
+
+    composition = parse("100%[all e]", env.spec.num_agents)
+    probe_key, data_key = jax.random.split(key)
+    probe_assignment, _, _ = draw_assignment(composition, pools, probe_key, 64)
+    mean_length = evaluate(env, pools.bank(), probe_key, 64, assignment=probe_assignment).mean_length
+    num_episodes = max(1, int(np.ceil(transitions / max(mean_length, 1.0))))
+    return generate_from_spec(env, pools, composition, num_episodes, data_key, out_dir, overwrite=overwrite,
+                              progress=progress)

@@ -146,20 +146,37 @@ def build_pools(env: Env, net: AgentNetConfig, params, steps, key, *, episodes: 
     )
 
 
+def evaluate_level(env: Env, pools: PoolSet, level: str, key, episodes: int = 200) -> ScoreSummary:
+    """Evaluate a pool as datasets use it: in every episode each slot plays a checkpoint
+    drawn uniformly from the pool (the composition `[all level]`)."""
+    pools.require([level])
+    members = pools.members(level)
+    picks = jax.random.randint(key, (episodes, env.spec.num_agents), 0, len(members))
+    assignment = members[np.asarray(picks)]
+    return evaluate(env, pools.bank(), jax.random.fold_in(key, 1), episodes, assignment=assignment).team_return
+
+
+def evaluate_levels(env: Env, pools: PoolSet, key, episodes: int = 200) -> dict[str, dict]:
+    """`evaluate_level` for every non-empty pool."""
+    return {level: dataclasses.asdict(evaluate_level(env, pools, level, jax.random.fold_in(key, i), episodes))
+            for i, level in enumerate(LEVELS) if len(pools.members(level))}
+
+
 def recut(pools: PoolSet, cuts: tuple[float, float] | None) -> PoolSet:
     """The same checkpoints with other cuts (None: back to SIT's thirds)."""
     means = np.array([r["mean"] for r in pools.returns])
     rule = "explicit"
     if cuts is None:
         cuts, rule = thirds(pools.random_return["mean"], float(means.max())), "thirds of [random policy, best checkpoint] (SIT)"
-    return dataclasses.replace(pools, cuts=tuple(map(float, cuts)), cut_rule=rule, levels=assign_levels(means, cuts))
+    return dataclasses.replace(pools, cuts=tuple(map(float, cuts)), cut_rule=rule, levels=assign_levels(means, cuts),
+                               info={k: v for k, v in pools.info.items() if k != "level_returns"})
 
 
 def train_pools(env: Env, key, *, config=None, episodes: int = 100, cuts=None, progress: bool = True) -> PoolSet:
     """Train MAPPO on `env` (its DEFAULT_CONFIGS entry unless `config`), then cut pools."""
     from teamsift.collect import ppo
 
-    config = config or ppo.default_config(env.spec.env_id)
+    config = config or ppo.config_for(env.spec.env_id)
     start = time.perf_counter()
     result = ppo.train(config, env, jax.random.fold_in(key, 0), progress=progress)
     jax.block_until_ready(result.checkpoints)
@@ -169,6 +186,7 @@ def train_pools(env: Env, key, *, config=None, episodes: int = 100, cuts=None, p
             "timesteps": int(result.checkpoint_steps[-1])}
     pools = build_pools(env, result.net, result.checkpoints, result.checkpoint_steps, jax.random.fold_in(key, 1),
                         episodes=episodes, cuts=cuts, info=info)
+    pools.info["level_returns"] = evaluate_levels(env, pools, jax.random.fold_in(key, 2), max(episodes, 200))
     pools.info["evaluate_seconds"] = time.perf_counter() - start
     return pools
 
