@@ -255,7 +255,8 @@ def _render_pools(summary: dict) -> None:
     for level, members in summary["pools"].items():
         pooled = level_returns.get(level)
         pooled_text = f"{pooled['mean']:.2f} ({pooled['ci95_low']:.2f} … {pooled['ci95_high']:.2f})" if pooled else "—"
-        table.add_row(level, str(len(members)), pooled_text, ", ".join(f"{m['return']:.1f}" for m in members) or "—")
+        shown = ", ".join(f"{m['return']:.1f}" for m in members[:6]) + (", …" if len(members) > 6 else "")
+        table.add_row(level, str(len(members)), pooled_text, shown or "—")
     Console().print(table)
 
 
@@ -264,7 +265,7 @@ def pools_train(
     env_id: str = typer.Argument(..., help="Environment id."),
     pools_dir: Optional[Path] = typer.Option(None, "--dir", help="Pools directory (default ./pools or $TEAMSIFT_POOLS)."),
     timesteps: Optional[int] = typer.Option(None, help="Environment steps of training (default: tuned per env)."),
-    checkpoints: Optional[int] = typer.Option(None, min=2, help="Number of checkpoints kept (default: per env)."),
+    checkpoints: int = typer.Option(41, min=2, help="Checkpoints kept, evenly spaced (the untrained one included)."),
     eval_episodes: int = typer.Option(100, min=2, help="Episodes to evaluate each checkpoint."),
     cuts: Optional[str] = typer.Option(None, help="Explicit return cuts 'LOW,HIGH' instead of SIT's thirds."),
     seed: int = typer.Option(0),
@@ -281,8 +282,7 @@ def pools_train(
     config = ppo.config_for(env_id)
     if timesteps is not None:
         config = dataclasses.replace(config, total_timesteps=timesteps)
-    if checkpoints is not None:
-        config = dataclasses.replace(config, num_checkpoints=checkpoints)
+    config = dataclasses.replace(config, num_checkpoints=checkpoints)
     pools = train_pools(env, _key(seed), config=config, episodes=eval_episodes, cuts=_parse_cuts(cuts),
                         progress=not as_json)
     pools.info["seed"] = seed

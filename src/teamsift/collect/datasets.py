@@ -158,3 +158,20 @@ def expert_dataset(env: Env, pools: PoolSet, transitions: int, key: jax.Array, o
     num_episodes = max(1, int(np.ceil(transitions / max(mean_length, 1.0))))
     return generate_from_spec(env, pools, composition, num_episodes, data_key, out_dir, overwrite=overwrite,
                               progress=progress)
+
+
+def implied_return(env: Env, pools: PoolSet, spec: str | Composition, key: jax.Array, episodes: int = 400):
+    """The team return a composition implies: each term evaluated on its own (slots drawn
+    from their pools), weighted by the term's share. Returns (mean, standard error)."""
+    from teamsift.evaluate import evaluate
+
+    composition = parse(spec, env.spec.num_agents) if isinstance(spec, str) else spec
+    mean, variance = 0.0, 0.0
+    for term, weight in enumerate(composition.weights):
+        single = Composition((1.0,), (composition.levels[term],), composition.short(term))
+        assignment, _, _ = draw_assignment(single, pools, jax.random.fold_in(key, 2 * term), episodes)
+        result = evaluate(env, pools.bank(), jax.random.fold_in(key, 2 * term + 1), episodes,
+                          assignment=assignment).team_return
+        mean += weight * result.mean
+        variance += (weight * result.std) ** 2 / episodes
+    return mean, float(np.sqrt(variance))

@@ -36,6 +36,10 @@ from teamsift.evaluate import ScoreSummary, evaluate
 from teamsift.fileio import atomic_write_bytes, atomic_write_text
 from teamsift.nets import AgentNetConfig, CheckpointBank, RandomPolicy
 
+# Checkpoints kept per training run: MAPPO learns the MPE and SMAX tasks within a few
+# updates, so a dense grid is needed for every return third to receive checkpoints.
+POOL_CHECKPOINTS = 41
+
 POOLS_FORMAT = "teamsift-pools"
 POOLS_FORMAT_VERSION = 1
 
@@ -176,7 +180,7 @@ def train_pools(env: Env, key, *, config=None, episodes: int = 100, cuts=None, p
     """Train MAPPO on `env` (its DEFAULT_CONFIGS entry unless `config`), then cut pools."""
     from teamsift.collect import ppo
 
-    config = config or ppo.config_for(env.spec.env_id)
+    config = config or ppo.config_for(env.spec.env_id, num_checkpoints=POOL_CHECKPOINTS)
     start = time.perf_counter()
     result = ppo.train(config, env, jax.random.fold_in(key, 0), progress=progress)
     jax.block_until_ready(result.checkpoints)
