@@ -113,15 +113,11 @@ def _restricted_commons():
     return dataclasses.replace(base, reset=reset, step=step)
 
 
-def test_rollouts_respect_avail_while_training():
+def test_rollouts_respect_avail():
     env = _restricted_commons()
     config = ppo.PPOConfig(num_envs=8, rollout_length=32, total_timesteps=8 * 32 * 4, num_checkpoints=2)
     ts = ppo.init_state(config, env, jax.random.key(0))
-    update = jax.jit(ppo.make_update(config, env))
-    rollout = jax.jit(ppo.make_rollout(config, env))
-    for i in range(3):
-        ts, _ = update(ts, jax.random.key(i))
-    _, traj = rollout(ts, jax.random.key(9))
+    _, traj = jax.jit(ppo.make_rollout(config, env))(ts, jax.random.key(9))
     actions = np.asarray(traj.actions)
     assert set(np.unique(actions[..., 0])) <= {0, 2} and set(np.unique(actions[..., 1])) == {5}
     assert len(np.unique(actions[..., 2])) > 2  # the unrestricted agent still explores
@@ -220,3 +216,37 @@ def test_reward_fn_replaces_the_team_reward(commons, random_return):
     assert np.nanmean(result.logs["return"][-3:]) < 0.5 * random_return.mean
     final = evaluate(commons, result.policy(-1, deterministic=False), jax.random.key(7), 100).team_return
     assert final.mean < 0.5 * random_return.mean
+
+
+def test_observation_normalisation_folds_into_the_checkpoint():
+    """With normalize_obs the checkpoint acts on raw observations exactly as the trained
+    actor acts on normalised ones."""
+    env = envs.make("poly_twin_peaks")
+    for recurrent in (False, True):
+        config = ppo.PPOConfig(normalize_obs=True, recurrent=recurrent, hidden=(8, 8), num_envs=4)
+        net = ppo.actor_config(config, env.spec)
+        ts = ppo.init_state(config, env, jax.random.key(0))
+        stats = ppo.RunningStats.create(1).update(jnp.array([[[0.5], [2.0]], [[3.0], [1.5]]]))
+        ts = ts._replace(obs_stats=stats)
+        obs = jnp.array([[1.0], [-2.0]])
+        carry = NetworkPolicy(ts.actor, net).initial_carry()
+        inside, _ = ppo.apply_step(net, ts.actor, stats.normalize(obs), carry)
+        folded = NetworkPolicy(ppo.export_actor(config, env, ts), net)
+        outside, _ = ppo.apply_step(net, folded.params, obs, carry)
+        np.testing.assert_allclose(np.asarray(inside), np.asarray(outside), atol=1e-5)
+        assert not np.allclose(np.asarray(inside), np.asarray(ppo.apply_step(net, ts.actor, obs, carry)[0]))
+    np.testing.assert_allclose(float(stats.mean[0]), 1.75, rtol=1e-3)
+    np.testing.assert_allclose(float(stats.var[0]), np.var([0.5, 2.0, 3.0, 1.5]), rtol=1e-3)
+
+
+def test_seeds_train_as_one_vmapped_program():
+    env = envs.make("poly_sign")
+    config = ppo.PPOConfig(num_envs=32, rollout_length=4, total_timesteps=32 * 4 * 40, num_checkpoints=3)
+    result = ppo.train(config, env, jax.random.key(3), progress=False, num_seeds=2)
+    assert all(leaf.shape[:2] == (2, 3) for leaf in jax.tree.leaves(result.checkpoints))
+    assert result.logs["return"].shape == (2, config.num_updates)
+    seed0, seed1 = (np.asarray(jax.tree.leaves(result.params(0, seed=s))[0]) for s in (0, 1))
+    assert not np.allclose(seed0, seed1)
+    # Both seeds learn to agree on a sign (R = x·y, optimum 1).
+    for s in (0, 1):
+        assert evaluate(env, result.policy(-1, seed=s), jax.random.key(0), 20).team_return.mean > 0.8

@@ -91,6 +91,10 @@ class PPOConfig:
     recurrent: bool = False  # GRU actor
     reward_scale: float = 1.0  # multiplies the learning reward (keeps values O(1..100))
     normalize_advantages: bool = True  # per minibatch
+    # Normalise actor (and critic) inputs by running mean/std of everything seen so far
+    # (updated after each update). Checkpoints fold the normalisation into the actor's
+    # first layer, so they still load into NetworkPolicy unchanged. Helps MaBrax.
+    normalize_obs: bool = False
     # Optional shaped reward from `info[shaped_reward_key]` (summed over agents if a vector),
     # added to the team reward with coefficient shaped_reward_coef, linearly annealed to 0
     # over shaped_reward_anneal env steps (0: never annealed).
@@ -207,6 +211,61 @@ def _shrink_head(params, factor: float):
     return {**params, "params": inner}
 
 
+# --- input normalisation -------------------------------------------------------------------
+
+class RunningStats(NamedTuple):
+    """Running mean / variance per feature (parallel Welford merge over batches)."""
+
+    mean: Array  # [D]
+    var: Array  # [D]
+    count: Array  # []
+
+    @classmethod
+    def create(cls, dim: int) -> "RunningStats":
+        return cls(jnp.zeros((dim,), jnp.float32), jnp.ones((dim,), jnp.float32), jnp.float32(1e-4))
+
+    def update(self, x: Array) -> "RunningStats":
+        flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+        n = jnp.float32(flat.shape[0])
+        batch_mean, batch_var = flat.mean(axis=0), flat.var(axis=0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        mean = self.mean + delta * n / total
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        return RunningStats(mean, m2 / total, total)
+
+    def std(self) -> Array:
+        return jnp.sqrt(self.var + 1e-8)
+
+    def normalize(self, x: Array) -> Array:
+        return (x - self.mean) / self.std()
+
+
+def _normalize(stats: RunningStats | None, x: Array) -> Array:
+    return x if stats is None else stats.normalize(x)
+
+
+def fold_normalization(net: AgentNetConfig, params, stats: RunningStats | None):
+    """Actor params that take RAW observations: the normalisation (x − μ)/σ of the first
+    `obs_dim` inputs is folded into the first Dense layer (W ← W/σ, b ← b − (μ/σ)·W)."""
+    if stats is None:
+        return params
+    inner = dict(params["params"])
+    owner = inner if net.recurrent else dict(inner["MLP_0"])
+    dense = owner["Dense_0"]
+    kernel, bias = dense["kernel"], dense["bias"]
+    obs_rows = kernel[: net.obs_dim]
+    std = stats.std()
+    owner["Dense_0"] = {
+        **dense,
+        "kernel": kernel.at[: net.obs_dim].set(obs_rows / std[:, None]),
+        "bias": bias - (stats.mean / std) @ obs_rows,
+    }
+    if not net.recurrent:
+        inner["MLP_0"] = owner
+    return {**params, "params": inner}
+
+
 # --- action distributions ------------------------------------------------------------------
 
 def action_mask(spec: EnvSpec) -> np.ndarray:
@@ -307,12 +366,19 @@ class Runner(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    actor: Any
+    actor: Any  # actor params (acting on normalised observations when normalize_obs)
     critic: Any
     actor_opt: Any
     critic_opt: Any
     runner: Runner
     update: Array  # int32: updates done so far
+    obs_stats: RunningStats | None = None  # normalize_obs only
+    state_stats: RunningStats | None = None  # normalize_obs only
+
+
+def export_actor(config: PPOConfig, env: Env, ts: TrainState):
+    """The actor params as a checkpoint: loads into NetworkPolicy(params, actor_config(...))."""
+    return fold_normalization(actor_config(config, env.spec), ts.actor, ts.obs_stats)
 
 
 class Transition(NamedTuple):
@@ -367,7 +433,11 @@ def init_state(config: PPOConfig, env: Env, key: Array) -> TrainState:
         hidden=initial_carry(net, (config.num_envs,)),
         ep_return=jnp.zeros((config.num_envs,), jnp.float32),
     )
-    return TrainState(actor, critic, actor_tx.init(actor), critic_tx.init(critic), runner, jnp.int32(0))
+    obs_stats = state_stats = None
+    if config.normalize_obs:
+        obs_stats, state_stats = RunningStats.create(spec.obs_dim), RunningStats.create(spec.state_dim)
+    return TrainState(actor, critic, actor_tx.init(actor), critic_tx.init(critic), runner, jnp.int32(0),
+                      obs_stats, state_stats)
 
 
 def shaped_coef(config: PPOConfig, update: Array) -> Array:
@@ -410,13 +480,15 @@ def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
             hidden = runner.hidden
             if net.recurrent:
                 hidden = jnp.where(runner.start[:, None, None], 0.0, hidden)
-            outputs, hidden = apply_step(net, ts.actor, runner.obs, hidden)
+            obs_in = _normalize(ts.obs_stats, runner.obs)
+            outputs, hidden = apply_step(net, ts.actor, obs_in, hidden)
             actions = sample_actions(k_act, net, ts.actor, outputs, runner.avail)
             act_mask = None if net.discrete else jnp.asarray(action_mask(spec))
             log_prob, _ = log_prob_entropy(net, ts.actor, outputs, actions, runner.avail, act_mask)
-            value = critic_value(config, ts.critic, runner.obs, runner.state)
+            value = critic_value(config, ts.critic, obs_in, _normalize(ts.state_stats, runner.state))
             out = step_all(jax.random.split(k_step, n), runner.env_state, actions)
-            next_value = critic_value(config, ts.critic, out.obs, out.state)
+            next_value = critic_value(config, ts.critic, _normalize(ts.obs_stats, out.obs),
+                                      _normalize(ts.state_stats, out.state))
             base = out.reward
             if reward_fn is not None:
                 base = jax.vmap(reward_fn, in_axes=(None, 0, 0, 0, 0, 0))(
@@ -460,7 +532,10 @@ def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
 def make_learn(config: PPOConfig, env: Env):
     """learn(ts, traj, key, hidden0=None) -> (ts, metrics): the PPO epochs on one rollout.
 
-    `hidden0` [N, A, H] is the GRU state the rollout started from (recurrent actors)."""
+    `traj` comes from `make_rollout` (its `reward` may be replaced, e.g. by a learned
+    reward; it is used as is, so scale it yourself). `hidden0` [N, A, H] is the GRU state
+    the rollout started from (recurrent actors: `ts.runner.hidden` before the rollout).
+    Also advances `ts.update` and, with normalize_obs, the observation statistics."""
     spec = env.spec
     net = actor_config(config, spec)
     actor_tx, critic_tx = make_optimizers(config)
@@ -492,7 +567,8 @@ def make_learn(config: PPOConfig, env: Env):
         adv, target = gae(traj.reward, traj.value, traj.next_value, traj.terminated, traj.done,
                           config.gamma, config.gae_lambda)
         data = {
-            "obs": traj.obs, "state": traj.state, "avail": traj.avail, "start": traj.start,
+            "obs": _normalize(ts.obs_stats, traj.obs), "state": _normalize(ts.state_stats, traj.state),
+            "avail": traj.avail, "start": traj.start,
             "actions": traj.actions, "log_prob": traj.log_prob, "value": traj.value,
             "adv": adv, "target": target,
         }
@@ -524,8 +600,10 @@ def make_learn(config: PPOConfig, env: Env):
         carry, stats = jax.lax.scan(epoch, carry, jax.random.split(key, config.update_epochs))
         actor, critic, actor_opt, critic_opt = carry
         metrics = jax.tree.map(jnp.mean, stats)
-        return ts._replace(actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt,
-                           update=ts.update + 1), metrics
+        ts = ts._replace(actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt, update=ts.update + 1)
+        if config.normalize_obs:  # the statistics move only between updates
+            ts = ts._replace(obs_stats=ts.obs_stats.update(traj.obs), state_stats=ts.state_stats.update(traj.state))
+        return ts, metrics
 
     return learn
 
@@ -639,7 +717,8 @@ def train(
     seed_keys = jax.random.split(key, (num_seeds, 2))
     ts = jax.jit(jax.vmap(lambda k: init_state(config, env, k)))(seed_keys[:, 0])
     update_keys = seed_keys[:, 1]
-    checkpoints = [jax.tree.map(np.asarray, ts.actor)]
+    export = jax.jit(jax.vmap(lambda t: export_actor(config, env, t)))
+    checkpoints = [jax.tree.map(np.asarray, export(ts))]
     logs: list[dict] = []
     started = time.perf_counter()
     name = label or f"{config.algo.upper()} {env.spec.env_id}"
@@ -652,7 +731,7 @@ def train(
             logs.append(metrics)
             done += chunk
             if done % per_interval == 0:
-                checkpoints.append(jax.tree.map(np.asarray, ts.actor))
+                checkpoints.append(jax.tree.map(np.asarray, export(ts)))
             recent = _recent_return(logs)
             bar.update(task, completed=done, ret="…" if np.isnan(recent) else f"{recent:.3f}")
     wall = time.perf_counter() - started
