@@ -392,13 +392,14 @@ def _brief(summary: dict) -> dict:
 
 def _render_suite(payload: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"suite {payload['suite']}")
     for column in ("dataset", "composition", "episodes", "transitions", "mean return"):
         table.add_column(column)
     for name, row in payload["datasets"].items():
-        table.add_row(row["dataset"], row["spec"], str(row["episodes"]), str(row["steps"]), f"{row['return_mean']:.2f}")
+        table.add_row(row["dataset"], escape(row["spec"]), str(row["episodes"]), str(row["steps"]), f"{row['return_mean']:.2f}")
     Console().print(table)
     for env_id, why in payload["missing_pools"].items():
         STDERR.print(f"[yellow]skipped {env_id}:[/] {why}")
