@@ -210,7 +210,6 @@ def critic_value(config: PPOConfig, params, obs: Array, state: Array) -> Array:
 
 def _shrink_head(params, factor: float):
     """Scale the actor's output layer (the last Dense of its head MLP) by `factor`."""
-    params = jax.tree.map(lambda x: x, params)  # shallow functional copy
     head = dict(params["params"]["MLP_0"])
     last = max((k for k in head if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
     head[last] = jax.tree.map(lambda x: x * factor, head[last])
@@ -243,7 +242,8 @@ class RunningStats(NamedTuple):
         return RunningStats(mean, m2 / total, total)
 
     def std(self) -> Array:
-        return jnp.sqrt(self.var + 1e-8)
+        """Standard deviation, floored at 0.01 (near-constant features are not blown up)."""
+        return jnp.sqrt(jnp.maximum(self.var, 1e-4))
 
     def normalize(self, x: Array) -> Array:
         return (x - self.mean) / self.std()
