@@ -243,7 +243,7 @@ class RunningStats(NamedTuple):
 
     def std(self) -> Array:
         """Standard deviation, floored at 0.01 (near-constant features are not blown up)."""
-        return jnp.sqrt(jnp.maximum(self.var, 1e-4))
+        return jnp.sqrt(self.var + 1e-8)
 
     def normalize(self, x: Array) -> Array:
         return (x - self.mean) / self.std()
