@@ -52,10 +52,6 @@ class Composition:
         terms = np.repeat(np.arange(len(self.weights)), self.episode_counts(num_episodes))
         return np.asarray(jax.random.permutation(key, terms))
 
-    def expected(self, per_level: dict[str, float]) -> float:
-        """Mean over slots and terms of a per-level quantity (e.g. a rough return estimate)."""
-        return float(sum(w * np.mean([per_level[l] for l in levels]) for w, levels in zip(self.weights, self.levels)))
-
 
 def parse(text: str, num_slots: int | None = None) -> Composition:
     """Parse a composition spec; with `num_slots`, also check every term has that many slots."""

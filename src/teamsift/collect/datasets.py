@@ -20,7 +20,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from teamsift.collect.composition import Composition, parse
+from teamsift.collect.composition import LEVELS, Composition, parse
 from teamsift.collect.pools import PoolSet
 from teamsift.collect.rollouts import collect
 from teamsift.envs.base import Env
@@ -37,7 +37,7 @@ def draw_assignment(composition: Composition, pools: PoolSet, key: jax.Array, nu
     for level in np.unique(levels):
         members = pools.members(level)
         where = levels == level
-        picks = jax.random.randint(jax.random.fold_in(draw_key, ["random", "medium", "expert"].index(level)),
+        picks = jax.random.randint(jax.random.fold_in(draw_key, LEVELS.index(level)),
                                    (int(where.sum()),), 0, len(members))
         assignment[where] = members[np.asarray(picks)]
     return assignment, levels, terms

@@ -118,6 +118,16 @@ def thirds(random_return: float, best_return: float) -> tuple[float, float]:
     return random_return + span / 3.0, random_return + 2.0 * span / 3.0
 
 
+THIRDS_RULE = "thirds of [random policy, best checkpoint] (SIT)"
+
+
+def choose_cuts(random_return: float, means: np.ndarray, cuts) -> tuple[tuple[float, float], str]:
+    """Explicit cuts as given, else SIT's thirds; returns (cuts, the rule's description)."""
+    if cuts is None:
+        return thirds(random_return, float(np.max(means))), THIRDS_RULE
+    return (float(cuts[0]), float(cuts[1])), "explicit"
+
+
 def assign_levels(returns: np.ndarray, cuts: tuple[float, float]) -> list[str]:
     low, high = cuts
     if high < low:
@@ -139,9 +149,7 @@ def build_pools(env: Env, net: AgentNetConfig, params, steps, key, *, episodes: 
     summaries = evaluate_checkpoints(env, net, params, jax.random.fold_in(key, 0), episodes)
     random_eval = evaluate(env, RandomPolicy.for_spec(env.spec), jax.random.fold_in(key, 1), episodes).team_return
     means = np.array([s.mean for s in summaries])
-    rule = "explicit"
-    if cuts is None:
-        cuts, rule = thirds(random_eval.mean, float(means.max())), "thirds of [random policy, best checkpoint] (SIT)"
+    cuts, rule = choose_cuts(random_eval.mean, means, cuts)
     return PoolSet(
         env_id=env.spec.env_id, env_kwargs=dict(env.kwargs), net=net, params=params,
         steps=np.asarray(steps, np.int64), returns=[dataclasses.asdict(s) for s in summaries],
@@ -169,10 +177,8 @@ def evaluate_levels(env: Env, pools: PoolSet, key, episodes: int = 200) -> dict[
 def recut(pools: PoolSet, cuts: tuple[float, float] | None) -> PoolSet:
     """The same checkpoints with other cuts (None: back to SIT's thirds)."""
     means = np.array([r["mean"] for r in pools.returns])
-    rule = "explicit"
-    if cuts is None:
-        cuts, rule = thirds(pools.random_return["mean"], float(means.max())), "thirds of [random policy, best checkpoint] (SIT)"
-    return dataclasses.replace(pools, cuts=tuple(map(float, cuts)), cut_rule=rule, levels=assign_levels(means, cuts),
+    cuts, rule = choose_cuts(pools.random_return["mean"], means, cuts)
+    return dataclasses.replace(pools, cuts=cuts, cut_rule=rule, levels=assign_levels(means, cuts),
                                info={k: v for k, v in pools.info.items() if k != "level_returns"})
 
 
