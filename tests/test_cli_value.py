@@ -53,3 +53,45 @@ def test_train_ev2bc_and_group_bc_from_the_cli(population, tmp_path):
                            "--out", str(tmp_path / f"{algo}.msgpack"), "--eval-episodes", "4")
         assert 0.0 < payload["kept_fraction"] < 1.0
     assert set(payload) >= {"policy", "eval"}
+
+
+POOLS = __import__("pathlib").Path(__file__).resolve().parents[1] / "pools"
+
+
+@pytest.fixture(scope="module")
+def sit_medium(tmp_path_factory):
+    """SIT's medium-quality CN_3ls3l data, 100%[r, m, e], drawn from the committed pools."""
+    out = tmp_path_factory.mktemp("sit") / "cn_medium"
+    run_json("generate", "CN_3ls3l", str(out), "--spec", "100%[r,m,e]", "--episodes", "600",
+             "--pools", str(POOLS), "--seed", "1")
+    return out
+
+
+def test_value_ardnem_ranks_the_expert_slot_above_the_random_slot(sit_medium, tmp_path):
+    """SIT Stage I on real MPE data: the decomposed returns put the expert agent above the
+    random agent (SIT Figure 3(a)), and the Figure 3 plots are written."""
+    report = run_json("value", str(sit_medium), "--method", "ardnem", "--updates", "1500",
+                      "--learning-rate", "1e-3", "--plots", str(tmp_path / "plots"))
+    slot_priority = report["slot_mean_priority"]  # slots: random, medium, expert
+    assert slot_priority[2] > slot_priority[0]
+    per_level = report["accuracy"]["per_level"]
+    assert per_level["expert"]["mean_value"] > per_level["random"]["mean_value"]
+    assert report["trajectory_accuracy"]["auc_expert_vs_random"] > 0.5
+    assert {p.rsplit("/", 1)[-1] for p in report["plots"]} == {"values.png", "ardnem_decomposition.png",
+                                                                "dper_priorities.png"}
+
+
+def test_value_ardnem_without_attention_orders_every_level(sit_medium, tmp_path):
+    """The 'w/o attention' ablation (λ ≡ 1) orders random < medium < expert per slot and
+    separates single trajectories on this data (trajectory AUC ≈ 0.82 measured)."""
+    report = run_json("value", str(sit_medium), "--method", "ardnem", "--updates", "1500",
+                      "--learning-rate", "1e-3", "--no-attention", "--plots", str(tmp_path / "plots"))
+    slot_priority = report["slot_mean_priority"]
+    assert slot_priority[2] > slot_priority[1] > slot_priority[0]
+    assert report["trajectory_accuracy"]["auc_expert_vs_random"] > 0.75
+    assert report["config"]["attention"] is False
+
+
+def test_value_ardnem_rejects_episode_scores(population):
+    result = runner.invoke(app, ["value", str(population), "--method", "ardnem", "--score", "v_final"])
+    assert result.exit_code == 2 and "per-step team reward" in result.output

@@ -483,6 +483,12 @@ def value(
     clusters: Optional[int] = typer.Option(None, help="ev-cluster: number of clusters (default: chosen by "
                                                       "held-out error)."),
     permutations: int = typer.Option(200, min=1, help="shapley: sampled permutations."),
+    updates: Optional[int] = typer.Option(None, min=1, help="ardnem: training updates (default: SIT's 20000)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", min=0.0,
+                                                  help="ardnem: learning rate (default: SIT's 1e-4)."),
+    ensemble: Optional[int] = typer.Option(None, min=1, help="ardnem: ensemble size M (default 5; 1 = w/o "
+                                                             "ensemble)."),
+    no_attention: bool = typer.Option(False, "--no-attention", help="ardnem: the 'w/o attention' ablation."),
     plots: Optional[Path] = typer.Option(None, help="Directory for plots (default: DATASET/value-<method>)."),
     seed: int = typer.Option(0),
     top: int = typer.Option(20, help="Rows shown in the table (all rows go to --json)."),
@@ -495,14 +501,22 @@ def value(
     from teamsift.data import DatasetError, load_dataset
     from teamsift.value.report import plot_values, value_dataset
 
+    ardnem_options = {}
+    if method == "ardnem":
+        ardnem_options = {name: value for name, value in (("num_updates", updates), ("ensemble_size", ensemble),
+                                                                 ("learning_rate", learning_rate))
+                          if value is not None}
+        if no_attention:
+            ardnem_options["attention"] = False
+    out_dir = plots or (Path(dataset) / f"value-{method}")
     try:
         ds = load_dataset(dataset)
         report = value_dataset(ds, method, _key(seed), score=score, num_clusters=clusters,
-                               permutations=permutations, progress=not as_json)
+                               permutations=permutations, progress=not as_json, out_dir=out_dir,
+                               **ardnem_options)
     except (DatasetError, ValueError, KeyError) as exc:
         fail(str(exc.args[0]) if exc.args else str(exc))
-    out_dir = plots or (Path(dataset) / f"value-{method}")
-    report["plots"] = [str(p) for p in plot_values(report, out_dir)]
+    report["plots"] = [str(p) for p in plot_values(report, out_dir)] + report.pop("extra_plots", [])
     emit(report, as_json, lambda r: _render_values(r, top))
 
 
@@ -526,6 +540,11 @@ def _render_values(report: dict, top: int) -> None:
         STDERR.print(f"  Spearman vs true level {accuracy['spearman']:.3f}"
                      + (f", AUC expert vs random {accuracy['auc_expert_vs_random']:.3f}"
                         if "auc_expert_vs_random" in accuracy else ""))
+    trajectories = report.get("trajectory_accuracy", {})
+    if "spearman" in trajectories:
+        STDERR.print(f"  per trajectory: Spearman vs true level {trajectories['spearman']:.3f}"
+                     + (f", AUC expert vs random {trajectories['auc_expert_vs_random']:.3f}"
+                        if "auc_expert_vs_random" in trajectories else ""))
     for path in report.get("plots", []):
         STDERR.print(f"  plot: {path}")
 

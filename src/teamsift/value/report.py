@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from teamsift.value.accuracy import LEVEL_ORDER, auc, ground_truth_levels, level_ranks, spearman
-from teamsift.value.exchange import dataset_ev_from
+from teamsift.value.exchange import EVResult, dataset_ev_from
 
 METHODS = ("ev", "ev-cluster", "shapley", "ardnem")
 
@@ -86,7 +86,7 @@ def _shapley_simulator(dataset, key, episodes_per_set: int):
 
 def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = None,
                   num_clusters: int | None = None, permutations: int = 200, episodes_per_set: int = 8,
-                  **method_options) -> dict[str, Any]:
+                  progress: bool = False, out_dir=None, **method_options) -> dict[str, Any]:
     """Value the individuals (or slots) of `dataset` with `method`; returns a JSON-safe report."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
@@ -114,7 +114,8 @@ def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = N
         result = dataclasses.replace(shapley, ids=np.asarray(names), score=dvf)
         extra = {"permutations": permutations}
     else:
-        return _ardnem_report(dataset, key, truth, **method_options)
+        return _ardnem_report(dataset, key, truth, score=score, progress=progress, out_dir=out_dir,
+                              **method_options)
     table = result.to_table()
     for row in table:
         row["true_level"] = truth.get(str(row["id"]))
@@ -123,8 +124,55 @@ def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = N
             "accuracy": accuracy_report(result.ids, np.asarray(result.values, np.float64), truth), **extra}
 
 
-def _ardnem_report(dataset, key, truth, **options) -> dict[str, Any]:
-    raise NotImplementedError  # replaced below once ARDNEM lands
+def _ardnem_report(dataset, key, truth, *, score: str | None, progress: bool = True, out_dir=None,
+                   **options) -> dict[str, Any]:
+    """SIT Stage I–II as a valuation: train ARDNEM on the team reward, then value every
+    individual by the mean priority p̂ (mean decomposed return ĝ) of its trajectories.
+
+    `options` are `ARDNEMConfig` fields (e.g. num_updates=2000). The report adds the
+    per-trajectory accuracy (every (episode, slot) against its `behaviour` label) and, with
+    `out_dir`, writes the SIT Figure 3 analogue (decomposed reward per slot over training,
+    DPER priority histograms per buffer).
+    """
+    from teamsift.value import ardnem, dper
+
+    if score not in (None, "return"):
+        raise ValueError(f"score: ARDNEM decomposes the per-step team reward, so it values by 'return' only, "
+                         f"got {score!r} (use --method ev for episode scores)")
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(ardnem.ARDNEMConfig)})
+    if unknown:
+        raise ValueError(f"ardnem options: unknown ARDNEMConfig fields {unknown}")
+    config = ardnem.ARDNEMConfig(**options)
+    result = ardnem.train(config, dataset, key, progress=progress)
+    priority = np.asarray(result.priority, np.float64)  # p̂ [E, A]
+    ids = np.asarray(dataset.episodes["agent_ids"]).astype(str)  # [E, A]
+    unique, codes = np.unique(ids.ravel(), return_inverse=True)
+    counts = np.bincount(codes, minlength=len(unique))
+    sums = np.bincount(codes, priority.ravel(), minlength=len(unique))
+    squares = np.bincount(codes, priority.ravel() ** 2, minlength=len(unique))
+    means = sums / counts
+    variance = np.where(counts > 1, (squares - counts * means ** 2) / np.maximum(counts - 1, 1), np.nan)
+    stderr = np.where(counts > 1, np.sqrt(np.maximum(variance, 0.0) / counts), np.inf)
+    values = EVResult(unique, means, stderr, counts, method="ardnem", score="return")
+    table = values.to_table()
+    for row in table:
+        row["true_level"] = truth.get(str(row["id"]))
+    report = {"dataset": str(dataset.path), "method": "ardnem", "score": "return", "individuals": len(unique),
+              "table": table, "accuracy": accuracy_report(unique, means, truth),
+              "slot_mean_priority": priority.mean(axis=0).tolist(),
+              "final_loss": float(np.mean(result.logs["loss"][-max(1, len(result.logs["loss"]) // 10):])),
+              "config": dataclasses.asdict(config)}
+    if "behaviour" in dataset.episodes:
+        labels = np.asarray(dataset.episodes["behaviour"]).astype(str)
+        report["trajectory_accuracy"] = accuracy_report(np.arange(labels.size), priority.ravel(),
+                                                        {str(i): level for i, level in enumerate(labels.ravel())})
+    if out_dir is not None:
+        from teamsift.value.plots import plot_figure3
+
+        state = dper.build_dper(result, dataset)
+        report["extra_plots"] = [str(p) for p in plot_figure3(result, state, out_dir, dataset)]
+        report["dper_effective_sizes"] = dper.effective_sizes(state)
+    return report
 
 
 LEVEL_COLOURS = {"random": "tab:red", "medium": "tab:orange", "expert": "tab:green"}

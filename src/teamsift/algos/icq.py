@@ -1,0 +1,241 @@
+"""ICQ-MA: implicit constraint Q-learning for multi-agent offline RL (Yang et al. 2021;
+SIT appendix B, eq. 14; methods.md §4).
+
+    π_i(·|τ_i)        actor: parameter-shared recurrent agent network (GRU 64), masked softmax
+    Q_i(s, o_i, ·)    critic: parameter-shared MLP on (state, own observation, agent id)
+    Q_tot(s, a) = Σ_i k_i(s) Q_i(s, o_i, a_i)      mixer with k_i(s) ≥ 0, Σ_i k_i(s) = 1
+
+    for update in 1 … num_updates:                      (lax.scan inside jit)
+        sample a batch B of 32 whole episodes
+        critic (eq. 14; only the data's actions are ever evaluated — the implicit constraint):
+            X_{t+1} = |B|·softmax_B(Q'_tot(s_{t+1}, a_{t+1}) / β_c) · Q'_tot(s_{t+1}, a_{t+1})
+            G_t = r_t + γ[(1 − λ) X_{t+1} + λ G_{t+1}]                        TD(λ), λ = 0.8
+            for t = 0 … T−1:  L_Q = E_B[(Q_tot(s_t, a_t) − G_t)²]
+                              (φ, φ_i) ← RMSProp(∇L_Q, lr 1e-4), gradients clipped to norm 20
+        actor (with the updated critic, held fixed):
+            A_i = Q_i(s, o_i, a_i) − Σ_a π_i(a|τ_i) Q_i(s, o_i, a)
+            L_π = −E[ Σ_i k_i(s) · |B|·softmax_B(A_i / β) · log π_i(a_i|τ_i) ]   β = 0.1
+            θ ← RMSProp(∇L_π, lr 5e-4), gradients clipped to norm 20
+        every 600 critic steps: target critic and mixer ← online ones
+    act: a_i = argmax_{a ∈ avail} π_i(a|τ_i)
+
+softmax_B normalises over the episodes of the batch at each time step (and, for the
+actor, each agent): the implicit constraint exp(Q/β)/Z of eq. 14 estimated on a batch.
+
+Defaults follow methods.md §4 (ICQ reference, YiqinYang/ICQ) and SIT Table 11: actor lr
+5e-4, critic lr 1e-4, RMSProp, gradient clipping 20, GRU 64, mixer hidden 32, β = 0.1,
+λ = 0.8, γ = 0.99, batch 32 episodes, target update every 600 critic steps, 15 000 updates.
+
+Choices and where they come from:
+  * β_c = 1000: the reference's critic temperature. SIT's eq. 14 writes β_ICQ in both
+    places, but with β = 0.1 the batch softmax of Q_tot values would be one-hot;
+  * the critic is the reference's: MLP 256-256 on (state, obs_i, id); Q_tot = Σ_i k_i(s) Q_i
+    with k(s) = |W_1(s)|·|w_2(s)| normalised over agents and no bias — SIT's "linear mixer
+    w_i Q_i + b" with b = 0; k_i(s) also weighs the actor loss (the reference's `mixer.k`);
+  * as in the reference, the critic takes one gradient step per time step of the batch,
+    all towards targets computed once before them, and "every 600 steps" counts those
+    steps (`critic_step_per_time_step=False`: one step on the whole batch per update);
+  * (ours) padded steps take no part in softmax_B, and |B| is the number of episodes
+    that bootstrap at that step (the reference mixes padding into the softmax);
+  * (ours) after the last step of an episode cut by the time limit the data has no next
+    action, so its next value is Σ_a π_i(a) Q'_i(s_T, a) under the current actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from teamsift.algos import offline_common as oc
+from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, masked_logits
+from teamsift.nets.mixer import MixerConfig, init_mixer, mix, mixing_weights
+
+
+@dataclasses.dataclass(frozen=True)
+class ICQConfig:
+    hidden: tuple[int, ...] = (64,)  # actor: GRU 64 → linear head
+    recurrent: bool = True
+    critic_hidden: tuple[int, ...] = (256, 256)  # ICQ reference critic
+    mixer_embed: int = 32
+    beta: float = 0.1  # β (actor temperature)
+    critic_beta: float = 1000.0  # β_c (critic temperature, reference)
+    td_lambda: float = 0.8  # λ_ICQ
+    gamma: float = 0.99
+    actor_learning_rate: float = 5e-4
+    critic_learning_rate: float = 1e-4
+    max_grad_norm: float = 20.0
+    batch_size: int = 32  # episodes
+    target_update_interval: int = 600  # critic gradient steps
+    critic_step_per_time_step: bool = True  # the reference: one critic step per time step of the batch
+    bootstrap_truncated: bool = True  # time-limit ends bootstrap from the final observation (PyMARL)
+    num_updates: int = 15_000
+    log_every: int = 500
+    sample_actions: bool = False  # True: act by sampling π instead of its argmax
+
+    def __post_init__(self):
+        oc.require_positive(self, ("mixer_embed", "beta", "critic_beta", "gamma", "actor_learning_rate",
+                                   "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval"))
+        oc.require_unit_interval(self, ("td_lambda", "gamma"))
+
+
+def critic_net_config(config: ICQConfig, spec) -> AgentNetConfig:
+    """Q_i(s, o_i, ·): an MLP over [state, obs_i, one-hot id]."""
+    return oc.agent_net_config(spec, config.critic_hidden, recurrent=False, obs_dim=spec.state_dim + spec.obs_dim)
+
+
+def mixer_config(config: ICQConfig, spec) -> MixerConfig:
+    return MixerConfig(num_agents=spec.num_agents, state_dim=spec.state_dim, embed_dim=config.mixer_embed,
+                       kind="linear", normalise_weights=True, state_bias=False)
+
+
+def batch_softmax_weights(x: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
+    """|B_t|·softmax over the batch axis (0) of x/temperature, among entries where `mask`
+    holds; 0 elsewhere. `x` and `mask` are [B, ...]; |B_t| counts the valid entries of
+    each slice, so the weights of a slice average to 1 (eq. 14's exp(Q/β)/Z on a batch)."""
+    mask = jnp.broadcast_to(mask, x.shape)
+    logits = jnp.where(mask, x / temperature, -jnp.inf)
+    shift = jax.lax.stop_gradient(jnp.max(jnp.where(mask, logits, -1e30), axis=0, keepdims=True))
+    unnormalised = jnp.where(mask, jnp.exp(logits - shift), 0.0)
+    count = jnp.sum(mask, axis=0, keepdims=True).astype(x.dtype)
+    return count * unnormalised / jnp.maximum(jnp.sum(unnormalised, axis=0, keepdims=True), 1e-30)
+
+
+def critic_values(critic: AgentNetConfig, params, obs: jax.Array, state: jax.Array) -> jax.Array:
+    """Q_i(s, o_i, ·) [..., A, nA] from obs [..., A, O] and state [..., S]."""
+    return apply_step(critic, params, oc.with_state(obs, state), None)[0]
+
+
+def weighted_td_targets(q_tot_next: jax.Array, batch: dict, config: ICQConfig) -> jax.Array:
+    """G_t = TD(λ) over X_{t+1} = |B|·softmax_B(Q'_tot,t+1/β_c)·Q'_tot,t+1 (eq. 14); the
+    softmax runs over the episodes of the batch that bootstrap at step t."""
+    weights = batch_softmax_weights(q_tot_next, batch["continues"], config.critic_beta)
+    return oc.td_lambda_returns(batch["reward"], weights * q_tot_next, batch["continues"], batch["has_next"],
+                                config.gamma, config.td_lambda)
+
+
+def critic_targets(actor, critic, mixer, actor_params, target, batch, config: ICQConfig) -> jax.Array:
+    """G_t of eq. 14 from the target critic at the data's next actions a_{t+1}.
+
+    After the last step of a truncated episode the data has no action: there the next
+    value is Σ_a π_i(a|τ_i,T) Q'_i(s_T, a), under the current actor (ours)."""
+    q_next = critic_values(critic, target["critic"], batch["obs_ext"], batch["state_ext"])[:, 1:]
+    logits_next = masked_logits(oc.unroll(actor, actor_params, batch["obs_ext"]), batch["avail_ext"])[:, 1:]
+    expected = jnp.sum(jax.nn.softmax(logits_next, axis=-1) * jnp.where(batch["avail_ext"][:, 1:], q_next, 0.0),
+                       axis=-1)
+    per_agent = jnp.where(batch["has_next"][..., None], oc.taken(q_next, batch["actions_next"]), expected)
+    q_tot_next = mix(mixer, target["mixer"], per_agent, batch["state_ext"][:, 1:])
+    return weighted_td_targets(q_tot_next, batch, config)
+
+
+def critic_loss(critic_params, obs, state, actions, targets, mask, critic, mixer):
+    """E[(Q_tot(s, a) − G)²] over the valid entries (eq. 14)."""
+    q_tot = mix(mixer, critic_params["mixer"], oc.taken(critic_values(critic, critic_params["critic"], obs, state),
+                                                        actions), state)
+    return oc.masked_mean((q_tot - targets) ** 2, mask)
+
+
+def train_critic(critic_params, opt_state, batch, targets, critic, mixer, optimizer, config: ICQConfig):
+    """Critic steps on one batch: one per time step, in order (the reference), or one on the
+    whole batch. Returns (params, opt_state, number of gradient steps taken, mean loss)."""
+    fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
+    if not config.critic_step_per_time_step:
+        loss, grads = jax.value_and_grad(critic_loss)(critic_params, *fields, critic, mixer)
+        critic_params, opt_state = oc.apply_gradients(optimizer, critic_params, opt_state, grads)
+        return critic_params, opt_state, jnp.int32(1), loss
+
+    def one_time_step(carry, step_fields):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(critic_loss)(params, *step_fields, critic, mixer)
+        new_params, new_opt_state = oc.apply_gradients(optimizer, params, opt_state, grads)
+        active = jnp.any(step_fields[-1])  # the reference skips time steps past every episode's end
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
+        return (keep(new_params, params), keep(new_opt_state, opt_state)), (loss, active)
+
+    time_major = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), fields)
+    (critic_params, opt_state), (losses, active) = jax.lax.scan(one_time_step, (critic_params, opt_state),
+                                                                time_major)
+    steps = jnp.sum(active).astype(jnp.int32)
+    return critic_params, opt_state, steps, jnp.sum(losses * active) / jnp.maximum(steps, 1)
+
+
+def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic, mixer, config: ICQConfig):
+    """−E[Σ_i k_i(s)·|B|·softmax_B((Q_i − Σ_a π_i Q_i)/β)·log π_i(a_i|τ_i)]."""
+    logits = masked_logits(oc.unroll(actor, actor_params, batch["obs"]), batch["avail"])
+    log_pi = jax.nn.log_softmax(logits, axis=-1)
+    q = jax.lax.stop_gradient(critic_values(critic, critic_params["critic"], batch["obs"], batch["state"]))
+    q_taken = oc.taken(q, batch["actions"])
+    pi = jax.lax.stop_gradient(jnp.exp(log_pi))
+    baseline = jnp.sum(pi * jnp.where(batch["avail"], q, 0.0), axis=-1)
+    agent_mask = jnp.broadcast_to(batch["mask"][..., None], q_taken.shape)
+    advantage_weights = batch_softmax_weights(q_taken - baseline, agent_mask, config.beta)
+    k = jax.lax.stop_gradient(mixing_weights(mixer, critic_params["mixer"], q_taken, batch["state"]))
+    per_agent = k * advantage_weights * oc.taken(log_pi, batch["actions"])
+    return -oc.masked_mean(per_agent, agent_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def make_update(actor: AgentNetConfig, critic: AgentNetConfig, mixer: MixerConfig, config: ICQConfig,
+                max_length: int):
+    """The pure update: ((actor, critic, target, opt states, critic steps), key, data) → (carry, [L_Q, L_π])."""
+    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
+    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
+
+    def update(carry, key, data):
+        actor_params, critic_params, target, actor_opt, critic_opt, critic_steps = carry
+        batch = oc.sample_episodes(key, data, config.batch_size, max_length, config.bootstrap_truncated)
+        targets = jax.lax.stop_gradient(critic_targets(actor, critic, mixer, actor_params, target, batch, config))
+        critic_params, critic_opt, steps, loss_q = train_critic(critic_params, critic_opt, batch, targets, critic,
+                                                                mixer, critic_optimizer, config)
+        loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic, mixer,
+                                                        config)
+        actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
+        target = oc.hard_update(target, critic_params, critic_steps, critic_steps + steps,
+                                config.target_update_interval)
+        carry = (actor_params, critic_params, target, actor_opt, critic_opt, critic_steps + steps)
+        return carry, jnp.stack([loss_q, loss_pi])
+
+    return update
+
+
+@functools.lru_cache(maxsize=None)
+def make_init(actor: AgentNetConfig, critic: AgentNetConfig, mixer: MixerConfig, config: ICQConfig):
+    """seed keys [n] → carries (actor, critic + mixer, its target copy, optimiser states,
+    0 critic steps), jitted."""
+    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
+    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
+
+    def init(seed_key):
+        actor_key, critic_key, mixer_key = jax.random.split(seed_key, 3)
+        actor_params = init_params(actor, actor_key)
+        critic_params = {"critic": init_params(critic, critic_key), "mixer": init_mixer(mixer, mixer_key)}
+        return (actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
+                critic_optimizer.init(critic_params), jnp.int32(0))
+
+    return oc.batched_init(init)
+
+
+def train(config: ICQConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
+          progress: bool = True) -> tuple[NetworkPolicy, dict[str, Any]]:
+    """Learn the ICQ actor from `dataset`. Returns (policy, logs) — logs["critic_loss"] and
+    logs["actor_loss"] are [seeds, updates]; with num_seeds > 1 the policy's params have a
+    leading seed axis."""
+    oc.require_discrete(dataset, "ICQ")
+    actor = oc.agent_net_config(dataset.spec, config.hidden, config.recurrent)
+    critic = critic_net_config(config, dataset.spec)
+    mixer = mixer_config(config, dataset.spec)
+    shape_config = dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=False)
+    update = make_update(actor, critic, mixer, shape_config, int(dataset.lengths.max()))
+    carry, losses = oc.train_seeds(update, make_init(actor, critic, mixer, shape_config), key, num_seeds, config.num_updates, config.log_every,
+                                   oc.episode_data(dataset), progress=progress, label="ICQ")
+    losses = np.asarray(losses).reshape(num_seeds, config.num_updates, 2)
+    policy = NetworkPolicy(params=oc.seed_params(carry[0], num_seeds), config=actor,
+                           deterministic=not config.sample_actions)
+    logs = {"critic_loss": losses[..., 0], "actor_loss": losses[..., 1], "loss": losses[..., 0],
+            "num_seeds": num_seeds, "config": dataclasses.asdict(config),
+            "critic": jax.tree.map(np.asarray, oc.seed_params(carry[1], num_seeds))}
+    return policy, logs

@@ -1,0 +1,258 @@
+"""Pieces the discrete offline multi-agent learners (ICQ, MABCQ, MACQL) share.
+
+* input checks: a discrete-action dataset with avail masks and a global state;
+* whole padded episodes on the device, extended by the episode's final observation
+  (`episode_data`, `sample_episodes`): obs_ext[:, t] is o_t for t < T and the final
+  observation after the last step, so one unroll of a recurrent network gives the
+  values of every step and of every next step;
+* per-agent value networks unrolled over episodes, with unavailable actions masked;
+* λ-returns over padded episodes — one backward recursion covers TD(λ), Tree Backup
+  and the one-step target:
+
+      G_t = r_t + γ·κ_t·[ V_{t+1} + c_{t+1}·h_{t+1}·(G_{t+1} − Q_{t+1}) ]          (R)
+
+  κ_t = 1 where step t may bootstrap (a step of the episode that did not terminate),
+  h_{t+1} = 1 where step t+1 is a step of the episode (0 after its last step, where
+  V_{t+1} is the value of the final observation). TD(λ): V = Q = the value of the
+  data's action, c = λ, so G_t = r_t + γ[(1 − λ)Q_{t+1} + λ G_{t+1}]. Tree Backup with
+  target policy π: V_{t+1} = Σ_a π(a)Q(a), Q_{t+1} = Q(a_{t+1}), c = λ·π(a_{t+1}).
+  One step: c = 0.
+* target networks (hard copy every d updates, or Polyak averaging);
+* RMSProp with PyMARL's settings and global-norm clipping;
+* the seeds-vmapped training driver around `common.run_updates`.
+
+An episode cut by the time limit (truncated, not terminated) bootstraps from its final
+observation, as PyMARL (the code base of ICQ and SIT) does: MPE's observations and
+states carry no clock, so values must not depend on the time left.
+`bootstrap_truncated=False` ends every episode at its last step instead (ours).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from teamsift.algos import common
+from teamsift.data import sample_sequences, to_device
+from teamsift.nets import AgentNetConfig, apply_sequence
+from teamsift.nets.agent import NEG_INF
+
+#: Step fields the offline learners read (no next_* views: episodes are whole).
+EPISODE_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "truncated",
+                  "final_obs", "final_state", "final_avail")
+
+
+# --- input checks -------------------------------------------------------------------------
+
+def require_discrete(dataset, learner: str) -> None:
+    """Raise a clear error unless `dataset` has discrete actions, avail masks and a state."""
+    spec = dataset.spec
+    if not spec.discrete:
+        raise ValueError(
+            f"dataset.spec.discrete: {learner} learns discrete actions; expected a discrete-action dataset, "
+            f"got continuous actions of dimension {spec.num_actions} (env {spec.env_id!r})"
+        )
+    for field in ("avail", "state", "actions", "reward"):
+        if field not in dataset.steps:
+            raise ValueError(f"dataset.steps[{field!r}]: {learner} needs it; the dataset has {sorted(dataset.steps)}")
+    if spec.state_dim < 1:
+        raise ValueError(f"dataset.spec.state_dim: {learner} needs a global state, got width {spec.state_dim}")
+
+
+def require_positive(config, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{type(config).__name__}.{name}: expected a positive number, got {value!r}")
+
+
+def require_unit_interval(config, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{type(config).__name__}.{name}: expected a value in [0, 1], got {value!r}")
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def episode_data(dataset) -> dict:
+    """The step fields of `EPISODE_FIELDS` and the episode index arrays, on the device."""
+    return to_device(dataset, EPISODE_FIELDS)
+
+
+def sample_episodes(key: jax.Array, data: dict, batch_size: int, max_length: int,
+                    bootstrap_truncated: bool = True) -> dict:
+    """`batch_size` whole episodes from t = 0, padded to `max_length` T.
+
+    Returns the fields of `sample_sequences` ([B, T, ...], mask [B, T]) plus
+        obs_ext, state_ext, avail_ext  [B, T + 1, ...]: step t, and at t + 1 after the
+            last step the episode's final observation (o_t, …, o_T);
+        actions_next [B, T]: a_{t+1} (0 after the last step);
+        continues [B, T]: κ_t of eq. (R) — 1 on steps that bootstrap from t + 1;
+        has_next [B, T]: h_{t+1} of eq. (R) — 1 where step t + 1 is in the episode.
+    """
+    batch = sample_sequences(key, data, batch_size, max_length, align="episode")
+    batch["actions"] = batch["actions"].astype(jnp.int32)
+    for name in ("obs", "state", "avail"):
+        batch[name + "_ext"] = jnp.concatenate([batch[name][:, :1], batch["next_" + name]], axis=1)
+    stop = batch["terminated"] if bootstrap_truncated else batch["done"]
+    batch["continues"] = batch["mask"] & ~stop
+    batch["has_next"] = next_step(batch["mask"])
+    batch["actions_next"] = next_step(batch["actions"])
+    return batch
+
+
+# --- agent networks -----------------------------------------------------------------------
+
+def agent_net_config(spec, hidden: tuple[int, ...], recurrent: bool, obs_dim: int | None = None) -> AgentNetConfig:
+    """A parameter-shared discrete agent network with one output per action."""
+    return AgentNetConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim if obs_dim is None else obs_dim,
+                          num_actions=spec.num_actions, discrete=True, recurrent=recurrent, hidden=tuple(hidden))
+
+
+def unroll(net: AgentNetConfig, params, obs: jax.Array) -> jax.Array:
+    """Outputs [B, T, A, nA] of the agent network over whole episodes obs [B, T, A, O]
+    (a GRU starts from zeros at t = 0 and is scanned over T)."""
+    return jnp.swapaxes(apply_sequence(net, params, jnp.swapaxes(obs, 0, 1)), 0, 1)
+
+
+def masked_values(values: jax.Array, avail: jax.Array | None) -> jax.Array:
+    """Unavailable actions get −1e9, so max/argmax never pick them."""
+    return values if avail is None else jnp.where(avail, values, NEG_INF)
+
+
+def greedy_actions(values: jax.Array, avail: jax.Array | None) -> jax.Array:
+    """argmax over available actions [..., nA] → int32 [...]."""
+    return jnp.argmax(masked_values(values, avail), axis=-1).astype(jnp.int32)
+
+
+def taken(values: jax.Array, actions: jax.Array) -> jax.Array:
+    """values [..., nA] at actions [...] → [...]."""
+    return jnp.take_along_axis(values, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    mask = jnp.broadcast_to(mask, x.shape).astype(x.dtype)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def with_state(obs: jax.Array, state: jax.Array) -> jax.Array:
+    """Concatenate the global state to every agent's observation: [..., A, S + O]."""
+    tiled = jnp.broadcast_to(state[..., None, :], obs.shape[:-1] + state.shape[-1:])
+    return jnp.concatenate([tiled, obs], axis=-1)
+
+
+# --- returns over padded episodes (eq. R above) ---------------------------------------------
+
+def next_step(x: jax.Array) -> jax.Array:
+    """x[:, t + 1] at position t, zero (False) past the end ([B, T, ...])."""
+    return jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)
+
+
+def off_policy_returns(rewards: jax.Array, next_values: jax.Array, continues: jax.Array, has_next: jax.Array,
+                       gamma: float, traces: jax.Array | float = 0.0,
+                       next_taken: jax.Array | None = None) -> jax.Array:
+    """G [B, T] of eq. (R) over padded episodes; every input is aligned with step t.
+
+    Args:
+        rewards: r_t [B, T] (zero on padding).
+        next_values: V_{t+1} [B, T], the target policy's value after step t (at the final
+            observation after the last step).
+        continues: κ_t [B, T] — bootstrap from t + 1 (False on terminal steps and padding).
+        has_next: h_{t+1} [B, T] — step t + 1 is in the episode, so G_{t+1} exists.
+        gamma: discount γ.
+        traces: c_{t+1} [B, T] or a scalar (λ for TD(λ), λ·π(a_{t+1}) for Tree Backup).
+        next_taken: Q_{t+1}(a_{t+1}) [B, T]; default `next_values` (on-policy TD(λ)).
+    Returns G_t on the episode's steps (r_t alone where κ_t = 0), 0 on padding.
+    """
+    next_taken = next_values if next_taken is None else next_taken
+    traces = jnp.broadcast_to(jnp.asarray(traces, next_values.dtype), next_values.shape)
+    trace_on = traces * has_next.astype(next_values.dtype)
+    inputs = (rewards, continues.astype(next_values.dtype), next_values, next_taken, trace_on)
+    time_major = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), inputs)
+
+    def backward(g_next, step):
+        r, kappa, v_next, q_next, c_next = step
+        g = r + gamma * kappa * (v_next + c_next * (g_next - q_next))
+        return g, g
+
+    _, g = jax.lax.scan(backward, jnp.zeros_like(next_values[:, 0]), time_major, reverse=True)
+    return jnp.swapaxes(g, 0, 1)
+
+
+def td_lambda_returns(rewards: jax.Array, next_values: jax.Array, continues: jax.Array, has_next: jax.Array,
+                      gamma: float, lam: float) -> jax.Array:
+    """TD(λ) returns: G_t = r_t + γ[(1 − λ)Q_{t+1} + λ G_{t+1}] (eq. R with c = λ)."""
+    return off_policy_returns(rewards, next_values, continues, has_next, gamma, lam)
+
+
+def batch_returns(batch: dict, next_values: jax.Array, gamma: float, traces: jax.Array | float = 0.0,
+                  next_taken: jax.Array | None = None) -> jax.Array:
+    """`off_policy_returns` with r, κ and h taken from a `sample_episodes` batch."""
+    return off_policy_returns(batch["reward"], next_values, batch["continues"], batch["has_next"], gamma, traces,
+                              next_taken)
+
+
+# --- targets and optimisers ---------------------------------------------------------------
+
+def hard_update(target, online, old_step: jax.Array, new_step: jax.Array, period: int):
+    """Copy `online` into `target` when the step counter passes a multiple of `period`
+    on its way from `old_step` to `new_step` (counts of gradient steps)."""
+    copy = (new_step // period) > (old_step // period)
+    return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
+
+
+def soft_update(target, online, tau: float):
+    """Polyak averaging: target ← τ·online + (1 − τ)·target."""
+    return jax.tree.map(lambda t, o: tau * o + (1.0 - tau) * t, target, online)
+
+
+def rmsprop(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """RMSProp as in PyMARL (decay α = 0.99, ε = 1e-5) after global-norm gradient clipping."""
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                       optax.rmsprop(learning_rate, decay=0.99, eps=1e-5))
+
+
+def apply_gradients(optimizer: optax.GradientTransformation, params, opt_state, grads):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+# --- the training driver ------------------------------------------------------------------
+
+def batched_init(init: Callable[..., Any]) -> Callable[..., Any]:
+    """`init(seed_key, *args)` vmapped over seeds and compiled as one program (cache the
+    result with the update, so that later `train` calls reuse the compiled program)."""
+    return jax.jit(jax.vmap(init))
+
+
+def train_seeds(update: Callable, init_seeds: Callable[..., Any], key: jax.Array, num_seeds: int,
+                num_updates: int, log_every: int, data: dict, *, progress: bool, label: str,
+                init_args: tuple = ()):
+    """Initialise `num_seeds` carries with `init_seeds(seed_keys [n], *init_args)` (see
+    `batched_init`; every leaf of `init_args` has a leading seed axis) and run
+    `num_updates` of `update` on each under `common.run_updates`. With num_updates = 0
+    the initial carries come back (so callers can evaluate the untrained policy).
+    Returns (carry with a leading seed axis, losses [seeds, num_updates, ...])."""
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds: expected a positive integer, got {num_seeds!r}")
+    if num_updates < 0:
+        raise ValueError(f"num_updates: expected a non-negative integer, got {num_updates!r}")
+    seed_keys = jax.random.split(key, (num_seeds, 2))
+    carry = init_seeds(seed_keys[:, 0], *init_args)
+    # Online and target networks start equal: give every leaf its own buffer (the chunked
+    # driver donates the carry, and one buffer cannot be donated twice).
+    carry = jax.tree.map(jnp.copy, carry)
+    if num_updates == 0:
+        return carry, np.zeros((num_seeds, 0), np.float32)
+    return common.run_updates(update, carry, seed_keys[:, 1], num_updates, max(1, log_every), data,
+                              progress=progress, label=label)
+
+
+def seed_params(params, num_seeds: int):
+    """Keep the seed axis only when several seeds were trained (as `bc.train` does)."""
+    return params if num_seeds > 1 else jax.tree.map(lambda x: x[0], params)

@@ -1,0 +1,163 @@
+"""Polynomial-game study: BRUD coordination failure and PJAP (methods.md §2).
+
+Two agents choose x, y ∈ [−1, 1] once per episode (`teamsift.envs.poly`). A dataset is
+drawn around a point c of the action square with spread σ: every episode plays the joint
+action clip(c + σ·ε, −1, 1), ε ~ N(0, I). MADDPG (twin critics, BRUD policy updates,
+`teamsift.algos.maddpg_cql` with an MLP actor on the constant observation, windows of
+one step) starts from the joint policy (−0.5, 0.5) and learns from the dataset with
+uniform sampling or with PJAP; the joint action after every update is the trajectory
+that `plot_trajectories` draws over the reward landscape.
+
+Why broad data breaks BRUD (twin peaks, R = −(x² + y²) − 4(xy)² + 5xy): with a perfect
+critic, agent x's BRUD gradient is E_D[∂R/∂x (x, y^D)] = −2x − 8x·E[y²] + 5·E[y], which
+vanishes at x* = 5·E[y] / (2 + 8·E[y²]) whatever the partner currently does. The
+larger the spread, the larger E[y²] and the further x* falls short of the optimum 0.61.
+PJAP draws data whose joint action is close to the current policy, so E[y] → y and
+E[y²] → y², and the update approaches the true joint gradient.
+
+Our choices (the paper's notebook is not public in full): datasets of 1 000 one-step
+episodes; 6 000 updates of batch 64 with the proximity ramp over the first quarter
+(K = 1 500 instead of 150 000, which belongs to 5·10⁵-update MaMuJoCo runs); no CQL
+term (plain MADDPG, as in the paper's polynomial games); an MLP actor 64-64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from teamsift.algos import maddpg_cql
+from teamsift.collect import collect
+from teamsift.data import load_dataset
+from teamsift.envs import make
+from teamsift.envs.poly import sign_reward, twin_peaks_reward
+from teamsift.nets import AgentNetConfig, FunctionPolicy, apply_step, init_params
+from teamsift.value.pjap import PJAPConfig
+
+GAMES = {"poly_sign": sign_reward, "poly_twin_peaks": twin_peaks_reward}
+OPTIMA = {"poly_sign": 1.0, "poly_twin_peaks": 0.5625}
+INITIAL_JOINT_POLICY = (-0.5, 0.5)
+METHODS = {
+    "MADDPG": dict(sampler="uniform", policy_update="brud"),
+    "MADDPG+PJAP": dict(sampler="pjap", policy_update="brud"),
+    "MADDPG (current actions)": dict(sampler="uniform", policy_update="current"),
+}
+
+
+def reward_fn(env_id: str):
+    if env_id not in GAMES:
+        raise ValueError(f"env_id: expected one of {sorted(GAMES)}, got {env_id!r}")
+    return GAMES[env_id]
+
+
+def poly_config(method: str, num_updates: int = 6_000, *, cql_weight: float = 0.0,
+                ramp_fraction: float = 0.25, **overrides) -> maddpg_cql.MADDPGCQLConfig:
+    """MADDPG settings for the one-step games (see the module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    pjap = PJAPConfig(ramp_steps=int(ramp_fraction * num_updates))
+    base = dict(recurrent=False, policy_hidden=(64, 64), seq_len=1, sample_period=1, cql_weight=cql_weight,
+                num_updates=num_updates, log_every=max(1, num_updates // 4), pjap=pjap)
+    return maddpg_cql.MADDPGCQLConfig(**{**base, **METHODS[method], **overrides})
+
+
+def poly_dataset(env_id: str, centre: Sequence[float], spread: float, num_episodes: int, key: jax.Array,
+                 out_dir: str | os.PathLike):
+    """`num_episodes` one-step episodes with joint actions clip(centre + spread·N(0, I), −1, 1)."""
+    env = make(env_id)
+    centre = jnp.asarray(centre, jnp.float32).reshape(2, 1)
+    behaviour = FunctionPolicy(lambda k, o, a: jnp.clip(centre + spread * jax.random.normal(k, (2, 1)), -1.0, 1.0))
+    path = collect(env, behaviour, key, num_episodes, out_dir, overwrite=True,
+                   notes=f"poly study: centre {tuple(np.asarray(centre[:, 0]).tolist())}, spread {spread}")
+    return load_dataset(path)
+
+
+def constant_action_params(net: AgentNetConfig, actions: Sequence[float], key: jax.Array, steps: int = 500):
+    """Actor parameters whose output at the constant observation (ones) is `actions` [N]."""
+    target = jnp.asarray(actions, jnp.float32).reshape(net.num_agents, 1)
+    obs = jnp.ones((net.num_agents, net.obs_dim), jnp.float32)
+    opt = optax.adam(1e-2)
+
+    def loss(params):
+        return jnp.mean((apply_step(net, params, obs, None)[0] - target) ** 2)
+
+    def step(carry, _):
+        params, state = carry
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    params = init_params(net, key)
+    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))((params, opt.init(params)))
+    return params
+
+
+def run_method(env_id: str, dataset, method: str, key: jax.Array, *, num_updates: int = 6_000, num_seeds: int = 3,
+               cql_weight: float = 0.0, progress: bool = False) -> dict:
+    """Train one method from the joint policy (−0.5, 0.5); returns its trajectory and final reward."""
+    config = poly_config(method, num_updates, cql_weight=cql_weight)
+    net = maddpg_cql.policy_config(config, dataset.spec)
+    init_key, train_key = jax.random.split(key)
+    start = constant_action_params(net, INITIAL_JOINT_POLICY, init_key)
+    _, logs = maddpg_cql.train(config, dataset, train_key, num_seeds=num_seeds, progress=progress,
+                               init_policy=start, probe_obs=np.ones((2, 1), np.float32))
+    trajectory = logs["probe_actions"][..., 0]  # [seeds, updates, 2]: (x, y) after every update
+    rewards = np.asarray(reward_fn(env_id)(trajectory[..., 0], trajectory[..., 1]))
+    return {"trajectory": trajectory, "reward": rewards, "final_reward": rewards[:, -1],
+            "distance": logs["distance"], "priority": logs["priority"]}
+
+
+def landscape(env_id: str, resolution: int = 101):
+    grid = np.linspace(-1.0, 1.0, resolution)
+    x, y = np.meshgrid(grid, grid)
+    return x, y, np.asarray(reward_fn(env_id)(x, y))
+
+
+def plot_trajectories(results: list[dict], path: str | os.PathLike, *, columns: int | None = None) -> Path:
+    """One panel per (game, spread, method): reward contours, the dataset's centre and
+    spread, and every seed's (x, y) over training (start ○, end ×).
+
+    results: dicts with env_id, centre, spread, method, trajectory [S, U, 2], final_reward [S].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = columns or len({r["method"] for r in results})
+    rows = -(-len(results) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for ax, result in zip(axes.flat, results):
+        x, y, r = landscape(result["env_id"])
+        levels = np.linspace(max(r.min(), -2.0), r.max(), 21)  # the corners of twin peaks fall to −10
+        ax.contourf(x, y, r, levels=levels, cmap="viridis", extend="min")
+        ax.contour(x, y, r, levels=[0.0], colors="white", linewidths=0.6)
+        best = r.max()
+        ax.plot(x[r >= best - 1e-3], y[r >= best - 1e-3], "*", color="white", ms=5)
+        cx, cy = result["centre"]
+        ax.add_patch(matplotlib.patches.Circle((cx, cy), result["spread"], fill=False, ls="--", color="w", lw=0.8))
+        for seed_path in np.asarray(result["trajectory"]):
+            ax.plot(seed_path[:, 0], seed_path[:, 1], color="orange", lw=1.0)
+            ax.plot(*seed_path[0], "o", color="orange", ms=4)
+            ax.plot(*seed_path[-1], "x", color="red", ms=6)
+        final = np.mean(result["final_reward"])
+        ax.set_title(f"{result['env_id'][5:]} σ={result['spread']}\n{result['method']}: R={final:.2f}", fontsize=8)
+        ax.set_xlim(-1, 1)
+        ax.set_ylim(-1, 1)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(results):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

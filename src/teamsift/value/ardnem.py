@@ -1,0 +1,429 @@
+"""ARDNEM: attention-based reward decomposition with an ensemble (SIT Stage I, eqs. 1–6).
+
+For every step t of episode k and agent i (parameters shared by all agents, SIT §ARDNEM):
+
+    r_i      = f(o_i, a_i, id_i)                                   reward network
+    λ_i      ∝ exp(e_sᵀ W_qᵀ W_k e_i),  e_s = MLP(s), e_i = MLP(o_i, a_i, id_i)   (eq. 1)
+    r̂_tot    = Σ_i λ_i r_i                                                        (eq. 2)
+    L(ψ)     = 1/M Σ_m (Σ_i λ_{i,m} r_{i,m} − r_tot)²       M ensemble members    (eq. 3)
+
+after training, over the whole dataset:
+
+    r̂_i = mean_m λ_{i,m} r_{i,m}          weighted individual reward              (eq. 4)
+    û_i = std_m  λ_{i,m} r_{i,m}          uncertainty (population std)            (eq. 5)
+    ĝ_i^t = Σ_{t'≥t} γ^{t'−t} r̂_i^{t'}     individual Monte Carlo return           (eq. 6)
+    p̂_i^k = 1/T Σ_t ĝ_i^{t,k}             trajectory priority (Algorithm 1, line 14)
+
+which DPER (`teamsift.value.dper`, eq. 7) turns into sampling probabilities.
+
+Ablations and the alternative of SIT's appendix E.1:
+  * attention=False ("w/o attention"): λ_i ≡ 1, so r̂_tot = Σ_i r_i;
+  * ensemble_size=1 ("w/o ensemble"): û ≡ 0;
+  * mixer="monotonic" (MNC, eq. 15): r̂_tot = QMIX-style hypernetwork mixer of the r_i
+    conditioned on s, with non-negative weights (∂r_tot/∂r_i ≥ 0); the decomposed
+    individual reward is r_i itself (the quantity SIT's Figure 7(b) plots).
+
+Choices the paper leaves open (ours): a batch is 32 whole episodes (pymarl's meaning of
+"batch size 32"), every step of them counted in eq. 3; the M members see the same batch
+and differ by initialisation; each member's optimiser step uses the gradient of its own
+squared error (eq. 3 without the 1/M factor, which RMSProp would normalise away anyway)
+and clips it on its own; RMSProp with pymarl's α = 0.99, ε = 1e-5 (ε outside the root,
+as in PyTorch); discrete actions enter as one-hots; no slot ids by default (SIT's
+f(o_i, a_i) with shared parameters — ids would let the network split a fixed team's
+reward by slot arbitrarily); when an environment has no global state (state_dim 0) the
+joint observation stands in for s. Eq. 1's logits are divided by √h (scaled dot
+product): the same function class as eq. 1 (the factor can be absorbed into W_q, W_k),
+only a smaller initial scale, which keeps the softmax from saturating at
+initialisation — unscaled, the fit was markedly worse and the ranking of individual
+trajectories unreliable in our tests (`scaled_attention=False` restores it). Eq. 6 as
+printed has γ^{t−t'}; we use the intended γ^{t'−t}.
+
+`train` runs the updates as `lax.scan` inside `jit`, in chunks of `log_every` with a
+progress bar, vmapping the M members; after each chunk it logs the mean r̂ per slot (and
+per ground-truth level, when the dataset has one) on a fixed probe batch of episodes —
+the data of SIT's Figure 3(a)/(d) (see `teamsift.value.plots`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from rich.progress import TextColumn
+
+from teamsift.data import sample_sequences, to_device
+from teamsift.nets.agent import MLP, with_agent_ids
+from teamsift.progress import progress_bar
+
+MIXERS = ("attention", "monotonic")
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class ARDNEMConfig:
+    """Defaults: SIT Table 10 (ARDNEM) and the discount of Table 11."""
+
+    learning_rate: float = 1e-4
+    optimizer: str = "rmsprop"
+    num_updates: int = 20_000  # "Training epoch"
+    max_grad_norm: float = 10.0
+    reward_hidden: int = 64  # "Reward network dimension": f = MLP(64, 64) → 1
+    attention_hidden: int = 64  # embeddings e_s, e_i and query/key width
+    batch_size: int = 32  # episodes per update
+    ensemble_size: int = 5  # M
+    discount: float = 0.99  # γ of eq. 6 (Table 11)
+    # Ablations / appendix E.1.
+    attention: bool = True  # False: λ ≡ 1 ("w/o attention")
+    mixer: str = "attention"  # "attention" (eqs. 1–2) | "monotonic" (MNC, eq. 15)
+    mixer_hidden: int = 32  # MNC hypernetwork embedding width (QMIX's 32)
+    agent_ids: bool = False  # append one-hot slot ids to (o_i, a_i); SIT's f(o_i, a_i) has none
+    scaled_attention: bool = True  # eq. 1's logits / √h: a reparametrisation of W_q, W_k (see above)
+    # Implementation (ours).
+    rmsprop_decay: float = 0.99
+    rmsprop_eps: float = 1e-5
+    log_every: int = 500  # updates per jitted chunk = per log point
+    probe_episodes: int = 64  # fixed probe batch for the per-slot reward log
+    inference_rows: int = 8192  # step rows per jitted inference call
+
+    def __post_init__(self):
+        def bad(name, expected):
+            raise ValueError(f"ARDNEMConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        if self.mixer not in MIXERS:
+            bad("mixer", f"one of {MIXERS}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {OPTIMIZERS}")
+        for name in ("num_updates", "reward_hidden", "attention_hidden", "batch_size", "ensemble_size",
+                     "mixer_hidden", "log_every", "probe_episodes", "inference_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(name, "an integer >= 1")
+        if not 0.0 <= self.discount <= 1.0:
+            bad("discount", "a number in [0, 1]")
+        if not self.learning_rate > 0:
+            bad("learning_rate", "a positive number")
+
+
+class NetShape(NamedTuple):
+    """Static facts about the inputs (part of the jit cache key)."""
+
+    num_agents: int
+    obs_dim: int
+    action_width: int  # nA (one-hot) or D
+    discrete: bool
+    state_dim: int  # 0: the joint observation stands in for the state
+    max_length: int
+
+    @property
+    def global_dim(self) -> int:
+        return self.state_dim if self.state_dim > 0 else self.num_agents * self.obs_dim
+
+
+def net_shape(dataset) -> NetShape:
+    spec = dataset.spec
+    return NetShape(spec.num_agents, spec.obs_dim, spec.num_actions, bool(spec.discrete), spec.state_dim,
+                    int(dataset.lengths.max()))
+
+
+# --- network --------------------------------------------------------------------------------
+
+
+class Decomposition(NamedTuple):
+    rewards: jax.Array  # r_i = f(o_i, a_i) [..., A]
+    weights: jax.Array  # λ_i [..., A] (eq. 1; ones w/o attention and for MNC)
+    weighted: jax.Array  # λ_i r_i [..., A] — the decomposed individual reward (r_i for MNC)
+    total: jax.Array  # r̂_tot [...] (eq. 2, or the MNC mixer)
+
+
+class RewardDecomposer(nn.Module):
+    """One ensemble member: (agent inputs [..., A, I], state [..., S]) → Decomposition."""
+
+    config: ARDNEMConfig
+
+    @nn.compact
+    def __call__(self, inputs, state) -> Decomposition:
+        c = self.config
+        rewards = MLP((c.reward_hidden, c.reward_hidden), 1, name="reward")(inputs)[..., 0]  # r_i = f(o_i, a_i)
+        if c.mixer == "monotonic":
+            total = MonotonicMixer(c.mixer_hidden, name="mixer")(rewards, state)
+            return Decomposition(rewards, jnp.ones_like(rewards), rewards, total)
+        if c.attention:
+            weights = self.attention_weights(inputs, state)  # eq. 1
+        else:
+            weights = jnp.ones_like(rewards)  # w/o attention: λ ≡ 1
+        weighted = weights * rewards
+        return Decomposition(rewards, weights, weighted, jnp.sum(weighted, axis=-1))  # eq. 2
+
+    def attention_weights(self, inputs, state):
+        """λ_i = softmax_i(e_sᵀ W_qᵀ W_k e_i) — the key-value memory read of eq. 1."""
+        h = self.config.attention_hidden
+        query = nn.Dense(h, use_bias=False, name="W_q")(MLP((h,), h, name="embed_state")(state))
+        keys = nn.Dense(h, use_bias=False, name="W_k")(MLP((h,), h, name="embed_agent")(inputs))
+        logits = jnp.einsum("...d,...ad->...a", query, keys)
+        if self.config.scaled_attention:
+            logits = logits / jnp.sqrt(jnp.float32(h))
+        return jax.nn.softmax(logits, axis=-1)
+
+
+class MonotonicMixer(nn.Module):
+    """QMIX's hypernetwork mixer applied to rewards (SIT appendix E.1, eq. 15)."""
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, rewards, state):
+        a, h = rewards.shape[-1], self.hidden
+        w1 = jnp.abs(nn.Dense(a * h, name="hyper_w1")(state)).reshape(state.shape[:-1] + (a, h))
+        b1 = nn.Dense(h, name="hyper_b1")(state)
+        hidden = nn.elu(jnp.einsum("...a,...ah->...h", rewards, w1) + b1)
+        w2 = jnp.abs(nn.Dense(h, name="hyper_w2")(state))
+        bias = MLP((h,), 1, name="hyper_v")(state)[..., 0]
+        return jnp.sum(hidden * w2, axis=-1) + bias
+
+
+def agent_inputs(shape: NetShape, config: ARDNEMConfig, obs, actions) -> jax.Array:
+    """Per-agent features [..., A, I]: observation, action (one-hot if discrete), slot id."""
+    acts = jax.nn.one_hot(actions, shape.action_width, dtype=obs.dtype) if shape.discrete else actions
+    features = jnp.concatenate([obs, acts.astype(obs.dtype)], axis=-1)
+    return with_agent_ids(features, shape.num_agents) if config.agent_ids else features
+
+
+def global_inputs(shape: NetShape, obs, state) -> jax.Array:
+    """The global state s [..., S], or the joint observation when the env has none."""
+    if shape.state_dim > 0:
+        return state
+    return obs.reshape(obs.shape[:-2] + (shape.num_agents * shape.obs_dim,))
+
+
+def apply_member(config: ARDNEMConfig, shape: NetShape, params, obs, actions, state) -> Decomposition:
+    """One member on raw step arrays [..., A, ·] → its Decomposition."""
+    model = RewardDecomposer(config)
+    return model.apply(params, agent_inputs(shape, config, obs, actions), global_inputs(shape, obs, state))
+
+
+def init_member(config: ARDNEMConfig, shape: NetShape, key: jax.Array):
+    model = RewardDecomposer(config)
+    inputs = jnp.zeros((shape.num_agents, shape.obs_dim + shape.action_width
+                        + (shape.num_agents if config.agent_ids else 0)), jnp.float32)
+    return model.init(key, inputs, jnp.zeros((shape.global_dim,), jnp.float32))
+
+
+def ensemble_rewards(config: ARDNEMConfig, shape: NetShape, params, obs, actions, state):
+    """Eqs. 4–5 over the M members (params with a leading M axis): (r̂ [..., A], û [..., A])."""
+    weighted = jax.vmap(lambda p: apply_member(config, shape, p, obs, actions, state).weighted)(params)
+    return weighted.mean(axis=0), weighted.std(axis=0)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def make_optimizer(config: ARDNEMConfig) -> optax.GradientTransformation:
+    if config.optimizer == "rmsprop":
+        opt = optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps,
+                            eps_in_sqrt=False)
+    else:
+        opt = optax.adam(config.learning_rate)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
+
+
+def member_loss(params, config: ARDNEMConfig, shape: NetShape, batch: dict) -> jax.Array:
+    """One member's term of eq. 3: masked mean over the batch's steps of (r̂_tot − r_tot)²."""
+    total = apply_member(config, shape, params, batch["obs"], batch["actions"], batch.get("state")).total
+    mask = batch["mask"].astype(jnp.float32)
+    return jnp.sum(mask * (total - batch["reward"]) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def make_update(config: ARDNEMConfig, shape: NetShape):
+    """The pure update ((params[M], opt_state[M]), key, data) → (carry, losses[M])."""
+    optimizer = make_optimizer(config)
+
+    def update(carry, key, data):
+        params, opt_state = carry
+        batch = sample_sequences(key, data, config.batch_size, shape.max_length, align="episode")
+
+        def member_step(member_params, member_opt_state):
+            loss, grads = jax.value_and_grad(member_loss)(member_params, config, shape, batch)
+            updates, member_opt_state = optimizer.update(grads, member_opt_state, member_params)
+            return optax.apply_updates(member_params, updates), member_opt_state, loss
+
+        params, opt_state, losses = jax.vmap(member_step)(params, opt_state)
+        return (params, opt_state), losses  # eq. 3 = losses.mean()
+
+    return update
+
+
+@functools.partial(jax.jit, static_argnames=("update", "num_updates"), donate_argnums=(1,))
+def _run_chunk(update, carry, key, start, data, num_updates: int):
+    """`num_updates` scanned updates; update i uses fold_in(key, i) whatever the chunking."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num_updates))
+    return jax.lax.scan(lambda c, k: update(c, k, data), carry, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "shape"))
+def _ensemble_chunk(config: ARDNEMConfig, shape: NetShape, params, obs, actions, state):
+    return ensemble_rewards(config, shape, params, obs, actions, state)
+
+
+def _rows_rewards(config, shape, params, steps, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(r̂, û) [len(rows), A] for step rows, in jitted chunks of `size` rows (padded, then cut)."""
+    means, stds = [], []
+    for lo in range(0, len(rows), size):
+        chunk = rows[lo: lo + size]
+        padded = np.concatenate([chunk, np.full(size - len(chunk), chunk[-1], chunk.dtype)])
+        state = steps["state"][padded] if shape.state_dim > 0 else np.zeros((size, 0), np.float32)
+        mean, std = _ensemble_chunk(_update_key(config), shape, params, steps["obs"][padded], steps["actions"][padded], state)
+        means.append(np.asarray(mean)[: len(chunk)])
+        stds.append(np.asarray(std)[: len(chunk)])
+    return np.concatenate(means), np.concatenate(stds)
+
+
+def _probe_rows(dataset, key: jax.Array, num_episodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed probe set: (step rows, episode of each row) of `num_episodes` random episodes."""
+    count = min(num_episodes, dataset.num_episodes)
+    episodes = np.sort(np.asarray(jax.random.permutation(key, dataset.num_episodes))[:count])
+    starts, lengths = dataset.starts[episodes], dataset.lengths[episodes]
+    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)]).astype(np.int64)
+    return rows, np.repeat(episodes, lengths)
+
+
+class ProbeLog(NamedTuple):
+    """Mean r̂ on the probe rows after each chunk (SIT Figure 3(a)/(d) data)."""
+
+    updates: np.ndarray  # [L] number of updates done at each log point
+    slot_mean: np.ndarray  # [L, A] mean r̂ per slot
+    level_mean: dict  # level -> [L] mean r̂ over the (row, slot)s of that ground-truth level
+
+
+def _probe_means(reward: np.ndarray, levels: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    slot_mean = reward.mean(axis=0)
+    level_mean = {}
+    if levels is not None:
+        for level in np.unique(levels):
+            level_mean[str(level)] = float(reward[levels == level].mean())
+    return slot_mean, level_mean
+
+
+@dataclasses.dataclass(frozen=True)
+class ARDNEMResult:
+    """Stage I output over a whole dataset, ready for DPER (Stage II)."""
+
+    config: ARDNEMConfig
+    shape: NetShape
+    params: Any  # pytree with a leading ensemble axis M
+    reward: np.ndarray  # r̂ [N, A] (eq. 4)
+    uncertainty: np.ndarray  # û [N, A] (eq. 5)
+    step_return: np.ndarray  # ĝ [N, A] (eq. 6)
+    episode_return: np.ndarray  # ĝ at each trajectory's first step [E, A]
+    priority: np.ndarray  # p̂ [E, A] = mean_t ĝ (Algorithm 1, line 14)
+    logs: dict  # loss [U], member_loss [U, M], probe: ProbeLog
+
+
+def individual_returns(reward: np.ndarray, starts: np.ndarray, lengths: np.ndarray, discount: float):
+    """Eq. 6 per individual trajectory, and its mean over the episode.
+
+    reward [N, A] → (ĝ [N, A], ĝ at t = 0 [E, A], p̂ = 1/T Σ_t ĝ [E, A]).
+    """
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    horizon = int(lengths.max())
+    offsets = np.arange(horizon)
+    mask = offsets[None, :] < lengths[:, None]  # [E, T]
+    rows = np.where(mask, starts[:, None] + offsets[None, :], 0)
+    padded = np.where(mask[..., None], reward[rows], 0.0).astype(np.float64)  # [E, T, A]
+    returns = np.zeros_like(padded)
+    following = np.zeros(padded[:, 0].shape)
+    for t in range(horizon - 1, -1, -1):  # ĝ^t = r̂^t + γ ĝ^{t+1} within the episode
+        following = padded[:, t] + discount * following * mask[:, t, None]
+        returns[:, t] = following
+    step_return = returns[mask].astype(np.float32)  # rows are episode-major and contiguous
+    priority = returns.sum(axis=1) / lengths[:, None]
+    return step_return, returns[:, 0].astype(np.float32), priority.astype(np.float32)
+
+
+def decompose(config: ARDNEMConfig, shape: NetShape, params, dataset) -> dict[str, np.ndarray]:
+    """Stage II inference with trained params: r̂, û, ĝ over all steps; per-trajectory ĝ and p̂."""
+    rows = np.arange(dataset.num_steps, dtype=np.int64)
+    reward, uncertainty = _rows_rewards(config, shape, params, dataset.steps, rows,
+                                        _inference_size(config, dataset))
+    step_return, episode_return, priority = individual_returns(reward, dataset.starts, dataset.lengths,
+                                                               config.discount)
+    return {"reward": reward, "uncertainty": uncertainty, "step_return": step_return,
+            "episode_return": episode_return, "priority": priority}
+
+
+def _check_dataset(dataset) -> None:
+    needed = ("obs", "actions", "reward") + (("state",) if dataset.spec.state_dim > 0 else ())
+    missing = [name for name in needed if name not in dataset.steps]
+    if missing:
+        raise ValueError(f"ARDNEM dataset: expected step fields {list(needed)}, missing {missing}")
+
+
+def _init_ensemble(config: ARDNEMConfig, shape: NetShape, key: jax.Array):
+    optimizer = make_optimizer(config)
+
+    def init(member_key):
+        params = init_member(config, shape, member_key)
+        return params, optimizer.init(params)
+
+    return jax.vmap(init)(jax.random.split(key, config.ensemble_size))
+
+
+def train(config: ARDNEMConfig, dataset, key: jax.Array, *, progress: bool = True) -> ARDNEMResult:
+    """Train the M-member ensemble on `dataset` (eq. 3), then decompose every step (eqs. 4–6)."""
+    _check_dataset(dataset)
+    shape = net_shape(dataset)
+    init_key, update_key, probe_key = jax.random.split(key, 3)
+    fields = ("obs", "actions", "reward") + (("state",) if shape.state_dim > 0 else ())
+    data = to_device(dataset, fields)
+    carry = _init_ensemble(config, shape, init_key)
+    # Only the fields that shape the update take part in its (jit) cache key.
+    update = make_update(_update_key(config), shape)
+    probe_rows, probe_episodes = _probe_rows(dataset, probe_key, config.probe_episodes)
+    probe_levels = dataset.episodes["behaviour"][probe_episodes] if "behaviour" in dataset.episodes else None
+
+    losses, log_updates, slot_means, level_means, seconds = [], [], [], [], []
+    chunk = min(config.log_every, config.num_updates)
+    with progress_bar(progress, TextColumn("loss {task.fields[loss]}")) as bar:
+        task = bar.add_task("ARDNEM", total=config.num_updates, loss="…")
+        done = 0
+        while done < config.num_updates:
+            size = min(chunk, config.num_updates - done)
+            began = time.perf_counter()
+            carry, chunk_losses = _run_chunk(update, carry, update_key, jnp.int32(done), data, size)
+            losses.append(np.asarray(chunk_losses))
+            seconds.append(time.perf_counter() - began)
+            done += size
+            probe_reward, _ = _rows_rewards(config, shape, carry[0], dataset.steps, probe_rows,
+                                            _inference_size(config, dataset))
+            slot_mean, level_mean = _probe_means(probe_reward, probe_levels)
+            log_updates.append(done)
+            slot_means.append(slot_mean)
+            level_means.append(level_mean)
+            bar.update(task, completed=done, loss=f"{float(losses[-1][-1].mean()):.4f}")
+
+    params = carry[0]
+    member_losses = np.concatenate(losses, axis=0)
+    levels = sorted({level for means in level_means for level in means})
+    probe = ProbeLog(np.asarray(log_updates), np.stack(slot_means),
+                     {level: np.asarray([m[level] for m in level_means]) for level in levels})
+    logs = {"loss": member_losses.mean(axis=1), "member_loss": member_losses, "probe": probe,
+            "chunk_seconds": np.asarray(seconds), "config": dataclasses.asdict(config)}
+    return ARDNEMResult(config=config, shape=shape, params=params, logs=logs,
+                        **decompose(config, shape, params, dataset))
+
+
+def _inference_size(config: ARDNEMConfig, dataset) -> int:
+    """One chunk size for the probe and the full pass (one compilation)."""
+    return min(config.inference_rows, dataset.num_steps)
+
+
+def _update_key(config: ARDNEMConfig) -> ARDNEMConfig:
+    """The config with fields that do not change the update zeroed out (jit cache sharing)."""
+    return dataclasses.replace(config, num_updates=1, log_every=1, probe_episodes=1, inference_rows=1, discount=0.0)

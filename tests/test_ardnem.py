@@ -1,0 +1,215 @@
+"""ARDNEM (SIT Stage I), DPER (Stage II) and the Figure 3 plots.
+
+The ranking test uses a SIT-style agent-wise imbalanced dataset whose team reward is the
+sum of the agents' individual contributions (the setting reward decomposition assumes):
+two agent types, composition 50%[r, m, e, r] + 50%[e, r, r, m], and an agent scores 1
+when its action matches a target read off its own observation — an expert almost always,
+a random agent half the time. ARDNEM must rank expert trajectories above random ones.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from teamsift.data import load_dataset, write_dataset
+from teamsift.envs.base import EnvSpec
+from teamsift.value import ardnem, dper, plots
+
+LEVELS = ("random", "medium", "expert")
+HIT_RATE = {"random": 0.5, "medium": 0.75, "expert": 0.95}
+TERMS = np.asarray([["random", "medium", "expert", "random"], ["expert", "random", "random", "medium"]])
+
+# Paper defaults except the schedule: fewer, larger steps on smaller batches (CPU test).
+FAST = dataclasses.replace(ardnem.ARDNEMConfig(), num_updates=1000, log_every=500, learning_rate=1e-3,
+                           batch_size=8, probe_episodes=32)
+TINY = dataclasses.replace(FAST, num_updates=20, log_every=10)
+
+
+def contribution_dataset(path, episodes: int = 200, length: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a, width = TERMS.shape[1], 6
+    spec = EnvSpec(env_id="contribution", agents=tuple(f"a{i}" for i in range(a)),
+                   agent_types=("x", "x", "y", "y"), obs_dim=width, obs_widths=(width,) * a,
+                   state_dim=a * width, discrete=True, num_actions=2, action_dims=(2,) * a, episode_length=length)
+    levels = TERMS[np.arange(episodes) % len(TERMS)]  # [E, A]
+    n = episodes * length
+    obs = rng.normal(size=(n, a, width)).astype(np.float32)
+    target = (obs[..., 0] > 0).astype(np.int32)
+    hit = rng.random((n, a)) < np.vectorize(HIT_RATE.get)(np.repeat(levels, length, axis=0))
+    truncated = np.zeros(n, bool)
+    truncated[length - 1::length] = True
+    return load_dataset(write_dataset(
+        path, spec=spec, obs=obs, state=obs.reshape(n, -1), actions=np.where(hit, target, 1 - target),
+        reward=hit.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
+        episode_lengths=np.full(episodes, length), final_obs=np.zeros((episodes, a, width), np.float32),
+        final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
+
+
+def auc(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counted half."""
+    return stats.mannwhitneyu(scores[positive], scores[negative]).statistic / (positive.sum() * negative.sum())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return contribution_dataset(tmp_path_factory.mktemp("ardnem") / "contribution")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset):
+    return ardnem.train(FAST, dataset, jax.random.key(0), progress=False)
+
+
+def test_ardnem_ranks_expert_trajectories_above_random(dataset, trained):
+    e, a, n = dataset.num_episodes, dataset.num_agents, dataset.num_steps
+    assert trained.reward.shape == trained.uncertainty.shape == trained.step_return.shape == (n, a)
+    assert trained.priority.shape == trained.episode_return.shape == (e, a)
+    levels = dataset.episodes["behaviour"]
+    priority = trained.priority
+    means = {level: priority[levels == level].mean() for level in LEVELS}
+    assert means["expert"] > means["medium"] > means["random"]
+    assert auc(priority.ravel(), (levels == "expert").ravel(), (levels == "random").ravel()) > 0.8
+    # The decomposition explains the team reward (eqs. 2-4): Σ_i r̂_i tracks r_tot.
+    team = np.asarray(dataset.steps["reward"])
+    assert np.corrcoef(trained.reward.sum(axis=1), team)[0, 1] > 0.9
+    loss = trained.logs["loss"]
+    assert loss.shape == (FAST.num_updates,) and trained.logs["member_loss"].shape == (FAST.num_updates, 5)
+    assert loss[-100:].mean() < 0.2 * loss[:10].mean()
+    assert np.all(trained.uncertainty >= 0) and trained.uncertainty.mean() > 0  # 5 members disagree a little
+    assert jax.tree.leaves(trained.params)[0].shape[0] == FAST.ensemble_size
+    probe = trained.logs["probe"]
+    np.testing.assert_array_equal(probe.updates, [500, 1000])
+    assert probe.slot_mean.shape == (2, a) and set(probe.level_mean) == set(LEVELS)
+    assert probe.level_mean["expert"][-1] > probe.level_mean["random"][-1]
+
+
+def test_individual_returns_follow_eq6():
+    reward = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 2.0], [5.0, 1.0]], np.float32)
+    starts, lengths = np.array([0, 3]), np.array([3, 2])
+    step_return, first, priority = ardnem.individual_returns(reward, starts, lengths, discount=0.5)
+    # Episode 0, agent 0: ĝ = [1 + .5·2 + .25·3, 2 + .5·3, 3]; episode 1: [4 + .5·5, 5].
+    np.testing.assert_allclose(step_return[:, 0], [2.75, 3.5, 3.0, 6.5, 5.0])
+    np.testing.assert_allclose(step_return[:, 1], [0.5, 1.0, 0.0, 2.5, 1.0])
+    np.testing.assert_allclose(first, [[2.75, 0.5], [6.5, 2.5]])
+    np.testing.assert_allclose(priority, [[(2.75 + 3.5 + 3.0) / 3, 0.5], [5.75, 1.75]])
+
+
+@pytest.mark.parametrize("variant", [dict(attention=False), dict(ensemble_size=1), dict(mixer="monotonic")],
+                         ids=["no-attention", "no-ensemble", "monotonic"])
+def test_ablations_run_with_the_right_shapes(dataset, variant):
+    config = dataclasses.replace(TINY, **variant)
+    result = ardnem.train(config, dataset, jax.random.key(1), progress=False)
+    n, e, a = dataset.num_steps, dataset.num_episodes, dataset.num_agents
+    assert result.reward.shape == result.uncertainty.shape == (n, a) and result.priority.shape == (e, a)
+    assert np.all(np.isfinite(result.reward)) and np.all(np.isfinite(result.priority))
+    assert jax.tree.leaves(result.params)[0].shape[0] == config.ensemble_size
+    assert result.logs["probe"].slot_mean.shape == (2, a)
+    member = jax.tree.map(lambda x: x[0], result.params)
+    steps = dataset.steps
+    out = ardnem.apply_member(config, result.shape, member, jnp.asarray(steps["obs"][:50]),
+                              jnp.asarray(steps["actions"][:50]), jnp.asarray(steps["state"][:50]))
+    if config.ensemble_size == 1:
+        assert np.all(result.uncertainty == 0)  # w/o ensemble: no uncertainty
+        again = ardnem.train(config, dataset, jax.random.key(1), progress=False)  # same key, same result
+        np.testing.assert_array_equal(again.reward, result.reward)
+    if not config.attention or config.mixer == "monotonic":
+        np.testing.assert_array_equal(np.asarray(out.weights), 1.0)
+        np.testing.assert_allclose(np.asarray(out.weighted), np.asarray(out.rewards))
+    if config.mixer == "monotonic":  # eq. 15: ∂r_tot/∂r_i >= 0
+        mixer_params = {"params": member["params"]["mixer"]}
+        state = jnp.asarray(steps["state"][:50])
+        grads = jax.vmap(jax.grad(lambda r, s: ardnem.MonotonicMixer(config.mixer_hidden).apply(mixer_params, r, s)))(
+            jax.random.normal(jax.random.key(2), (50, a)), state)
+        assert np.all(np.asarray(grads) >= 0)
+    else:  # eq. 2: the weighted rewards sum to the total
+        np.testing.assert_allclose(np.asarray(out.weighted.sum(-1)), np.asarray(out.total), rtol=1e-5, atol=1e-5)
+
+
+def test_dper_rescales_each_type_buffer_and_follows_eq7(dataset, trained):
+    state = dper.build_dper(trained, dataset)
+    assert list(state.buffers) == ["x", "y"]  # one buffer per agent type, slots (0, 1) and (2, 3)
+    for name, slots in (("x", {0, 1}), ("y", {2, 3})):
+        buffer = state.buffers[name]
+        assert len(buffer.episode) == 2 * dataset.num_episodes and set(np.asarray(buffer.slot).tolist()) == slots
+        scaled = np.asarray(buffer.scaled, np.float64)
+        assert scaled.min() == pytest.approx(0.0) and scaled.max() == pytest.approx(20.0, rel=1e-6)
+        raw = trained.priority[np.asarray(buffer.episode), np.asarray(buffer.slot)]
+        assert stats.spearmanr(scaled, raw).statistic == pytest.approx(1.0)  # a monotone (linear) map
+        expected = np.exp((scaled - scaled.max()) / 0.2)
+        np.testing.assert_allclose(np.asarray(buffer.probability), expected / expected.sum(), rtol=1e-4, atol=1e-12)
+    # α = 0.2 on [0, 20]: e^5 per unit of rescaled priority, so the draws collapse onto the top.
+    sample = jax.jit(dper.dper_sample, static_argnums=2)
+    for name, drawn in sample(state, jax.random.key(3), 4096).items():
+        assert np.asarray(state.buffers[name].scaled)[np.asarray(drawn.index)].mean() > 19.0
+        assert dper.effective_sizes(state)[name] < 10
+    # A milder temperature keeps many trajectories but still favours experts over random ones.
+    mild = dper.build_dper(trained, dataset, dper.DPERConfig(alpha=2.0))
+    levels = dataset.episodes["behaviour"]
+    for name, drawn in sample(mild, jax.random.key(4), 4096).items():
+        buffer = mild.buffers[name]
+        stored = levels[np.asarray(buffer.episode), np.asarray(buffer.slot)]
+        chosen = levels[np.asarray(drawn.episode), np.asarray(drawn.slot)]
+        assert dper.effective_sizes(mild)[name] > 20
+        assert np.mean(chosen == "expert") > np.mean(stored == "expert")
+        assert np.mean(chosen == "random") < np.mean(stored == "random") - 0.1
+
+
+def pooled_chi_square_pvalue(index, probability, draws) -> float:
+    """Chi-square fit of draw counts to probabilities; cells expecting < 5 draws pooled."""
+    counts = np.bincount(np.asarray(index), minlength=len(probability)).astype(np.float64)
+    expected = np.asarray(probability, np.float64) * draws
+    small = expected < 5
+    observed = np.append(counts[~small], counts[small].sum())
+    expect = np.append(expected[~small], expected[small].sum())
+    keep = expect > 0
+    return stats.chisquare(observed[keep], expect[keep] * observed[keep].sum() / expect[keep].sum()).pvalue
+
+
+@pytest.mark.parametrize("rescale", ["before_softmax", "after_softmax"])
+def test_dper_samples_in_proportion_to_its_priorities(rescale):
+    rng = np.random.default_rng(7)
+    raw = rng.normal(size=(300, 3)) * 3.0
+    config = dper.DPERConfig(alpha=5.0 if rescale == "before_softmax" else 2.0, rescale=rescale)
+    state = dper.build_dper_from_priorities(raw, ("x", "y", "x"), config)
+    draws = 40_000
+    sample = jax.jit(dper.dper_sample, static_argnums=(2, 3))(state, jax.random.key(8), draws, False)
+    for name, slots in (("x", [0, 2]), ("y", [1])):
+        buffer = state.buffers[name]
+        scaled = np.asarray(buffer.scaled)
+        assert scaled.min() == pytest.approx(0.0) and scaled.max() == pytest.approx(20.0, rel=1e-6)
+        values = raw[:, slots].reshape(-1)  # buffer order: episode-major, then slot
+        if rescale == "before_softmax":
+            np.testing.assert_allclose(scaled, 20 * (values - values.min()) / np.ptp(values), rtol=1e-5, atol=1e-4)
+        assert pooled_chi_square_pvalue(sample[name].index, buffer.probability, draws) > 1e-3
+        np.testing.assert_array_equal(np.asarray(buffer.episode)[np.asarray(sample[name].index)],
+                                      np.asarray(sample[name].episode))
+    assert np.all(np.isin(np.asarray(sample["x"].slot), [0, 2])) and np.all(np.asarray(sample["y"].slot) == 1)
+    per_slot = dper.build_dper_from_priorities(raw, ("x", "y", "x"), dataclasses.replace(config, group_by="slot"))
+    assert list(per_slot.buffers) == ["slot0", "slot1", "slot2"]
+
+
+def test_bad_input_names_the_field(dataset, trained):
+    with pytest.raises(ValueError, match="mixer"):
+        ardnem.ARDNEMConfig(mixer="qmix")
+    with pytest.raises(ValueError, match="ensemble_size"):
+        ardnem.ARDNEMConfig(ensemble_size=0)
+    with pytest.raises(ValueError, match="alpha"):
+        dper.DPERConfig(alpha=0.0)
+    with pytest.raises(ValueError, match="priority_range"):
+        dper.DPERConfig(priority_range=(5.0, 1.0))
+    with pytest.raises(ValueError, match=r"priority: expected shape \[E=200, A=4\]"):
+        dper.build_dper(dataclasses.replace(trained, priority=trained.priority[:10]), dataset)
+    with pytest.raises(ValueError, match="finite"):
+        dper.build_dper_from_priorities(np.array([[np.nan, 1.0]]), ("x", "x"))
+
+
+def test_figure3_plots_are_written(dataset, trained, tmp_path):
+    state = dper.build_dper(trained, dataset)
+    paths = plots.plot_figure3(trained, state, tmp_path / "fig3", dataset)
+    assert [p.name for p in paths] == ["ardnem_decomposition.png", "dper_priorities.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
