@@ -17,7 +17,9 @@ the critics are one twin network per agent.
 
 Defaults are the paper's: α = 2.5, σ̃ = 0.2, c = 0.5, d = 2, τ = 0.005, γ = 0.99,
 Adam lr 3e-4 for actor and critics, batch 256, MLPs 256-256 (ReLU), 1M updates; the
-normalisation uses ε = 1e-8 inside the square root (the paper adds 1e-3 to σ).
+normalisation divides by σ_D + 1e-3, as the paper's code does (the floor matters: a
+constant feature, σ_D = 0, would otherwise be scaled by 1e4 when the normalisation is
+folded into the actor, and float32 rounding of that fold wrecks the returned policy).
 The normalisation is folded into the actor's first layer at the end, so the returned
 `NetworkPolicy` acts on raw observations.
 
@@ -37,6 +39,7 @@ import numpy as np
 import optax
 
 from teamsift.algos import common
+from teamsift.algos.offline_common import require_positive, require_unit_interval  # noqa: F401 (re-exported)
 from teamsift.collect.ppo import RunningStats, fold_normalization
 from teamsift.data import sample_transitions, to_device
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params
@@ -61,20 +64,6 @@ def require_continuous(dataset, learner: str, fields: tuple[str, ...] = ("obs", 
             raise ValueError(f"dataset.steps[{field!r}]: {learner} needs it; the dataset has {sorted(dataset.steps)}")
 
 
-def require_positive(config, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not value > 0:
-            raise ValueError(f"{type(config).__name__}.{name}: expected a positive number, got {value!r}")
-
-
-def require_unit_interval(config, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{type(config).__name__}.{name}: expected a value in [0, 1], got {value!r}")
-
-
 def actor_config(spec, hidden: tuple[int, ...], recurrent: bool = False) -> AgentNetConfig:
     """The parameter-shared deterministic actor: obs (+ agent id) → MLP/GRU → tanh."""
     return AgentNetConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim, num_actions=spec.num_actions,
@@ -94,10 +83,15 @@ def sample_batch(key: jax.Array, data: dict, batch_size: int) -> dict:
     return batch
 
 
+OBS_STD_FLOOR = 1e-3  # TD3+BC's code: (o − μ) / (σ + 1e-3)
+
+
 def obs_statistics(dataset) -> RunningStats:
-    """Mean and variance of every observation feature over all steps and agents."""
+    """Mean of every observation feature over all steps and agents, and a variance chosen so
+    that `RunningStats.std()` (√(var + 1e-8)) is σ_D + 1e-3."""
     obs = np.asarray(dataset.steps["obs"], np.float64).reshape(-1, dataset.spec.obs_dim)
-    return RunningStats(jnp.asarray(obs.mean(0), jnp.float32), jnp.asarray(obs.var(0), jnp.float32),
+    std = obs.std(0) + OBS_STD_FLOOR
+    return RunningStats(jnp.asarray(obs.mean(0), jnp.float32), jnp.asarray(std**2 - 1e-8, jnp.float32),
                         jnp.float32(obs.shape[0]))
 
 
