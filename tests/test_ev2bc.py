@@ -111,3 +111,17 @@ def test_ev2bc_rejects_a_rule_that_keeps_nobody(commons_population):
     config = ev2bc.EV2BCConfig(score="v_final", threshold=1e9)
     with pytest.raises(ValueError, match="no individual"):
         ev2bc.decision_weights(config, dataset, {"ind00": 1.0})
+
+
+def test_per_slot_rule_keeps_data_for_every_role():
+    """Asymmetric roles: every slot-1 player is worse than every slot-0 player, so the global
+    threshold keeps slot 0 only; per_slot keeps the above-average players of each role."""
+    agent_ids = np.array([["a0", "b0"], ["a1", "b1"], ["a2", "b2"]])
+    values = {"a0": 5.0, "a1": 3.0, "a2": 1.0, "b0": -1.0, "b1": -2.0, "b2": -6.0}
+    config = ev2bc.EV2BCConfig()
+    global_weights = selection.slot_weights(agent_ids, ev2bc.rule_weights(config, values))
+    np.testing.assert_array_equal(global_weights, [[1, 0], [1, 0], [1, 0]])
+    role = ev2bc.role_weights(dataclasses.replace(config, per_slot=True), agent_ids, values)
+    np.testing.assert_array_equal(role, [[1, 1], [0, 1], [0, 0]])  # slot means 3 and -3
+    tied = ev2bc.role_weights(config, agent_ids, dict(values, b0=0.0, b1=0.0, b2=0.0))
+    np.testing.assert_array_equal(tied[:, 1], [1, 1, 1])  # nothing to select on: keep the role

@@ -628,6 +628,8 @@ def train(
     rule: str = typer.Option("threshold", help="ev2bc: threshold | top_fraction | weighted."),
     threshold: float = typer.Option(0.0, help="ev2bc: keep individuals whose EV is above this."),
     fraction: float = typer.Option(0.5, help="ev2bc top_fraction / group_bc: the fraction kept."),
+    per_slot: bool = typer.Option(False, "--per-slot", help="ev2bc: apply the rule within each slot (role), to "
+                                                           "values centred on the slot's mean."),
     as_json: bool = JSON_OPTION,
 ):
     """Train a policy on a dataset, save it, and evaluate it in the dataset's environment."""
@@ -653,7 +655,8 @@ def train(
         config = dataclasses.replace(config, recurrent=recurrent)
     try:
         policy, logs = _train_algo(algo, config, ds, _key(seed), seeds, not as_json, score=score,
-                                   valuation=valuation, rule=rule, threshold=threshold, fraction=fraction)
+                                   valuation=valuation, rule=rule, threshold=threshold, fraction=fraction,
+                                   per_slot=per_slot)
     except ValueError as exc:
         fail(str(exc))
     per_seed = [policy_for_seed(policy, s) for s in range(seeds)] if seeds > 1 else [policy]
@@ -685,7 +688,7 @@ def _train_algo(algo: str, bc_config, ds, key, seeds: int, progress: bool, **opt
     if algo == "ev2bc":
         config = ev2bc.EV2BCConfig(bc=bc_config, valuation=options["valuation"], score=options["score"],
                                    rule=options["rule"], threshold=options["threshold"],
-                                   fraction=options["fraction"])
+                                   fraction=options["fraction"], per_slot=options["per_slot"])
         return ev2bc.train(config, ds, key, num_seeds=seeds, progress=progress)
     if algo == "group_bc":
         config = group_bc.GroupBCConfig(bc=bc_config, score=options["score"], fraction=options["fraction"])
