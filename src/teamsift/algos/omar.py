@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +53,10 @@ import optax
 
 from teamsift.algos import common
 from teamsift.algos.td3bc import (
-    TRANSITION_FIELDS, actor_actions, actor_config, copy_tree, require_continuous, require_positive,
+    TRANSITION_FIELDS, ActorCriticState, actor_actions, actor_config, copy_tree, require_continuous, require_positive,
     require_unit_interval, sample_batch, split_metrics, stack_metrics, unstack_seed,
 )
+from teamsift.algos.td3bc import critic_config  # OMAR's critics are TD3+BC's
 from teamsift.data import to_device
 from teamsift.nets import AgentNetConfig, NetworkPolicy, init_params
 from teamsift.nets.critic import AgentCriticConfig, agent_q, init_agent_critic, polyak_update
@@ -101,19 +102,7 @@ class OMARConfig:
 METRICS = ("critic_loss", "td_loss", "cql_loss", "actor_loss", "q_mean", "cem_better")
 
 
-class OMARState(NamedTuple):
-    actor: Any
-    actor_target: Any
-    critic: Any
-    critic_target: Any
-    actor_opt: Any
-    critic_opt: Any
-    step: jax.Array
-
-
-def critic_config(config: OMARConfig, spec) -> AgentCriticConfig:
-    return AgentCriticConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim, action_dim=spec.num_actions,
-                             hidden=tuple(config.critic_hidden), shared=config.shared_critic)
+OMARState = ActorCriticState
 
 
 def make_optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformation:

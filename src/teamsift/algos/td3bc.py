@@ -144,7 +144,9 @@ class TD3BCConfig:
 METRICS = ("critic_loss", "actor_loss", "q_mean", "bc_mse")
 
 
-class TD3BCState(NamedTuple):
+class ActorCriticState(NamedTuple):
+    """Training state of the per-agent actor-critic learners (TD3+BC, OMAR)."""
+
     actor: Any
     actor_target: Any
     critic: Any
@@ -154,7 +156,11 @@ class TD3BCState(NamedTuple):
     step: jax.Array
 
 
-def critic_config(config: TD3BCConfig, spec) -> AgentCriticConfig:
+TD3BCState = ActorCriticState
+
+
+def critic_config(config, spec) -> AgentCriticConfig:
+    """Per-agent critics Q_i(o_i, a_i) from a config's `critic_hidden` and `shared_critic`."""
     return AgentCriticConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim, action_dim=spec.num_actions,
                              hidden=tuple(config.critic_hidden), shared=config.shared_critic)
 
