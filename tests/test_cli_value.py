@@ -95,3 +95,9 @@ def test_value_ardnem_without_attention_orders_every_level(sit_medium, tmp_path)
 def test_value_ardnem_rejects_episode_scores(population):
     result = runner.invoke(app, ["value", str(population), "--method", "ardnem", "--score", "v_final"])
     assert result.exit_code == 2 and "per-step team reward" in result.output
+
+
+def test_train_ev2bc_per_slot_from_the_cli(population, tmp_path):
+    payload = run_json("train", str(population), "--algo", "ev2bc", "--score", "v_final", "--updates", "20",
+                       "--per-slot", "--out", str(tmp_path / "role.msgpack"), "--eval-episodes", "2")
+    assert 0.0 < payload["kept_fraction"] < 1.0
