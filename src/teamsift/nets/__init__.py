@@ -4,6 +4,7 @@ from teamsift.nets.agent import (
     MLP, AgentGRU, AgentMLP, AgentNetConfig, action_std, apply_agent, apply_sequence, apply_step, init_params,
     initial_carry, masked_logits, with_agent_ids,
 )
+from teamsift.nets.gat import GATLayer
 from teamsift.nets.policy import (
     CheckpointBank, FunctionPolicy, NetworkPolicy, PolicyBank, PolicyFileError, RandomPolicy, load_policy, save_policy,
     slot_policy,
@@ -13,4 +14,5 @@ __all__ = [
     "MLP", "AgentMLP", "AgentGRU", "AgentNetConfig", "action_std", "apply_agent", "CheckpointBank", "apply_step", "apply_sequence", "init_params",
     "initial_carry", "masked_logits", "with_agent_ids", "NetworkPolicy", "RandomPolicy",
     "FunctionPolicy", "PolicyBank", "slot_policy", "save_policy", "load_policy", "PolicyFileError",
+    "GATLayer",
 ]

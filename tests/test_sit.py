@@ -1,0 +1,278 @@
+"""SIT Stage III (eqs. 8–10): the two losses against a hand computation, the GAT block,
+masked actions, and a short end-to-end run on data whose good individual trajectories
+are a minority.
+
+The end-to-end dataset follows the contribution idea of tests/test_ardnem.py: four
+agents of two types (x, x, y, y), an agent scores 1 when its action matches a target
+read off its own observation (the sign of its first feature), the team reward is the
+number of hits. Each slot is played by an expert (hit rate 0.95) in a third of the
+episodes and by a poor policy (hit rate 0.1) otherwise, so the data's majority action
+is the wrong one: behaviour cloning copies it, while SIT must find the expert
+trajectories (ARDNEM + DPER) and the good actions (the CRR filter on r̂).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from teamsift.algos import bc, sit
+from teamsift.data import load_dataset, write_dataset
+from teamsift.envs.base import EnvSpec
+from teamsift.nets import apply_sequence
+from teamsift.nets.gat import GATLayer
+from teamsift.value import ardnem, dper
+
+HIT_RATE = {"poor": 0.1, "expert": 0.95}
+TERMS = np.asarray([["expert", "poor", "poor", "poor"], ["poor", "expert", "expert", "poor"],
+                    ["poor", "poor", "poor", "expert"]])  # each slot expert in 1/3 of the episodes
+
+# Small, fast schedules (CPU test): larger learning rates, tiny batches. α = 2 instead of
+# Table 11's 0.2, which puts all draws on the few best trajectories (see value/dper.py).
+STAGE1 = dataclasses.replace(ardnem.ARDNEMConfig(), num_updates=400, log_every=400, learning_rate=1e-3,
+                             batch_size=8, ensemble_size=3, probe_episodes=16)
+FAST = sit.SITConfig(num_updates=300, log_every=150, batch_size=8, actor_learning_rate=1e-3,
+                     critic_learning_rate=1e-3, target_update_interval=20, ardnem=STAGE1,
+                     dper=dper.DPERConfig(alpha=2.0))
+
+
+def minority_expert_dataset(path, episodes: int = 150, length: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a, width = TERMS.shape[1], 4
+    spec = EnvSpec(env_id="contribution", agents=tuple(f"a{i}" for i in range(a)),
+                   agent_types=("x", "x", "y", "y"), obs_dim=width, obs_widths=(width,) * a,
+                   state_dim=a * width, discrete=True, num_actions=2, action_dims=(2,) * a, episode_length=length)
+    levels = TERMS[np.arange(episodes) % len(TERMS)]  # [E, A]
+    n = episodes * length
+    obs = rng.normal(size=(n, a, width)).astype(np.float32)
+    target = (obs[..., 0] > 0).astype(np.int32)
+    hit = rng.random((n, a)) < np.vectorize(HIT_RATE.get)(np.repeat(levels, length, axis=0))
+    truncated = np.zeros(n, bool)
+    truncated[length - 1::length] = True
+    return load_dataset(write_dataset(
+        path, spec=spec, obs=obs, state=obs.reshape(n, -1), actions=np.where(hit, target, 1 - target),
+        reward=hit.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
+        episode_lengths=np.full(episodes, length), final_obs=rng.normal(size=(episodes, a, width)).astype(np.float32),
+        final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
+
+
+def rule_accuracy(policy, key, episodes: int = 64, length: int = 10, width: int = 4) -> float:
+    """Greedy actions of the (recurrent) policy on fresh observations vs the target rule."""
+    obs = jax.random.normal(key, (length, episodes, 4, width))
+    logits = apply_sequence(policy.config, policy.params, obs)
+    return float(np.mean(np.asarray(jnp.argmax(logits, -1)) == np.asarray(obs[..., 0] > 0)))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return minority_expert_dataset(tmp_path_factory.mktemp("sit") / "minority")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset):
+    return sit.train(FAST, dataset, jax.random.key(0), progress=False)
+
+
+# --- the losses ---------------------------------------------------------------------------
+
+def test_critic_loss_matches_a_hand_computation():
+    # Three samples (B = 3, T = 1, A = 1); the third is padding.
+    q = np.array([1.0, 2.0, 5.0])
+    reward, next_q = np.array([0.5, -1.0, 9.0]), np.array([2.0, 4.0, 9.0])
+    continues, mask = np.array([True, False, False]), np.array([True, True, False])
+    u = np.array([0.0, 0.1, 0.3])  # mean 0.1333: û = 0 is floored at 0.1 · mean
+    weights = sit.uncertainty_weights(u, eta=2.0, floor=0.1)
+    np.testing.assert_allclose(weights, 2.0 / np.array([0.1 * u.mean(), 0.1, 0.3]), rtol=1e-6)
+    np.testing.assert_array_equal(sit.uncertainty_weights(np.zeros(3), eta=2.0, floor=0.1), 2.0)  # w/o ensemble
+    targets = sit.td_targets(jnp.asarray(reward), jnp.asarray(next_q), jnp.asarray(continues), 0.9)
+    np.testing.assert_allclose(np.asarray(targets), [0.5 + 0.9 * 2.0, -1.0, 9.0], rtol=1e-6)
+    loss = sit.weighted_td_loss(jnp.asarray(q), targets, jnp.asarray(weights), jnp.asarray(mask))
+    expected = (weights[0] * (2.3 - 1.0) ** 2 + weights[1] * (-1.0 - 2.0) ** 2) / 2  # mean over valid samples
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_actor_loss_matches_a_hand_computation():
+    # B = 3 trajectories at one step for one agent; A/β, then |B|·softmax over the batch, clip 20.
+    advantage = np.array([[0.2], [-0.1], [0.05]])
+    mask = np.array([[True], [True], [True]])
+    log_pi = np.log(np.array([[0.7], [0.4], [0.5]]))
+    weights = np.array([[1.0], [2.0], [0.5]])
+    f = np.asarray(sit.crr_filter(jnp.asarray(advantage), jnp.asarray(mask), "softmax", beta=0.1, clip=20.0))
+    e = np.exp(advantage / 0.1)
+    np.testing.assert_allclose(f, 3 * e / e.sum(), rtol=1e-5)
+    loss = sit.filtered_bc_loss(jnp.asarray(log_pi), jnp.asarray(f), jnp.asarray(weights), jnp.asarray(mask))
+    assert float(loss) == pytest.approx(-np.mean(weights * f * log_pi), rel=1e-5)
+    # CRR's exp and binary filters, the clip, and padding (weight 0, not counted).
+    f_exp = np.asarray(sit.crr_filter(jnp.asarray(advantage), jnp.asarray(mask), "exp", beta=0.05, clip=20.0))
+    np.testing.assert_allclose(f_exp, np.minimum(np.exp(advantage / 0.05), 20.0), rtol=1e-5)
+    assert f_exp[0, 0] == pytest.approx(20.0)  # e^4 ≈ 54.6, clipped
+    f_bin = sit.crr_filter(jnp.asarray(advantage), jnp.asarray([[True], [True], [False]]), "binary", 0.1, 20.0)
+    np.testing.assert_array_equal(np.asarray(f_bin), [[1.0], [0.0], [0.0]])
+    padded = sit.filtered_bc_loss(jnp.asarray(log_pi), f_bin, jnp.asarray(weights), jnp.asarray([[True], [True],
+                                                                                                 [False]]))
+    assert float(padded) == pytest.approx(-(1.0 * 1.0 * np.log(0.7)) / 2, rel=1e-5)
+
+
+def test_network_losses_follow_eqs_9_and_10(dataset):
+    """critic_loss / actor_loss on a real batch equal the value-level formulas recomputed in numpy."""
+    config = dataclasses.replace(FAST, batch_size=3)
+    spec = dataset.spec
+    actor, critic = sit.actor_config(config, spec), sit.critic_config(config, spec)
+    actor_params = sit.init_params(actor, jax.random.key(1))
+    critic_params = sit.init_critic(critic, jax.random.key(2))
+    target_params = sit.init_critic(critic, jax.random.key(3))
+    data = sit.to_device(dataset, sit.STAGE3_FIELDS)
+    rng = np.random.default_rng(0)
+    data["reward"] = jnp.asarray(rng.normal(size=(dataset.num_steps, 4)), jnp.float32)
+    data["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, size=(dataset.num_steps, 4)), jnp.float32)
+    data["dper"] = dper.build_dper_from_priorities(rng.normal(size=(dataset.num_episodes, 4)), spec.agent_types,
+                                                   dper.DPERConfig(alpha=5.0))
+    groups = sit.slot_groups(spec.agent_types, "type")
+    batch = jax.jit(sit.sample_batch, static_argnums=(2, 3, 4, 5))(jax.random.key(4), data, groups, 3, 10, 4)
+    # Every agent trains on trajectories of its own type (shared across the type's slots).
+    types = np.asarray(spec.agent_types)
+    assert np.all(types[np.asarray(batch["source"])] == types[None, :])
+    src = np.asarray(batch["source"])
+    np.testing.assert_array_equal(np.asarray(batch["self_index_ext"][:, 0]), src)
+    step_rows = dataset.starts[np.asarray(batch["episode"])]  # [B, A], first step of each drawn episode
+    np.testing.assert_allclose(np.asarray(batch["obs_ext"][:, 0]),
+                               dataset.steps["obs"][step_rows, src], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(batch["reward"][:, 0]), np.asarray(data["reward"])[step_rows, src])
+
+    critic_values = jax.jit(sit.critic_values, static_argnums=0)
+    q_ext = np.asarray(critic_values(critic, critic_params, batch))
+    q_next = np.asarray(critic_values(critic, target_params, batch))[:, 1:]
+    logits = np.asarray(jax.jit(sit.policy_logits, static_argnums=0)(actor, actor_params, batch["obs_ext"],
+                                                                   batch["avail_ext"]))
+    b = {k: np.asarray(v) for k, v in batch.items()}
+    pi = np.exp(logits - logits.max(-1, keepdims=True))
+    pi /= pi.sum(-1, keepdims=True)
+    take = lambda x, a: np.take_along_axis(x, a[..., None], -1)[..., 0]  # noqa: E731
+    expected_next = (pi[:, 1:] * q_next).sum(-1)
+    next_value = np.where(b["has_next"], take(q_next, b["actions_next"]), expected_next)
+    y = b["reward"] + config.gamma * b["continues"] * next_value
+    targets = jax.jit(sit.critic_targets, static_argnums=(0, 1, 5))(actor, critic, actor_params, target_params,
+                                                                    batch, config)
+    np.testing.assert_allclose(np.asarray(targets), y, rtol=1e-5, atol=1e-5)
+    q = q_ext[:, :10]
+    m = b["mask"]
+    expected_q = np.sum(m * b["weight"] * (y - take(q, b["actions"])) ** 2) / m.sum()
+    loss_q = jax.jit(sit.critic_loss, static_argnums=3)(critic_params, batch, jnp.asarray(y), critic)
+    assert float(loss_q) == pytest.approx(expected_q, rel=1e-4)
+
+    p = pi[:, :10]
+    advantage = take(q, b["actions"]) - (p * q).sum(-1)
+    z = np.where(m, np.exp(advantage / config.beta - (advantage / config.beta).max(0, where=m, initial=-1e30)), 0)
+    f = np.where(m, np.minimum(m.sum(0) * z / np.maximum(z.sum(0), 1e-30), config.weight_clip), 0.0)
+    expected_pi = -np.sum(m * b["weight"] * f * np.log(take(p, b["actions"]))) / m.sum()
+    got = float(jax.jit(sit.actor_loss, static_argnums=(3, 4, 5))(actor_params, critic_params, batch, actor, critic,
+                                                                   config))
+    assert got == pytest.approx(expected_pi, rel=1e-4)
+
+
+# --- the GAT block ------------------------------------------------------------------------
+
+def test_gat_layer_follows_eq8_and_is_permutation_equivariant():
+    layer = GATLayer(features=5, num_heads=2)
+    nodes = jax.random.normal(jax.random.key(0), (3, 4, 6))  # [batch, N = 4 nodes, F = 6]
+    params = layer.init(jax.random.key(1), nodes)
+    out, attention = layer.apply(params, nodes)
+    assert out.shape == (3, 4, 10) and attention.shape == (3, 2, 4, 4)
+    np.testing.assert_allclose(np.asarray(attention.sum(-1)), 1.0, rtol=1e-5)
+    # Eq. 8 by hand for head 0: h = W_1 x, w_ij = softmax_j LeakyReLU(W_2ᵀ[h_i; h_j]), out_i = Σ_j w_ij h_j.
+    w1 = np.asarray(params["params"]["W_1"]["kernel"]).reshape(6, 2, 5)[:, 0]
+    w2 = np.asarray(params["params"]["W_2"])[0]
+    h = np.asarray(nodes) @ w1  # [3, 4, 5]
+    logits = (h @ w2[:5])[..., :, None] + (h @ w2[5:])[..., None, :]
+    logits = np.where(logits > 0, logits, 0.2 * logits)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(attention[:, 0]), w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out[..., :5]), w @ h, rtol=1e-4, atol=1e-5)
+    # Permuting the agents permutes the outputs and the attention the same way.
+    perm = np.array([2, 0, 3, 1])
+    out_p, attention_p = layer.apply(params, nodes[:, perm])
+    np.testing.assert_allclose(np.asarray(out_p), np.asarray(out)[:, perm], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(attention_p), np.asarray(attention)[:, :, perm][..., perm],
+                               rtol=1e-4, atol=1e-6)
+    # Absent nodes are never attended to; without self-loops a node ignores itself.
+    present = jnp.asarray([True, True, False, True])
+    _, masked = layer.apply(params, nodes, present)
+    np.testing.assert_allclose(np.asarray(masked[..., 2]), 0.0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(masked.sum(-1)), 1.0, rtol=1e-5)
+    no_self = GATLayer(features=5, num_heads=2, self_loops=False, concat_heads=False)
+    out_n, att_n = no_self.apply(params, nodes)
+    assert out_n.shape == (3, 4, 5)
+    np.testing.assert_allclose(np.asarray(jnp.diagonal(att_n, axis1=-2, axis2=-1)), 0.0, atol=1e-7)
+
+
+# --- the learner --------------------------------------------------------------------------
+
+def test_sit_recovers_the_experts_rule_where_bc_copies_the_majority(dataset, trained):
+    policy, logs = trained
+    assert logs["critic_loss"].shape == logs["actor_loss"].shape == (1, FAST.num_updates)
+    assert np.all(np.isfinite(logs["critic_loss"])) and np.all(np.isfinite(logs["actor_loss"]))
+    assert set(logs["seconds"]) == {"stage1", "stage2", "stage3"} and logs["seconds"]["stage1"] > 0
+    assert isinstance(logs["stage1"], ardnem.ARDNEMResult)
+    sit_accuracy = rule_accuracy(policy, jax.random.key(7))
+    bc_policy, _ = bc.train(bc.BCConfig(recurrent=True, num_updates=300, log_every=300, batch_size=8,
+                                        learning_rate=1e-3), dataset, jax.random.key(0), progress=False)
+    bc_accuracy = rule_accuracy(bc_policy, jax.random.key(7))
+    assert sit_accuracy > 0.8, (sit_accuracy, bc_accuracy)
+    assert sit_accuracy > bc_accuracy + 0.3, (sit_accuracy, bc_accuracy)
+
+
+def test_trained_policy_never_picks_a_masked_action(dataset, trained):
+    policy, _ = trained
+    spec = dataset.spec
+    key_obs, key_mask, key_act = jax.random.split(jax.random.key(5), 3)
+    obs = jax.random.normal(key_obs, (256, spec.num_agents, spec.obs_dim)) * 3.0
+    avail = jax.random.bernoulli(key_mask, 0.5, (256, spec.num_agents, spec.num_actions))
+    avail = avail.at[..., 0].set(avail[..., 0] | ~avail.any(-1))  # at least one action available
+    for deterministic in (True, False):
+        acting = policy.replace_mode(deterministic)
+
+        def act(o, m):
+            return acting.act(key_act, o, m, acting.initial_carry())[0]
+
+        actions = np.asarray(jax.vmap(act)(obs, avail))
+        assert np.take_along_axis(np.asarray(avail), actions[..., None], axis=-1).all()
+
+
+def test_ablations_run_and_sample_as_documented(dataset, trained):
+    # w/o decomp: no Stage I, the team reward, uniform type-wise buffers (same compiled update as FAST).
+    config = dataclasses.replace(FAST, decomposition=False, num_updates=150)
+    policy, logs = sit.train(config, dataset, jax.random.key(3), progress=False)
+    assert logs["stage1"] is None and logs["seconds"]["stage1"] == 0.0
+    assert logs["dper_effective_sizes"] == pytest.approx({"x": 2 * dataset.num_episodes, "y": 2 * dataset.num_episodes})
+    assert np.all(np.isfinite(logs["critic_loss"])) and np.all(np.isfinite(logs["actor_loss"]))
+    # w/o GAT, reusing the Stage I result of the full run.
+    config = dataclasses.replace(FAST, use_gat=False, num_updates=4, log_every=4)
+    policy, logs = sit.train(config, dataset, jax.random.key(3), progress=False, stage1=trained[1]["stage1"])
+    assert logs["seconds"]["stage1"] < 1.0 and "joint" in logs["critic"]["params"]
+    assert "gat" not in logs["critic"]["params"] and np.all(np.isfinite(logs["critic_loss"]))
+
+
+def test_bad_input_names_the_field(dataset, trained, tmp_path):
+    with pytest.raises(ValueError, match="filter"):
+        sit.SITConfig(filter="awr")
+    with pytest.raises(ValueError, match="beta"):
+        sit.SITConfig(beta=0.0)
+    with pytest.raises(ValueError, match="uncertainty_floor"):
+        sit.SITConfig(uncertainty_floor=-1.0)
+    stage1 = trained[1]["stage1"]
+    short = dataclasses.replace(stage1, priority=stage1.priority[:10])
+    with pytest.raises(ValueError, match="stage1.priority"):
+        sit.train(FAST, dataset, jax.random.key(0), progress=False, stage1=short)
+    n, a = 20, 2
+    spec = EnvSpec(env_id="cont", agents=("a0", "a1"), agent_types=("x", "x"), obs_dim=3, obs_widths=(3, 3),
+                   state_dim=6, discrete=False, num_actions=2, action_dims=(2, 2), episode_length=10)
+    continuous = load_dataset(write_dataset(
+        tmp_path / "cont", spec=spec, obs=np.zeros((n, a, 3), np.float32), state=np.zeros((n, 6), np.float32),
+        actions=np.zeros((n, a, 2), np.float32), reward=np.zeros(n, np.float32), terminated=np.zeros(n, bool),
+        truncated=np.tile(np.arange(10) == 9, 2), episode_lengths=np.full(2, 10),
+        final_obs=np.zeros((2, a, 3), np.float32), final_state=np.zeros((2, 6), np.float32)))
+    with pytest.raises(ValueError, match="dataset.spec.discrete"):
+        sit.train(FAST, continuous, jax.random.key(0), progress=False)
