@@ -23,8 +23,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
 
-bench: $(STAMP)
+bench: $(STAMP)  # every benchmark in full, results into benchmarks/results/ (about 1.5 h on 2 cores)
 	$(BIN)/python benchmarks/run_foundation.py
+	$(BIN)/python benchmarks/run_valuation.py
+	$(BIN)/python benchmarks/run_commons_ev2bc.py --updates 5000
+	$(BIN)/python benchmarks/run_overcooked_human.py
+	$(BIN)/python benchmarks/run_poly_pjap.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
