@@ -101,3 +101,13 @@ def test_train_ev2bc_per_slot_from_the_cli(population, tmp_path):
     payload = run_json("train", str(population), "--algo", "ev2bc", "--score", "v_final", "--updates", "20",
                        "--per-slot", "--out", str(tmp_path / "role.msgpack"), "--eval-episodes", "2")
     assert 0.0 < payload["kept_fraction"] < 1.0
+
+
+def test_train_offline_learner_from_the_cli(population, tmp_path):
+    """`teamsift train --algo icq`: the offline learners share the train command."""
+    payload = run_json("train", str(population), "--algo", "icq", "--updates", "20",
+                       "--out", str(tmp_path / "icq.msgpack"), "--eval-episodes", "2")
+    assert payload["algo"] == "icq" and payload["updates"] == 20
+    assert (tmp_path / "icq.msgpack").is_file() and all(abs(x) < 1e6 for x in payload["final_loss"])
+    result = runner.invoke(app, ["train", str(population), "--algo", "magic"])
+    assert result.exit_code == 2 and "maddpg_cql" in result.output

@@ -609,7 +609,10 @@ def _render_summary(summary: dict, max_rows: int = 20) -> None:
 
 # --- train / eval ------------------------------------------------------------------------
 
-ALGOS = ("bc", "ev2bc", "group_bc")
+ALGOS = ("bc", "ev2bc", "group_bc", "icq", "mabcq", "macql", "sit", "td3bc", "omar", "maddpg_cql")
+# Offline RL learners: module name -> config class name (defaults are the papers').
+OFFLINE_ALGOS = {"icq": "ICQConfig", "mabcq": "MABCQConfig", "macql": "MACQLConfig", "sit": "SITConfig",
+                 "td3bc": "TD3BCConfig", "omar": "OMARConfig", "maddpg_cql": "MADDPGCQLConfig"}
 
 
 @app.command()
@@ -656,13 +659,18 @@ def train(
     try:
         policy, logs = _train_algo(algo, config, ds, _key(seed), seeds, not as_json, score=score,
                                    valuation=valuation, rule=rule, threshold=threshold, fraction=fraction,
-                                   per_slot=per_slot)
+                                   per_slot=per_slot, updates=updates)
     except ValueError as exc:
         fail(str(exc))
     per_seed = [policy_for_seed(policy, s) for s in range(seeds)] if seeds > 1 else [policy]
-    saved = save_policy(per_seed[0], out, spec=ds.spec, extra={"algo": algo, "dataset": str(dataset), "seed": seed,
-                                                                "env_kwargs": ds.meta.get("env_kwargs", {})})
-    result = {"algo": algo, "policy": str(saved), "dataset": str(dataset), "updates": config.num_updates,
+    extra = {"algo": algo, "dataset": str(dataset), "seed": seed, "env_kwargs": ds.meta.get("env_kwargs", {})}
+    if algo == "mabcq":
+        from teamsift.algos.mabcq import policy_extra
+
+        extra.update(policy_extra(per_seed[0]))
+    saved = save_policy(per_seed[0], out, spec=ds.spec, extra=extra)
+    result = {"algo": algo, "policy": str(saved), "dataset": str(dataset),
+              "updates": logs.get("config", {}).get("num_updates", config.num_updates),
               "seeds": seeds, "final_loss": [float(x) for x in logs["loss"][:, -1]]}
     if "kept_fraction" in logs:
         result["kept_fraction"] = logs["kept_fraction"]
@@ -685,6 +693,21 @@ def _train_algo(algo: str, bc_config, ds, key, seeds: int, progress: bool, **opt
 
     if algo == "bc":
         return bc.train(bc_config, ds, key, num_seeds=seeds, progress=progress)
+    if algo in OFFLINE_ALGOS:
+        import dataclasses
+        import importlib
+
+        import numpy as np
+
+        module = importlib.import_module(f"teamsift.algos.{algo}")
+        config = getattr(module, OFFLINE_ALGOS[algo])()
+        if options.get("updates") is not None:
+            config = dataclasses.replace(config, num_updates=options["updates"],
+                                         log_every=max(1, min(config.log_every, options["updates"])))
+        policy, logs = module.train(config, ds, key, num_seeds=seeds, progress=progress)
+        loss = np.asarray(logs["loss"])
+        logs["loss"] = loss.reshape(seeds, -1) if loss.ndim != 2 else loss
+        return policy, logs
     if algo == "ev2bc":
         config = ev2bc.EV2BCConfig(bc=bc_config, valuation=options["valuation"], score=options["score"],
                                    rule=options["rule"], threshold=options["threshold"],
