@@ -17,8 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/teamsift demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  # two processes: the fast tier, then the slow one (fewer compiled programs per process)
+	$(BIN)/python -m pytest -q -m "not slow and not bench"
+	$(BIN)/python -m pytest -q -m "slow and not bench"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
