@@ -131,9 +131,11 @@ def main(argv=None) -> None:
             for i, env_id in enumerate(COMPOSITION_ENVS):
                 for name, path in composition_dataset(env_id, jax.random.fold_in(key, 200 + i), work,
                                                       300 if args.quick else 2000).items():
-                    rows.append(measure(name, path, "ardnem", jax.random.fold_in(key, 300 + i),
-                                        **({"num_updates": 300} if args.quick else {})))
-                    print(json.dumps(rows[-1]), file=sys.stderr)
+                    for label, options in (("ardnem", {}), ("ardnem w/o attention", {"attention": False})):
+                        row = measure(name, path, "ardnem", jax.random.fold_in(key, 300 + i),
+                                      **options, **({"num_updates": 300} if args.quick else {}))
+                        rows.append(dict(row, method=label))
+                        print(json.dumps(rows[-1]), file=sys.stderr)
     throughput = ev_throughput(10**5 if args.quick else 10**6, 10, 1000, jax.random.fold_in(key, 999))
     device = jax.devices()[0].platform
     machine = f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on {device}"
