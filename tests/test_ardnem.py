@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from teamsift.data import load_dataset, write_dataset
-from teamsift.envs.base import EnvSpec
+from teamsift.data import testing
 from teamsift.value import ardnem, dper, plots
 
 LEVELS = ("random", "medium", "expert")
@@ -30,23 +29,7 @@ TINY = dataclasses.replace(FAST, num_updates=20, log_every=10)
 
 
 def contribution_dataset(path, episodes: int = 200, length: int = 10, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    a, width = TERMS.shape[1], 6
-    spec = EnvSpec(env_id="contribution", agents=tuple(f"a{i}" for i in range(a)),
-                   agent_types=("x", "x", "y", "y"), obs_dim=width, obs_widths=(width,) * a,
-                   state_dim=a * width, discrete=True, num_actions=2, action_dims=(2,) * a, episode_length=length)
-    levels = TERMS[np.arange(episodes) % len(TERMS)]  # [E, A]
-    n = episodes * length
-    obs = rng.normal(size=(n, a, width)).astype(np.float32)
-    target = (obs[..., 0] > 0).astype(np.int32)
-    hit = rng.random((n, a)) < np.vectorize(HIT_RATE.get)(np.repeat(levels, length, axis=0))
-    truncated = np.zeros(n, bool)
-    truncated[length - 1::length] = True
-    return load_dataset(write_dataset(
-        path, spec=spec, obs=obs, state=obs.reshape(n, -1), actions=np.where(hit, target, 1 - target),
-        reward=hit.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
-        episode_lengths=np.full(episodes, length), final_obs=np.zeros((episodes, a, width), np.float32),
-        final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
+    return testing.contribution_dataset(path, TERMS, HIT_RATE, episodes=episodes, length=length, width=6, seed=seed)
 
 
 def auc(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc, sit
-from teamsift.data import load_dataset, write_dataset
+from teamsift.data import load_dataset, testing, write_dataset
 from teamsift.envs.base import EnvSpec
 from teamsift.nets import apply_sequence
 from teamsift.nets.gat import GATLayer
@@ -39,23 +39,8 @@ FAST = sit.SITConfig(num_updates=300, log_every=150, batch_size=8, actor_learnin
 
 
 def minority_expert_dataset(path, episodes: int = 150, length: int = 10, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    a, width = TERMS.shape[1], 4
-    spec = EnvSpec(env_id="contribution", agents=tuple(f"a{i}" for i in range(a)),
-                   agent_types=("x", "x", "y", "y"), obs_dim=width, obs_widths=(width,) * a,
-                   state_dim=a * width, discrete=True, num_actions=2, action_dims=(2,) * a, episode_length=length)
-    levels = TERMS[np.arange(episodes) % len(TERMS)]  # [E, A]
-    n = episodes * length
-    obs = rng.normal(size=(n, a, width)).astype(np.float32)
-    target = (obs[..., 0] > 0).astype(np.int32)
-    hit = rng.random((n, a)) < np.vectorize(HIT_RATE.get)(np.repeat(levels, length, axis=0))
-    truncated = np.zeros(n, bool)
-    truncated[length - 1::length] = True
-    return load_dataset(write_dataset(
-        path, spec=spec, obs=obs, state=obs.reshape(n, -1), actions=np.where(hit, target, 1 - target),
-        reward=hit.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
-        episode_lengths=np.full(episodes, length), final_obs=rng.normal(size=(episodes, a, width)).astype(np.float32),
-        final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
+    return testing.contribution_dataset(path, TERMS, HIT_RATE, episodes=episodes, length=length, width=4, seed=seed,
+                                        random_final_obs=True)
 
 
 def rule_accuracy(policy, key, episodes: int = 64, length: int = 10, width: int = 4) -> float:

@@ -112,3 +112,36 @@ def write_flashbax_vault(vault_dir: str | os.PathLike, leaves: Mapping[str, np.n
     index = ts.open(spec("vault_index"), dtype=np.int32, shape=(1,), create=True).result()
     index.write(np.asarray([vault_index], np.int32)).result()
     return root
+
+
+def contribution_dataset(path: str | os.PathLike, terms: np.ndarray, hit_rate: Mapping[str, float], *,
+                         episodes: int, length: int = 10, width: int = 6, seed: int = 0,
+                         agent_types: tuple[str, ...] = ("x", "x", "y", "y"), random_final_obs: bool = False):
+    """A dataset whose team reward is the sum of individual contributions, with known levels.
+
+    Each episode's slot levels are the row `terms[e % len(terms)]`; at every step an agent
+    scores 1 when its binary action matches a target read off its own observation
+    (obs[..., 0] > 0), with probability `hit_rate[level]`. The reward decomposition and SIT
+    tests use it: the good agents are known, and only the team reward is recorded.
+    """
+    from teamsift.data.format import load_dataset, write_dataset
+
+    terms = np.asarray(terms)
+    rng = np.random.default_rng(seed)
+    a = terms.shape[1]
+    spec = EnvSpec(env_id="contribution", agents=tuple(f"a{i}" for i in range(a)), agent_types=agent_types,
+                   obs_dim=width, obs_widths=(width,) * a, state_dim=a * width, discrete=True, num_actions=2,
+                   action_dims=(2,) * a, episode_length=length)
+    levels = terms[np.arange(episodes) % len(terms)]  # [E, A]
+    n = episodes * length
+    obs = rng.normal(size=(n, a, width)).astype(np.float32)
+    target = (obs[..., 0] > 0).astype(np.int32)
+    hit = rng.random((n, a)) < np.vectorize(hit_rate.get)(np.repeat(levels, length, axis=0))
+    truncated = np.zeros(n, bool)
+    truncated[length - 1::length] = True
+    final_obs = (rng.normal(size=(episodes, a, width)) if random_final_obs else np.zeros((episodes, a, width)))
+    return load_dataset(write_dataset(
+        path, spec=spec, obs=obs, state=obs.reshape(n, -1), actions=np.where(hit, target, 1 - target),
+        reward=hit.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
+        episode_lengths=np.full(episodes, length), final_obs=final_obs.astype(np.float32),
+        final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
