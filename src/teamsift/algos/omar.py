@@ -51,10 +51,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from teamsift.algos import common
 from teamsift.algos.td3bc import (
-    TRANSITION_FIELDS, ActorCriticState, actor_actions, actor_config, copy_tree, require_continuous, require_positive,
-    require_unit_interval, sample_batch, split_metrics, stack_metrics, unstack_seed,
+    TRANSITION_FIELDS, ActorCriticState, actor_actions, actor_config, require_continuous, require_positive,
+    require_unit_interval, run_actor_critic, sample_batch, split_metrics, stack_metrics, unstack_seed,
 )
 from teamsift.algos.td3bc import critic_config  # OMAR's critics are TD3+BC's
 from teamsift.data import to_device
@@ -245,12 +244,8 @@ def train(config: OMARConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
     net = actor_config(spec, config.actor_hidden)
     critic_cfg = critic_config(config, spec)
     data = to_device(dataset, TRANSITION_FIELDS)
-    seed_keys = jax.random.split(key, (num_seeds, 2))
-    carry = jax.vmap(lambda k: init_state(net, critic_cfg, config, k))(seed_keys[:, 0])
-    carry = carry._replace(actor_target=copy_tree(carry.actor_target), critic_target=copy_tree(carry.critic_target))
-    update = make_update(net, critic_cfg, dataclasses.replace(config, num_updates=1, log_every=1))
-    carry, metrics = common.run_updates(update, carry, seed_keys[:, 1], config.num_updates, config.log_every, data,
-                                        progress=progress, label="OMAR")
+    carry, metrics = run_actor_critic(init_state, make_update, net, critic_cfg, config, data, key, num_seeds,
+                                      progress=progress, label="OMAR")
     policy = NetworkPolicy(params=unstack_seed(carry.actor, num_seeds), config=net, deterministic=True)
     logs = {"num_seeds": num_seeds, "config": dataclasses.asdict(config), **split_metrics(metrics, METRICS)}
     logs["loss"] = logs["critic_loss"]

@@ -236,6 +236,18 @@ def init_state(net: AgentNetConfig, critic_cfg: AgentCriticConfig, config: TD3BC
                       optax.adam(config.critic_lr).init(critic), jnp.int32(0))
 
 
+def run_actor_critic(init_state_fn, make_update_fn, net, critic_cfg, config, data: dict, key: jax.Array,
+                     num_seeds: int, *, progress: bool, label: str):
+    """Init `num_seeds` states (targets as fresh copies) and scan `config.num_updates` updates
+    of `make_update_fn` over them: the driver TD3+BC and OMAR share. Returns (carry, metrics)."""
+    seed_keys = jax.random.split(key, (num_seeds, 2))
+    carry = jax.vmap(lambda k: init_state_fn(net, critic_cfg, config, k))(seed_keys[:, 0])
+    carry = carry._replace(actor_target=copy_tree(carry.actor_target), critic_target=copy_tree(carry.critic_target))
+    update = make_update_fn(net, critic_cfg, dataclasses.replace(config, num_updates=1, log_every=1))
+    return common.run_updates(update, carry, seed_keys[:, 1], config.num_updates, config.log_every, data,
+                              progress=progress, label=label)
+
+
 def train(config: TD3BCConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
           progress: bool = True) -> tuple[NetworkPolicy, dict[str, Any]]:
     """TD3+BC on `dataset`. Returns (policy, logs); with num_seeds > 1 the policy's params
@@ -251,12 +263,8 @@ def train(config: TD3BCConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
         data["obs"] = stats.normalize(data["obs"])
         data["final_obs"] = stats.normalize(data["final_obs"])
 
-    seed_keys = jax.random.split(key, (num_seeds, 2))
-    carry = jax.vmap(lambda k: init_state(net, critic_cfg, config, k))(seed_keys[:, 0])
-    carry = carry._replace(actor_target=copy_tree(carry.actor_target), critic_target=copy_tree(carry.critic_target))
-    update = make_update(net, critic_cfg, dataclasses.replace(config, num_updates=1, log_every=1))
-    carry, metrics = common.run_updates(update, carry, seed_keys[:, 1], config.num_updates, config.log_every, data,
-                                        progress=progress, label="TD3+BC")
+    carry, metrics = run_actor_critic(init_state, make_update, net, critic_cfg, config, data, key, num_seeds,
+                                      progress=progress, label="TD3+BC")
     actor = jax.vmap(lambda p: fold_normalization(net, p, stats))(carry.actor)
     policy = NetworkPolicy(params=unstack_seed(actor, num_seeds), config=net, deterministic=True)
     logs = {"num_seeds": num_seeds, "config": dataclasses.asdict(config), **split_metrics(metrics, METRICS)}
