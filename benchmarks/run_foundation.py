@@ -15,11 +15,9 @@ Results go to OUT/foundation-<device>.json and .md with the command line and the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ import optax
 from teamsift import envs
 from teamsift.algos import bc
 from teamsift.algos.common import device_data
+from teamsift.bench.machine import machine  # noqa: F401  (imported by the other benchmark scripts)
 from teamsift.collect import collect_arrays, random_policy
 from teamsift.data import load_dataset, write_dataset
 from teamsift.envs._jaxmarl import import_jaxmarl
@@ -168,18 +167,6 @@ def bc_throughput(num_updates: int, batch_size: int) -> dict:
     result["ratio_1_seed_vs_bare"] = result["teamsift_1_seed_updates_per_s"] / result["bare_scan_updates_per_s"]
     result["cost_5_seeds_vs_1"] = result["teamsift_1_seed_updates_per_s"] / result["teamsift_5_seed_updates_per_s"]
     return result
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    device = jax.devices()[0]
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__, "device": f"{device.platform}:{device.device_kind}",
-            "python": platform.python_version()}
 
 
 def main() -> None:

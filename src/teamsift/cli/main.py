@@ -756,6 +756,64 @@ def eval_cmd(
 
 # --- demo --------------------------------------------------------------------------------
 
+# --- benchmarks ----------------------------------------------------------------------------
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks of the papers' tables on our environments.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("sit")
+def bench_sit(
+    envs: Optional[str] = typer.Option(None, help="Comma-separated environments (default: the table's five)."),
+    quality: str = typer.Option("low,medium", help="Dataset qualities: low, medium or both."),
+    study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress."),
+    episodes: int = typer.Option(10_000, min=1, help="Episodes per dataset (SIT: 10 000)."),
+    seeds: int = typer.Option(5, min=1, help="Seeds per learner, trained as one vmapped program."),
+    updates: Optional[int] = typer.Option(None, min=1, help="Updates of every learner (default: the papers')."),
+    ardnem_updates: Optional[int] = typer.Option(None, min=1, help="SIT Stage I updates (default: 20 000)."),
+    eval_episodes: int = typer.Option(100, min=1, help="Evaluation episodes per seed."),
+    data_dir: Path = typer.Option(Path("datasets/bench-sit"), help="Where the generated datasets are cached."),
+    pools_dir: Optional[Path] = typer.Option(None, "--pools"),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for sit-<device>.{json,md}."),
+    seed: int = typer.Option(0),
+    as_json: bool = JSON_OPTION,
+):
+    """SIT's Table 1 on our environments: Behavior, BC, MABCQ, MACQL, ICQ, SIT (continuous: BC,
+    TD3+BC, OMAR, MADDPG+CQL, SIT), plus SIT's ablations and stress cases."""
+    from teamsift.bench import sit as sit_bench
+    from teamsift.bench.machine import describe, machine
+
+    try:
+        config = sit_bench.SITBenchConfig(
+            envs=tuple(e.strip() for e in envs.split(",")) if envs else sit_bench.TABLE_ENVS,
+            qualities=tuple(q.strip() for q in quality.split(",")), episodes=episodes, num_seeds=seeds,
+            updates=updates, ardnem_updates=ardnem_updates, eval_episodes=eval_episodes, data_dir=str(data_dir),
+            pools_dir=str(pools_dir) if pools_dir else None, seed=seed)
+        studies = tuple(s.strip() for s in study.split(","))
+        info = machine()
+        report = sit_bench.run(config, studies, progress=not as_json, machine=describe(info),
+                               command="teamsift bench sit " + " ".join(sys.argv[3:]), out_dir=out,
+                               stem=f"sit-{info['device'].split(':')[0]}")
+    except ValueError as exc:
+        fail(str(exc))
+    emit(report, as_json, lambda r: STDERR.print(sit_bench.render(r)))
+
+
+@bench_app.command("pjap")
+def bench_pjap(
+    quick: bool = typer.Option(False, help="One broad twin-peaks dataset, MADDPG vs MADDPG+PJAP."),
+    updates: int = typer.Option(6000, min=1),
+    seeds: int = typer.Option(3, min=1),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for poly-pjap-<device>.{json,md,png}."),
+    as_json: bool = JSON_OPTION,
+):
+    """PJAP's polynomial games: MADDPG (BRUD) vs MADDPG+PJAP, with the trajectory plots."""
+    from teamsift.bench import poly
+
+    report = poly.run_study(quick=quick, num_updates=updates, num_seeds=seeds, out_dir=out)
+    emit(report, as_json, lambda r: STDERR.print(f"wrote {r['files']}"))
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="Working directory for the demo's files."),

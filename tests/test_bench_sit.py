@@ -1,0 +1,63 @@
+"""`teamsift bench sit`: the table runner (a tiny budget; the recorded run is `make bench`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from teamsift.bench import sit as sit_bench
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="SITBenchConfig.envs"):
+        sit_bench.SITBenchConfig(envs=("nowhere",))
+    with pytest.raises(ValueError, match="SITBenchConfig.qualities"):
+        sit_bench.SITBenchConfig(qualities=("high",))
+    with pytest.raises(ValueError, match="SITBenchConfig.updates"):
+        sit_bench.SITBenchConfig(updates=0)
+
+
+def test_rows_follow_the_action_space():
+    rows = sit_bench.table_rows(sit_bench.SITBenchConfig(envs=("CN_3ls3l", "halfcheetah_2x3")))
+    assert [(env, quality) for env, quality, *_ in rows] == [
+        ("CN_3ls3l", "low"), ("CN_3ls3l", "medium"), ("halfcheetah_2x3", "low"), ("halfcheetah_2x3", "medium")]
+    assert rows[0][3] == sit_bench.DISCRETE_METHODS
+    assert rows[2][3] == sit_bench.CONTINUOUS_METHODS
+    assert rows[0][2] == "50%[r,r,r] + 50%[r,r,m]"
+
+
+def test_sit_variants_switch_what_the_ablation_names():
+    bench = sit_bench.SITBenchConfig(updates=7, ardnem_updates=3)
+    full = sit_bench.sit_variant("SIT", bench)
+    assert (full.num_updates, full.ardnem.num_updates) == (7, 3)
+    assert not sit_bench.sit_variant("SIT w/o decomp", bench).decomposition
+    assert not sit_bench.sit_variant("SIT w/o attention", bench).ardnem.attention
+    assert sit_bench.sit_variant("SIT w/o ensemble", bench).ardnem.ensemble_size == 1
+    assert not sit_bench.sit_variant("SIT w/o GAT", bench).use_gat
+    assert sit_bench.sit_variant("SIT w/o priority", bench).dper.alpha > 1e5
+    with pytest.raises(ValueError, match="unknown SIT variant"):
+        sit_bench.sit_variant("SIT++", bench)
+
+
+@pytest.mark.slow
+def test_tiny_table_run_reports_every_learner(tmp_path):
+    bench = sit_bench.SITBenchConfig(envs=("CN_3ls3l",), qualities=("low",), episodes=60, num_seeds=2, updates=4,
+                                     ardnem_updates=4, eval_episodes=5, data_dir=str(tmp_path / "data"))
+    report = sit_bench.run(bench, ("table",), progress=False, machine="test", command="test",
+                           out_dir=tmp_path / "out", stem="sit-test")
+    row = report["studies"]["table"]["CN_3ls3l low"]
+    assert row["episodes"] == 60 and row["spec"] == "50%[r,r,r] + 50%[r,r,m]"
+    # Behavior is the dataset's mean return: a low-quality CN dataset is far below zero.
+    assert row["behavior"] < -20
+    for method in sit_bench.DISCRETE_METHODS:
+        cell = row["cells"][method]
+        assert len(cell["returns"]) == 2 and np.all(np.isfinite(cell["returns"]))
+        assert cell["mean"] == pytest.approx(np.mean(cell["returns"]))
+        assert cell["updates"] == 4
+    assert set(row["cells"]["SIT"]["stage_seconds"]) == {"stage1", "stage2", "stage3"}
+    saved = json.loads((tmp_path / "out" / "sit-test.json").read_text())
+    assert saved["studies"]["table"]["CN_3ls3l low"]["cells"].keys() == row["cells"].keys()
+    text = (tmp_path / "out" / "sit-test.md").read_text()
+    assert "| CN_3ls3l low (60 ep.) |" in text and "**" in text  # the row's best learner is bold
+    # The dataset is cached: a second run reuses it.
+    assert sit_bench.dataset_path(bench, "CN_3ls3l", "low").is_dir()
