@@ -94,6 +94,12 @@ def _with_updates(config, updates: int | None):
     return config if updates is None else dataclasses.replace(config, num_updates=updates)
 
 
+def _mabcq_config(updates: int | None) -> mabcq.MABCQConfig:
+    """MABCQ's behaviour model trains as many updates as its Q network (both 15 000 by default)."""
+    config = mabcq.MABCQConfig()
+    return config if updates is None else dataclasses.replace(config, num_updates=updates, behaviour_updates=updates)
+
+
 def _ardnem_config(bench: SITBenchConfig, **changes) -> ardnem.ARDNEMConfig:
     config = ardnem.ARDNEMConfig(**changes)
     return _with_updates(config, bench.ardnem_updates)
@@ -133,8 +139,7 @@ class Trainer:
         simple: dict[str, Callable] = {
             "BC": lambda: bc.train(_with_updates(bc.BCConfig(), updates), dataset, key, num_seeds=n,
                                    progress=self.progress),
-            "MABCQ": lambda: mabcq.train(_with_updates(mabcq.MABCQConfig(), updates), dataset, key, num_seeds=n,
-                                         progress=self.progress),
+            "MABCQ": lambda: mabcq.train(_mabcq_config(updates), dataset, key, num_seeds=n, progress=self.progress),
             "MACQL": lambda: macql.train(_with_updates(macql.MACQLConfig(), updates), dataset, key, num_seeds=n,
                                          progress=self.progress),
             "ICQ": lambda: icq.train(_with_updates(icq.ICQConfig(), updates), dataset, key, num_seeds=n,
@@ -192,6 +197,8 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array) -> dic
     returns = seed_returns(env, policy, bench.num_seeds, eval_key, bench.eval_episodes)
     cell = {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
             "train_seconds": train_seconds, "updates": int(logs["config"]["num_updates"])}
+    if "behaviour_updates" in logs["config"]:  # MABCQ's behaviour model
+        cell["behaviour_updates"] = int(logs["config"]["behaviour_updates"])
     if "seconds" in logs:  # SIT: per-stage wall time
         cell["stage_seconds"] = {k: float(v) for k, v in logs["seconds"].items()}
     return cell
@@ -274,7 +281,7 @@ def render(report: dict) -> str:
     bench = report["config"]
     lines = ["# SIT benchmark: offline learners on agent-wise imbalanced datasets", "",
              f"Machine: {report['machine']}", "",
-             f"Command: `{report['command']}`", "",
+             "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report["command"]])), "",
              f"Budget: updates per learner {bench['updates'] or 'paper defaults'}, ARDNEM updates "
              f"{bench['ardnem_updates'] or 20000}, {bench['num_seeds']} seeds (one vmapped program per learner), "
              f"{bench['eval_episodes']} evaluation episodes per seed; cells are mean ± std over seeds of the "
@@ -317,17 +324,37 @@ def save(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     return paths
 
 
+BUDGET_FIELDS = ("episodes", "num_seeds", "updates", "ardnem_updates", "eval_episodes", "seed")
+
+
+def _merge_previous(report: dict, path: Path) -> dict:
+    """Keep the rows of an earlier run with the same budget (one file, one budget): a run
+    over some environments adds to, or replaces, those rows only."""
+    if not path.is_file():
+        return report
+    previous = json.loads(path.read_text())
+    same = all(previous.get("config", {}).get(f) == report["config"][f] for f in BUDGET_FIELDS)
+    if not same:
+        return report
+    commands = previous.get("commands") or [previous.get("command", "")]
+    report["commands"] = [c for c in commands if c and c != report["command"]] + [report["command"]]
+    report["studies"] = previous.get("studies", {})
+    return report
+
+
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
         machine: str = "", command: str = "", out_dir: Path | None = None, stem: str = "sit") -> dict:
     """Run the named studies ("table", "ablations", "stress"); with out_dir, the report is
     rewritten after every cell, so an interrupted run keeps what it finished."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "studies": {}}
+    if out_dir is not None:
+        report = _merge_previous(report, Path(out_dir) / f"{stem}.json")
     builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows, "stress": stress_rows}
     for study in studies:
         if study not in builders:
             raise ValueError(f"unknown study {study!r}; expected some of {sorted(builders)}")
     checkpoint = (lambda: save(report, out_dir, stem)) if out_dir is not None else None
     for study in studies:
-        report["studies"][study] = {}
+        report["studies"].setdefault(study, {})
         run_rows(bench, builders[study](), progress=progress, results=report["studies"][study], on_cell=checkpoint)
     return report
