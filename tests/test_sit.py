@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc, sit
-from teamsift.data import load_dataset, testing, write_dataset
-from teamsift.envs.base import EnvSpec
+from teamsift.data import testing
 from teamsift.nets import apply_sequence
 from teamsift.nets.gat import GATLayer
 from teamsift.value import ardnem, dper
@@ -251,13 +250,3 @@ def test_bad_input_names_the_field(dataset, trained, tmp_path):
     short = dataclasses.replace(stage1, priority=stage1.priority[:10])
     with pytest.raises(ValueError, match="stage1.priority"):
         sit.train(FAST, dataset, jax.random.key(0), progress=False, stage1=short)
-    n, a = 20, 2
-    spec = EnvSpec(env_id="cont", agents=("a0", "a1"), agent_types=("x", "x"), obs_dim=3, obs_widths=(3, 3),
-                   state_dim=6, discrete=False, num_actions=2, action_dims=(2, 2), episode_length=10)
-    continuous = load_dataset(write_dataset(
-        tmp_path / "cont", spec=spec, obs=np.zeros((n, a, 3), np.float32), state=np.zeros((n, 6), np.float32),
-        actions=np.zeros((n, a, 2), np.float32), reward=np.zeros(n, np.float32), terminated=np.zeros(n, bool),
-        truncated=np.tile(np.arange(10) == 9, 2), episode_lengths=np.full(2, 10),
-        final_obs=np.zeros((2, a, 3), np.float32), final_state=np.zeros((2, 6), np.float32)))
-    with pytest.raises(ValueError, match="dataset.spec.discrete"):
-        sit.train(FAST, continuous, jax.random.key(0), progress=False)

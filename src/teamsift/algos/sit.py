@@ -23,6 +23,14 @@ Offline Multi-Agent RL", AAAI 2023; Algorithm 1, eqs. 8–10, Tables 10–11; me
         if l mod d = 0:  Q' ← Q                                        d = 100
     act: a_i = argmax_{a ∈ avail} π_i(a|τ_i)
 
+    continuous actions (SIT's MAMuJoCo runs; `train` dispatches on dataset.spec.discrete):
+        critic:  Q_i(τ_j, a, o_{−j}) = f_agg([f_local([τ_j; a]); e_global]),  a ∈ [−1, 1]^D an input
+        actor:   π_i(·|τ_j) = N(μ_i(τ_j), diag σ_i²),  μ_i = tanh(agent network),  log σ_i learned
+        eq. 9:   y = r̂_j^t + γ Q'_i(τ_j^{t+1}, a_j^{t+1}, o_{−j}^{t+1})      (μ_i(τ_j^T) past a time-limit end)
+        eq. 10:  A = Q_i(τ_j, a_j) − (1/m) Σ_{k=1}^m Q_i(τ_j, a_k),  a_k = clip(μ_i + σ_i ε_k, −1, 1)
+                 L_π = −E[ η/û_j^t · f(A) · log N(a_j^t; μ_i(τ_j^t), σ_i²) ]     (f as above)
+        act:     a_i = μ_i(τ_i)
+
 Defaults are SIT's Table 11 (agent learning) and Table 10 (ARDNEM, via `ardnem`):
 actor (agent network) lr 5e-4, critic lr 1e-4, RMSProp, γ = 0.99, 15 000 updates,
 target ("parameters") update interval d = 100, gradient clipping 10, critic hidden 32,
@@ -65,8 +73,28 @@ Choices the paper leaves open, and where they come from:
   * the actor step uses the critic after its step of the same update (as ICQ);
   * Stages I–II run once and are shared by all seeds; only Stage III is vmapped.
 
-Continuous actions (SIT's MAMuJoCo runs) are not implemented: `train` raises a
-ValueError naming dataset.spec.discrete.
+Continuous actions (SIT's MAMuJoCo runs; the paper gives eqs. 8–10 only in the discrete
+notation, so every choice below is ours unless it names its source):
+  * the critic takes the action as an input of f_local, e_local = f_local([τ_j; a]) with
+    τ_j = (o_j, a_j^{t−1}, id_i) and a^{t−1} the raw action vector (zeros at t = 0); one
+    scalar Q per (state, action) pair, scored for several candidate actions at once
+    (`GATCritic(..., actions [..., K, D])`); e_global and f_agg are the discrete critic's;
+  * the actor is the same GRU-64 (or MLP) agent network with a tanh mean head μ_i ∈
+    [−1, 1]^D and a learned, state-independent log σ (`AgentNetConfig(learned_std=True)`,
+    initial log σ = −0.5): the Gaussian that `NetworkPolicy` acts with (mean when
+    deterministic, clip(μ + σε, −1, 1) when not), so evaluation is unchanged. log π is the
+    Gaussian density at the data's action over the agent's real action dimensions (MaBrax
+    pads narrower agents with zeros), ignoring the clipping's mass at the bounds; log σ is
+    kept in [log_std_min, log_std_max] = [−5, 2] by clipping after every actor step;
+  * eq. 10's baseline Σ_a π Q becomes CRR's sample estimate (1/m) Σ_k Q(τ_j, a_k) with
+    m = `action_samples` = 4 actions a_k = clip(μ + σε_k, −1, 1) of the current actor (no
+    gradient through them); the filter (softmax / exp / binary), its clip and η/û are the
+    discrete path's;
+  * the critic target uses the data's next action a_j^{t+1}; after the last step of an
+    episode cut by the time limit, the current actor's mean μ_i(τ_j^T) (as TD3+BC's
+    deterministic target, without its smoothing noise);
+  * the data's actions are clipped to [−1, 1] (the actor's range, as our TD3+BC does);
+  * acting uses the policy mean (`sample_actions=True`: the learned Gaussian).
 """
 
 from __future__ import annotations
@@ -95,6 +123,8 @@ FILTERS = ("softmax", "exp", "binary")
 
 #: Step fields Stage III reads (the state is not one: SIT's critic sees the observations).
 STAGE3_FIELDS = ("obs", "avail", "actions", "terminated", "truncated", "final_obs", "final_avail")
+#: ... for continuous actions (no avail masks).
+STAGE3_CONTINUOUS_FIELDS = ("obs", "actions", "terminated", "truncated", "final_obs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +156,11 @@ class SITConfig:
     num_updates: int = 15_000  # "Training epoch"
     bootstrap_truncated: bool = True  # (PyMARL) time-limit ends bootstrap from the final observation
     log_every: int = 500
-    sample_actions: bool = False  # True: act by sampling π instead of its argmax
+    sample_actions: bool = False  # True: act by sampling π instead of its argmax (continuous: its mean)
+    # Continuous actions only (Gaussian actor, CRR's sampled advantage).
+    action_samples: int = 4  # m: a_k ~ π(·|τ_j), k = 1 … m, in A = Q(a_j) − (1/m) Σ_k Q(a_k) (CRR)
+    log_std_min: float = -5.0  # (ours) the learned log σ is kept in [log_std_min, log_std_max]
+    log_std_max: float = 2.0
     # Stages I–II and ablations.
     decomposition: bool = True  # False: "w/o decomp" (team reward, uniform sampling, no Stage I)
     ardnem: ARDNEMConfig = ARDNEMConfig()  # Stage I (Table 10); "w/o attention"/"w/o ensemble" here
@@ -135,7 +169,10 @@ class SITConfig:
     def __post_init__(self):
         oc.require_positive(self, ("critic_hidden", "gat_heads", "beta", "eta", "gamma", "actor_learning_rate",
                                    "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval",
-                                   "weight_clip"))
+                                   "weight_clip", "action_samples"))
+        if not self.log_std_min < self.log_std_max:
+            raise ValueError(f"SITConfig.log_std_min: expected less than log_std_max={self.log_std_max!r}, got "
+                             f"{self.log_std_min!r}")
         oc.require_unit_interval(self, ("gamma",))
         if self.filter not in FILTERS:
             raise ValueError(f"SITConfig.filter: expected one of {FILTERS}, got {self.filter!r}")
@@ -160,10 +197,12 @@ class CriticConfig:
     negative_slope: float = 0.2
     last_action: bool = True
     agent_ids: bool = True
+    discrete: bool = True  # False: num_actions is the action width D, and a is a vector input
 
     @property
     def local_dim(self) -> int:
-        """Width of the local input (o_j, a_j^{t−1}, id_i) before the action is appended."""
+        """Width of the local input (o_j, a_j^{t−1}, id_i) before the action is appended
+        (a^{t−1} is a one-hot of nA or a vector of D: the same width)."""
         return self.obs_dim + (self.num_actions if self.last_action else 0) + (self.num_agents if self.agent_ids
                                                                                 else 0)
 
@@ -172,30 +211,36 @@ def critic_config(config: SITConfig, spec) -> CriticConfig:
     return CriticConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim, num_actions=spec.num_actions,
                         hidden=config.critic_hidden, use_gat=config.use_gat, gat_heads=config.gat_heads,
                         negative_slope=config.gat_negative_slope, last_action=config.critic_last_action,
-                        agent_ids=config.agent_ids)
+                        agent_ids=config.agent_ids, discrete=bool(spec.discrete))
 
 
 class GATCritic(nn.Module):
-    """Q_i(τ_j, ·, o_{−j}) for every action: (local [..., L], nodes [..., N, O], self index [...]) → [..., nA].
+    """Q_i(τ_j, a, o_{−j}) for K candidate actions: (local [..., L], nodes [..., N, O],
+    self index [...], actions [..., K, D]) → [..., K].
 
     e_global = GAT(nodes)[self index] (eq. 8) or, w/o GAT, a linear embedding of the
-    concatenated nodes; e_local = f_local([local; one-hot a]) for each action a;
-    Q = f_agg([e_local; e_global])."""
+    concatenated nodes; e_local = f_local([local; a]) for each candidate a;
+    Q = f_agg([e_local; e_global]). Without `actions` the candidates are the one-hots of
+    every discrete action (K = D = nA): one output per action."""
 
     config: CriticConfig
 
     @nn.compact
-    def __call__(self, local, nodes, self_index):
+    def __call__(self, local, nodes, self_index, actions=None):
         c = self.config
         if c.use_gat:
             out, _ = GATLayer(c.hidden, c.gat_heads, c.negative_slope, name="gat")(nodes)
             e_global = jnp.take_along_axis(out, self_index[..., None, None].astype(jnp.int32), axis=-2)[..., 0, :]
         else:
             e_global = nn.Dense(c.hidden, name="joint")(nodes.reshape(nodes.shape[:-2] + (-1,)))
-        n_a = c.num_actions
-        lead = local.shape[:-1] + (n_a,)
-        actions = jnp.broadcast_to(jnp.eye(n_a, dtype=local.dtype), lead + (n_a,))
-        x = jnp.concatenate([jnp.broadcast_to(local[..., None, :], lead + local.shape[-1:]), actions], axis=-1)
+        if actions is None:
+            if not c.discrete:
+                raise ValueError("GATCritic: continuous critics need the actions to score")
+            n_a = c.num_actions
+            actions = jnp.broadcast_to(jnp.eye(n_a, dtype=local.dtype), local.shape[:-1] + (n_a, n_a))
+        lead = actions.shape[:-1]
+        x = jnp.concatenate([jnp.broadcast_to(local[..., None, :], lead + local.shape[-1:]),
+                             actions.astype(local.dtype)], axis=-1)
         e_local = MLP((c.hidden,), c.hidden, activate_final=True, name="f_local")(x)
         e = jnp.concatenate([e_local, jnp.broadcast_to(e_global[..., None, :], lead + e_global.shape[-1:])], axis=-1)
         return MLP((c.hidden,), 1, name="f_agg")(e)[..., 0]
@@ -203,24 +248,31 @@ class GATCritic(nn.Module):
 
 def init_critic(critic: CriticConfig, key: jax.Array):
     a = critic.num_agents
+    actions = None if critic.discrete else jnp.zeros((a, 1, critic.num_actions), jnp.float32)
     return GATCritic(critic).init(key, jnp.zeros((a, critic.local_dim), jnp.float32),
-                                  jnp.zeros((a, a, critic.obs_dim), jnp.float32), jnp.zeros((a,), jnp.int32))
+                                  jnp.zeros((a, a, critic.obs_dim), jnp.float32), jnp.zeros((a,), jnp.int32), actions)
 
 
 def critic_inputs(critic: CriticConfig, obs: jax.Array, last_actions: jax.Array, has_last: jax.Array) -> jax.Array:
-    """The local input [..., A, L]: own observation, one-hot a^{t−1} (zeros at t = 0), id."""
+    """The local input [..., A, L]: own observation, a^{t−1} (one-hot if discrete; zeros at
+    t = 0), id."""
     parts = [obs]
     if critic.last_action:
-        parts.append(jax.nn.one_hot(last_actions, critic.num_actions, dtype=obs.dtype) * has_last[..., None])
+        last = (jax.nn.one_hot(last_actions, critic.num_actions, dtype=obs.dtype) if critic.discrete
+                else last_actions.astype(obs.dtype))
+        parts.append(last * has_last[..., None])
     local = jnp.concatenate(parts, axis=-1)
     return with_agent_ids(local, critic.num_agents) if critic.agent_ids else local
 
 
-def critic_values(critic: CriticConfig, params, batch: dict, steps: slice = slice(None)) -> jax.Array:
-    """Q_i(τ_j^t, ·, o^t) [B, T', A, nA] over the batch's steps t in `steps` (of T + 1)."""
+def critic_values(critic: CriticConfig, params, batch: dict, steps: slice = slice(None),
+                  actions: jax.Array | None = None) -> jax.Array:
+    """Q_i(τ_j^t, a, o^t) over the batch's steps t in `steps` (of T + 1): [B, T', A, nA] for
+    every discrete action, or [B, T', A, K] for the K candidate actions [B, T', A, K, D]."""
     local = critic_inputs(critic, batch["obs_ext"][:, steps], batch["last_actions_ext"][:, steps],
                           batch["has_last_ext"][:, steps])
-    return GATCritic(critic).apply(params, local, batch["nodes_ext"][:, steps], batch["self_index_ext"][:, steps])
+    return GATCritic(critic).apply(params, local, batch["nodes_ext"][:, steps], batch["self_index_ext"][:, steps],
+                                   actions)
 
 
 # --- the two losses (pure, on values) -------------------------------------------------------
@@ -299,10 +351,13 @@ def gather_individual(data: dict, episode: jax.Array, source: jax.Array, max_len
 
     Returns [B, T, A, ...] fields (T = max_length, A = the trained agents i):
         obs_ext, avail_ext [B, T+1, A, ·]  o_j^t for t < L, the final observation at L
+                                          (no avail_ext for continuous actions)
         nodes_ext [B, T+1, A, N, O]       all N observations of the episode (same steps)
         self_index_ext [B, T+1, A]        j, the node of the trajectory's own agent
         last_actions_ext, has_last_ext [B, T+1, A]   a_j^{t−1} and t > 0
         actions, actions_next, reward (r̂_j), weight (η/û_j), mask, continues, has_next [B, T, A]
+    Discrete actions are int32 [..., A]; continuous ones float32 [..., A, D], clipped to
+    [−1, 1] (the actor's range).
     """
     b, a = episode.shape
     ep, src = episode.reshape(-1), source.reshape(-1)
@@ -315,12 +370,12 @@ def gather_individual(data: dict, episode: jax.Array, source: jax.Array, max_len
                          jnp.broadcast_to(last[:, None], rows.shape), mask)
     own = jax.vmap(lambda x, j: x[:, j])  # [M, T, A, ...] at slot j → [M, T, ...]
     nodes_ext = jnp.concatenate([steps["obs"][:, :1], steps["next_obs"]], axis=1)
-    avail_ext = jnp.concatenate([steps["avail"][:, :1], steps["next_avail"]], axis=1)
-    actions = own(steps["actions"], src).astype(jnp.int32)
+    discrete = jnp.issubdtype(steps["actions"].dtype, jnp.integer)
+    actions = own(steps["actions"], src)
+    actions = actions.astype(jnp.int32) if discrete else jnp.clip(actions.astype(jnp.float32), -1.0, 1.0)
     stop = steps["terminated"] if bootstrap_truncated else steps["done"]
     fields = {
         "obs_ext": own(nodes_ext, src),
-        "avail_ext": own(avail_ext, src),
         "nodes_ext": nodes_ext,
         "self_index_ext": jnp.broadcast_to(src[:, None], (src.shape[0], max_length + 1)),
         "last_actions_ext": jnp.concatenate([jnp.zeros_like(actions[:, :1]), actions], axis=1),
@@ -333,6 +388,8 @@ def gather_individual(data: dict, episode: jax.Array, source: jax.Array, max_len
         "continues": mask & ~stop,
         "has_next": oc.next_step(mask),
     }
+    if "avail" in steps:
+        fields["avail_ext"] = own(jnp.concatenate([steps["avail"][:, :1], steps["next_avail"]], axis=1), src)
     # [B·A, T, ...] → [B, T, A, ...]: the trained agent i sits on the agent axis.
     return {k: jnp.swapaxes(v.reshape((b, a) + v.shape[1:]), 1, 2) for k, v in fields.items()}
 
@@ -343,6 +400,8 @@ def sample_batch(key: jax.Array, data: dict, groups, batch_size: int, max_length
     episode, source = draw_trajectories(key, data["dper"], groups, batch_size, num_agents)
     batch = gather_individual(data, episode, source, max_length, bootstrap_truncated)
     batch["episode"], batch["source"] = episode, source
+    if "action_mask" in data:  # continuous: [A, D] real action dimensions of the trained agent i
+        batch["action_mask"] = data["action_mask"]
     return batch
 
 
@@ -383,6 +442,78 @@ def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic
     return filtered_bc_loss(oc.taken(log_pi, batch["actions"]), filter_weights, batch["weight"], batch["mask"])
 
 
+# --- Stage III for continuous actions (Gaussian actor, CRR's sampled advantage) ------------
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def action_mask(spec) -> np.ndarray:
+    """[A, D] float mask of each agent's real action dimensions (padding = 0)."""
+    mask = np.zeros((spec.num_agents, spec.num_actions), np.float32)
+    for i, d in enumerate(spec.action_dims):
+        mask[i, :d] = 1.0
+    return mask
+
+
+def gaussian_log_prob(actions: jax.Array, mean: jax.Array, log_std: jax.Array, mask: jax.Array) -> jax.Array:
+    """log N(a; μ, diag σ²) over the real action dimensions: [..., D] → [...]."""
+    z = (actions - mean) * jnp.exp(-log_std)
+    return jnp.sum(mask * (-0.5 * z**2 - log_std - 0.5 * LOG_2PI), axis=-1)
+
+
+def policy_samples(noise: jax.Array, mean: jax.Array, log_std: jax.Array, mask: jax.Array) -> jax.Array:
+    """a_k = clip(μ + σ·ε_k, −1, 1) for noise ε [..., m, D] around mean [..., D] (as
+    `NetworkPolicy` acts stochastically); padded dimensions are 0, like the data's."""
+    return jnp.clip(mean[..., None, :] + jnp.exp(log_std) * noise, -1.0, 1.0) * mask[..., None, :]
+
+
+def batch_action_mask(batch: dict) -> jax.Array:
+    """[A, D] (or broadcastable) mask of the trained agents' real action dimensions."""
+    return batch["action_mask"] if "action_mask" in batch else jnp.ones(batch["actions"].shape[-2:], jnp.float32)
+
+
+def continuous_critic_targets(actor, critic, actor_params, target_params, batch, config: SITConfig) -> jax.Array:
+    """y of eq. 9 from the target critic at the data's next action a_j^{t+1}; after the
+    last step of a truncated episode, at the current actor's mean action μ_i(τ_j^T) (ours)."""
+    mean_next = oc.unroll(actor, actor_params, batch["obs_ext"])[:, 1:] * batch_action_mask(batch)
+    next_actions = jnp.where(batch["has_next"][..., None], batch["actions_next"], mean_next)
+    q_next = critic_values(critic, target_params, batch, slice(1, None), next_actions[..., None, :])[..., 0]
+    return td_targets(batch["reward"], q_next, batch["continues"], config.gamma)
+
+
+def continuous_critic_loss(critic_params, batch, targets, critic: CriticConfig) -> jax.Array:
+    max_length = batch["actions"].shape[1]
+    q = critic_values(critic, critic_params, batch, slice(0, max_length), batch["actions"][..., None, :])[..., 0]
+    return weighted_td_loss(q, targets, batch["weight"], batch["mask"])
+
+
+def continuous_actor_loss(actor_params, critic_params, batch, noise, actor: AgentNetConfig, critic: CriticConfig,
+                          config: SITConfig) -> jax.Array:
+    """Eq. 10 for a Gaussian actor: A = Q_i(τ_j, a_j) − (1/m) Σ_k Q_i(τ_j, a_k) with
+    a_k = clip(μ + σ·ε_k, −1, 1) from `noise` ε [B, T, A, m, D] (no gradient through them),
+    L_π = −E[ η/û · f(A) · log N(a_j; μ_i(τ_j), σ_i²) ]."""
+    max_length = batch["actions"].shape[1]
+    mask_d = batch_action_mask(batch)
+    mean = oc.unroll(actor, actor_params, batch["obs_ext"][:, :max_length])
+    log_std = actor_params["params"]["log_std"]
+    log_pi = gaussian_log_prob(batch["actions"], mean, log_std, mask_d)
+    candidates = batch["actions"][..., None, :]  # a_j, then the m samples a_k
+    if config.advantage_baseline:
+        sampled = policy_samples(noise, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_std), mask_d)
+        candidates = jnp.concatenate([candidates, sampled], axis=-2)
+    q = jax.lax.stop_gradient(critic_values(critic, critic_params, batch, slice(0, max_length), candidates))
+    advantage = q[..., 0] - jnp.mean(q[..., 1:], axis=-1) if config.advantage_baseline else q[..., 0]
+    filter_weights = crr_filter(advantage, batch["mask"], config.filter, config.beta, config.weight_clip)
+    return filtered_bc_loss(log_pi, filter_weights, batch["weight"], batch["mask"])
+
+
+def clip_log_std(params, low: float, high: float):
+    """Keep the actor's learned log σ in [low, high] (after each actor step)."""
+    inner = dict(params["params"])
+    inner["log_std"] = jnp.clip(inner["log_std"], low, high)
+    return {**params, "params": inner}
+
+
 @functools.lru_cache(maxsize=None)
 def make_update(actor: AgentNetConfig, critic: CriticConfig, config: SITConfig, groups, max_length: int):
     """The pure update: ((actor, critic, target, opt states, updates), key, data) → (carry, [L_Q, L_π])."""
@@ -391,13 +522,28 @@ def make_update(actor: AgentNetConfig, critic: CriticConfig, config: SITConfig, 
 
     def update(carry, key, data):
         actor_params, critic_params, target, actor_opt, critic_opt, step = carry
-        batch = sample_batch(key, data, groups, config.batch_size, max_length, actor.num_agents,
-                             config.bootstrap_truncated)
-        targets = jax.lax.stop_gradient(critic_targets(actor, critic, actor_params, target, batch, config))
-        loss_q, grads = jax.value_and_grad(critic_loss)(critic_params, batch, targets, critic)
-        critic_params, critic_opt = oc.apply_gradients(critic_optimizer, critic_params, critic_opt, grads)
-        loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic, config)
-        actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
+        if critic.discrete:
+            batch = sample_batch(key, data, groups, config.batch_size, max_length, actor.num_agents,
+                                 config.bootstrap_truncated)
+            targets = jax.lax.stop_gradient(critic_targets(actor, critic, actor_params, target, batch, config))
+            loss_q, grads = jax.value_and_grad(critic_loss)(critic_params, batch, targets, critic)
+            critic_params, critic_opt = oc.apply_gradients(critic_optimizer, critic_params, critic_opt, grads)
+            loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic,
+                                                            config)
+            actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
+        else:
+            batch_key, noise_key = jax.random.split(key)
+            batch = sample_batch(batch_key, data, groups, config.batch_size, max_length, actor.num_agents,
+                                 config.bootstrap_truncated)
+            noise = jax.random.normal(noise_key, batch["mask"].shape + (config.action_samples, actor.num_actions))
+            targets = jax.lax.stop_gradient(
+                continuous_critic_targets(actor, critic, actor_params, target, batch, config))
+            loss_q, grads = jax.value_and_grad(continuous_critic_loss)(critic_params, batch, targets, critic)
+            critic_params, critic_opt = oc.apply_gradients(critic_optimizer, critic_params, critic_opt, grads)
+            loss_pi, grads = jax.value_and_grad(continuous_actor_loss)(actor_params, critic_params, batch, noise,
+                                                                       actor, critic, config)
+            actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
+            actor_params = clip_log_std(actor_params, config.log_std_min, config.log_std_max)
         target = oc.hard_update(target, critic_params, step, step + 1, config.target_update_interval)
         return (actor_params, critic_params, target, actor_opt, critic_opt, step + 1), jnp.stack([loss_q, loss_pi])
 
@@ -423,18 +569,17 @@ def make_init(actor: AgentNetConfig, critic: CriticConfig, config: SITConfig):
 # --- driver -----------------------------------------------------------------------------------
 
 def actor_config(config: SITConfig, spec) -> AgentNetConfig:
+    """Discrete: logits over nA. Continuous: a tanh mean in [−1, 1]^D and a learned,
+    state-independent log σ (`learned_std`), the Gaussian `NetworkPolicy` acts with."""
     return AgentNetConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim, num_actions=spec.num_actions,
-                          discrete=True, recurrent=config.recurrent, hidden=tuple(config.hidden),
-                          agent_ids=config.agent_ids)
+                          discrete=bool(spec.discrete), recurrent=config.recurrent, hidden=tuple(config.hidden),
+                          agent_ids=config.agent_ids, learned_std=not spec.discrete)
 
 
 def check_dataset(dataset) -> None:
     spec = dataset.spec
-    if not spec.discrete:
-        raise ValueError(
-            f"dataset.spec.discrete: SIT Stage III is implemented for discrete actions only; got continuous "
-            f"actions of dimension {spec.num_actions} (env {spec.env_id!r})")
-    for field in ("obs", "avail", "actions", "reward"):
+    needed = ("obs", "avail", "actions", "reward") if spec.discrete else ("obs", "actions", "reward")
+    for field in needed:
         if field not in dataset.steps:
             raise ValueError(f"dataset.steps[{field!r}]: SIT needs it; the dataset has {sorted(dataset.steps)}")
 
@@ -483,8 +628,10 @@ def train(config: SITConfig, dataset, key: jax.Array, *, num_seeds: int = 1, pro
         weight = np.full(reward.shape, config.eta, np.float32)
         buffers = dper.build_dper_from_priorities(np.zeros((dataset.num_episodes, spec.num_agents)),
                                                   spec.agent_types, config.dper)
-    data = to_device(dataset, STAGE3_FIELDS)
+    data = to_device(dataset, STAGE3_FIELDS if spec.discrete else STAGE3_CONTINUOUS_FIELDS)
     data["reward"], data["weight"], data["dper"] = jnp.asarray(reward), jnp.asarray(weight), buffers
+    if not spec.discrete:
+        data["action_mask"] = jnp.asarray(action_mask(spec))
     seconds["stage2"] = time.perf_counter() - began
 
     began = time.perf_counter()

@@ -145,3 +145,55 @@ def contribution_dataset(path: str | os.PathLike, terms: np.ndarray, hit_rate: M
         reward=hit.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
         episode_lengths=np.full(episodes, length), final_obs=final_obs.astype(np.float32),
         final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
+
+
+def continuous_contribution_target(obs: np.ndarray, action_dim: int, scale: float = 0.8) -> np.ndarray:
+    """The good action a*(o) = scale · tanh(o[..., :action_dim]) of `continuous_contribution_dataset`."""
+    return (scale * np.tanh(np.asarray(obs, np.float64)[..., :action_dim])).astype(np.float32)
+
+
+def continuous_contribution_dataset(path: str | os.PathLike, terms: np.ndarray, noise: Mapping[str, float | None], *,
+                                    episodes: int, length: int = 5, width: int = 3, action_dim: int = 2,
+                                    seed: int = 0, agent_types: tuple[str, ...] = ("x", "x", "y", "y"),
+                                    random_final_obs: bool = True):
+    """The continuous analogue of `contribution_dataset`: a short-horizon game of independent
+    contextual bandits whose team reward is the sum of individual contributions.
+
+    Observations are i.i.d. N(0, 1) at every step; agent i's good action is
+    a*(o_i) = 0.8·tanh(o_i[:D]) (`continuous_contribution_target`), its contribution
+    1 − mean_d (a_i − a*(o_i))², and the team reward their sum. Episode e's slot levels are
+    the row `terms[e % len(terms)]`; a slot of level L acts clip(a* + noise[L]·ε, −1, 1),
+    ε ~ N(0, I), or uniformly in [−1, 1]^D when noise[L] is None. Only the team reward is
+    recorded (and the levels as ground truth).
+    """
+    from teamsift.data.format import load_dataset, write_dataset
+
+    terms = np.asarray(terms)
+    if width < action_dim:
+        raise ValueError(f"width: expected at least action_dim={action_dim}, got {width}")
+    rng = np.random.default_rng(seed)
+    a = terms.shape[1]
+    spec = EnvSpec(env_id="continuous-contribution", agents=tuple(f"a{i}" for i in range(a)),
+                   agent_types=agent_types, obs_dim=width, obs_widths=(width,) * a, state_dim=a * width,
+                   discrete=False, num_actions=action_dim, action_dims=(action_dim,) * a, episode_length=length)
+    levels = terms[np.arange(episodes) % len(terms)]  # [E, A]
+    step_levels = np.repeat(levels, length, axis=0)  # [N, A]
+    n = episodes * length
+    obs = rng.normal(size=(n, a, width)).astype(np.float32)
+    target = continuous_contribution_target(obs, action_dim)
+    gaussian = rng.normal(size=(n, a, action_dim))
+    uniform = rng.uniform(-1.0, 1.0, size=(n, a, action_dim))
+    actions = np.empty((n, a, action_dim), np.float32)
+    for level in np.unique(step_levels):
+        at = step_levels == level
+        sigma = noise[str(level)]
+        actions[at] = uniform[at] if sigma is None else np.clip(target[at] + sigma * gaussian[at], -1.0, 1.0)
+    contribution = 1.0 - np.mean((actions - target) ** 2, axis=-1)
+    truncated = np.zeros(n, bool)
+    truncated[length - 1::length] = True
+    final_obs = rng.normal(size=(episodes, a, width)) if random_final_obs else np.zeros((episodes, a, width))
+    return load_dataset(write_dataset(
+        path, spec=spec, obs=obs, state=obs.reshape(n, -1), actions=actions,
+        reward=contribution.sum(axis=1).astype(np.float32), terminated=np.zeros(n, bool), truncated=truncated,
+        episode_lengths=np.full(episodes, length), final_obs=final_obs.astype(np.float32),
+        final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
