@@ -719,6 +719,86 @@ def _train_algo(algo: str, bc_config, ds, key, seeds: int, progress: bool, **opt
     raise ValueError(f"--algo: expected one of {', '.join(ALGOS)}, got {algo!r}")
 
 
+IMITATORS = ("magail", "mild2", "mild2_gd")
+
+
+@app.command()
+def imitate(
+    dataset: Path = typer.Argument(..., help="Expert dataset directory (e.g. from `teamsift suite expert`)."),
+    algo: str = typer.Option("mild2", help=f"Adversarial imitation learner: {', '.join(IMITATORS)}."),
+    out: Path = typer.Option(Path("policy.msgpack"), help="Where to save the generator policy (seed 0)."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Environment steps (default: the env's MAPPO budget)."),
+    seeds: int = typer.Option(1, min=1, help="Seeds trained together as one vmapped program."),
+    seed: int = typer.Option(0),
+    centralised: bool = typer.Option(False, "--centralised", help="magail: one centralised discriminator."),
+    bc_warm_start: bool = typer.Option(False, "--bc-warm-start", help="magail: start the generator from BC."),
+    eval_episodes: int = typer.Option(100, help="Evaluate each seed in the environment afterwards (0: skip)."),
+    as_json: bool = JSON_OPTION,
+):
+    """Imitate expert demonstrations by interacting with the dataset's environment
+    (MAGAIL, MILD², MILD²-GD); prints the discriminator diagnostics and the evaluated return."""
+    import numpy as np
+
+    from teamsift import envs as registry
+    from teamsift.data import DatasetError, load_dataset
+    from teamsift.evaluate import evaluate
+
+    if algo not in IMITATORS:
+        fail(f"--algo: expected one of {', '.join(IMITATORS)}, got {algo!r}")
+    try:
+        ds = load_dataset(dataset)
+    except DatasetError as exc:
+        fail(str(exc))
+    env_id = ds.meta.get("env_id")
+    if env_id not in {e.env_id for e in registry.list_envs()}:
+        fail(f"{dataset}/meta.json: field 'env_id' must name a registered environment to interact with, "
+             f"found {env_id!r}")
+    env = registry.make(env_id, **ds.meta.get("env_kwargs", {}))
+    budget = {} if timesteps is None else {"total_timesteps": timesteps}
+    try:
+        if algo == "magail":
+            from teamsift.algos import magail
+
+            config = magail.config_for(env_id, generator=budget, centralised=centralised, bc_warm_start=bc_warm_start)
+            result = magail.train(config, ds, env, _key(seed), progress=not as_json, num_seeds=seeds)
+        else:
+            from teamsift.algos import mild2
+
+            config = mild2.config_for(env_id, global_dependencies=(algo == "mild2"), **budget)
+            result = mild2.train(config, ds, env, _key(seed), progress=not as_json, num_seeds=seeds)
+    except ValueError as exc:
+        fail(str(exc))
+    policies = [result.policy(-1, seed=s if seeds > 1 else None) for s in range(seeds)]
+    saved = _save_generator(policies[0], out, ds, {"algo": algo, "dataset": str(dataset), "seed": seed,
+                                                   "env_kwargs": ds.meta.get("env_kwargs", {})})
+    logs = result.logs
+    pick = (lambda x: np.asarray(x)[0]) if seeds > 1 else np.asarray
+    payload = {"algo": algo, "policy": str(saved), "dataset": str(dataset), "seeds": seeds,
+               "env_steps": int(np.asarray(result.checkpoint_steps)[-1]), "wall_seconds": float(result.wall_time),
+               "final_disc_loss": float(pick(logs["disc_loss"])[-1]),
+               "generator_reward_var_first_last": [float(pick(logs["generator_reward_var"])[0]),
+                                                   float(pick(logs["generator_reward_var"])[-1])]}
+    if eval_episodes > 0:
+        evals = [evaluate(env, p, _key(seed + 1000 + s), eval_episodes) for s, p in enumerate(policies)]
+        payload["eval"] = [e.to_dict() for e in evals]
+        payload["return_per_seed"] = [float(e.team_return.mean) for e in evals]
+    emit(payload, as_json, lambda r: STDERR.print(
+        f"saved {r['policy']}; {r['env_steps']:,} env steps in {r['wall_seconds']:.0f} s; final disc loss "
+        f"{r['final_disc_loss']:.3f}" + (f"; return per seed {[round(x, 2) for x in r['return_per_seed']]}"
+                                         if "return_per_seed" in r else "")))
+
+
+def _save_generator(policy, out: Path, ds, extra: dict) -> Path:
+    """MAPPO generators are NetworkPolicies; MILD²'s MAT generator has its own writer."""
+    from teamsift.nets import NetworkPolicy, save_policy
+
+    if isinstance(policy, NetworkPolicy):
+        return save_policy(policy, out, spec=ds.spec, extra=extra)
+    from teamsift.nets.mat import save_mat_policy
+
+    return save_mat_policy(policy, out, spec=ds.spec, extra=extra)
+
+
 @app.command("eval")
 def eval_cmd(
     policy: str = typer.Argument(..., help="Policy file, or 'random' / 'scripted:<rule>'."),
@@ -797,6 +877,40 @@ def bench_sit(
     except ValueError as exc:
         fail(str(exc))
     emit(report, as_json, lambda r: STDERR.print(sit_bench.render(r)))
+
+
+@bench_app.command("imitation")
+def bench_imitation(
+    envs: Optional[str] = typer.Option(None, help="Comma-separated environments (default: the expert suite's four)."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: all the action space allows)."),
+    transitions: int = typer.Option(100_000, min=1, help="Expert transitions per dataset."),
+    seeds: int = typer.Option(5, min=1, help="Seeds per method, trained as one vmapped program."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Env steps per adversarial run (default: the env's MAPPO budget)."),
+    updates: Optional[int] = typer.Option(None, min=1, help="Updates of the offline learners (default: the papers')."),
+    eval_episodes: int = typer.Option(100, min=1, help="Evaluation episodes per seed."),
+    data_dir: Path = typer.Option(Path("datasets/bench-imitation"), help="Where the expert datasets are cached."),
+    pools_dir: Optional[Path] = typer.Option(None, "--pools"),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for imitation-<device>.{json,md} and plots."),
+    seed: int = typer.Option(0),
+    as_json: bool = JSON_OPTION,
+):
+    """MILD²'s table: MILD², MILD²-GD, MAGAIL, BC and offline baselines on the expert datasets."""
+    from teamsift.bench import imitation
+    from teamsift.bench.machine import describe, machine
+
+    try:
+        config = imitation.ImitationBenchConfig(
+            envs=tuple(e.strip() for e in envs.split(",")) if envs else imitation.ImitationBenchConfig.envs,
+            methods=tuple(m.strip() for m in methods.split(",")) if methods else None, transitions=transitions,
+            num_seeds=seeds, timesteps=timesteps, updates=updates, eval_episodes=eval_episodes,
+            data_dir=str(data_dir), pools_dir=str(pools_dir) if pools_dir else None, seed=seed)
+        info = machine()
+        report = imitation.run(config, progress=not as_json, machine=describe(info),
+                               command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out,
+                               stem=f"imitation-{info['device'].split(':')[0]}")
+    except ValueError as exc:
+        fail(str(exc))
+    emit(report, as_json, lambda r: STDERR.print(imitation.render(r)))
 
 
 @bench_app.command("pjap")

@@ -1,0 +1,320 @@
+"""`teamsift bench imitation`: MILD²'s main table on our expert datasets.
+
+For every environment of `EXPERT_SUITE` (SMAX 3m and 2s3z, MPE spread, MaBrax
+halfcheetah_6x1) the expert dataset (≈100k transitions from the expert pool, cached
+under `data_dir`) is imitated by
+
+    adversarial  MILD², MILD²-GD (independent per-agent discriminator), MAGAIL
+    offline      BC, and ICQ (discrete) or TD3+BC and OMAR (continuous)
+
+with `num_seeds` seeds trained as ONE vmapped program per method, and every seed's final
+policy evaluated in the environment. Cells are mean ± std over seeds of the evaluated
+mean team return (SMAX: and win rate). Beside the table, the diagnostics the MILD² paper
+plots (its Figures 3–5): the variance of the discriminator's rewards on generator data
+over training, the discriminator loss, and the reward distribution at the end, one figure
+per environment.
+
+Budgets: `timesteps` environment steps per adversarial run (default: the MAPPO budget of
+`ppo.DEFAULT_CONFIGS` for the environment) and `updates` per offline learner (default:
+each paper's). The wall clock and env steps/s of every adversarial run are recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from teamsift.algos import bc, icq, magail, omar, td3bc
+from teamsift.algos.common import policy_for_seed
+from teamsift.collect.datasets import expert_dataset
+from teamsift.collect.pools import load_pools
+from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS
+from teamsift.data import load_dataset
+from teamsift.envs import make
+from teamsift.evaluate import evaluate
+from teamsift.progress import progress_bar
+
+ADVERSARIAL = ("MILD²", "MILD²-GD", "MAGAIL")
+DISCRETE_METHODS = ADVERSARIAL + ("BC", "ICQ")
+CONTINUOUS_METHODS = ADVERSARIAL + ("BC", "TD3+BC", "OMAR")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImitationBenchConfig:
+    envs: tuple[str, ...] = tuple(EXPERT_SUITE)
+    methods: tuple[str, ...] | None = None  # None: every method the action space allows
+    transitions: int = EXPERT_TRANSITIONS
+    num_seeds: int = 5
+    timesteps: int | None = None  # env steps per adversarial run (None: the env's MAPPO budget)
+    updates: int | None = None  # offline learners' updates (None: the papers')
+    eval_episodes: int = 100
+    data_dir: str = "datasets/bench-imitation"
+    pools_dir: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("transitions", "num_seeds", "eval_episodes"):
+            if not int(getattr(self, name)) >= 1:
+                raise ValueError(f"ImitationBenchConfig.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        for name in ("timesteps", "updates"):
+            value = getattr(self, name)
+            if value is not None and not int(value) >= 1:
+                raise ValueError(f"ImitationBenchConfig.{name}: expected a positive integer or None, got {value!r}")
+        unknown = [e for e in self.envs if e not in EXPERT_SUITE]
+        if unknown:
+            raise ValueError(f"ImitationBenchConfig.envs: {unknown} have no expert dataset; expected some of "
+                             f"{sorted(EXPERT_SUITE)}")
+        if self.methods is not None:
+            bad = [m for m in self.methods if m not in set(DISCRETE_METHODS) | set(CONTINUOUS_METHODS)]
+            if bad:
+                raise ValueError(f"ImitationBenchConfig.methods: unknown {bad}; expected some of "
+                                 f"{sorted(set(DISCRETE_METHODS) | set(CONTINUOUS_METHODS))}")
+
+
+def methods_for(bench: ImitationBenchConfig, discrete: bool) -> tuple[str, ...]:
+    allowed = DISCRETE_METHODS if discrete else CONTINUOUS_METHODS
+    return allowed if bench.methods is None else tuple(m for m in bench.methods if m in allowed)
+
+
+# --- learners -------------------------------------------------------------------------------
+
+def _with_updates(config, updates: int | None):
+    return config if updates is None else dataclasses.replace(config, num_updates=updates)
+
+
+def _generator_budget(bench: ImitationBenchConfig) -> dict:
+    return {} if bench.timesteps is None else {"total_timesteps": bench.timesteps}
+
+
+def adversarial_run(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, progress: bool):
+    """Train MILD², MILD²-GD or MAGAIL; returns the AdversarialResult-like object."""
+    env_id = env.spec.env_id
+    if method == "MAGAIL":
+        config = magail.config_for(env_id, generator=_generator_budget(bench))
+        return magail.train(config, dataset, env, key, progress=progress, num_seeds=bench.num_seeds)
+    from teamsift.algos import mild2  # imported lazily: the transformer stack compiles slowly
+
+    config = mild2.config_for(env_id, global_dependencies=(method == "MILD²"), **_generator_budget(bench))
+    return mild2.train(config, dataset, env, key, progress=progress, num_seeds=bench.num_seeds)
+
+
+def offline_run(method: str, bench: ImitationBenchConfig, dataset, key: jax.Array, progress: bool):
+    n, updates = bench.num_seeds, bench.updates
+    trainers: dict[str, Callable] = {
+        "BC": lambda: bc.train(_with_updates(bc.BCConfig(), updates), dataset, key, num_seeds=n, progress=progress),
+        "ICQ": lambda: icq.train(_with_updates(icq.ICQConfig(), updates), dataset, key, num_seeds=n, progress=progress),
+        "TD3+BC": lambda: td3bc.train(_with_updates(td3bc.TD3BCConfig(), updates), dataset, key, num_seeds=n,
+                                      progress=progress),
+        "OMAR": lambda: omar.train(_with_updates(omar.OMARConfig(), updates), dataset, key, num_seeds=n,
+                                   progress=progress),
+    }
+    policy, _ = trainers[method]()
+    return [policy_for_seed(policy, s) for s in range(n)] if n > 1 else [policy]
+
+
+def _score(result, name: str) -> float | None:
+    summary = result.scores.get(name) if hasattr(result, "scores") else None
+    return None if summary is None else float(summary.mean)
+
+
+def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, progress: bool) -> dict:
+    train_key, eval_key = jax.random.split(key)
+    started = time.perf_counter()
+    cell: dict[str, Any] = {}
+    if method in ADVERSARIAL:
+        result = adversarial_run(method, bench, dataset, env, train_key, progress)
+        policies = [result.policy(-1, seed=s if bench.num_seeds > 1 else None) for s in range(bench.num_seeds)]
+        steps = int(np.asarray(result.checkpoint_steps)[-1])
+        seconds = time.perf_counter() - started
+        cell.update(env_steps=steps, env_steps_per_s=steps * bench.num_seeds / max(seconds, 1e-9),
+                    diagnostics=diagnostics(result))
+    else:
+        policies = offline_run(method, bench, dataset, train_key, progress)
+        seconds = time.perf_counter() - started
+    evals = [evaluate(env, p, jax.random.fold_in(eval_key, s), bench.eval_episodes) for s, p in enumerate(policies)]
+    returns = [float(e.team_return.mean) for e in evals]
+    cell.update(returns=returns, mean=float(np.mean(returns)), std=float(np.std(returns)), train_seconds=seconds)
+    wins = [_score(e, "win") for e in evals]
+    if all(w is not None for w in wins):
+        cell.update(win_rates=wins, win_mean=float(np.mean(wins)), win_std=float(np.std(wins)))
+    return cell
+
+
+def diagnostics(result) -> dict:
+    """Seed 0's curves (thinned to ≤ 200 points) and the final reward histogram."""
+    logs = {k: np.asarray(v) for k, v in result.logs.items()}
+    pick = (lambda x: x[0]) if result.num_seeds > 1 else (lambda x: x)
+    out = {}
+    for name in ("disc_loss", "generator_reward_var", "expert_reward_var", "generator_reward_mean",
+                 "expert_reward_mean", "return", "env_steps"):
+        if name in logs:
+            series = pick(logs[name])
+            stride = max(1, len(series) // 200)
+            out[name] = [float(x) for x in series[::stride]]
+    if "reward_histogram" in logs:
+        out["final_reward_histogram"] = [float(x) for x in pick(logs["reward_histogram"])[-1]]
+        out["histogram_edges"] = [float(x) for x in np.asarray(result.histogram_edges)]
+    return out
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+def ensure_dataset(bench: ImitationBenchConfig, env_id: str, key: jax.Array):
+    path = Path(bench.data_dir) / f"{env_id}-expert-{bench.transitions}tr-seed{bench.seed}"
+    if not (path / "meta.json").is_file():
+        pools = load_pools(env_id, bench.pools_dir)
+        env = make(env_id, **pools.env_kwargs)
+        expert_dataset(env, pools, bench.transitions, key, path, overwrite=True, progress=False)
+    return load_dataset(path)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+BUDGET_FIELDS = ("transitions", "num_seeds", "timesteps", "updates", "eval_episodes", "seed")
+
+
+def _merge_previous(report: dict, path: Path) -> dict:
+    """Keep the rows of an earlier run with the same budget (one file per budget)."""
+    if not path.is_file():
+        return report
+    previous = json.loads(path.read_text())
+    if not all(previous.get("config", {}).get(f) == report["config"][f] for f in BUDGET_FIELDS):
+        return report
+    commands = previous.get("commands") or [previous.get("command", "")]
+    report["commands"] = [c for c in commands if c and c != report["command"]] + [report["command"]]
+    report["rows"] = previous.get("rows", {})
+    return report
+
+
+def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = "", command: str = "",
+        out_dir: Path | None = None, stem: str = "imitation") -> dict:
+    """Every (env, method) cell; with out_dir the report (and its plots) is rewritten after
+    every cell, so an interrupted run keeps what it finished."""
+    report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "rows": {}}
+    if out_dir is not None:
+        report = _merge_previous(report, Path(out_dir) / f"{stem}.json")
+    root = jax.random.key(bench.seed)
+    plan = []
+    for env_index, env_id in enumerate(bench.envs):
+        plan.append((env_index, env_id, methods_for(bench, make(env_id).spec.discrete)))
+    with progress_bar(progress) as bar:
+        task = bar.add_task("bench imitation", total=sum(len(m) for *_, m in plan))
+        for env_index, env_id, methods in plan:
+            env_key = jax.random.fold_in(root, env_index)
+            dataset = ensure_dataset(bench, env_id, jax.random.fold_in(env_key, 0))
+            env = make(env_id, **dataset.meta.get("env_kwargs", {}))
+            row = report["rows"].setdefault(env_id, {"cells": {}})
+            row.update(env=env_id, discrete=bool(env.spec.discrete), transitions=dataset.num_steps,
+                       expert_return=float(np.mean(dataset.episodes["return"])))
+            for method_index, method in enumerate(methods):
+                bar.update(task, description=f"{env_id}: {method}")
+                try:
+                    row["cells"][method] = run_cell(method, bench, dataset, env,
+                                                    jax.random.fold_in(env_key, 1 + method_index), progress=False)
+                except (ValueError, ImportError) as exc:
+                    row["cells"][method] = {"error": f"{type(exc).__name__}: {exc}"}
+                if out_dir is not None:
+                    save(report, Path(out_dir), stem)
+                bar.advance(task)
+    return report
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def _cell_text(cell: dict | None, best: bool) -> str:
+    if cell is None:
+        return "—"
+    if "error" in cell:
+        return "n/a"
+    text = f"{cell['mean']:.2f} ± {cell['std']:.2f}"
+    if "win_mean" in cell:
+        text += f" ({100 * cell['win_mean']:.0f}% won)"
+    return f"**{text}**" if best else text
+
+
+def render(report: dict) -> str:
+    bench = report["config"]
+    methods = [m for m in DISCRETE_METHODS + CONTINUOUS_METHODS if any(
+        m in row["cells"] for row in report["rows"].values())]
+    methods = list(dict.fromkeys(methods))
+    lines = ["# Imitation benchmark: MILD², MILD²-GD, MAGAIL and offline baselines on expert data", "",
+             f"Machine: {report['machine']}", "",
+             "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report["command"]])), "",
+             f"Budget: adversarial runs {bench['timesteps'] or 'the env MAPPO budget'} env steps, offline learners "
+             f"{bench['updates'] or 'paper-default'} updates; {bench['num_seeds']} seeds per method (one vmapped "
+             f"program), {bench['eval_episodes']} evaluation episodes per seed. Cells: mean ± std over seeds of the "
+             "evaluated mean team return (SMAX: win rate); bold: best of the row. Expert: the dataset's mean return.",
+             "", "| env | expert | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for env_id, row in report["rows"].items():
+        means = {m: c["mean"] for m, c in row["cells"].items() if "mean" in c}
+        top = max(means, key=means.get) if means else None
+        cells = [_cell_text(row["cells"].get(m), m == top) for m in methods]
+        lines.append(f"| {env_id} ({row['transitions']:,} tr.) | {row['expert_return']:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "## Adversarial runs: speed and discriminator-reward diagnostics (seed 0)", "",
+              "| env | method | env steps | wall clock | env steps/s (all seeds) | generator reward variance, "
+              "first → last | disc loss, last |", "|---|---|---|---|---|---|---|"]
+    for env_id, row in report["rows"].items():
+        for method, cell in row["cells"].items():
+            if "env_steps" not in cell:
+                continue
+            d = cell.get("diagnostics", {})
+            var = d.get("generator_reward_var") or [float("nan")]
+            loss = d.get("disc_loss") or [float("nan")]
+            lines.append(f"| {env_id} | {method} | {cell['env_steps']:,} | {cell['train_seconds']:.0f} s | "
+                         f"{cell['env_steps_per_s']:,.0f} | {var[0]:.3g} → {var[-1]:.3g} | {loss[-1]:.3g} |")
+    lines += ["", "Figures (MILD² Figures 3–5 analogues): `" + report.get("figure_pattern", "imitation-<env>.png")
+              + "`: generator-reward variance and discriminator loss over training, final reward distribution.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_diagnostics(row: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {m: c["diagnostics"] for m, c in row["cells"].items() if c.get("diagnostics")}
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for method, d in runs.items():
+        x = d.get("env_steps") or list(range(len(d.get("disc_loss", []))))
+        if d.get("generator_reward_var"):
+            axes[0].plot(x[:len(d["generator_reward_var"])], d["generator_reward_var"], label=method)
+        if d.get("disc_loss"):
+            axes[1].plot(x[:len(d["disc_loss"])], d["disc_loss"], label=method)
+        if d.get("final_reward_histogram"):
+            edges = np.asarray(d["histogram_edges"])
+            counts = np.asarray(d["final_reward_histogram"])
+            width = np.diff(edges)
+            axes[2].bar(edges[:-1], counts / max(counts.sum(), 1e-9) / width, width=width, align="edge", alpha=0.5,
+                        label=method)
+    axes[0].set(title="generator reward variance", xlabel="env steps")
+    axes[1].set(title="discriminator loss", xlabel="env steps")
+    axes[2].set(title="final generator reward distribution", xlabel="reward", ylabel="density")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(row["env"], fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save(report: dict, out_dir: Path, stem: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report["figure_pattern"] = f"{stem}-<env>.png"
+    for env_id, row in report["rows"].items():
+        plot_diagnostics(row, out_dir / f"{stem}-{env_id}.png")
+    for path, text in ((out_dir / f"{stem}.json", json.dumps(report, indent=2) + "\n"),
+                       (out_dir / f"{stem}.md", render(report))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)

@@ -1,0 +1,44 @@
+"""`teamsift bench imitation` and `teamsift imitate`: configuration and the report."""
+
+import pytest
+from typer.testing import CliRunner
+
+from teamsift.bench import imitation
+from teamsift.cli.main import app
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="ImitationBenchConfig.envs"):
+        imitation.ImitationBenchConfig(envs=("CN_3ls3l",))
+    with pytest.raises(ValueError, match="ImitationBenchConfig.methods"):
+        imitation.ImitationBenchConfig(methods=("GAIL++",))
+    with pytest.raises(ValueError, match="ImitationBenchConfig.timesteps"):
+        imitation.ImitationBenchConfig(timesteps=0)
+
+
+def test_methods_follow_the_action_space():
+    bench = imitation.ImitationBenchConfig()
+    assert imitation.methods_for(bench, discrete=True) == ("MILD²", "MILD²-GD", "MAGAIL", "BC", "ICQ")
+    assert imitation.methods_for(bench, discrete=False) == ("MILD²", "MILD²-GD", "MAGAIL", "BC", "TD3+BC", "OMAR")
+    chosen = imitation.ImitationBenchConfig(methods=("MAGAIL", "ICQ", "OMAR"))
+    assert imitation.methods_for(chosen, discrete=True) == ("MAGAIL", "ICQ")
+    assert imitation.methods_for(chosen, discrete=False) == ("MAGAIL", "OMAR")
+
+
+def test_render_marks_the_best_and_reports_speed():
+    report = {"machine": "m", "command": "c", "config": {"timesteps": 1000, "updates": 10, "num_seeds": 2,
+                                                         "eval_episodes": 5},
+              "rows": {"smax_3m": {"env": "smax_3m", "transitions": 1000, "expert_return": 1.7, "cells": {
+                  "MAGAIL": {"mean": 1.2, "std": 0.1, "win_mean": 0.5, "env_steps": 1000, "train_seconds": 10.0,
+                             "env_steps_per_s": 200.0,
+                             "diagnostics": {"generator_reward_var": [0.5, 0.1], "disc_loss": [0.7, 0.6]}},
+                  "BC": {"mean": 1.5, "std": 0.2},
+                  "MILD²": {"error": "ImportError: not here"}}}}}
+    text = imitation.render(report)
+    assert "**1.50 ± 0.20**" in text and "1.20 ± 0.10 (50% won)" in text and "| n/a |" in text
+    assert "| smax_3m | MAGAIL | 1,000 | 10 s | 200 | 0.5 → 0.1 | 0.6 |" in text
+
+
+def test_imitate_refuses_unknown_algorithms(tmp_path):
+    result = CliRunner().invoke(app, ["imitate", str(tmp_path), "--algo", "gail"])
+    assert result.exit_code == 2 and "--algo" in result.output
