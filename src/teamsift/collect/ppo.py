@@ -152,12 +152,22 @@ DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
     # The prey-distance shaping (annealed away over the first half) makes catches findable.
     "PP_3p1p": dict(_MPE, total_timesteps=3_000_000, shaped_reward_key="shaped_reward", shaped_reward_coef=1.0,
                     shaped_reward_anneal=1_500_000),
+    # JaxMARL's prey outruns the predators: catches stay rare (best 1.09 vs random 0.48, 1000 episodes);
+    # PP_3p1p is the variant with a slower prey that the suites use.
+    "mpe_tag": dict(_MPE, total_timesteps=6_000_000, shaped_reward_key="shaped_reward", shaped_reward_coef=1.0),
     "smax_3m": dict(total_timesteps=2_000_000),  # 1.71 (74% won) vs 0.17, 107 s
     "smax_8m": dict(total_timesteps=3_000_000),  # pools: expert 1.70 vs random 0.18, 1001 s on busy cores
     "smax_10m_vs_11m": dict(total_timesteps=3_000_000),
     "smax_2s3z": dict(total_timesteps=3_000_000),  # 1.98 (98% won) vs 0.20, 195 s
+    "smax_3s5z": dict(total_timesteps=3_000_000),  # see benchmarks/results/trainer-coverage-cpu.md
+    "smax_6h_vs_8z": dict(total_timesteps=3_000_000),
+    "smax_5m_vs_6m": dict(total_timesteps=3_000_000),
     "overcooked_cramped_room": dict(shaped_reward_key="shaped_reward", shaped_reward_anneal=1_500_000,
                                     reward_scale=0.1, total_timesteps=2_000_000),  # 240 (12 soups) vs 1.4, 59 s
+    # 280 / 200 / 256 / 179 vs ≈0 (asymmetric, ring, forced, counter circuit; trainer-coverage-cpu.md)
+    **{f"overcooked_{layout}": dict(shaped_reward_key="shaped_reward", shaped_reward_anneal=2_000_000,
+                                    reward_scale=0.1, total_timesteps=4_000_000)
+       for layout in ("asymmetric_advantages", "coordination_ring", "forced_coordination", "counter_circuit")},
     "halfcheetah_2x3": dict(_MABRAX),  # 1827 vs −115, 307 s
     # Unreliable: seed 0 reached 451 vs 281 (240 s); seed 1 got stuck at 249 (below random).
     "walker2d_2x3": dict(_MABRAX, total_timesteps=3_000_000),
