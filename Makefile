@@ -29,6 +29,7 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/python benchmarks/run_valuation.py
 	$(BIN)/python benchmarks/run_commons_ev2bc.py --updates 5000
 	$(BIN)/python benchmarks/run_overcooked_human.py
+	$(BIN)/python benchmarks/run_suites.py
 	$(BIN)/teamsift bench pjap
 	$(BIN)/teamsift bench sit --study table,ablations,stress --updates 1500 --ardnem-updates 3000
 
