@@ -17,10 +17,12 @@ from teamsift.data import load_dataset, summarize
 ROOT = Path(__file__).resolve().parents[1] / "pools"
 COMMITTED = list_pools(ROOT)
 SLOW_FAMILIES = ("mabrax",)
+SLOW_ENVS = ("smax_8m", "smax_10m_vs_11m")  # the large SMAX maps compile and step slowly
 
 
 def _marks(env_id):
-    return [pytest.mark.slow] if envs.entry(env_id).family in SLOW_FAMILIES else []
+    slow = envs.entry(env_id).family in SLOW_FAMILIES or env_id in SLOW_ENVS
+    return [pytest.mark.slow] if slow else []
 
 
 @pytest.mark.parametrize("env_id", [pytest.param(e, marks=_marks(e)) for e in COMMITTED])
