@@ -32,6 +32,7 @@ import numpy as np
 
 from teamsift.algos import bc, icq, magail, omar, td3bc
 from teamsift.algos.common import policy_for_seed
+from teamsift.collect import ppo
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS
@@ -88,19 +89,21 @@ def _with_updates(config, updates: int | None):
     return config if updates is None else dataclasses.replace(config, num_updates=updates)
 
 
-def _generator_budget(bench: ImitationBenchConfig) -> dict:
-    return {} if bench.timesteps is None else {"total_timesteps": bench.timesteps}
+def _generator_budget(bench: ImitationBenchConfig, env_id: str) -> dict:
+    """Every adversarial method gets the same env steps: `timesteps`, else the env's MAPPO budget."""
+    steps = bench.timesteps if bench.timesteps is not None else ppo.config_for(env_id).total_timesteps
+    return {"total_timesteps": int(steps)}
 
 
 def adversarial_run(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, progress: bool):
     """Train MILD², MILD²-GD or MAGAIL; returns the AdversarialResult-like object."""
     env_id = env.spec.env_id
     if method == "MAGAIL":
-        config = magail.config_for(env_id, generator=_generator_budget(bench))
+        config = magail.config_for(env_id, generator=_generator_budget(bench, env_id))
         return magail.train(config, dataset, env, key, progress=progress, num_seeds=bench.num_seeds)
     from teamsift.algos import mild2  # imported lazily: the transformer stack compiles slowly
 
-    config = mild2.config_for(env_id, global_dependencies=(method == "MILD²"), **_generator_budget(bench))
+    config = mild2.config_for(generator=_generator_budget(bench, env_id), global_dependencies=(method == "MILD²"))
     return mild2.train(config, dataset, env, key, progress=progress, num_seeds=bench.num_seeds)
 
 
@@ -129,7 +132,9 @@ def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Ar
     cell: dict[str, Any] = {}
     if method in ADVERSARIAL:
         result = adversarial_run(method, bench, dataset, env, train_key, progress)
-        policies = [result.policy(-1, seed=s if bench.num_seeds > 1 else None) for s in range(bench.num_seeds)]
+        # stochastic, as the generators were trained (and as BC acts)
+        policies = [result.policy(-1, seed=s if bench.num_seeds > 1 else None, deterministic=False)
+                    for s in range(bench.num_seeds)]
         steps = int(np.asarray(result.checkpoint_steps)[-1])
         seconds = time.perf_counter() - started
         cell.update(env_steps=steps, env_steps_per_s=steps * bench.num_seeds / max(seconds, 1e-9),

@@ -754,7 +754,10 @@ def imitate(
         fail(f"{dataset}/meta.json: field 'env_id' must name a registered environment to interact with, "
              f"found {env_id!r}")
     env = registry.make(env_id, **ds.meta.get("env_kwargs", {}))
-    budget = {} if timesteps is None else {"total_timesteps": timesteps}
+    from teamsift.collect import ppo
+
+    # MAGAIL and MILD² get the same env steps: --timesteps, else the env's MAPPO budget
+    budget = {"total_timesteps": int(timesteps or ppo.config_for(env_id).total_timesteps)}
     try:
         if algo == "magail":
             from teamsift.algos import magail
@@ -764,11 +767,11 @@ def imitate(
         else:
             from teamsift.algos import mild2
 
-            config = mild2.config_for(env_id, global_dependencies=(algo == "mild2"), **budget)
+            config = mild2.config_for(generator=budget, global_dependencies=(algo == "mild2"))
             result = mild2.train(config, ds, env, _key(seed), progress=not as_json, num_seeds=seeds)
     except ValueError as exc:
         fail(str(exc))
-    policies = [result.policy(-1, seed=s if seeds > 1 else None) for s in range(seeds)]
+    policies = [result.policy(-1, seed=s if seeds > 1 else None, deterministic=False) for s in range(seeds)]
     saved = _save_generator(policies[0], out, ds, {"algo": algo, "dataset": str(dataset), "seed": seed,
                                                    "env_kwargs": ds.meta.get("env_kwargs", {})})
     logs = result.logs
