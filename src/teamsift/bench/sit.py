@@ -300,6 +300,8 @@ def render(report: dict) -> str:
     if studies.get("stress"):
         lines += render_table(f"Stress cases on {STRESS_ENV} (SIT Figure 4(b, c))", studies["stress"],
                               STRESS_METHODS)
+    if report.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
     seconds = [(label, m, c) for study in studies.values() for label, row in study.items()
                for m, c in row["cells"].items() if "train_seconds" in c]
     if seconds:
