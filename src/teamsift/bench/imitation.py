@@ -32,6 +32,7 @@ import numpy as np
 
 from teamsift.algos import bc, icq, magail, omar, td3bc
 from teamsift.algos.common import policy_for_seed
+from teamsift.bench.report import merge_previous
 from teamsift.collect import ppo
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
@@ -39,6 +40,7 @@ from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS
 from teamsift.data import load_dataset
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
+from teamsift.fileio import atomic_write_text
 from teamsift.progress import progress_bar
 
 ADVERSARIAL = ("MILD²", "MILD²-GD", "MAGAIL")
@@ -184,26 +186,13 @@ def ensure_dataset(bench: ImitationBenchConfig, env_id: str, key: jax.Array):
 BUDGET_FIELDS = ("transitions", "num_seeds", "timesteps", "updates", "eval_episodes", "seed")
 
 
-def _merge_previous(report: dict, path: Path) -> dict:
-    """Keep the rows of an earlier run with the same budget (one file per budget)."""
-    if not path.is_file():
-        return report
-    previous = json.loads(path.read_text())
-    if not all(previous.get("config", {}).get(f) == report["config"][f] for f in BUDGET_FIELDS):
-        return report
-    commands = previous.get("commands") or [previous.get("command", "")]
-    report["commands"] = [c for c in commands if c and c != report["command"]] + [report["command"]]
-    report["rows"] = previous.get("rows", {})
-    return report
-
-
 def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = "", command: str = "",
         out_dir: Path | None = None, stem: str = "imitation") -> dict:
     """Every (env, method) cell; with out_dir the report (and its plots) is rewritten after
     every cell, so an interrupted run keeps what it finished."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "rows": {}}
     if out_dir is not None:
-        report = _merge_previous(report, Path(out_dir) / f"{stem}.json")
+        report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows",))
     root = jax.random.key(bench.seed)
     plan = []
     for env_index, env_id in enumerate(bench.envs):
@@ -320,6 +309,4 @@ def save(report: dict, out_dir: Path, stem: str) -> None:
         plot_diagnostics(row, out_dir / f"{stem}-{env_id}.png")
     for path, text in ((out_dir / f"{stem}.json", json.dumps(report, indent=2) + "\n"),
                        (out_dir / f"{stem}.md", render(report))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)

@@ -37,12 +37,14 @@ import numpy as np
 
 from teamsift.algos import bc, icq, mabcq, macql, maddpg_cql, omar, sit, td3bc
 from teamsift.algos.common import policy_for_seed
+from teamsift.bench.report import merge_previous
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
 from teamsift.data import load_dataset
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
+from teamsift.fileio import atomic_write_text
 from teamsift.progress import progress_bar
 from teamsift.value import ardnem
 from teamsift.value.dper import DPERConfig
@@ -320,28 +322,11 @@ def save(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / f"{stem}.json", out_dir / f"{stem}.md")
     for path, text in zip(paths, (json.dumps(report, indent=2) + "\n", render(report))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return paths
 
 
 BUDGET_FIELDS = ("episodes", "num_seeds", "updates", "ardnem_updates", "eval_episodes", "seed")
-
-
-def _merge_previous(report: dict, path: Path) -> dict:
-    """Keep the rows of an earlier run with the same budget (one file, one budget): a run
-    over some environments adds to, or replaces, those rows only."""
-    if not path.is_file():
-        return report
-    previous = json.loads(path.read_text())
-    same = all(previous.get("config", {}).get(f) == report["config"][f] for f in BUDGET_FIELDS)
-    if not same:
-        return report
-    commands = previous.get("commands") or [previous.get("command", "")]
-    report["commands"] = [c for c in commands if c and c != report["command"]] + [report["command"]]
-    report["studies"] = previous.get("studies", {})
-    return report
 
 
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
@@ -350,7 +335,7 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
     rewritten after every cell, so an interrupted run keeps what it finished."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "studies": {}}
     if out_dir is not None:
-        report = _merge_previous(report, Path(out_dir) / f"{stem}.json")
+        report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
     builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows, "stress": stress_rows}
     for study in studies:
         if study not in builders:

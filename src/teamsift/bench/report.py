@@ -1,0 +1,22 @@
+"""What every benchmark's result file shares: one file per budget, rows merged across runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def merge_previous(report: dict, path: Path, budget_fields: tuple[str, ...], keep: tuple[str, ...]) -> dict:
+    """Keep the `keep` entries (rows, studies, notes) of the earlier result at `path` when it
+    ran with the same budget: a run over some environments adds to, or replaces, those rows."""
+    if not path.is_file():
+        return report
+    previous = json.loads(path.read_text())
+    if not all(previous.get("config", {}).get(f) == report["config"][f] for f in budget_fields):
+        return report
+    commands = previous.get("commands") or [previous.get("command", "")]
+    report["commands"] = [c for c in commands if c and c != report["command"]] + [report["command"]]
+    for name in keep:
+        if name in previous:
+            report[name] = previous[name]
+    return report
