@@ -312,9 +312,7 @@ class AdversarialResult:
         return self.generator.net
 
     def params(self, index: int = -1, seed: int | None = None):
-        if self.num_seeds > 1:
-            return jax.tree.map(lambda x: x[0 if seed is None else seed, index], self.checkpoints)
-        return jax.tree.map(lambda x: x[index], self.checkpoints)
+        return ppo.checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
 
     def policy(self, index: int = -1, seed: int | None = None, deterministic: bool = True):
         """Checkpoint `index` (default: the last) as a policy for `teamsift.evaluate`."""

@@ -49,7 +49,8 @@ import numpy as np
 import optax
 from rich.progress import TextColumn
 
-from teamsift.collect.ppo import Runner, Transition, _chunk_size, _recent_return, _run_chunk, _vmap_env, _where_env, gae
+from teamsift.collect.ppo import (Runner, Transition, _chunk_size, _recent_return, _run_chunk, _vmap_env, _where_env,
+                                   checkpoint_params, gae)
 from teamsift.envs.base import Env
 from teamsift.nets.mat import MATNetConfig, MATPolicy, init_mat_params, mat_act, mat_log_prob, mat_values
 from teamsift.progress import progress_bar
@@ -310,9 +311,7 @@ class MATResult:
     final_state: Any = dataclasses.field(default=None, repr=False)
 
     def params(self, index: int = -1, seed: int | None = None):
-        if self.num_seeds > 1:
-            return jax.tree.map(lambda x: x[0 if seed is None else seed, index], self.checkpoints)
-        return jax.tree.map(lambda x: x[index], self.checkpoints)
+        return checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
 
     def policy(self, index: int = -1, seed: int | None = None, deterministic: bool = False) -> MATPolicy:
         """Checkpoint `index` (default: the last) as a MATPolicy (stochastic by default)."""

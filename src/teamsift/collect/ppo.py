@@ -675,6 +675,14 @@ def _run_chunk(update, ts, seed_keys, reward_params, num_updates: int):
     return jax.vmap(one_seed)(ts, seed_keys)
 
 
+def checkpoint_params(checkpoints, num_seeds: int, index: int = -1, seed: int | None = None):
+    """Checkpoint `index` of stacked params ([C, ...], or [S, C, ...] when num_seeds > 1; seed 0
+    unless `seed` is given)."""
+    if num_seeds > 1:
+        return jax.tree.map(lambda x: x[0 if seed is None else seed, index], checkpoints)
+    return jax.tree.map(lambda x: x[index], checkpoints)
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOResult:
     """What `train` returns.
@@ -696,9 +704,7 @@ class PPOResult:
     final_state: Any = dataclasses.field(default=None, repr=False)
 
     def params(self, index: int = -1, seed: int | None = None):
-        if self.num_seeds > 1:
-            return jax.tree.map(lambda x: x[0 if seed is None else seed, index], self.checkpoints)
-        return jax.tree.map(lambda x: x[index], self.checkpoints)
+        return checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
 
     def policy(self, index: int = -1, seed: int | None = None, deterministic: bool = True) -> NetworkPolicy:
         """Checkpoint `index` (default: the last) as a NetworkPolicy."""
