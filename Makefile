@@ -17,9 +17,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/teamsift demo
 
-test: $(STAMP)  # two processes: the fast tier, then the slow one (fewer compiled programs per process)
+# The slow tier runs one process per test file: run as one process on the 2-core CI machine,
+# its first test (a SIT benchmark cell) stalled for over an hour, though it passes in 75 s
+# on its own; file by file the whole tier takes about 16 minutes.
+SLOW_TEST_FILES := $(shell grep -l "mark.slow\|marks=slow\|pytest.mark.slow" tests/test_*.py)
+
+test: $(STAMP)  # the fast tier in one process, then the slow tier file by file
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
-	$(BIN)/python -m pytest -q -m "slow and not bench"
+	@for file in $(SLOW_TEST_FILES); do \
+	  echo "slow tier: $$file"; \
+	  $(BIN)/python -m pytest -q -m "slow and not bench" $$file; rc=$$?; \
+	  if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
+	done
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
