@@ -20,9 +20,6 @@ demo: $(STAMP)
 # The slow tier runs one process per test file, so that no process keeps every MaBrax, SMAX
 # and learner program compiled at once (about 16 minutes in all on 2 cores).
 SLOW_TEST_FILES := $(shell grep -l "mark.slow" tests/test_*.py)
-# XLA:CPU's multi-threaded Eigen pool can wedge on vmapped programs (see tests/conftest.py,
-# which sets the same flag for any pytest run); the long benchmarks run without it too.
-NO_EIGEN_THREADS := --xla_cpu_multi_thread_eigen=false
 
 test: $(STAMP)  # the fast tier in one process, then the slow tier file by file
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
@@ -35,7 +32,6 @@ test: $(STAMP)  # the fast tier in one process, then the slow tier file by file
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not bench"
 
-bench: export XLA_FLAGS := $(strip $(XLA_FLAGS) $(NO_EIGEN_THREADS))
 bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours on 2 cores: the SIT table dominates)
 	$(BIN)/python benchmarks/run_foundation.py
 	$(BIN)/python benchmarks/run_valuation.py

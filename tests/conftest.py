@@ -2,13 +2,10 @@ import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# XLA:CPU's multi-threaded Eigen pool can wedge on vmapped programs: a SIT benchmark cell
-# (seeds vmapped) stalled with every worker idle and the caller waiting in
-# xla::Semaphore::Acquire, once for over an hour in CI. Single-threaded Eigen avoids it
-# (XLA still runs independent ops in parallel); see the README's "Tests" section.
-_EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
-if _EIGEN_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _EIGEN_FLAG).strip()
+# teamsift adds its XLA:CPU flags (see `teamsift.XLA_CPU_FLAGS`: XLA's concurrency-optimised
+# scheduler intermittently deadlocks vmapped programs on 2 cores) when imported, before JAX
+# starts its backend; import it first so that no test computes without them.
+import teamsift  # noqa: E402,F401
 
 import pytest  # noqa: E402
 

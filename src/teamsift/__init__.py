@@ -1,3 +1,28 @@
 """teamsift: learn good multi-agent behaviour from multi-agent data of mixed quality."""
 
+import os as _os
+
 __version__ = "0.1.0"
+
+#: XLA:CPU flags teamsift adds to XLA_FLAGS before JAX starts its CPU backend. With XLA's
+#: concurrency-optimised scheduler (jaxlib 0.10.2), vmapped programs such as our learners'
+#: seed-batched initialisation intermittently never finish on a 2-core CPU: every worker idles
+#: in its thread pool while the caller waits in `xla::Semaphore::Acquire` /
+#: `tsl::BlockUntilReady`. A loop of 1,500 such calls hung 7 times in 7 with the default
+#: scheduler (`--xla_cpu_multi_thread_eigen=false` alone did not help), and finished 13 times
+#: in 13 without it. The flags only touch the CPU backend. Set TEAMSIFT_KEEP_XLA_FLAGS=1 to
+#: leave XLA_FLAGS as you set them.
+XLA_CPU_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false", "--xla_cpu_multi_thread_eigen=false")
+
+
+def _add_xla_cpu_flags() -> None:
+    if _os.environ.get("TEAMSIFT_KEEP_XLA_FLAGS"):
+        return
+    flags = _os.environ.get("XLA_FLAGS", "")
+    names = {flag.split("=")[0] for flag in flags.split()}
+    missing = [flag for flag in XLA_CPU_FLAGS if flag.split("=")[0] not in names]
+    if missing:
+        _os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+
+
+_add_xla_cpu_flags()
