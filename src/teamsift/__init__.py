@@ -8,9 +8,9 @@ __version__ = "0.1.0"
 #: concurrency-optimised scheduler (jaxlib 0.10.2), vmapped programs such as our learners'
 #: seed-batched initialisation intermittently never finish on a 2-core CPU: every worker idles
 #: in its thread pool while the caller waits in `xla::Semaphore::Acquire` /
-#: `tsl::BlockUntilReady`. A loop of 1,500 such calls hung 7 times in 7 with the default
-#: scheduler (`--xla_cpu_multi_thread_eigen=false` alone did not help), and finished 13 times
-#: in 13 without it. The flags only touch the CPU backend. Set TEAMSIFT_KEEP_XLA_FLAGS=1 to
+#: `tsl::BlockUntilReady`. A loop of 1,500 such calls hung in 4 runs of 4 with the default
+#: scheduler (`--xla_cpu_multi_thread_eigen=false` alone did not help, nor did turning off
+#: XNNPACK or the thunk runtime), and finished in 13 runs of 13 without it. The flags only touch the CPU backend. Set TEAMSIFT_KEEP_XLA_FLAGS=1 to
 #: leave XLA_FLAGS as you set them.
 XLA_CPU_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false", "--xla_cpu_multi_thread_eigen=false")
 
