@@ -1,5 +1,6 @@
 """`teamsift bench sit`: the table runner (a tiny budget; the recorded run is `make bench`)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -30,13 +31,33 @@ def test_sit_variants_switch_what_the_ablation_names():
     bench = sit_bench.SITBenchConfig(updates=7, ardnem_updates=3)
     full = sit_bench.sit_variant("SIT", bench)
     assert (full.num_updates, full.ardnem.num_updates) == (7, 3)
-    assert not sit_bench.sit_variant("SIT w/o decomp", bench).decomposition
-    assert not sit_bench.sit_variant("SIT w/o attention", bench).ardnem.attention
-    assert sit_bench.sit_variant("SIT w/o ensemble", bench).ardnem.ensemble_size == 1
+    assert (full.dper.alpha, full.beta) == (0.2, 0.1)  # the paper's Table 11
+    swept = sit_bench.sit_variant("SIT*", bench)
+    assert (swept.dper.alpha, swept.beta) == (sit_bench.SWEPT_ALPHA, sit_bench.SWEPT_BETA)
+    assert dataclasses.replace(swept, dper=full.dper, beta=full.beta) == full  # nothing else differs
+    assert not sit_bench.sit_variant("SIT* w/o decomp", bench).decomposition
+    assert not sit_bench.sit_variant("SIT* w/o attention", bench).ardnem.attention
+    assert sit_bench.sit_variant("SIT* w/o ensemble", bench).ardnem.ensemble_size == 1
+    gatless = sit_bench.sit_variant("SIT* w/o GAT", bench)
+    assert not gatless.use_gat and gatless.beta == sit_bench.SWEPT_BETA
+    assert sit_bench.sit_variant("SIT* w/o priority", bench).dper.alpha > 1e5
     assert not sit_bench.sit_variant("SIT w/o GAT", bench).use_gat
-    assert sit_bench.sit_variant("SIT w/o priority", bench).dper.alpha > 1e5
-    with pytest.raises(ValueError, match="unknown SIT variant"):
-        sit_bench.sit_variant("SIT++", bench)
+    point = sit_bench.sit_variant(sit_bench.sweep_name(5.0, 0.3), bench)
+    assert (point.dper.alpha, point.beta, point.num_updates) == (5.0, 0.3, 7)
+    assert len(sit_bench.SWEEP_METHODS) == len(sit_bench.SWEEP_ALPHAS) * len(sit_bench.SWEEP_BETAS)
+    for bad in ("SIT++", "SIT* w/o everything"):
+        with pytest.raises(ValueError, match="unknown SIT variant"):
+            sit_bench.sit_variant(bad, bench)
+
+
+def test_sweep_renders_as_an_alpha_beta_grid():
+    cells = {sit_bench.sweep_name(a, b): {"mean": -40.0 - a - b, "std": 1.0, "returns": [-40.0]}
+             for a in sit_bench.SWEEP_ALPHAS for b in sit_bench.SWEEP_BETAS}
+    lines = sit_bench.render_sweep({"CN_3ls3l low": {"cells": cells}})
+    header = next(line for line in lines if line.startswith("| DPER α"))
+    assert header.count("|") == len(sit_bench.SWEEP_BETAS) + 2
+    first = next(line for line in lines if line.startswith(f"| {sit_bench.SWEEP_ALPHAS[0]:g} |"))
+    assert f"{-40.0 - sit_bench.SWEEP_ALPHAS[0] - sit_bench.SWEEP_BETAS[0]:.2f} ± 1.00" in first
 
 
 @pytest.mark.slow

@@ -131,3 +131,30 @@ def test_pjap_priority_matches_the_formula():
         scale = config.steepness * min(1.0, step / config.ramp_steps)
         expected = np.clip(np.exp(-((scale * expected_d) ** 2)), config.min_priority, 1.0)
         np.testing.assert_allclose(rho, expected, rtol=1e-5)
+
+
+def test_critic_steps_per_time_step_follow_the_reference_loop():
+    """`critic_gradient_steps(per_time_step=True)` takes one SGD step per time step, in
+    order, skipping time steps past every episode's end — ICQ's reference loop that SIT's
+    critic uses too; with per_time_step=False it is one step on the whole batch."""
+    import optax
+
+    from teamsift.algos import offline_common as oc
+
+    targets = jnp.array([[1.0, 2.0, 4.0, 8.0], [3.0, 2.0, 0.0, 5.0]])  # [B, T]
+    mask = jnp.array([[True, True, True, False], [True, True, False, False]])
+
+    def loss(param, target, step_mask):  # masked mean of ½(θ − y)² over the batch
+        return oc.masked_mean(0.5 * (param - target) ** 2, step_mask)
+
+    sgd = optax.sgd(0.5)
+    param, _, steps, _ = oc.critic_gradient_steps(loss, jnp.float32(0.0), sgd.init(jnp.float32(0.0)), sgd,
+                                                  (targets, mask), per_time_step=True)
+    expected = 0.0
+    for t in range(3):  # the fourth time step has no valid entry and is skipped
+        valid = np.asarray(mask[:, t])
+        expected -= 0.5 * np.mean(expected - np.asarray(targets[:, t])[valid])
+    assert int(steps) == 3 and float(param) == pytest.approx(expected)
+    param, _, steps, _ = oc.critic_gradient_steps(loss, jnp.float32(0.0), sgd.init(jnp.float32(0.0)), sgd,
+                                                  (targets, mask), per_time_step=False)
+    assert int(steps) == 1 and float(param) == pytest.approx(0.5 * np.asarray(targets)[np.asarray(mask)].mean())

@@ -131,7 +131,7 @@ def test_continuous_losses_follow_eqs_9_and_10(tiny):
     q = np.asarray(q_now(critic_params, batch["actions"][..., None, :]))[..., 0]
     m = b["mask"]
     expected_q = np.sum(m * b["weight"] * (y - q) ** 2) / m.sum()
-    loss_q = jax.jit(sit.continuous_critic_loss, static_argnums=3)(critic_params, batch, jnp.asarray(y), critic)
+    loss_q = jax.jit(sit.critic_loss, static_argnums=3)(critic_params, batch, jnp.asarray(y), critic)
     assert float(loss_q) == pytest.approx(expected_q, rel=1e-4)
 
     # Eq. 10: A = Q(a_j) − (1/m) Σ_k Q(a_k), a_k = clip(μ + σ ε_k, −1, 1); |B|·softmax_B(A/β), clip 20.

@@ -143,24 +143,9 @@ def train_critic(critic_params, opt_state, batch, targets, critic, mixer, optimi
     """Critic steps on one batch: one per time step, in order (the reference), or one on the
     whole batch. Returns (params, opt_state, number of gradient steps taken, mean loss)."""
     fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
-    if not config.critic_step_per_time_step:
-        loss, grads = jax.value_and_grad(critic_loss)(critic_params, *fields, critic, mixer)
-        critic_params, opt_state = oc.apply_gradients(optimizer, critic_params, opt_state, grads)
-        return critic_params, opt_state, jnp.int32(1), loss
-
-    def one_time_step(carry, step_fields):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(critic_loss)(params, *step_fields, critic, mixer)
-        new_params, new_opt_state = oc.apply_gradients(optimizer, params, opt_state, grads)
-        active = jnp.any(step_fields[-1])  # the reference skips time steps past every episode's end
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
-        return (keep(new_params, params), keep(new_opt_state, opt_state)), (loss, active)
-
-    time_major = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), fields)
-    (critic_params, opt_state), (losses, active) = jax.lax.scan(one_time_step, (critic_params, opt_state),
-                                                                time_major)
-    steps = jnp.sum(active).astype(jnp.int32)
-    return critic_params, opt_state, steps, jnp.sum(losses * active) / jnp.maximum(steps, 1)
+    loss_fn = functools.partial(critic_loss, critic=critic, mixer=mixer)
+    return oc.critic_gradient_steps(loss_fn, critic_params, opt_state, optimizer, fields,
+                                    config.critic_step_per_time_step)
 
 
 def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic, mixer, config: ICQConfig):

@@ -222,6 +222,32 @@ def apply_gradients(optimizer: optax.GradientTransformation, params, opt_state, 
     return optax.apply_updates(params, updates), opt_state
 
 
+def critic_gradient_steps(loss_fn: Callable, params, opt_state, optimizer: optax.GradientTransformation,
+                          fields: tuple, per_time_step: bool):
+    """Critic gradient steps on one batch of `fields` ([B, T, ...] arrays, the last one the
+    mask [B, T]) for `loss_fn(params, *fields)`: one step on the whole batch, or — as ICQ's
+    reference (PyMARL's offline learners) does — one step per time step t, in order, on
+    `fields[:, t]`, skipping time steps past every episode's end.
+    Returns (params, opt_state, number of gradient steps taken, mean loss over them)."""
+    if not per_time_step:
+        loss, grads = jax.value_and_grad(loss_fn)(params, *fields)
+        params, opt_state = apply_gradients(optimizer, params, opt_state, grads)
+        return params, opt_state, jnp.int32(1), loss
+
+    def one_time_step(carry, step_fields):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, *step_fields)
+        new_params, new_opt_state = apply_gradients(optimizer, params, opt_state, grads)
+        active = jnp.any(step_fields[-1])
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)  # noqa: E731
+        return (keep(new_params, params), keep(new_opt_state, opt_state)), (loss, active)
+
+    time_major = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), fields)
+    (params, opt_state), (losses, active) = jax.lax.scan(one_time_step, (params, opt_state), time_major)
+    steps = jnp.sum(active).astype(jnp.int32)
+    return params, opt_state, steps, jnp.sum(losses * active) / jnp.maximum(steps, 1)
+
+
 # --- the training driver ------------------------------------------------------------------
 
 def batched_init(init: Callable[..., Any]) -> Callable[..., Any]:

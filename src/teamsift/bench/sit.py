@@ -7,16 +7,22 @@ with `num_seeds` seeds as ONE vmapped program; each seed's policy is evaluated i
 environment. A cell is mean ± std over the seeds of the evaluated mean team return,
 as SIT reports it; "Behavior" is the dataset's mean episode return.
 
-    discrete rows   Behavior, BC, MABCQ, MACQL, ICQ, SIT         (SIT Table 1)
-    continuous rows Behavior, BC, TD3+BC, OMAR, MADDPG+CQL, SIT  (the issue's list)
+    discrete rows   Behavior, BC, MABCQ, MACQL, ICQ, SIT, SIT*        (SIT Table 1)
+    continuous rows Behavior, BC, TD3+BC, OMAR, MADDPG+CQL, SIT, SIT* (the issue's list)
 
-Two more studies follow SIT §"Ablation study" and Figure 4:
-  * `ablations`: SIT against its four ablations (w/o decomp, w/o attention, w/o
+"SIT" is the paper's Table 11 (DPER α = 0.2, CRR β = 0.1). On our data α = 0.2 over the
+[0, 20] priority range leaves DPER a handful of trajectories per buffer (effective size 4
+of 30 000 on CN_3ls3l low), so "SIT*" takes the α and β of our own sweep, run as SIT's
+Figure 8 was (`sweep`, below); every other setting is the paper's.
+
+Three more studies follow SIT §"Ablation study", Figures 4 and 8:
+  * `ablations`: SIT* against its four ablations (w/o decomp, w/o attention, w/o
     ensemble, w/o GAT) on one dataset;
   * `stress`: on one map, an agent-wise *balanced* dataset (SIT should match ICQ) and
-    the extreme low-quality mix `99.5%[all r] + 0.5%[all m]`, where SIT is also run
-    with uniform type-wise sampling ("SIT w/o priority", DPER's α → ∞) to show what
-    priority sampling adds.
+    the extreme low-quality mix `99.5%[all r] + 0.5%[all m]`, where SIT* is also run
+    with uniform type-wise sampling ("SIT* w/o priority", DPER's α → ∞) to show what
+    priority sampling adds;
+  * `sweep`: SIT over DPER's α × CRR's β on CN_3ls3l low (the selection behind SIT*).
 
 Budgets: SIT trains 15 000 updates and ARDNEM 20 000 (Tables 10–11); `updates` and
 `ardnem_updates` scale every learner down together for quick runs (CI runs a tiny
@@ -27,7 +33,9 @@ budget it was run with.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -51,12 +59,26 @@ from teamsift.value.dper import DPERConfig
 
 TABLE_ENVS = ("CN_3ls3l", "CN_4ls4l", "PP_3p1p", "smax_3s_vs_5z", "halfcheetah_2x3")
 CONTINUOUS_ENVS = ("halfcheetah_2x3", "walker2d_2x3")
-DISCRETE_METHODS = ("BC", "MABCQ", "MACQL", "ICQ", "SIT")
-CONTINUOUS_METHODS = ("BC", "TD3+BC", "OMAR", "MADDPG+CQL", "SIT")
-ABLATIONS = ("SIT", "SIT w/o decomp", "SIT w/o attention", "SIT w/o ensemble", "SIT w/o GAT")
+#: "SIT" runs the paper's α = 0.2, β = 0.1 (Table 11); "SIT*" the α and β that our sweep
+#: (`--study sweep`, the procedure of SIT's Figure 8) selected on CN_3ls3l low. Both use the
+#: other defaults of `sit.SITConfig`.
+SWEPT_ALPHA, SWEPT_BETA = 1.0, 0.3
+SWEEP_ALPHAS = (0.2, 1.0, 5.0)
+SWEEP_BETAS = (0.1, 0.3, 1.0)
+DISCRETE_METHODS = ("BC", "MABCQ", "MACQL", "ICQ", "SIT", "SIT*")
+CONTINUOUS_METHODS = ("BC", "TD3+BC", "OMAR", "MADDPG+CQL", "SIT", "SIT*")
+ABLATIONS = ("SIT*", "SIT* w/o decomp", "SIT* w/o attention", "SIT* w/o ensemble", "SIT* w/o GAT")
+STAGE1_KEY = 1  # Stage I's key: fold_in(key(bench seed), STAGE1_KEY), the same for every SIT variant
 STRESS_ENV = "smax_2s3z"
 STRESS_DATASETS = {"balanced (medium)": "100%[all m]", "extreme low": "99.5%[all r] + 0.5%[all m]"}
-STRESS_METHODS = ("BC", "ICQ", "SIT", "SIT w/o priority")
+STRESS_METHODS = ("BC", "ICQ", "SIT*", "SIT* w/o priority")
+
+
+def sweep_name(alpha: float, beta: float) -> str:
+    return f"SIT α={alpha:g} β={beta:g}"
+
+
+SWEEP_METHODS = tuple(sweep_name(a, b) for a in SWEEP_ALPHAS for b in SWEEP_BETAS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,33 +130,56 @@ def _ardnem_config(bench: SITBenchConfig, **changes) -> ardnem.ARDNEMConfig:
 
 
 def sit_variant(name: str, bench: SITBenchConfig) -> sit.SITConfig:
-    """SITConfig of SIT or one of its ablations (SIT Figure 4(a), module docstring of sit.py)."""
-    base = _with_updates(sit.SITConfig(ardnem=_ardnem_config(bench)), bench.updates)
-    variants = {
-        "SIT": base,
-        "SIT w/o decomp": dataclasses.replace(base, decomposition=False),
-        "SIT w/o attention": dataclasses.replace(base, ardnem=_ardnem_config(bench, attention=False)),
-        "SIT w/o ensemble": dataclasses.replace(base, ardnem=_ardnem_config(bench, ensemble_size=1)),
-        "SIT w/o GAT": dataclasses.replace(base, use_gat=False),
-        "SIT w/o priority": dataclasses.replace(base, dper=DPERConfig(alpha=1e6)),
+    """SITConfig of a named variant: "SIT" (the paper's α, β), "SIT*" (the swept α, β),
+    either followed by an ablation of SIT's Figure 4 (" w/o decomp", " w/o attention",
+    " w/o ensemble", " w/o GAT", " w/o priority"), or a sweep point "SIT α=<α> β=<β>"."""
+    paper = _with_updates(sit.SITConfig(ardnem=_ardnem_config(bench)), bench.updates)
+    sweep = re.fullmatch(r"SIT α=(\S+) β=(\S+)", name)
+    if sweep:
+        return dataclasses.replace(paper, dper=DPERConfig(alpha=float(sweep[1])), beta=float(sweep[2]))
+    stem, _, ablation = name.partition(" w/o ")
+    bases = {"SIT": paper, "SIT*": dataclasses.replace(paper, dper=DPERConfig(alpha=SWEPT_ALPHA), beta=SWEPT_BETA)}
+    if stem not in bases:
+        raise ValueError(f"unknown SIT variant {name!r}; expected SIT or SIT*, optionally with ' w/o <part>', "
+                         "or 'SIT α=<α> β=<β>'")
+    base = bases[stem]
+    ablations = {
+        "": lambda: base,
+        "decomp": lambda: dataclasses.replace(base, decomposition=False),
+        "attention": lambda: dataclasses.replace(base, ardnem=_ardnem_config(bench, attention=False)),
+        "ensemble": lambda: dataclasses.replace(base, ardnem=_ardnem_config(bench, ensemble_size=1)),
+        "GAT": lambda: dataclasses.replace(base, use_gat=False),
+        "priority": lambda: dataclasses.replace(base, dper=dataclasses.replace(base.dper, alpha=1e6)),
     }
-    if name not in variants:
-        raise ValueError(f"unknown SIT variant {name!r}; expected one of {sorted(variants)}")
-    return variants[name]
-
-
-# Stage I depends only on the ARDNEM config and the dataset: variants that share it reuse it.
-def _stage1_key(config: sit.SITConfig):
-    return config.ardnem if config.decomposition else None
+    if ablation not in ablations:
+        raise ValueError(f"unknown SIT variant {name!r}; the ablations are {sorted(k for k in ablations if k)}")
+    return ablations[ablation]()
 
 
 class Trainer:
-    """Trains one named method on one dataset, seeds vmapped; caches SIT's Stage I."""
+    """Trains one named method on one dataset, seeds vmapped. SIT's Stage I depends only
+    on the dataset and the ARDNEM config: it is trained once with one key per bench seed,
+    kept for every SIT variant of the run and saved beside the dataset
+    (`stage1-<config digest>.msgpack`), so later runs on the same dataset reuse it."""
 
     def __init__(self, bench: SITBenchConfig, progress: bool):
         self.bench = bench
         self.progress = progress
         self._stage1: dict[Any, ardnem.ARDNEMResult] = {}
+
+    def stage1(self, dataset, config: ardnem.ARDNEMConfig) -> ardnem.ARDNEMResult:
+        cache_key = (str(dataset.path), config)
+        if cache_key not in self._stage1:
+            digest = hashlib.sha1(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+            path = Path(dataset.path) / f"stage1-seed{self.bench.seed}-{digest}.msgpack"
+            if path.is_file():
+                result = ardnem.load_result(path)
+            else:
+                key = jax.random.fold_in(jax.random.key(self.bench.seed), STAGE1_KEY)
+                result = ardnem.train(config, dataset, key, progress=self.progress)
+                ardnem.save_result(result, path)
+            self._stage1[cache_key] = result
+        return self._stage1[cache_key]
 
     def __call__(self, method: str, dataset, key: jax.Array):
         n, updates = self.bench.num_seeds, self.bench.updates
@@ -156,11 +201,10 @@ class Trainer:
         if method in simple:
             return simple[method]()
         config = sit_variant(method, self.bench)
-        cache_key = (id(dataset), _stage1_key(config))
-        stage1 = self._stage1.get(cache_key)
+        stage1 = self.stage1(dataset, config.ardnem) if config.decomposition else None
         policy, logs = sit.train(config, dataset, key, num_seeds=n, progress=self.progress, stage1=stage1)
-        if logs["stage1"] is not None:
-            self._stage1[cache_key] = logs["stage1"]
+        if stage1 is not None:  # the training time of the (shared) Stage I
+            logs["seconds"]["stage1"] = float(np.sum(stage1.logs["chunk_seconds"]))
         return policy, logs
 
 
@@ -207,10 +251,12 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array) -> dic
 
 
 def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, ...]]], *, progress: bool = True,
-             results: dict | None = None, on_cell: Callable[[], None] | None = None) -> dict:
+             results: dict | None = None, on_cell: Callable[[], None] | None = None,
+             trainer: Trainer | None = None) -> dict:
     """rows: (env_id, dataset name, composition spec, methods). Fills and returns
-    `results` {row label: row}; `on_cell()` runs after every finished cell."""
-    trainer = Trainer(bench, progress=False)
+    `results` {row label: row}; `on_cell()` runs after every finished cell. Pass one
+    `trainer` to several calls to share SIT's Stage I between them."""
+    trainer = Trainer(bench, progress=False) if trainer is None else trainer
     results = {} if results is None else results
     total = sum(len(methods) for *_, methods in rows)
     root = jax.random.key(bench.seed)
@@ -220,10 +266,9 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
             row_key = jax.random.fold_in(root, row_index)
             dataset = ensure_dataset(bench, env_id, name, spec, jax.random.fold_in(row_key, 0), progress=False)
             env = make(env_id, **dataset.meta.get("env_kwargs", ENV_KWARGS.get(env_id, {})))
-            row = {"env": env_id, "dataset": name, "spec": spec, "discrete": bool(dataset.spec.discrete),
-                   "episodes": dataset.num_episodes,
-                   "behavior": float(np.mean(dataset.episodes["return"])), "cells": {}}
-            results[f"{env_id} {name}"] = row
+            row = results.setdefault(f"{env_id} {name}", {"cells": {}})  # rerun methods replace their cells
+            row.update(env=env_id, dataset=name, spec=spec, discrete=bool(dataset.spec.discrete),
+                       episodes=dataset.num_episodes, behavior=float(np.mean(dataset.episodes["return"])))
             for method_index, method in enumerate(methods):
                 bar.update(task, description=f"{env_id} {name}: {method}")
                 try:
@@ -257,6 +302,10 @@ def stress_rows(env_id: str = STRESS_ENV):
     return [(env_id, name, spec, STRESS_METHODS) for name, spec in STRESS_DATASETS.items()]
 
 
+def sweep_rows(env_id: str = "CN_3ls3l", quality: str = "low"):
+    return [(env_id, quality, SIT_SUITE[env_id][quality], SWEEP_METHODS)]
+
+
 # --- report ---------------------------------------------------------------------------------
 
 def _cell_text(cell: dict | None, best: bool) -> str:
@@ -277,6 +326,20 @@ def render_table(title: str, rows: dict, methods: tuple[str, ...]) -> list[str]:
         cells = [_cell_text(row["cells"].get(m), m == top) for m in methods]
         lines.append(f"| {label} ({row['episodes']:,} ep.) | {row['behavior']:.2f} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def render_sweep(rows: dict) -> list[str]:
+    """SIT's Figure 8 procedure as a table: mean ± std of SIT for every (α, β) of the sweep."""
+    lines = []
+    for label, row in rows.items():
+        lines += [f"## α × β sweep on {label} (SIT Figure 8; SIT* uses α = {SWEPT_ALPHA:g}, β = {SWEPT_BETA:g})", "",
+                  "| DPER α \\ CRR β | " + " | ".join(f"{b:g}" for b in SWEEP_BETAS) + " |",
+                  "|---|" + "---|" * len(SWEEP_BETAS)]
+        for alpha in SWEEP_ALPHAS:
+            cells = [_cell_text(row["cells"].get(sweep_name(alpha, beta)), False) for beta in SWEEP_BETAS]
+            lines.append(f"| {alpha:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def render(report: dict) -> str:
@@ -302,6 +365,8 @@ def render(report: dict) -> str:
     if studies.get("stress"):
         lines += render_table(f"Stress cases on {STRESS_ENV} (SIT Figure 4(b, c))", studies["stress"],
                               STRESS_METHODS)
+    if studies.get("sweep"):
+        lines += render_sweep(studies["sweep"])
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
     seconds = [(label, m, c) for study in studies.values() for label, row in study.items()
@@ -330,18 +395,28 @@ BUDGET_FIELDS = ("episodes", "num_seeds", "updates", "ardnem_updates", "eval_epi
 
 
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
-        machine: str = "", command: str = "", out_dir: Path | None = None, stem: str = "sit") -> dict:
-    """Run the named studies ("table", "ablations", "stress"); with out_dir, the report is
-    rewritten after every cell, so an interrupted run keeps what it finished."""
+        machine: str = "", command: str = "", out_dir: Path | None = None, stem: str = "sit",
+        methods: tuple[str, ...] | None = None) -> dict:
+    """Run the named studies ("table", "ablations", "stress", "sweep"); with out_dir, the
+    report is rewritten after every cell, so an interrupted run keeps what it finished, and
+    merged with an earlier result of the same budget. `methods` restricts every study to
+    those methods (the other cells of a merged row stay as they were)."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "studies": {}}
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
-    builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows, "stress": stress_rows}
+    builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows, "stress": stress_rows,
+                "sweep": sweep_rows}
     for study in studies:
         if study not in builders:
             raise ValueError(f"unknown study {study!r}; expected some of {sorted(builders)}")
     checkpoint = (lambda: save(report, out_dir, stem)) if out_dir is not None else None
+    trainer = Trainer(bench, progress=False)  # one Stage I cache for every study
     for study in studies:
+        rows = builders[study]()
+        if methods is not None:
+            rows = [(env, name, spec, tuple(m for m in row_methods if m in methods))
+                    for env, name, spec, row_methods in rows]
         report["studies"].setdefault(study, {})
-        run_rows(bench, builders[study](), progress=progress, results=report["studies"][study], on_cell=checkpoint)
+        run_rows(bench, rows, progress=progress, results=report["studies"][study], on_cell=checkpoint,
+                 trainer=trainer)
     return report

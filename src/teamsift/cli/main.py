@@ -633,6 +633,9 @@ def train(
     fraction: float = typer.Option(0.5, help="ev2bc top_fraction / group_bc: the fraction kept."),
     per_slot: bool = typer.Option(False, "--per-slot", help="ev2bc: apply the rule within each slot (role), to "
                                                            "values centred on the slot's mean."),
+    overrides: Optional[list[str]] = typer.Option(
+        None, "--set", help="Set a field of the learner's config, FIELD=VALUE (repeatable; nested with dots), "
+                            "e.g. --set beta=1 --set dper.alpha=2 for SIT; BC's config for bc, ev2bc, group_bc."),
     as_json: bool = JSON_OPTION,
 ):
     """Train a policy on a dataset, save it, and evaluate it in the dataset's environment."""
@@ -640,7 +643,7 @@ def train(
 
     from teamsift import envs as registry
     from teamsift.algos import bc
-    from teamsift.algos.common import policy_for_seed
+    from teamsift.algos.common import parse_assignment, policy_for_seed, with_overrides
     from teamsift.data import DatasetError, load_dataset
     from teamsift.evaluate import evaluate
     from teamsift.nets import save_policy
@@ -657,9 +660,12 @@ def train(
     if recurrent is not None:
         config = dataclasses.replace(config, recurrent=recurrent)
     try:
+        assignments = dict(parse_assignment(text) for text in overrides or [])
+        if algo not in OFFLINE_ALGOS:
+            config = with_overrides(config, assignments)
         policy, logs = _train_algo(algo, config, ds, _key(seed), seeds, not as_json, score=score,
                                    valuation=valuation, rule=rule, threshold=threshold, fraction=fraction,
-                                   per_slot=per_slot, updates=updates)
+                                   per_slot=per_slot, updates=updates, overrides=assignments)
     except ValueError as exc:
         fail(str(exc))
     per_seed = [policy_for_seed(policy, s) for s in range(seeds)] if seeds > 1 else [policy]
@@ -699,11 +705,14 @@ def _train_algo(algo: str, bc_config, ds, key, seeds: int, progress: bool, **opt
 
         import numpy as np
 
+        from teamsift.algos.common import with_overrides
+
         module = importlib.import_module(f"teamsift.algos.{algo}")
         config = getattr(module, OFFLINE_ALGOS[algo])()
         if options.get("updates") is not None:
             config = dataclasses.replace(config, num_updates=options["updates"],
                                          log_every=max(1, min(config.log_every, options["updates"])))
+        config = with_overrides(config, options.get("overrides") or {})
         policy, logs = module.train(config, ds, key, num_seeds=seeds, progress=progress)
         loss = np.asarray(logs["loss"])
         logs["loss"] = loss.reshape(seeds, -1) if loss.ndim != 2 else loss
@@ -849,7 +858,10 @@ app.add_typer(bench_app, name="bench")
 def bench_sit(
     envs: Optional[str] = typer.Option(None, help="Comma-separated environments (default: the table's five)."),
     quality: str = typer.Option("low,medium", help="Dataset qualities: low, medium or both."),
-    study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress."),
+    study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress, sweep."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods to (re)run, e.g. 'SIT,SIT*' "
+                                                     "(default: every method of each study)."),
+    name: str = typer.Option("sit", help="Result file stem: <name>-<device>.{json,md}."),
     episodes: int = typer.Option(10_000, min=1, help="Episodes per dataset (SIT: 10 000)."),
     seeds: int = typer.Option(5, min=1, help="Seeds per learner, trained as one vmapped program."),
     updates: Optional[int] = typer.Option(None, min=1, help="Updates of every learner (default: the papers')."),
@@ -857,12 +869,12 @@ def bench_sit(
     eval_episodes: int = typer.Option(100, min=1, help="Evaluation episodes per seed."),
     data_dir: Path = typer.Option(Path("datasets/bench-sit"), help="Where the generated datasets are cached."),
     pools_dir: Optional[Path] = typer.Option(None, "--pools"),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for sit-<device>.{json,md}."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for the result files."),
     seed: int = typer.Option(0),
     as_json: bool = JSON_OPTION,
 ):
-    """SIT's Table 1 on our environments: Behavior, BC, MABCQ, MACQL, ICQ, SIT (continuous: BC,
-    TD3+BC, OMAR, MADDPG+CQL, SIT), plus SIT's ablations and stress cases."""
+    """SIT's Table 1 on our environments: Behavior, BC, MABCQ, MACQL, ICQ, SIT and SIT* (continuous:
+    BC, TD3+BC, OMAR, MADDPG+CQL, SIT, SIT*), plus SIT's ablations, stress cases and α × β sweep."""
     from teamsift.bench import sit as sit_bench
     from teamsift.bench.machine import describe, machine
 
@@ -876,7 +888,8 @@ def bench_sit(
         info = machine()
         report = sit_bench.run(config, studies, progress=not as_json, machine=describe(info),
                                command="teamsift bench sit " + " ".join(sys.argv[3:]), out_dir=out,
-                               stem=f"sit-{info['device'].split(':')[0]}")
+                               stem=f"{name}-{info['device'].split(':')[0]}",
+                               methods=tuple(m.strip() for m in methods.split(",")) if methods else None)
     except ValueError as exc:
         fail(str(exc))
     emit(report, as_json, lambda r: STDERR.print(sit_bench.render(r)))

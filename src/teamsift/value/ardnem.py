@@ -48,7 +48,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -427,3 +429,54 @@ def _inference_size(config: ARDNEMConfig, dataset) -> int:
 def _update_key(config: ARDNEMConfig) -> ARDNEMConfig:
     """The config with fields that do not change the update zeroed out (jit cache sharing)."""
     return dataclasses.replace(config, num_updates=1, log_every=1, probe_episodes=1, inference_rows=1, discount=0.0)
+
+
+# --- saving and loading a Stage I result (msgpack, never pickle) ------------------------------
+
+RESULT_FORMAT = "teamsift-ardnem-result-1"
+_RESULT_ARRAYS = ("reward", "uncertainty", "step_return", "episode_return", "priority")
+
+
+def save_result(result: ARDNEMResult, path) -> Path:
+    """Write `result` (config, trained ensemble, decomposition and logs) to one msgpack
+    file, atomically; `load_result` reads it back."""
+    from flax import serialization
+
+    from teamsift.fileio import atomic_write_bytes
+
+    probe = result.logs["probe"]
+    payload = {
+        "format": RESULT_FORMAT,
+        "config": json.dumps(dataclasses.asdict(result.config)),
+        "shape": json.dumps(list(result.shape)),
+        "params": serialization.to_state_dict(jax.tree.map(np.asarray, result.params)),
+        "arrays": {name: np.asarray(getattr(result, name)) for name in _RESULT_ARRAYS},
+        "logs": {"loss": np.asarray(result.logs["loss"]), "member_loss": np.asarray(result.logs["member_loss"]),
+                 "chunk_seconds": np.asarray(result.logs["chunk_seconds"]),
+                 "probe_updates": np.asarray(probe.updates), "probe_slot_mean": np.asarray(probe.slot_mean),
+                 "probe_level_mean": {level: np.asarray(v) for level, v in probe.level_mean.items()}},
+    }
+    return atomic_write_bytes(path, serialization.msgpack_serialize(payload))
+
+
+def load_result(path) -> ARDNEMResult:
+    """Read a Stage I result written by `save_result`; a file of another kind raises a
+    ValueError naming it."""
+    from flax import serialization
+
+    path = Path(path)
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as exc:  # msgpack raises several kinds on foreign bytes
+        raise ValueError(f"{path}: not a teamsift ARDNEM result ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != RESULT_FORMAT:
+        raise ValueError(f"{path}: field 'format': expected {RESULT_FORMAT!r}, got "
+                         f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
+    config = ARDNEMConfig(**json.loads(payload["config"]))
+    shape = NetShape(*json.loads(payload["shape"]))
+    logs = payload["logs"]
+    probe = ProbeLog(logs["probe_updates"], logs["probe_slot_mean"], dict(logs["probe_level_mean"]))
+    return ARDNEMResult(config=config, shape=shape, params=payload["params"],
+                        logs={"loss": logs["loss"], "member_loss": logs["member_loss"], "probe": probe,
+                              "chunk_seconds": logs["chunk_seconds"], "config": dataclasses.asdict(config)},
+                        **{name: payload["arrays"][name] for name in _RESULT_ARRAYS})
