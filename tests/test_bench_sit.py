@@ -3,10 +3,13 @@
 import dataclasses
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from teamsift.bench import sit as sit_bench
+from teamsift.bench.report import named_key
 
 
 def test_config_rejects_bad_values():
@@ -82,3 +85,22 @@ def test_tiny_table_run_reports_every_learner(tmp_path):
     assert "| CN_3ls3l low (60 ep.) |" in text and "**" in text  # the row's best learner is bold
     # The dataset is cached: a second run reuses it.
     assert sit_bench.dataset_path(bench, "CN_3ls3l", "low").is_dir()
+
+
+def test_pjap_study_compares_uniform_and_pjap_sampling_on_mabrax():
+    rows = sit_bench.pjap_rows()
+    assert {env for env, *_ in rows} == {"halfcheetah_2x3"}
+    assert all(methods == ("MADDPG+CQL", "MADDPG+CQL+PJAP") for *_, methods in rows)
+    config = sit_bench.pjap_config(20_000)
+    assert config.sampler == "pjap" and config.num_updates == 20_000
+    assert config.pjap.ramp_steps == 6_000  # the paper's K/updates = 150 000 / 500 000
+    assert sit_bench.pjap_config(None).pjap.ramp_steps == 150_000  # full budget: the paper's K
+
+
+def test_cell_keys_depend_on_names_not_on_positions():
+    root = jax.random.key(0)
+    same = [named_key(root, "CN_3ls3l", "low", "SIT") for _ in range(2)]
+    assert jnp.array_equal(jax.random.key_data(same[0]), jax.random.key_data(same[1]))
+    others = [named_key(root, "CN_3ls3l", "low", "ICQ"), named_key(root, "CN_3ls3l", "medium", "SIT"),
+              named_key(root, "CN_4ls4l", "low", "SIT")]
+    assert all(not jnp.array_equal(jax.random.key_data(same[0]), jax.random.key_data(k)) for k in others)

@@ -95,3 +95,5 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     message = run_fails("import", "npz", str(bad), str(tmp_path / "o"))
     assert "bad.npz" in message and "actions" in message
     assert "no such policy file" in run_fails("eval", str(tmp_path / "nothing.msgpack"))
+    long_path = str(tmp_path / ("a-long-policy-name-" * 8 + ".msgpack"))
+    assert f"{long_path}: no such policy file" in run_fails("eval", long_path), "messages are never wrapped"

@@ -32,7 +32,7 @@ import numpy as np
 
 from teamsift.algos import bc, icq, magail, omar, td3bc
 from teamsift.algos.common import policy_for_seed
-from teamsift.bench.report import merge_previous
+from teamsift.bench.report import merge_previous, named_key
 from teamsift.collect import ppo
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
@@ -194,23 +194,21 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows",))
     root = jax.random.key(bench.seed)
-    plan = []
-    for env_index, env_id in enumerate(bench.envs):
-        plan.append((env_index, env_id, methods_for(bench, make(env_id).spec.discrete)))
+    plan = [(env_id, methods_for(bench, make(env_id).spec.discrete)) for env_id in bench.envs]
     with progress_bar(progress) as bar:
         task = bar.add_task("bench imitation", total=sum(len(m) for *_, m in plan))
-        for env_index, env_id, methods in plan:
-            env_key = jax.random.fold_in(root, env_index)
+        for env_id, methods in plan:
+            env_key = named_key(root, env_id)
             dataset = ensure_dataset(bench, env_id, jax.random.fold_in(env_key, 0))
             env = make(env_id, **dataset.meta.get("env_kwargs", {}))
             row = report["rows"].setdefault(env_id, {"cells": {}})
             row.update(env=env_id, discrete=bool(env.spec.discrete), transitions=dataset.num_steps,
                        expert_return=float(np.mean(dataset.episodes["return"])))
-            for method_index, method in enumerate(methods):
+            for method in methods:
                 bar.update(task, description=f"{env_id}: {method}")
                 try:
-                    row["cells"][method] = run_cell(method, bench, dataset, env,
-                                                    jax.random.fold_in(env_key, 1 + method_index), progress=False)
+                    row["cells"][method] = run_cell(method, bench, dataset, env, named_key(env_key, method),
+                                                    progress=False)
                 except (ValueError, ImportError) as exc:
                     row["cells"][method] = {"error": f"{type(exc).__name__}: {exc}"}
                 if out_dir is not None:

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
+
+import jax
+
+
+def named_key(key: jax.Array, *names: str) -> jax.Array:
+    """`key` folded with a stable hash of each name (a row, a method): a cell's randomness does
+    not depend on which other rows or methods a run includes, or in what order."""
+    for name in names:
+        key = jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    return key
 
 
 def merge_previous(report: dict, path: Path, budget_fields: tuple[str, ...], keep: tuple[str, ...]) -> dict:

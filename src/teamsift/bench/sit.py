@@ -45,7 +45,7 @@ import numpy as np
 
 from teamsift.algos import bc, icq, mabcq, macql, maddpg_cql, omar, sit, td3bc
 from teamsift.algos.common import policy_for_seed
-from teamsift.bench.report import merge_previous
+from teamsift.bench.report import merge_previous, named_key
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
@@ -59,15 +59,24 @@ from teamsift.value.dper import DPERConfig
 
 TABLE_ENVS = ("CN_3ls3l", "CN_4ls4l", "PP_3p1p", "smax_3s_vs_5z", "halfcheetah_2x3")
 CONTINUOUS_ENVS = ("halfcheetah_2x3", "walker2d_2x3")
-#: "SIT" runs the paper's α = 0.2, β = 0.1 (Table 11); "SIT*" the α and β that our sweep
-#: (`--study sweep`, the procedure of SIT's Figure 8) selected on CN_3ls3l low. Both use the
-#: other defaults of `sit.SITConfig`.
-SWEPT_ALPHA, SWEPT_BETA = 1.0, 0.3
+#: "SIT" runs the paper's α = 0.2, β = 0.1 (Table 11); "SIT*" the α and β that a sweep in the
+#: manner of SIT's Figure 8 selected on CN_3ls3l low (2 seeds, 1,500 updates, Stage I at
+#: 20,000 updates; greedy return: α=1, β=0.1 −33.5; α=1, β=0.3 −34.4; α=2, β=0.3 −34.7;
+#: uniform (α → ∞), β=0.3 −34.5; the paper's α=0.2, β=0.1 −43.9; α=1, β=1 −37.8).
+#: `--study sweep` reruns such a grid as a benchmark. Both use the other defaults of `sit.SITConfig`.
+SWEPT_ALPHA, SWEPT_BETA = 1.0, 0.1
 SWEEP_ALPHAS = (0.2, 1.0, 5.0)
 SWEEP_BETAS = (0.1, 0.3, 1.0)
 DISCRETE_METHODS = ("BC", "MABCQ", "MACQL", "ICQ", "SIT", "SIT*")
 CONTINUOUS_METHODS = ("BC", "TD3+BC", "OMAR", "MADDPG+CQL", "SIT", "SIT*")
 ABLATIONS = ("SIT*", "SIT* w/o decomp", "SIT* w/o attention", "SIT* w/o ensemble", "SIT* w/o GAT")
+#: PJAP's MaMuJoCo comparison (its Table: 2-agent HalfCheetah) on our halfcheetah_2x3 pools:
+#: MADDPG+CQL (BRUD) with uniform and with PJAP sampling, on an all-expert ("good") and the
+#: agent-wise imbalanced medium dataset.
+PJAP_ENV = "halfcheetah_2x3"
+PJAP_DATASETS = {"good": "100%[all e]", "medium": "100%[r,e]"}
+PJAP_METHODS = ("MADDPG+CQL", "MADDPG+CQL+PJAP")
+PJAP_RAMP_FRACTION = 0.3  # K / updates: the paper's K = 150 000 of 500 000 updates
 STAGE1_KEY = 1  # Stage I's key: fold_in(key(bench seed), STAGE1_KEY), the same for every SIT variant
 STRESS_ENV = "smax_2s3z"
 STRESS_DATASETS = {"balanced (medium)": "100%[all m]", "extreme low": "99.5%[all r] + 0.5%[all m]"}
@@ -127,6 +136,14 @@ def _mabcq_config(updates: int | None) -> mabcq.MABCQConfig:
 def _ardnem_config(bench: SITBenchConfig, **changes) -> ardnem.ARDNEMConfig:
     config = ardnem.ARDNEMConfig(**changes)
     return _with_updates(config, bench.ardnem_updates)
+
+
+def pjap_config(updates: int | None) -> maddpg_cql.MADDPGCQLConfig:
+    """MADDPG+CQL with PJAP sampling; a shortened run keeps the paper's ramp as a fraction of
+    training (K = 150 000 of 500 000 updates), so the prioritisation sharpens fully."""
+    config = dataclasses.replace(_with_updates(maddpg_cql.MADDPGCQLConfig(), updates), sampler="pjap")
+    ramp = int(PJAP_RAMP_FRACTION * config.num_updates)
+    return dataclasses.replace(config, pjap=dataclasses.replace(config.pjap, ramp_steps=ramp))
 
 
 def sit_variant(name: str, bench: SITBenchConfig) -> sit.SITConfig:
@@ -197,6 +214,8 @@ class Trainer:
                                        progress=self.progress),
             "MADDPG+CQL": lambda: maddpg_cql.train(_with_updates(maddpg_cql.MADDPGCQLConfig(), updates), dataset,
                                                    key, num_seeds=n, progress=self.progress),
+            "MADDPG+CQL+PJAP": lambda: maddpg_cql.train(pjap_config(updates), dataset, key, num_seeds=n,
+                                                        progress=self.progress),
         }
         if method in simple:
             return simple[method]()
@@ -262,17 +281,17 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
     root = jax.random.key(bench.seed)
     with progress_bar(progress) as bar:
         task = bar.add_task("bench sit", total=total)
-        for row_index, (env_id, name, spec, methods) in enumerate(rows):
-            row_key = jax.random.fold_in(root, row_index)
+        for env_id, name, spec, methods in rows:
+            row_key = named_key(root, env_id, name)
             dataset = ensure_dataset(bench, env_id, name, spec, jax.random.fold_in(row_key, 0), progress=False)
             env = make(env_id, **dataset.meta.get("env_kwargs", ENV_KWARGS.get(env_id, {})))
             row = results.setdefault(f"{env_id} {name}", {"cells": {}})  # rerun methods replace their cells
             row.update(env=env_id, dataset=name, spec=spec, discrete=bool(dataset.spec.discrete),
                        episodes=dataset.num_episodes, behavior=float(np.mean(dataset.episodes["return"])))
-            for method_index, method in enumerate(methods):
+            for method in methods:
                 bar.update(task, description=f"{env_id} {name}: {method}")
                 try:
-                    cell = run_cell(trainer, method, env, dataset, jax.random.fold_in(row_key, 1 + method_index))
+                    cell = run_cell(trainer, method, env, dataset, named_key(row_key, method))
                 except ValueError as exc:  # e.g. a learner that does not support the action space
                     cell = {"error": str(exc)}
                 row["cells"][method] = cell
@@ -304,6 +323,10 @@ def stress_rows(env_id: str = STRESS_ENV):
 
 def sweep_rows(env_id: str = "CN_3ls3l", quality: str = "low"):
     return [(env_id, quality, SIT_SUITE[env_id][quality], SWEEP_METHODS)]
+
+
+def pjap_rows():
+    return [(PJAP_ENV, name, spec, PJAP_METHODS) for name, spec in PJAP_DATASETS.items()]
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -367,6 +390,9 @@ def render(report: dict) -> str:
                               STRESS_METHODS)
     if studies.get("sweep"):
         lines += render_sweep(studies["sweep"])
+    if studies.get("pjap"):
+        lines += render_table(f"PJAP on {PJAP_ENV} (MADDPG+CQL, BRUD policy updates)", studies["pjap"],
+                              PJAP_METHODS)
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
     seconds = [(label, m, c) for study in studies.values() for label, row in study.items()
@@ -405,7 +431,7 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
     builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows, "stress": stress_rows,
-                "sweep": sweep_rows}
+                "sweep": sweep_rows, "pjap": pjap_rows}
     for study in studies:
         if study not in builders:
             raise ValueError(f"unknown study {study!r}; expected some of {sorted(builders)}")

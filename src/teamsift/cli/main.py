@@ -39,7 +39,11 @@ def _json_default(value):
 
 
 def fail(message: str, code: int = 2) -> None:
-    STDERR.print(f"[bold red]error:[/] {message}")
+    """Print `message` to stderr and exit. The message is printed literally (a dataset spec like
+    `100%[all e]` is not markup) and never wrapped, so paths in it can be copied."""
+    from rich.markup import escape
+
+    STDERR.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -932,12 +936,31 @@ def bench_imitation(
 @bench_app.command("pjap")
 def bench_pjap(
     quick: bool = typer.Option(False, help="One broad twin-peaks dataset, MADDPG vs MADDPG+PJAP."),
-    updates: int = typer.Option(6000, min=1),
-    seeds: int = typer.Option(3, min=1),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for poly-pjap-<device>.{json,md,png}."),
+    updates: int = typer.Option(6000, min=1, help="Updates per polynomial-game run."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per polynomial-game run."),
+    mabrax: bool = typer.Option(False, "--mabrax", help="Instead: MADDPG+CQL vs MADDPG+CQL+PJAP on halfcheetah_2x3 "
+                                                        "datasets from the pools (pjap-mabrax-<device>.{json,md})."),
+    mabrax_updates: int = typer.Option(20_000, min=1, help="--mabrax: updates per learner (paper: 500 000)."),
+    mabrax_seeds: int = typer.Option(5, min=1, help="--mabrax: seeds, one vmapped program per learner."),
+    episodes: int = typer.Option(2_000, min=1, help="--mabrax: episodes per dataset (200 steps each)."),
+    data_dir: Path = typer.Option(Path("datasets/bench-sit"), help="--mabrax: where datasets are cached."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for the result files and plots."),
     as_json: bool = JSON_OPTION,
 ):
-    """PJAP's polynomial games: MADDPG (BRUD) vs MADDPG+PJAP, with the trajectory plots."""
+    """PJAP's polynomial games: MADDPG (BRUD) vs MADDPG+PJAP, with the trajectory plots; with
+    --mabrax, MADDPG+CQL vs MADDPG+CQL+PJAP on MaBrax halfcheetah_2x3."""
+    if mabrax:
+        from teamsift.bench import sit as sit_bench
+        from teamsift.bench.machine import describe, machine
+
+        config = sit_bench.SITBenchConfig(envs=(sit_bench.PJAP_ENV,), episodes=episodes, num_seeds=mabrax_seeds,
+                                          updates=mabrax_updates, data_dir=str(data_dir))
+        info = machine()
+        report = sit_bench.run(config, ("pjap",), progress=not as_json, machine=describe(info),
+                               command="teamsift bench pjap " + " ".join(sys.argv[3:]), out_dir=out,
+                               stem=f"pjap-mabrax-{info['device'].split(':')[0]}")
+        emit(report, as_json, lambda r: STDERR.print(sit_bench.render(r)))
+        return
     from teamsift.bench import poly
 
     report = poly.run_study(quick=quick, num_updates=updates, num_seeds=seeds, out_dir=out)
