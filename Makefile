@@ -38,8 +38,11 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/python benchmarks/run_commons_ev2bc.py --updates 5000
 	$(BIN)/python benchmarks/run_overcooked_human.py
 	$(BIN)/python benchmarks/run_suites.py
+	$(BIN)/python benchmarks/run_learner_speed.py
 	$(BIN)/teamsift bench pjap
-	$(BIN)/teamsift bench sit --study table,ablations,stress --updates 1500 --ardnem-updates 3000
+	$(BIN)/teamsift bench pjap --mabrax
+	$(BIN)/teamsift bench sit --study table,ablations,stress --updates 1500
+	$(BIN)/teamsift bench imitation --timesteps 150000 --updates 1000
 
 clean:
 	rm -rf $(VENV) .pytest_cache

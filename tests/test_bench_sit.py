@@ -85,6 +85,13 @@ def test_tiny_table_run_reports_every_learner(tmp_path):
     assert "| CN_3ls3l low (60 ep.) |" in text and "**" in text  # the row's best learner is bold
     # The dataset is cached: a second run reuses it.
     assert sit_bench.dataset_path(bench, "CN_3ls3l", "low").is_dir()
+    # A later study on the same row copies the table's cells instead of rerunning them.
+    later = sit_bench.run(bench, ("ablations",), progress=False, machine="test", command="test ablations",
+                          out_dir=tmp_path / "out", stem="sit-test", methods=("SIT*", "SIT* w/o GAT"))
+    ablations = later["studies"]["ablations"]["CN_3ls3l low"]["cells"]
+    assert ablations["SIT*"] == row["cells"]["SIT*"]
+    assert np.all(np.isfinite(ablations["SIT* w/o GAT"]["returns"]))
+    assert later["studies"]["table"]["CN_3ls3l low"]["cells"].keys() == row["cells"].keys()  # merged, kept
 
 
 def test_pjap_study_compares_uniform_and_pjap_sampling_on_mabrax():

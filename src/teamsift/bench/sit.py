@@ -271,10 +271,12 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array) -> dic
 
 def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, ...]]], *, progress: bool = True,
              results: dict | None = None, on_cell: Callable[[], None] | None = None,
-             trainer: Trainer | None = None) -> dict:
+             trainer: Trainer | None = None, known: dict | None = None) -> dict:
     """rows: (env_id, dataset name, composition spec, methods). Fills and returns
     `results` {row label: row}; `on_cell()` runs after every finished cell. Pass one
-    `trainer` to several calls to share SIT's Stage I between them."""
+    `trainer` to several calls to share SIT's Stage I between them. A cell already in
+    `known` (another study's {row label: row} of the same budget) is copied, not rerun:
+    a cell's key depends only on its row and method, so the run would repeat it exactly."""
     trainer = Trainer(bench, progress=False) if trainer is None else trainer
     results = {} if results is None else results
     total = sum(len(methods) for *_, methods in rows)
@@ -290,6 +292,11 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
                        episodes=dataset.num_episodes, behavior=float(np.mean(dataset.episodes["return"])))
             for method in methods:
                 bar.update(task, description=f"{env_id} {name}: {method}")
+                done = (known or {}).get(f"{env_id} {name}", {}).get("cells", {}).get(method)
+                if done is not None and "error" not in done:
+                    row["cells"][method] = done
+                    bar.advance(task)
+                    continue
                 try:
                     cell = run_cell(trainer, method, env, dataset, named_key(row_key, method))
                 except ValueError as exc:  # e.g. a learner that does not support the action space
@@ -443,6 +450,7 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
             rows = [(env, name, spec, tuple(m for m in row_methods if m in methods))
                     for env, name, spec, row_methods in rows]
         report["studies"].setdefault(study, {})
+        known = report["studies"].get("table") if study != "table" else None
         run_rows(bench, rows, progress=progress, results=report["studies"][study], on_cell=checkpoint,
-                 trainer=trainer)
+                 trainer=trainer, known=known)
     return report

@@ -862,7 +862,7 @@ app.add_typer(bench_app, name="bench")
 def bench_sit(
     envs: Optional[str] = typer.Option(None, help="Comma-separated environments (default: the table's five)."),
     quality: str = typer.Option("low,medium", help="Dataset qualities: low, medium or both."),
-    study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress, sweep."),
+    study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress, sweep, pjap."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to (re)run, e.g. 'SIT,SIT*' "
                                                      "(default: every method of each study)."),
     name: str = typer.Option("sit", help="Result file stem: <name>-<device>.{json,md}."),

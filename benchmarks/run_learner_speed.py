@@ -1,0 +1,137 @@
+"""Offline learners' speed: updates/s of every learner of `teamsift bench sit`, for 1 seed
+and for 5 seeds trained as one vmapped program, and SIT's stages.
+
+    python benchmarks/run_learner_speed.py [--updates 200] [--ardnem-updates 500]
+        [--envs CN_3ls3l,halfcheetah_2x3] [--episodes 500] [--data-dir /tmp/ts/speed-data]
+
+For every learner and seed count the same `train` call runs twice with the same config:
+the first compiles (its programs are cached per config) and runs, the second only runs.
+updates/s = updates / (second call's seconds); compile ≈ first − second. SIT is timed
+on Stage III (`logs["seconds"]["stage3"]`); its Stage I (ARDNEM) and Stage II (DPER)
+are timed once per dataset. MABCQ's call also trains its behaviour model μ for the same
+number of updates (its bench setting), so its rate counts a μ update and a Q update.
+Datasets are SIT's low-quality compositions (`teamsift.bench.sit.SIT_SUITE`), drawn from
+the committed pools. Results go to OUT/learner-speed-<device>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from teamsift.bench import sit as sit_bench
+from teamsift.bench.machine import describe, machine
+from teamsift.bench.report import named_key
+from teamsift.fileio import atomic_write_text
+from teamsift.value import ardnem, dper
+
+
+def time_method(trainer: sit_bench.Trainer, method: str, dataset, key: jax.Array) -> dict:
+    """Two identical calls: (compile + run) seconds and run seconds."""
+    seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        _, logs = trainer(method, dataset, key)  # returns host arrays: the work is done
+        elapsed = time.perf_counter() - started
+        seconds.append(logs["seconds"]["stage3"] if "seconds" in logs else elapsed)
+    updates = int(logs["config"]["num_updates"])
+    return {"updates": updates, "first_seconds": seconds[0], "run_seconds": seconds[1],
+            "updates_per_s": updates / seconds[1], "compile_seconds": max(0.0, seconds[0] - seconds[1])}
+
+
+def time_stages_1_2(bench: sit_bench.SITBenchConfig, dataset, key: jax.Array) -> dict:
+    """SIT Stage I (ARDNEM, compile excluded by a warm-up of the same config) and Stage II."""
+    sit_config = sit_bench.sit_variant("SIT", bench)
+    config = sit_config.ardnem
+    ardnem.train(config, dataset, key, progress=False)  # compile
+    started = time.perf_counter()
+    result = ardnem.train(config, dataset, key, progress=False)
+    stage1 = time.perf_counter() - started
+    started = time.perf_counter()
+    jax.block_until_ready(dper.build_dper(result, dataset, sit_config.dper))
+    stage2 = time.perf_counter() - started
+    return {"stage1_updates": config.num_updates, "stage1_seconds": stage1,
+            "stage1_updates_per_s": config.num_updates / stage1, "stage2_seconds": stage2}
+
+
+def run(args) -> dict:
+    info = machine()
+    report = {"machine": describe(info), "command": "python benchmarks/run_learner_speed.py " + " ".join(sys.argv[1:]),
+              "updates": args.updates, "ardnem_updates": args.ardnem_updates, "episodes": args.episodes, "rows": []}
+    root = jax.random.key(0)
+    for env_id in args.envs.split(","):
+        base = sit_bench.SITBenchConfig(envs=(env_id,), episodes=args.episodes, num_seeds=1, updates=args.updates,
+                                        ardnem_updates=args.ardnem_updates, data_dir=args.data_dir)
+        spec = sit_bench.SIT_SUITE[env_id]["low"]
+        dataset = sit_bench.ensure_dataset(base, env_id, "low", spec, named_key(root, env_id, "data"), progress=True)
+        methods = sit_bench.DISCRETE_METHODS if dataset.spec.discrete else sit_bench.CONTINUOUS_METHODS
+        methods = tuple(m for m in methods if m != "SIT*")  # the same program as SIT
+        stages = time_stages_1_2(base, dataset, named_key(root, env_id, "stage1"))
+        print(f"{env_id}: Stage I {stages['stage1_updates_per_s']:.0f} updates/s, Stage II "
+              f"{stages['stage2_seconds']:.1f} s", file=sys.stderr)
+        for method in methods:
+            row = {"env": env_id, "method": method, "dataset_episodes": dataset.num_episodes}
+            for seeds in (1, 5):
+                trainer = sit_bench.Trainer(dataclasses.replace(base, num_seeds=seeds), progress=False)
+                row[f"seeds_{seeds}"] = time_method(trainer, method, dataset, named_key(root, env_id, method))
+                print(f"{env_id} {method} x{seeds}: {row[f'seeds_{seeds}']['updates_per_s']:.1f} updates/s",
+                      file=sys.stderr)
+            if method == "SIT":
+                row["stages"] = stages
+            report["rows"].append(row)
+            save(report, Path(args.out), info["device"].split(":")[0])
+    return report
+
+
+def render(report: dict) -> str:
+    lines = ["# Offline learners: updates per second, 1 seed vs 5 vmapped seeds", "",
+             f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
+             f"Each learner's `train` call with {report['updates']} updates, timed on its second identical "
+             "call (compiled programs are cached per config); 5 seeds run as one vmapped program. "
+             "\"5 seeds, per seed\" is the 5-seed rate × 5: the seed-updates per second. SIT: Stage III only.", "",
+             "| env | learner | 1 seed: updates/s | 5 seeds: updates/s | 5 seeds, per seed | cost of 5 seeds vs 1 "
+             "| compile, 1 seed |", "|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        one, five = row["seeds_1"], row["seeds_5"]
+        lines.append(f"| {row['env']} | {row['method']} | {one['updates_per_s']:.1f} | {five['updates_per_s']:.1f} "
+                     f"| {5 * five['updates_per_s']:.1f} | {one['updates_per_s'] / five['updates_per_s']:.2f}× "
+                     f"| {one['compile_seconds']:.0f} s |")
+    stage_rows = [row for row in report["rows"] if "stages" in row]
+    if stage_rows:
+        lines += ["", "## SIT's stages", "", "| env | Stage I (ARDNEM) updates/s | Stage I at Table 10's 20 000 "
+                  "updates (est.) | Stage II (DPER build) | Stage III, 15 000 updates, 1 seed (est.) |",
+                  "|---|---|---|---|---|"]
+        for row in stage_rows:
+            stages = row["stages"]
+            lines.append(f"| {row['env']} | {stages['stage1_updates_per_s']:.1f} "
+                         f"| {20_000 / stages['stage1_updates_per_s'] / 60:.1f} min "
+                         f"| {stages['stage2_seconds']:.1f} s | {15_000 / row['seeds_1']['updates_per_s'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def save(report: dict, out_dir: Path, device: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"learner-speed-{device}.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / f"learner-speed-{device}.md", render(report))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", default="CN_3ls3l,halfcheetah_2x3")
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--ardnem-updates", type=int, default=500)
+    parser.add_argument("--episodes", type=int, default=500)
+    parser.add_argument("--data-dir", default="/tmp/ts/speed-data")
+    parser.add_argument("--out", default="benchmarks/results")
+    report = run(parser.parse_args())
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
