@@ -40,7 +40,7 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/python benchmarks/run_suites.py
 	$(BIN)/python benchmarks/run_learner_speed.py
 	$(BIN)/teamsift bench pjap
-	$(BIN)/teamsift bench pjap --mabrax
+	$(BIN)/teamsift bench pjap --mabrax --mabrax-updates 2000  # MADDPG+CQL: 0.6 updates/s for 5 seeds on 2 cores (learner-speed-cpu.md)
 	$(BIN)/teamsift bench sit --study table,ablations,stress --updates 1500
 	$(BIN)/teamsift bench imitation --timesteps 150000 --updates 1000
 
