@@ -22,7 +22,6 @@ each paper's). The wall clock and env steps/s of every adversarial run are recor
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +31,7 @@ import numpy as np
 
 from teamsift.algos import bc, icq, magail, omar, td3bc
 from teamsift.algos.common import policy_for_seed
-from teamsift.bench.report import merge_previous, named_key
+from teamsift.bench.report import merge_previous, named_key, write_report
 from teamsift.collect import ppo
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
@@ -40,7 +39,6 @@ from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS
 from teamsift.data import load_dataset
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
-from teamsift.fileio import atomic_write_text
 from teamsift.progress import progress_bar
 
 ADVERSARIAL = ("MILD²", "MILD²-GD", "MAGAIL")
@@ -305,6 +303,4 @@ def save(report: dict, out_dir: Path, stem: str) -> None:
     report["figure_pattern"] = f"{stem}-<env>.png"
     for env_id, row in report["rows"].items():
         plot_diagnostics(row, out_dir / f"{stem}-{env_id}.png")
-    for path, text in ((out_dir / f"{stem}.json", json.dumps(report, indent=2) + "\n"),
-                       (out_dir / f"{stem}.md", render(report))):
-        atomic_write_text(path, text)
+    write_report(report, render(report), out_dir, stem)

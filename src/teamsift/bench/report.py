@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jax
 
+from teamsift.fileio import atomic_write_text
+
 
 def named_key(key: jax.Array, *names: str) -> jax.Array:
     """`key` folded with a stable hash of each name (a row, a method): a cell's randomness does
@@ -31,3 +33,12 @@ def merge_previous(report: dict, path: Path, budget_fields: tuple[str, ...], kee
         if name in previous:
             report[name] = previous[name]
     return report
+
+
+def write_report(report: dict, markdown: str, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Write <stem>.json (the report) and <stem>.md (its rendering) atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / f"{stem}.json", out_dir / f"{stem}.md")
+    atomic_write_text(paths[0], json.dumps(report, indent=2) + "\n")
+    atomic_write_text(paths[1], markdown)
+    return paths

@@ -45,14 +45,13 @@ import numpy as np
 
 from teamsift.algos import bc, icq, mabcq, macql, maddpg_cql, omar, sit, td3bc
 from teamsift.algos.common import policy_for_seed
-from teamsift.bench.report import merge_previous, named_key
+from teamsift.bench.report import merge_previous, named_key, write_report
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
 from teamsift.data import load_dataset
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
-from teamsift.fileio import atomic_write_text
 from teamsift.progress import progress_bar
 from teamsift.value import ardnem
 from teamsift.value.dper import DPERConfig
@@ -173,6 +172,11 @@ def sit_variant(name: str, bench: SITBenchConfig) -> sit.SITConfig:
     return ablations[ablation]()
 
 
+def stage1_key(bench: SITBenchConfig) -> jax.Array:
+    """SIT Stage I's key: the same for every SIT variant and dataset of a bench seed."""
+    return jax.random.fold_in(jax.random.key(bench.seed), STAGE1_KEY)
+
+
 class Trainer:
     """Trains one named method on one dataset, seeds vmapped. SIT's Stage I depends only
     on the dataset and the ARDNEM config: it is trained once with one key per bench seed,
@@ -192,8 +196,7 @@ class Trainer:
             if path.is_file():
                 result = ardnem.load_result(path)
             else:
-                key = jax.random.fold_in(jax.random.key(self.bench.seed), STAGE1_KEY)
-                result = ardnem.train(config, dataset, key, progress=self.progress)
+                result = ardnem.train(config, dataset, stage1_key(self.bench), progress=self.progress)
                 ardnem.save_result(result, path)
             self._stage1[cache_key] = result
         return self._stage1[cache_key]
@@ -417,11 +420,7 @@ def render(report: dict) -> str:
 
 def save(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     """Write <stem>.json and <stem>.md atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = (out_dir / f"{stem}.json", out_dir / f"{stem}.md")
-    for path, text in zip(paths, (json.dumps(report, indent=2) + "\n", render(report))):
-        atomic_write_text(path, text)
-    return paths
+    return write_report(report, render(report), out_dir, stem)
 
 
 BUDGET_FIELDS = ("episodes", "num_seeds", "updates", "ardnem_updates", "eval_episodes", "seed")
