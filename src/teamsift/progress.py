@@ -38,6 +38,11 @@ class LoggedProgress(Progress):
     def stop(self) -> None:
         pass
 
+    def add_task(self, *args, **kwargs) -> TaskID:
+        task_id = super().add_task(*args, **kwargs)
+        self._logged_at[task_id] = time.monotonic()  # its first line comes one interval later
+        return task_id
+
     def update(self, task_id: TaskID, **kwargs) -> None:
         super().update(task_id, **kwargs)
         self._maybe_log(task_id)
@@ -55,7 +60,7 @@ class LoggedProgress(Progress):
             if self._logged_at.get(task_id) == float("inf"):
                 return  # its last line is written
             self._logged_at[task_id] = float("inf")
-        elif now - self._logged_at.setdefault(task_id, now) < self.log_interval_s:
+        elif now - self._logged_at.get(task_id, now) < self.log_interval_s:
             return
         else:
             self._logged_at[task_id] = now
