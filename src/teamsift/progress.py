@@ -21,7 +21,7 @@ LOG_INTERVAL_S = 30.0
 
 
 def _clock(seconds: float | None) -> str:
-    return "?" if seconds is None else str(datetime.timedelta(seconds=int(seconds)))
+    return str(datetime.timedelta(seconds=int(seconds or 0)))
 
 
 class LoggedProgress(Progress):
@@ -66,7 +66,7 @@ class LoggedProgress(Progress):
             self._logged_at[task_id] = now
         total = "?" if task.total is None else f"{task.total:g}"
         parts = [f"{task.description} {task.completed:g}/{total}", f"{_clock(task.elapsed)} elapsed"]
-        if not task.finished:
+        if not task.finished and task.time_remaining is not None:
             parts.append(f"{_clock(task.time_remaining)} left")
         parts += [f"{name} {value}" for name, value in task.fields.items()]
         self.console.print(" · ".join(parts), markup=False, highlight=False, soft_wrap=True)
