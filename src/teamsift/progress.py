@@ -4,7 +4,7 @@ On a terminal the bar redraws in place. When stderr is a file or a pipe (`nohup`
 a live bar draws nothing, so the same progress is written as plain lines instead: one line
 per task at most every `LOG_INTERVAL_S` seconds and one when it completes, e.g.
 
-    SIT Stage I (ARDNEM) 4000/20000 · 1:02 elapsed · 4:08 left · loss 0.0312
+    SIT Stage I (ARDNEM) 4000/20000 · 0:01:02 elapsed · 0:04:08 left · loss 0.0312
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class LoggedProgress(Progress):
         super().__init__(*columns, **kwargs)
         self.log_interval_s = log_interval_s
         self._logged_at: dict[TaskID, float] = {}
+        self._closed: set[TaskID] = set()  # finished tasks whose last line is written
 
     def start(self) -> None:  # no live display: it would only add blank lines to a log
         pass
@@ -54,16 +55,12 @@ class LoggedProgress(Progress):
     def _maybe_log(self, task_id: TaskID) -> None:
         if self.disable:
             return
-        task = self._tasks[task_id]
-        now = time.monotonic()
-        if task.finished:
-            if self._logged_at.get(task_id) == float("inf"):
-                return  # its last line is written
-            self._logged_at[task_id] = float("inf")
-        elif now - self._logged_at.get(task_id, now) < self.log_interval_s:
+        task, now = self._tasks[task_id], time.monotonic()
+        if task_id in self._closed or (not task.finished and now - self._logged_at[task_id] < self.log_interval_s):
             return
-        else:
-            self._logged_at[task_id] = now
+        self._logged_at[task_id] = now
+        if task.finished:
+            self._closed.add(task_id)
         total = "?" if task.total is None else f"{task.total:g}"
         parts = [f"{task.description} {task.completed:g}/{total}", f"{_clock(task.elapsed)} elapsed"]
         if not task.finished and task.time_remaining is not None:
