@@ -1,6 +1,7 @@
 """Progress on consoles that are not terminals (nohup, CI, `2> log`) is written as plain lines."""
 
 import io
+import time
 
 from rich.console import Console
 from rich.progress import TextColumn
@@ -37,6 +38,21 @@ def test_lines_wait_for_the_interval_and_a_disabled_bar_writes_nothing():
     with progress_bar(False, console=Console(file=quiet, force_terminal=False)) as bar:
         bar.advance(bar.add_task("quiet", total=1))
     assert quiet.getvalue() == ""
+
+
+def test_a_task_that_does_not_advance_still_gets_a_line_every_interval():
+    stream = io.StringIO()
+    with LoggedProgress(TextColumn("{task.description}"), console=Console(file=stream, force_terminal=False),
+                        log_interval_s=0.2) as bar:
+        bar.add_task("one long step", total=2)
+        deadline = time.monotonic() + 30.0  # generous: the heartbeat thread writes after 0.2 s
+        while stream.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the caller is busy: no update, no advance
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("one long step 0/2 · ") for line in lines), lines
+    after_stop = stream.getvalue()
+    time.sleep(0.5)
+    assert stream.getvalue() == after_stop  # leaving the `with` stops the heartbeat
 
 
 def test_a_terminal_gets_the_live_bar():

@@ -2,7 +2,8 @@
 
 On a terminal the bar redraws in place. When stderr is a file or a pipe (`nohup`, CI, `2> log`)
 a live bar draws nothing, so the same progress is written as plain lines instead: one line
-per task at most every `LOG_INTERVAL_S` seconds and one when it completes, e.g.
+per task every `LOG_INTERVAL_S` seconds, even while a long step has not advanced it (a
+heartbeat with the elapsed time), and one when it completes, e.g.
 
     SIT Stage I (ARDNEM) 4000/20000 · 0:01:02 elapsed · 0:04:08 left · loss 0.0312
 """
@@ -10,6 +11,7 @@ per task at most every `LOG_INTERVAL_S` seconds and one when it completes, e.g.
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 
 from rich.console import Console
@@ -32,12 +34,28 @@ class LoggedProgress(Progress):
         self.log_interval_s = log_interval_s
         self._logged_at: dict[TaskID, float] = {}
         self._closed: set[TaskID] = set()  # finished tasks whose last line is written
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
-    def start(self) -> None:  # no live display: it would only add blank lines to a log
-        pass
+    def start(self) -> None:
+        """No live display (it would only add blank lines to a log); a heartbeat thread writes
+        the due lines of tasks that a long step keeps from advancing."""
+        if self.disable or self._heartbeat is not None:
+            return
+        self._stopped.clear()
+        self._heartbeat = threading.Thread(target=self._beat, name="teamsift-progress-log", daemon=True)
+        self._heartbeat.start()
 
     def stop(self) -> None:
-        pass
+        if self._heartbeat is not None:
+            self._stopped.set()
+            self._heartbeat.join()
+            self._heartbeat = None
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(min(max(self.log_interval_s / 4, 0.05), 5.0)):
+            for task_id in list(self._logged_at):
+                self._maybe_log(task_id)
 
     def add_task(self, *args, **kwargs) -> TaskID:
         task_id = super().add_task(*args, **kwargs)
@@ -55,18 +73,24 @@ class LoggedProgress(Progress):
     def _maybe_log(self, task_id: TaskID) -> None:
         if self.disable:
             return
-        task, now = self._tasks[task_id], time.monotonic()
-        if task_id in self._closed or (not task.finished and now - self._logged_at[task_id] < self.log_interval_s):
-            return
-        self._logged_at[task_id] = now
-        if task.finished:
-            self._closed.add(task_id)
+        with self._lock:  # the heartbeat thread and the caller's updates take turns
+            task, now = self._tasks[task_id], time.monotonic()
+            if task_id in self._closed or (not task.finished and now - self._logged_at[task_id] < self.log_interval_s):
+                return
+            self._logged_at[task_id] = now
+            if task.finished:
+                self._closed.add(task_id)
+            line = self._line(task)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def _line(task) -> str:
         total = "?" if task.total is None else f"{task.total:g}"
         parts = [f"{task.description} {task.completed:g}/{total}", f"{_clock(task.elapsed)} elapsed"]
         if not task.finished and task.time_remaining is not None:
             parts.append(f"{_clock(task.time_remaining)} left")
         parts += [f"{name} {value}" for name, value in task.fields.items()]
-        self.console.print(" · ".join(parts), markup=False, highlight=False, soft_wrap=True)
+        return " · ".join(parts)
 
 
 def progress_bar(enabled: bool = True, *extra_columns, console: Console | None = None) -> Progress:

@@ -38,7 +38,18 @@ Choices and where they come from:
   * (ours) padded steps take no part in softmax_B, and |B| is the number of episodes
     that bootstrap at that step (the reference mixes padding into the softmax);
   * (ours) after the last step of an episode cut by the time limit the data has no next
-    action, so its next value is Σ_a π_i(a) Q'_i(s_T, a) under the current actor.
+    action, so its next value is Σ_a π_i(a) Q'_i(s_T, a) under the current actor;
+  * (ours) `reward_scale` multiplies the data's rewards for learning. β and β_c are the
+    reference's for SMAC, whose rewards PyMARL scales to episode returns of at most 20;
+    the default (None) does the same to the data (`oc.smac_reward_scale`: 20 / the largest
+    episode return where that exceeds 20, else 1, so negative and small returns stay as
+    they are).
+    X_j = |B|·w_j·Q_j with w_j ≈ 1 + (Q_j − mean_B Q)/β_c: where values are positive, the
+    batch's high values are scaled up and its low ones down, so the targets spread more
+    than Q does, by a margin that grows with the value scale. On PP_3p1p (returns up to
+    170) the critic feeds on this and diverges (critic loss ≈ 1e14 after 1,500 updates).
+    Negative values, as on CN, are pulled together instead. `train` warns when the
+    critic loss diverges; a smaller `reward_scale` is the remedy.
 """
 
 from __future__ import annotations
@@ -76,10 +87,13 @@ class ICQConfig:
     num_updates: int = 15_000
     log_every: int = 500
     sample_actions: bool = False  # True: act by sampling π instead of its argmax
+    reward_scale: float | None = None  # (ours) multiplies the rewards; None: `oc.smac_reward_scale` of the data
 
     def __post_init__(self):
         oc.require_positive(self, ("mixer_embed", "beta", "critic_beta", "gamma", "actor_learning_rate",
                                    "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval"))
+        if self.reward_scale is not None and not self.reward_scale > 0:
+            raise ValueError(f"ICQConfig.reward_scale: expected a positive number or None, got {self.reward_scale!r}")
         oc.require_unit_interval(self, ("td_lambda", "gamma"))
 
 
@@ -111,11 +125,13 @@ def critic_values(critic: AgentNetConfig, params, obs: jax.Array, state: jax.Arr
 
 
 def weighted_td_targets(q_tot_next: jax.Array, batch: dict, config: ICQConfig) -> jax.Array:
-    """G_t = TD(λ) over X_{t+1} = |B|·softmax_B(Q'_tot,t+1/β_c)·Q'_tot,t+1 (eq. 14); the
-    softmax runs over the episodes of the batch that bootstrap at step t."""
+    """G_t = TD(λ) over X_{t+1} = |B|·softmax_B(Q'_tot,t+1/β_c)·Q'_tot,t+1 (eq. 14) with the
+    rewards times `reward_scale`; the softmax runs over the episodes of the batch that
+    bootstrap at step t."""
     weights = batch_softmax_weights(q_tot_next, batch["continues"], config.critic_beta)
-    return oc.td_lambda_returns(batch["reward"], weights * q_tot_next, batch["continues"], batch["has_next"],
-                                config.gamma, config.td_lambda)
+    reward = config.reward_scale * batch["reward"]
+    return oc.td_lambda_returns(reward, weights * q_tot_next, batch["continues"], batch["has_next"], config.gamma,
+                                config.td_lambda)
 
 
 def critic_targets(actor, critic, mixer, actor_params, target, batch, config: ICQConfig) -> jax.Array:
@@ -213,11 +229,16 @@ def train(config: ICQConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
     actor = oc.agent_net_config(dataset.spec, config.hidden, config.recurrent)
     critic = critic_net_config(config, dataset.spec)
     mixer = mixer_config(config, dataset.spec)
+    if config.reward_scale is None:
+        config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
     shape_config = dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=False)
     update = make_update(actor, critic, mixer, shape_config, int(dataset.lengths.max()))
     carry, losses = oc.train_seeds(update, make_init(actor, critic, mixer, shape_config), key, num_seeds, config.num_updates, config.log_every,
                                    oc.episode_data(dataset), progress=progress, label="ICQ")
     losses = np.asarray(losses).reshape(num_seeds, config.num_updates, 2)
+    oc.warn_if_diverged(losses[..., 0], "ICQ's critic", f"its targets weigh Q by softmax(Q/β_c) with β_c = "
+                        f"{config.critic_beta:g}, tuned for returns of at most 20; lower ICQConfig.reward_scale "
+                        f"(now {config.reward_scale:g}) so that the data's returns are of that size")
     policy = NetworkPolicy(params=oc.seed_params(carry[0], num_seeds), config=actor,
                            deterministic=not config.sample_actions)
     logs = {"critic_loss": losses[..., 0], "actor_loss": losses[..., 1], "loss": losses[..., 0],

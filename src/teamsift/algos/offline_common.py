@@ -29,6 +29,7 @@ states carry no clock, so values must not depend on the time left.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -277,6 +278,45 @@ def train_seeds(update: Callable, init_seeds: Callable[..., Any], key: jax.Array
         return carry, np.zeros((num_seeds, 0), np.float32)
     return common.run_updates(update, carry, seed_keys[:, 1], num_updates, max(1, log_every), data,
                               progress=progress, label=label)
+
+
+SMAC_MAX_RETURN = 20.0  # PyMARL scales SMAC's rewards so that the best episode return is 20
+
+
+def smac_reward_scale(dataset, max_return: float = SMAC_MAX_RETURN) -> float:
+    """The factor that brings the dataset's largest episode return down to `max_return`, as
+    PyMARL normalises SMAC's rewards (for learners whose temperatures were tuned there);
+    1 where no episode returns more than `max_return` (negative and small returns stay)."""
+    largest = float(np.max(np.asarray(dataset.episodes["return"]))) if dataset.num_episodes else 0.0
+    return max_return / largest if largest > max_return else 1.0
+
+
+DIVERGENCE_RATIO = 1e3  # last-tenth loss / lowest tenth-of-training loss that counts as divergence
+DIVERGENCE_FLOOR = 1e-2  # losses that grow only from below this to below RATIO × this are not divergence
+
+
+def diverged_seeds(losses: np.ndarray) -> np.ndarray:
+    """Seeds [n] whose loss [n, updates] diverged: the mean of the last tenth of training is
+    non-finite or over `DIVERGENCE_RATIO` times the lowest mean of any earlier tenth (or
+    of `DIVERGENCE_FLOOR`, if that is larger)."""
+    losses = np.asarray(losses, np.float64)
+    tenths = np.array_split(losses, min(10, losses.shape[1]), axis=1) if losses.shape[1] else []
+    if len(tenths) < 2:
+        return np.zeros(losses.shape[0], bool)
+    means = np.stack([np.mean(t, axis=1) for t in tenths], axis=1)  # [n, tenths]
+    last, lowest = means[:, -1], np.min(np.abs(means[:, :-1]), axis=1)
+    return ~np.isfinite(last) | (np.abs(last) > DIVERGENCE_RATIO * np.maximum(lowest, DIVERGENCE_FLOOR))
+
+
+def warn_if_diverged(losses: np.ndarray, what: str, hint: str) -> np.ndarray:
+    """Warn (naming the seeds) when `diverged_seeds(losses)`; returns that mask."""
+    diverged = diverged_seeds(losses)
+    if diverged.any():
+        last = np.asarray(losses, np.float64)[:, -max(1, np.asarray(losses).shape[1] // 10):].mean(axis=1)
+        warnings.warn(f"{what} diverged on seed(s) {np.flatnonzero(diverged).tolist()} "
+                      f"(loss over the last tenth of training: {', '.join(f'{v:.3g}' for v in last[diverged])}); "
+                      f"{hint}", RuntimeWarning, stacklevel=3)
+    return diverged
 
 
 def seed_params(params, num_seeds: int):

@@ -66,6 +66,11 @@ Choices the paper leaves open, and where they come from:
     trajectory; f_local and f_agg are two-layer MLPs of width 32, the GAT has one head
     of width 32 and LeakyReLU slope 0.2 (GAT's);
   * "batch size 32": 32 individual trajectories (whole episodes) per agent per update;
+  * (ours) Stage III's rewards (r̂, or the team reward w/o decomp) are multiplied by
+    `reward_scale`; by default (None) `oc.smac_reward_scale` of the data, which brings the
+    best episode return down to 20 as PyMARL does SMAC's: β = 0.1 was tuned at that
+    scale (the filter's weights e^{A/β} are one-hot when advantages are 10× larger). It is
+    1 for negative returns (CN) and for returns up to 20 (our SMAX);
   * the critic target uses the data's next action a_j^{t+1} (Algorithm 1, line 19);
     after the last step of an episode cut by the time limit there is none, so the next
     value is Σ_a π_i(a|τ_j^T) Q'_i(τ_j^T, a) under the current actor (as our ICQ);
@@ -156,6 +161,7 @@ class SITConfig:
     advantage_baseline: bool = True  # (ours, CRR) A = Q − Σ_a π Q; False: Q as printed in eq. 10
     weight_clip: float = 20.0  # CRR's clip of the filter weight
     uncertainty_floor: float = 0.1  # (ours) û ≥ this × mean û before η/û
+    reward_scale: float | None = None  # (ours) multiplies Stage III's rewards; None: `oc.smac_reward_scale`
     # Optimisation (Table 11).
     max_grad_norm: float = 10.0
     batch_size: int = 32  # individual trajectories per agent per update
@@ -183,6 +189,8 @@ class SITConfig:
         oc.require_unit_interval(self, ("gamma",))
         if self.filter not in FILTERS:
             raise ValueError(f"SITConfig.filter: expected one of {FILTERS}, got {self.filter!r}")
+        if self.reward_scale is not None and not self.reward_scale > 0:
+            raise ValueError(f"SITConfig.reward_scale: expected a positive number or None, got {self.reward_scale!r}")
         if not self.uncertainty_floor >= 0:
             raise ValueError(f"SITConfig.uncertainty_floor: expected a number >= 0, got {self.uncertainty_floor!r}")
         if not isinstance(self.ardnem, ARDNEMConfig):
@@ -626,7 +634,8 @@ def check_stage1(stage1, dataset) -> None:
 def _update_key(config: SITConfig) -> SITConfig:
     """The config with the fields that do not shape the update reset (jit cache sharing)."""
     return dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=False, eta=1.0,
-                               uncertainty_floor=0.0, decomposition=True, ardnem=ARDNEMConfig(), dper=DPERConfig())
+                               uncertainty_floor=0.0, decomposition=True, ardnem=ARDNEMConfig(), dper=DPERConfig(),
+                               reward_scale=1.0)
 
 
 def train(config: SITConfig, dataset, key: jax.Array, *, num_seeds: int = 1, progress: bool = True,
@@ -659,6 +668,9 @@ def train(config: SITConfig, dataset, key: jax.Array, *, num_seeds: int = 1, pro
         weight = np.full(reward.shape, config.eta, np.float32)
         buffers = dper.build_dper_from_priorities(np.zeros((dataset.num_episodes, spec.num_agents)),
                                                   spec.agent_types, config.dper)
+    if config.reward_scale is None:
+        config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
+    reward = config.reward_scale * reward
     data = to_device(dataset, STAGE3_FIELDS if spec.discrete else STAGE3_CONTINUOUS_FIELDS)
     data["reward"], data["weight"], data["dper"] = jnp.asarray(reward), jnp.asarray(weight), buffers
     if not spec.discrete:
@@ -674,6 +686,7 @@ def train(config: SITConfig, dataset, key: jax.Array, *, num_seeds: int = 1, pro
     carry, losses = oc.train_seeds(update, make_init(actor, critic, shape_config), stage3_key, num_seeds,
                                    config.num_updates, config.log_every, data, progress=progress, label="SIT")
     losses = np.asarray(losses).reshape(num_seeds, config.num_updates, 2)
+    oc.warn_if_diverged(losses[..., 0], "SIT's critic", f"lower SITConfig.reward_scale (now {config.reward_scale:g})")
     seconds["stage3"] = time.perf_counter() - began
     policy = NetworkPolicy(params=oc.seed_params(carry[0], num_seeds), config=actor,
                            deterministic=not config.sample_actions)

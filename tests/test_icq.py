@@ -1,0 +1,70 @@
+"""ICQ's critic target (eq. 14 with the reference's β_c) and the divergence check.
+
+X_j = |B|·softmax_B(Q/β_c)_j·Q_j spreads positive values apart and pulls negative ones
+together: with PP_3p1p's large positive returns the critic diverged, so `reward_scale`
+brings the rewards to the scale β_c was tuned for and `train` warns on divergence."""
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from teamsift.algos import icq
+from teamsift.algos import offline_common as oc
+
+
+def one_step_batch(batch_size: int, reward: float = 0.0) -> dict:
+    """Episodes of one step that bootstrap from their final observation: G = r + γ·X."""
+    return {"reward": jnp.full((batch_size, 1), reward), "continues": jnp.ones((batch_size, 1), bool),
+            "has_next": jnp.zeros((batch_size, 1), bool)}
+
+
+def test_the_targets_are_r_plus_gamma_x_with_the_batch_softmax_weights():
+    q_next = jnp.linspace(0.0, 100.0, 64)[:, None]
+    config = icq.ICQConfig(reward_scale=2.0)
+    targets = np.asarray(icq.weighted_td_targets(q_next, one_step_batch(64, reward=1.5), config))[:, 0]
+    weights = np.exp(np.asarray(q_next[:, 0]) / config.critic_beta)
+    x = 64 * weights / weights.sum() * np.asarray(q_next[:, 0])
+    np.testing.assert_allclose(targets, 2.0 * 1.5 + config.gamma * x, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_positive_values_spread_apart_and_negative_ones_pull_together(sign):
+    config = icq.ICQConfig(reward_scale=1.0)
+    flat = icq.ICQConfig(critic_beta=1e12, reward_scale=1.0)  # weights ≡ 1: X = Q
+    q_next = sign * jnp.linspace(0.0, 300.0, 64)[:, None]
+    spread = np.std(np.asarray(icq.weighted_td_targets(q_next, one_step_batch(64), config)))
+    plain = np.std(np.asarray(icq.weighted_td_targets(q_next, one_step_batch(64), flat)))
+    assert (spread > 1.05 * plain) if sign > 0 else (spread < 0.95 * plain), (spread, plain)
+
+
+def test_diverged_seeds_are_those_whose_loss_blew_up():
+    updates = np.arange(1, 1001, dtype=np.float64)
+    decreasing = 10.0 / updates
+    blown_up = np.where(updates > 800, 1e9, 1.0)
+    not_finite = np.where(updates > 950, np.nan, 1.0)
+    noisy = 1.0 + 0.5 * np.sin(updates)  # stays within its range
+    losses = np.stack([decreasing, blown_up, not_finite, noisy])
+    np.testing.assert_array_equal(oc.diverged_seeds(losses), [False, True, True, False])
+    with pytest.warns(RuntimeWarning, match=r"critic diverged on seed\(s\) \[1, 2\].*lower the scale"):
+        oc.warn_if_diverged(losses, "critic", "lower the scale")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        oc.warn_if_diverged(losses[[0, 3]], "critic", "lower the scale")  # no warning
+        assert not oc.diverged_seeds(np.ones((2, 1))).any()  # too short to tell
+
+
+def test_the_default_reward_scale_brings_the_best_return_to_smac_s_20():
+    class Returns:  # the two dataset attributes `smac_reward_scale` reads
+        def __init__(self, returns):
+            self.episodes, self.num_episodes = {"return": np.asarray(returns)}, len(returns)
+
+    assert oc.smac_reward_scale(Returns([0.0, 18.9, 170.0])) == pytest.approx(20.0 / 170.0)  # PP_3p1p medium
+    assert oc.smac_reward_scale(Returns([-152.8, -14.3])) == 1.0  # CN: negative returns stay
+    assert oc.smac_reward_scale(Returns([0.02, 0.64])) == 1.0  # SMAX win-rate-like returns: never scaled up
+
+
+def test_reward_scale_must_be_positive():
+    with pytest.raises(ValueError, match="reward_scale"):
+        icq.ICQConfig(reward_scale=0.0)
