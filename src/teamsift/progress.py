@@ -74,8 +74,8 @@ class LoggedProgress(Progress):
         if self.disable:
             return
         with self._lock:  # the heartbeat thread and the caller's updates take turns
-            task, now = self._tasks[task_id], time.monotonic()
-            if task_id in self._closed or (not task.finished and now - self._logged_at[task_id] < self.log_interval_s):
+            task, now = self._tasks.get(task_id), time.monotonic()
+            if task is None or task_id in self._closed or (not task.finished and now - self._logged_at[task_id] < self.log_interval_s):
                 return
             self._logged_at[task_id] = now
             if task.finished:
