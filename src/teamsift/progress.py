@@ -54,12 +54,15 @@ class LoggedProgress(Progress):
 
     def _beat(self) -> None:
         while not self._stopped.wait(min(max(self.log_interval_s / 4, 0.05), 5.0)):
-            for task_id in list(self._logged_at):
+            with self._lock:  # add_task may grow the dict meanwhile
+                task_ids = list(self._logged_at)
+            for task_id in task_ids:
                 self._maybe_log(task_id)
 
     def add_task(self, *args, **kwargs) -> TaskID:
-        task_id = super().add_task(*args, **kwargs)
-        self._logged_at[task_id] = time.monotonic()  # its first line comes one interval later
+        with self._lock:
+            task_id = super().add_task(*args, **kwargs)
+            self._logged_at[task_id] = time.monotonic()  # its first line comes one interval later
         return task_id
 
     def update(self, task_id: TaskID, **kwargs) -> None:
@@ -75,7 +78,9 @@ class LoggedProgress(Progress):
             return
         with self._lock:  # the heartbeat thread and the caller's updates take turns
             task, now = self._tasks.get(task_id), time.monotonic()
-            if task is None or task_id in self._closed or (not task.finished and now - self._logged_at[task_id] < self.log_interval_s):
+            if task is None or task_id in self._closed:
+                return
+            if not task.finished and now - self._logged_at[task_id] < self.log_interval_s:
                 return
             self._logged_at[task_id] = now
             if task.finished:

@@ -233,8 +233,9 @@ def train(config: ICQConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
         config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
     shape_config = dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=False)
     update = make_update(actor, critic, mixer, shape_config, int(dataset.lengths.max()))
-    carry, losses = oc.train_seeds(update, make_init(actor, critic, mixer, shape_config), key, num_seeds, config.num_updates, config.log_every,
-                                   oc.episode_data(dataset), progress=progress, label="ICQ")
+    carry, losses = oc.train_seeds(update, make_init(actor, critic, mixer, shape_config), key, num_seeds,
+                                   config.num_updates, config.log_every, oc.episode_data(dataset), progress=progress,
+                                   label="ICQ")
     losses = np.asarray(losses).reshape(num_seeds, config.num_updates, 2)
     oc.warn_if_diverged(losses[..., 0], "ICQ's critic", f"its targets weigh Q by softmax(Q/β_c) with β_c = "
                         f"{config.critic_beta:g}, tuned for returns of at most 20; lower ICQConfig.reward_scale "

@@ -295,15 +295,20 @@ DIVERGENCE_RATIO = 1e3  # last-tenth loss / lowest tenth-of-training loss that c
 DIVERGENCE_FLOOR = 1e-2  # losses that grow only from below this to below RATIO × this are not divergence
 
 
+def _tenth_means(losses: np.ndarray) -> np.ndarray:
+    """Mean loss [n, tenths] of each tenth of training (fewer parts when there are fewer updates)."""
+    losses = np.asarray(losses, np.float64)
+    parts = np.array_split(losses, min(10, losses.shape[1]), axis=1) if losses.shape[1] else []
+    return np.stack([np.mean(p, axis=1) for p in parts], axis=1) if parts else np.zeros((losses.shape[0], 0))
+
+
 def diverged_seeds(losses: np.ndarray) -> np.ndarray:
     """Seeds [n] whose loss [n, updates] diverged: the mean of the last tenth of training is
     non-finite or over `DIVERGENCE_RATIO` times the lowest mean of any earlier tenth (or
     of `DIVERGENCE_FLOOR`, if that is larger)."""
-    losses = np.asarray(losses, np.float64)
-    tenths = np.array_split(losses, min(10, losses.shape[1]), axis=1) if losses.shape[1] else []
-    if len(tenths) < 2:
-        return np.zeros(losses.shape[0], bool)
-    means = np.stack([np.mean(t, axis=1) for t in tenths], axis=1)  # [n, tenths]
+    means = _tenth_means(losses)
+    if means.shape[1] < 2:
+        return np.zeros(means.shape[0], bool)
     last, lowest = means[:, -1], np.min(np.abs(means[:, :-1]), axis=1)
     return ~np.isfinite(last) | (np.abs(last) > DIVERGENCE_RATIO * np.maximum(lowest, DIVERGENCE_FLOOR))
 
@@ -312,9 +317,9 @@ def warn_if_diverged(losses: np.ndarray, what: str, hint: str) -> np.ndarray:
     """Warn (naming the seeds) when `diverged_seeds(losses)`; returns that mask."""
     diverged = diverged_seeds(losses)
     if diverged.any():
-        last = np.asarray(losses, np.float64)[:, -max(1, np.asarray(losses).shape[1] // 10):].mean(axis=1)
+        last = _tenth_means(losses)[diverged, -1]
         warnings.warn(f"{what} diverged on seed(s) {np.flatnonzero(diverged).tolist()} "
-                      f"(loss over the last tenth of training: {', '.join(f'{v:.3g}' for v in last[diverged])}); "
+                      f"(loss over the last tenth of training: {', '.join(f'{v:.3g}' for v in last)}); "
                       f"{hint}", RuntimeWarning, stacklevel=3)
     return diverged
 
