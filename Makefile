@@ -17,20 +17,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/teamsift demo
 
-# The slow tier runs one process per test file, so that no process keeps every MaBrax, SMAX
-# and learner program compiled at once (about 16 minutes in all on 2 cores).
+# Both tiers run TEST_JOBS processes at once (pytest-xdist, one test file per worker, for the
+# fast tier); the slow tier runs one process per test file, so that no process keeps every
+# MaBrax, SMAX and learner program compiled at once. TEST_JOBS=1 runs them one by one.
+TEST_JOBS ?= 2
 SLOW_TEST_FILES := $(shell grep -l "mark.slow" tests/test_*.py)
 
-test: $(STAMP)  # the fast tier in one process, then the slow tier file by file
-	$(BIN)/python -m pytest -q -m "not slow and not bench"
-	@for file in $(SLOW_TEST_FILES); do \
-	  echo "slow tier: $$file"; \
-	  $(BIN)/python -m pytest -q -m "slow and not bench" $$file; rc=$$?; \
-	  if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
-	done
+test: $(STAMP)  # the fast tier, then the slow tier
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not bench"
+	$(BIN)/python tests/run_slow_tier.py --jobs $(TEST_JOBS) $(SLOW_TEST_FILES)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not bench"
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not bench"
 
 bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours on 2 cores: the SIT table dominates)
 	$(BIN)/python benchmarks/run_foundation.py

@@ -113,6 +113,15 @@ def test_continuous_bc_clones_a_fixed_joint_action(tmp_path):
     assert evaluate(env, policy, jax.random.key(0), 4).team_return.mean > 0.55
 
 
+def test_gru_agents_by_default_only_where_discrete_observations_are_partial():
+    from types import SimpleNamespace
+
+    kinds = {(partial, discrete): bc.default_recurrent(SimpleNamespace(partially_observable=partial, discrete=discrete))
+             for partial in (True, False) for discrete in (True, False)}
+    # SMAX and CN (partial, discrete): GRU, as SIT's Table 11; MaBrax (partial, continuous): MLP
+    assert kinds == {(True, True): True, (True, False): False, (False, True): False, (False, False): False}
+
+
 @pytest.mark.parametrize("env_id, rule, recurrent", [("mpe_spread", "scripted:assigned", False),
                                                      ("CN_3ls3l", "scripted:nearest", True)])
 def test_bc_clones_a_scripted_mpe_policy(tmp_path, env_id, rule, recurrent):

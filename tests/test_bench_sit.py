@@ -19,6 +19,22 @@ def test_config_rejects_bad_values():
         sit_bench.SITBenchConfig(qualities=("high",))
     with pytest.raises(ValueError, match="SITBenchConfig.updates"):
         sit_bench.SITBenchConfig(updates=0)
+    with pytest.raises(ValueError, match="SITBenchConfig.stress_env.*discrete map"):
+        sit_bench.SITBenchConfig(stress_env="halfcheetah_2x3")  # ICQ and SIT's discrete critic need actions to pick
+
+
+def test_stress_study_runs_on_the_chosen_map_and_says_so():
+    assert [env for env, *_ in sit_bench.stress_rows()] == [sit_bench.STRESS_ENV] * 2  # the paper's 2s3z
+    rows = sit_bench.stress_rows(sit_bench.SITBenchConfig(stress_env="CN_3ls3l").stress_env)
+    assert [(env, name, spec) for env, name, spec, _ in rows] == [
+        ("CN_3ls3l", "balanced (medium)", "100%[all m]"), ("CN_3ls3l", "extreme low", "99.5%[all r] + 0.5%[all m]")]
+    cells = {"ICQ": {"mean": -40.0, "std": 1.0}, "SIT*": {"mean": -35.0, "std": 1.0}}
+    stress = {f"CN_3ls3l {name}": {"env": "CN_3ls3l", "episodes": 10, "behavior": -50.0, "cells": cells}
+              for _, name, *_ in rows}
+    text = sit_bench.render({"machine": "m", "command": "c", "studies": {"stress": stress},
+                             "config": dataclasses.asdict(sit_bench.SITBenchConfig())})
+    assert "## Stress cases on CN_3ls3l (SIT Figure 4(b, c))" in text
+    assert "| CN_3ls3l extreme low (10 ep.) | -50.00 | — | -40.00 ± 1.00 | **-35.00 ± 1.00** | — |" in text
 
 
 def test_rows_follow_the_action_space():

@@ -38,7 +38,7 @@ from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_sequence, apply_s
 @dataclasses.dataclass(frozen=True)
 class BCConfig:
     hidden: tuple[int, ...] = (64, 64)
-    recurrent: bool | None = None  # None: GRU for partially observable environments, MLP otherwise
+    recurrent: bool | None = None  # None: `default_recurrent(spec)`
     learning_rate: float = 5e-4
     optimizer: str = "rmsprop"  # rmsprop | adam
     max_grad_norm: float = 10.0
@@ -50,8 +50,17 @@ class BCConfig:
     sample_actions: bool = True
 
 
+def default_recurrent(spec) -> bool:
+    """GRU agents for partially observable discrete environments (SMAC-style, SIT Table 11's
+    GRU 64 on batches of 32 whole episodes); MLP agents otherwise, as the continuous-control
+    learners (TD3+BC, OMAR, MADDPG+CQL) use. On halfcheetah_6x1 (1,000-step episodes, 2 CPU
+    cores, 2 seeds) a GRU batch of 32 whole episodes costs 1.3 s per update; MLP agents
+    train 1,000 updates in 4 s."""
+    return bool(spec.partially_observable and spec.discrete)
+
+
 def net_config(config: BCConfig, spec) -> AgentNetConfig:
-    recurrent = spec.partially_observable if config.recurrent is None else config.recurrent
+    recurrent = default_recurrent(spec) if config.recurrent is None else config.recurrent
     return AgentNetConfig(
         num_agents=spec.num_agents,
         obs_dim=spec.obs_dim,

@@ -103,6 +103,7 @@ class SITBenchConfig:
     data_dir: str = "datasets/bench-sit"
     pools_dir: str | None = None
     seed: int = 0
+    stress_env: str = STRESS_ENV  # the map of the `stress` study (SIT Figure 4(b, c) uses 2s3z)
 
     def __post_init__(self):
         for name in ("episodes", "num_seeds", "eval_episodes"):
@@ -115,6 +116,10 @@ class SITBenchConfig:
         unknown = [e for e in self.envs if e not in SIT_SUITE and e != STRESS_ENV]
         if unknown:
             raise ValueError(f"SITBenchConfig.envs: {unknown} have no SIT dataset; expected some of {sorted(SIT_SUITE)}")
+        if self.stress_env not in SIT_SUITE or self.stress_env in CONTINUOUS_ENVS:
+            discrete_envs = sorted(e for e in SIT_SUITE if e not in CONTINUOUS_ENVS)
+            raise ValueError(f"SITBenchConfig.stress_env: expected a discrete map with pools, one of {discrete_envs}; "
+                             f"got {self.stress_env!r}")
         bad = [q for q in self.qualities if q not in ("low", "medium")]
         if bad:
             raise ValueError(f"SITBenchConfig.qualities: expected 'low' and/or 'medium', got {bad}")
@@ -396,8 +401,8 @@ def render(report: dict) -> str:
     if studies.get("ablations"):
         lines += render_table("Ablations (SIT Figure 4(a))", studies["ablations"], ABLATIONS)
     if studies.get("stress"):
-        lines += render_table(f"Stress cases on {STRESS_ENV} (SIT Figure 4(b, c))", studies["stress"],
-                              STRESS_METHODS)
+        maps = ", ".join(sorted({row.get("env", STRESS_ENV) for row in studies["stress"].values()}))
+        lines += render_table(f"Stress cases on {maps} (SIT Figure 4(b, c))", studies["stress"], STRESS_METHODS)
     if studies.get("sweep"):
         lines += render_sweep(studies["sweep"])
     if studies.get("pjap"):
@@ -436,7 +441,8 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "studies": {}}
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
-    builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows, "stress": stress_rows,
+    builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows,
+                "stress": lambda: stress_rows(bench.stress_env),
                 "sweep": sweep_rows, "pjap": pjap_rows}
     for study in studies:
         if study not in builders:

@@ -54,7 +54,7 @@ def run_part(env_id, tokens, good, sizes, out: Path, key, progress: bool) -> dic
     summary = summarize(dataset)
     plot_summary(dataset, out / f"{env_id}-summary.png")
 
-    kind = "GRU" if env.spec.partially_observable else "MLP"
+    kind = "GRU" if bc.default_recurrent(env.spec) else "MLP"
     say(f"[bold]{env_id}[/]: behaviour cloning, {kind} agents, {updates} updates — all agents, then good agents only")
     config = dataclasses.replace(bc.BCConfig(), num_updates=updates, log_every=max(1, updates // 10))
     bc_all, _ = bc.train(config, dataset, jax.random.fold_in(key, 3), progress=progress)

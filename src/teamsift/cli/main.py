@@ -627,7 +627,7 @@ def train(
     updates: Optional[int] = typer.Option(None, help="Number of updates (default: the paper's)."),
     seeds: int = typer.Option(1, min=1, help="Seeds trained together as one vmapped program."),
     seed: int = typer.Option(0),
-    recurrent: Optional[bool] = typer.Option(None, "--gru/--mlp", help="Agent network (default: GRU if partially observable)."),
+    recurrent: Optional[bool] = typer.Option(None, "--gru/--mlp", help="Agent network (default: GRU if partially observable and discrete)."),
     eval_episodes: int = typer.Option(100, help="Evaluate each seed in the environment afterwards (0: skip)."),
     score: Optional[str] = typer.Option(None, help="ev2bc/group_bc: the episode score (DVF) to select by "
                                                    "(default: the team return)."),
@@ -863,6 +863,7 @@ def bench_sit(
     envs: Optional[str] = typer.Option(None, help="Comma-separated environments (default: the table's five)."),
     quality: str = typer.Option("low,medium", help="Dataset qualities: low, medium or both."),
     study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress, sweep, pjap."),
+    stress_env: str = typer.Option("smax_2s3z", help="The map of the stress study (SIT Figure 4(b, c): 2s3z)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to (re)run, e.g. 'SIT,SIT*' "
                                                      "(default: every method of each study)."),
     name: str = typer.Option("sit", help="Result file stem: <name>-<device>.{json,md}."),
@@ -887,7 +888,7 @@ def bench_sit(
             envs=tuple(e.strip() for e in envs.split(",")) if envs else sit_bench.TABLE_ENVS,
             qualities=tuple(q.strip() for q in quality.split(",")), episodes=episodes, num_seeds=seeds,
             updates=updates, ardnem_updates=ardnem_updates, eval_episodes=eval_episodes, data_dir=str(data_dir),
-            pools_dir=str(pools_dir) if pools_dir else None, seed=seed)
+            pools_dir=str(pools_dir) if pools_dir else None, seed=seed, stress_env=stress_env)
         studies = tuple(s.strip() for s in study.split(","))
         info = machine()
         report = sit_bench.run(config, studies, progress=not as_json, machine=describe(info),

@@ -1,0 +1,57 @@
+"""Run the slow test tier: one pytest process per test file, `--jobs` files at a time.
+
+One process per file keeps any process from holding every MaBrax, SMAX and learner
+program compiled at once (a single process running them all has aborted XLA's compiler on
+the 2-core, 24 GiB CI machine). Two files at a time on 2 cores overlap one file's
+single-threaded XLA compiles with another's computation. Each file's output is printed
+whole when it finishes, and the run fails if any file fails (pytest's exit code 5, "no
+test selected", is not a failure: a file may hold only fast tests under this marker).
+
+    python tests/run_slow_tier.py --jobs 2 tests/test_a.py tests/test_b.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+MARKER = "slow and not bench"
+NO_TESTS_COLLECTED = 5
+#: Started first, so that the other files fill the second job meanwhile (about 6 of the
+#: tier's 14 minutes on 2 cores when run alone).
+LONGEST_FIRST = ("tests/test_pools_committed.py", "tests/test_offline_learners.py")
+
+
+def run_file(path: str) -> tuple[str, int, str, float]:
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", MARKER, path],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return path, done.returncode, done.stdout, time.monotonic() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="test files run at once (default 2)")
+    parser.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
+    files = sorted(args.files, key=lambda path: (path not in LONGEST_FIRST, path))
+    failed = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for finished in as_completed([pool.submit(run_file, path) for path in files]):
+            path, code, output, seconds = finished.result()
+            print(f"slow tier: {path} ({seconds:.0f} s)\n{output}", flush=True)
+            if code not in (0, NO_TESTS_COLLECTED):
+                failed.append(f"{path} (exit code {code})")
+    if failed:
+        print("slow tier failed: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
