@@ -627,7 +627,8 @@ def train(
     updates: Optional[int] = typer.Option(None, help="Number of updates (default: the paper's)."),
     seeds: int = typer.Option(1, min=1, help="Seeds trained together as one vmapped program."),
     seed: int = typer.Option(0),
-    recurrent: Optional[bool] = typer.Option(None, "--gru/--mlp", help="Agent network (default: GRU if partially observable and discrete)."),
+    recurrent: Optional[bool] = typer.Option(None, "--gru/--mlp",
+                                             help="Agent network (default: GRU if partially observable and discrete)."),
     eval_episodes: int = typer.Option(100, help="Evaluate each seed in the environment afterwards (0: skip)."),
     score: Optional[str] = typer.Option(None, help="ev2bc/group_bc: the episode score (DVF) to select by "
                                                    "(default: the team return)."),
