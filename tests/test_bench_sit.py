@@ -79,6 +79,18 @@ def test_sweep_renders_as_an_alpha_beta_grid():
     assert f"{-40.0 - sit_bench.SWEEP_ALPHAS[0] - sit_bench.SWEEP_BETAS[0]:.2f} ± 1.00" in first
 
 
+def test_greedy_and_sampled_returns_render_once_per_cell_with_the_own_mode_marked():
+    bc_cell = {"mean": -40.0, "std": 1.0, "mode": "sampled", "other_mode": {"mode": "greedy", "mean": -38.0, "std": 2.0}}
+    sit_cell = {"mean": -33.0, "std": 1.0, "mode": "greedy", "other_mode": {"mode": "sampled", "mean": -36.0, "std": 0.5}}
+    row = {"cells": {"BC": bc_cell, "SIT*": sit_cell, "MABCQ": {"mean": -140.0, "std": 7.0}}}
+    studies = {"table": {"CN_3ls3l low": row}, "ablations": {"CN_3ls3l low": {"cells": {"SIT*": sit_cell}}}}
+    lines = sit_bench.render_modes(studies)
+    assert "| CN_3ls3l low | BC | -38.00 ± 2.00 | -40.00 ± 1.00* |" in lines
+    assert "| CN_3ls3l low | SIT* | -33.00 ± 1.00* | -36.00 ± 0.50 |" in lines
+    assert sum(line.startswith("| CN_3ls3l") for line in lines) == 2  # the copied SIT* cell once; no MABCQ
+    assert sit_bench.render_modes({"table": {"x": {"cells": {"MABCQ": row["cells"]["MABCQ"]}}}}) == []
+
+
 @pytest.mark.slow
 def test_tiny_table_run_reports_every_learner(tmp_path):
     bench = sit_bench.SITBenchConfig(envs=("CN_3ls3l",), qualities=("low",), episodes=60, num_seeds=2, updates=4,
@@ -99,6 +111,11 @@ def test_tiny_table_run_reports_every_learner(tmp_path):
     assert saved["studies"]["table"]["CN_3ls3l low"]["cells"].keys() == row["cells"].keys()
     text = (tmp_path / "out" / "sit-test.md").read_text()
     assert "| CN_3ls3l low (60 ep.) |" in text and "**" in text  # the row's best learner is bold
+    # Discrete actors are also evaluated in their other action mode; MABCQ and MACQL act on Q only.
+    assert (row["cells"]["BC"]["mode"], row["cells"]["BC"]["other_mode"]["mode"]) == ("sampled", "greedy")
+    assert (row["cells"]["ICQ"]["mode"], row["cells"]["SIT*"]["other_mode"]["mode"]) == ("greedy", "sampled")
+    assert "other_mode" not in row["cells"]["MABCQ"] and "other_mode" not in row["cells"]["MACQL"]
+    assert "## Greedy and sampled actions" in text
     # The dataset is cached: a second run reuses it.
     assert sit_bench.dataset_path(bench, "CN_3ls3l", "low").is_dir()
     # A later study on the same row copies the table's cells instead of rerunning them.

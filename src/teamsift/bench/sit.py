@@ -261,7 +261,20 @@ def seed_returns(env, policy, num_seeds: int, key: jax.Array, episodes: int) -> 
             for s, p in enumerate(per_seed)]
 
 
+def has_action_distribution(method: str, dataset) -> bool:
+    """Whether the method's discrete policy is a distribution over actions (BC's, ICQ's and
+    SIT's actors), which can act greedily or by sampling. MABCQ and MACQL act greedily on Q."""
+    return bool(dataset.spec.discrete) and (method in ("BC", "ICQ") or method.startswith("SIT"))
+
+
+def mode_name(policy) -> str:
+    return "greedy" if policy.deterministic else "sampled"
+
+
 def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array) -> dict:
+    """Train and evaluate one cell. The cell's return is in the learner's own action mode
+    (BC samples, ICQ and SIT act greedily, as PyMARL's test mode); a discrete actor is also
+    evaluated in the other mode with the same keys (`other_mode`), so the two can be compared."""
     bench = trainer.bench
     train_key, eval_key = jax.random.split(key)
     started = time.perf_counter()
@@ -270,6 +283,12 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array) -> dic
     returns = seed_returns(env, policy, bench.num_seeds, eval_key, bench.eval_episodes)
     cell = {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
             "train_seconds": train_seconds, "updates": int(logs["config"]["num_updates"])}
+    if has_action_distribution(method, dataset):
+        other = policy.replace(deterministic=not policy.deterministic)
+        other_returns = seed_returns(env, other, bench.num_seeds, eval_key, bench.eval_episodes)
+        cell["mode"] = mode_name(policy)
+        cell["other_mode"] = {"mode": mode_name(other), "returns": other_returns,
+                              "mean": float(np.mean(other_returns)), "std": float(np.std(other_returns))}
     if "behaviour_updates" in logs["config"]:  # MABCQ's behaviour model
         cell["behaviour_updates"] = int(logs["config"]["behaviour_updates"])
     if "seconds" in logs:  # SIT: per-stage wall time
@@ -380,6 +399,22 @@ def render_sweep(rows: dict) -> list[str]:
     return lines
 
 
+def render_modes(studies: dict) -> list[str]:
+    """Greedy against sampled actions for every cell evaluated both ways."""
+    pairs = {(label, method): cell for study in studies.values() for label, row in study.items()
+             for method, cell in row["cells"].items() if "other_mode" in cell}  # a copied cell once
+    if not pairs:
+        return []
+    lines = ["## Greedy and sampled actions (same policies, same evaluation keys)", "",
+             "| dataset | method | greedy | sampled |", "|---|---|---|---|"]
+    for (label, method), cell in pairs.items():
+        by_mode = {cell["mode"]: cell, cell["other_mode"]["mode"]: cell["other_mode"]}
+        own = {mode: ("*" if mode == cell["mode"] else "") for mode in by_mode}
+        texts = [f"{by_mode[m]['mean']:.2f} ± {by_mode[m]['std']:.2f}{own[m]}" for m in ("greedy", "sampled")]
+        lines.append(f"| {label} | {method} | " + " | ".join(texts) + " |")
+    return lines + ["", "\\* the mode the tables above report (the learner's own).", ""]
+
+
 def render(report: dict) -> str:
     bench = report["config"]
     lines = ["# SIT benchmark: offline learners on agent-wise imbalanced datasets", "",
@@ -408,6 +443,7 @@ def render(report: dict) -> str:
     if studies.get("pjap"):
         lines += render_table(f"PJAP on {PJAP_ENV} (MADDPG+CQL, BRUD policy updates)", studies["pjap"],
                               PJAP_METHODS)
+    lines += render_modes(studies)
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
     seconds = [(label, m, c) for study in studies.values() for label, row in study.items()
