@@ -3,6 +3,10 @@ and for 5 seeds trained as one vmapped program, and SIT's stages.
 
     python benchmarks/run_learner_speed.py [--updates 200] [--ardnem-updates 500]
         [--envs CN_3ls3l,halfcheetah_2x3] [--episodes 500] [--data-dir /tmp/ts/speed-data]
+        [--methods BC,TD3+BC]
+
+With --methods only those learners are timed; the other rows of an earlier result of the
+same budget (updates, ARDNEM updates, episodes) are kept.
 
 For every learner and seed count the same `train` call runs twice with the same config:
 the first compiles (its programs are cached per config) and runs, the second only runs.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,10 +65,36 @@ def time_stages_1_2(bench: sit_bench.SITBenchConfig, dataset) -> dict:
             "stage1_updates_per_s": config.num_updates / stage1, "stage2_seconds": stage2}
 
 
+BUDGET = ("updates", "ardnem_updates", "episodes")
+
+
+def earlier_rows(report: dict, path: Path) -> dict:
+    """The report with the rows and commands of an earlier result of the same budget."""
+    if not path.is_file():
+        return report
+    earlier = json.loads(path.read_text())
+    if any(earlier.get(name) != report[name] for name in BUDGET):
+        return report
+    commands = earlier.get("commands", [earlier["command"]])
+    return {**report, "rows": earlier["rows"], "commands": commands + [report["command"]]}
+
+
+def replace_row(rows: list[dict], row: dict) -> None:
+    same = [i for i, old in enumerate(rows) if (old["env"], old["method"]) == (row["env"], row["method"])]
+    if same:
+        rows[same[0]] = row
+    else:
+        rows.append(row)
+
+
 def run(args) -> dict:
     info = machine()
+    device = info["device"].split(":")[0]
     report = {"machine": describe(info), "command": "python benchmarks/run_learner_speed.py " + " ".join(sys.argv[1:]),
               "updates": args.updates, "ardnem_updates": args.ardnem_updates, "episodes": args.episodes, "rows": []}
+    chosen = tuple(m.strip() for m in args.methods.split(",")) if args.methods else None
+    if chosen is not None:
+        report = earlier_rows(report, Path(args.out) / f"learner-speed-{device}.json")
     root = jax.random.key(0)
     for env_id in args.envs.split(","):
         base = sit_bench.SITBenchConfig(envs=(env_id,), episodes=args.episodes, num_seeds=1, updates=args.updates,
@@ -71,10 +102,11 @@ def run(args) -> dict:
         spec = sit_bench.SIT_SUITE[env_id]["low"]
         dataset = sit_bench.ensure_dataset(base, env_id, "low", spec, named_key(root, env_id, "data"), progress=True)
         methods = sit_bench.DISCRETE_METHODS if dataset.spec.discrete else sit_bench.CONTINUOUS_METHODS
-        methods = tuple(m for m in methods if m != "SIT*")  # the same program as SIT
-        stages = time_stages_1_2(base, dataset)
-        print(f"{env_id}: Stage I {stages['stage1_updates_per_s']:.0f} updates/s, Stage II "
-              f"{stages['stage2_seconds']:.1f} s", file=sys.stderr)
+        methods = tuple(m for m in methods if m != "SIT*" and (chosen is None or m in chosen))  # SIT* = SIT's program
+        if "SIT" in methods:
+            stages = time_stages_1_2(base, dataset)
+            print(f"{env_id}: Stage I {stages['stage1_updates_per_s']:.0f} updates/s, Stage II "
+                  f"{stages['stage2_seconds']:.1f} s", file=sys.stderr)
         for method in methods:
             row = {"env": env_id, "method": method, "dataset_episodes": dataset.num_episodes}
             for seeds in (1, 5):
@@ -84,14 +116,15 @@ def run(args) -> dict:
                       file=sys.stderr)
             if method == "SIT":
                 row["stages"] = stages
-            report["rows"].append(row)
-            save(report, Path(args.out), info["device"].split(":")[0])
+            replace_row(report["rows"], row)
+            save(report, Path(args.out), device)
     return report
 
 
 def render(report: dict) -> str:
     lines = ["# Offline learners: updates per second, 1 seed vs 5 vmapped seeds", "",
-             f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
+             f"Machine: {report['machine']}", "",
+             "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report["command"]])), "",
              f"Each learner's `train` call with {report['updates']} updates, timed on its second identical "
              "call (compiled programs are cached per config); 5 seeds run as one vmapped program. "
              "\"5 seeds, per seed\" is the 5-seed rate × 5: the seed-updates per second. SIT: Stage III only.", "",
@@ -127,6 +160,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=500)
     parser.add_argument("--data-dir", default="/tmp/ts/speed-data")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--methods", default=None, help="comma-separated learners to (re)time; the others are kept")
     report = run(parser.parse_args())
     print(render(report))
 
