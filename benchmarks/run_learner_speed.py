@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import jax
 
 from teamsift.bench import sit as sit_bench
 from teamsift.bench.machine import describe, machine
-from teamsift.bench.report import named_key, write_report
+from teamsift.bench.report import merge_previous, named_key, write_report
 from teamsift.value import ardnem, dper
 
 
@@ -68,17 +67,6 @@ def time_stages_1_2(bench: sit_bench.SITBenchConfig, dataset) -> dict:
 BUDGET = ("updates", "ardnem_updates", "episodes")
 
 
-def earlier_rows(report: dict, path: Path) -> dict:
-    """The report with the rows and commands of an earlier result of the same budget."""
-    if not path.is_file():
-        return report
-    earlier = json.loads(path.read_text())
-    if any(earlier.get(name) != report[name] for name in BUDGET):
-        return report
-    commands = earlier.get("commands", [earlier["command"]])
-    return {**report, "rows": earlier["rows"], "commands": commands + [report["command"]]}
-
-
 def replace_row(rows: list[dict], row: dict) -> None:
     same = [i for i, old in enumerate(rows) if (old["env"], old["method"]) == (row["env"], row["method"])]
     if same:
@@ -91,10 +79,11 @@ def run(args) -> dict:
     info = machine()
     device = info["device"].split(":")[0]
     report = {"machine": describe(info), "command": "python benchmarks/run_learner_speed.py " + " ".join(sys.argv[1:]),
-              "updates": args.updates, "ardnem_updates": args.ardnem_updates, "episodes": args.episodes, "rows": []}
+              "config": {"updates": args.updates, "ardnem_updates": args.ardnem_updates, "episodes": args.episodes},
+              "rows": []}
     chosen = tuple(m.strip() for m in args.methods.split(",")) if args.methods else None
     if chosen is not None:
-        report = earlier_rows(report, Path(args.out) / f"learner-speed-{device}.json")
+        report = merge_previous(report, Path(args.out) / f"learner-speed-{device}.json", BUDGET, ("rows",))
     root = jax.random.key(0)
     for env_id in args.envs.split(","):
         base = sit_bench.SITBenchConfig(envs=(env_id,), episodes=args.episodes, num_seeds=1, updates=args.updates,
@@ -125,7 +114,7 @@ def render(report: dict) -> str:
     lines = ["# Offline learners: updates per second, 1 seed vs 5 vmapped seeds", "",
              f"Machine: {report['machine']}", "",
              "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report["command"]])), "",
-             f"Each learner's `train` call with {report['updates']} updates, timed on its second identical "
+             f"Each learner's `train` call with {report['config']['updates']} updates, timed on its second identical "
              "call (compiled programs are cached per config); 5 seeds run as one vmapped program. "
              "\"5 seeds, per seed\" is the 5-seed rate × 5: the seed-updates per second. SIT: Stage III only.", "",
              "| env | learner | 1 seed: updates/s | 5 seeds: updates/s | 5 seeds, per seed | cost of 5 seeds vs 1 "
