@@ -91,6 +91,31 @@ def test_greedy_and_sampled_returns_render_once_per_cell_with_the_own_mode_marke
     assert sit_bench.render_modes({"table": {"x": {"cells": {"MABCQ": row["cells"]["MABCQ"]}}}}) == []
 
 
+def _report(machine, updates, command, studies):
+    config = dataclasses.asdict(sit_bench.SITBenchConfig(updates=updates))
+    return {"machine": machine, "command": command, "config": config, "studies": studies, "notes": ["kept"]}
+
+
+def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget(tmp_path):
+    cell = lambda mean: {"mean": mean, "std": 0.0, "returns": [mean]}  # noqa: E731
+    row = lambda env, cells: {"env": env, "dataset": "low", "cells": cells}  # noqa: E731
+    main = _report("cpu", 1500, "run a", {"table": {"CN_3ls3l low": row("CN_3ls3l", {"BC": cell(-48.0),
+                                                                                       "ICQ": cell(-35.0)})}})
+    other = _report("cpu", 1500, "run b", {"table": {"CN_3ls3l low": row("CN_3ls3l", {"ICQ": cell(-30.0)}),
+                                                     "PP_3p1p low": row("PP_3p1p", {"BC": cell(8.0)})},
+                                           "stress": {"x": row("CN_3ls3l", {"BC": cell(1.0)})}})
+    merged = sit_bench.merge_reports(main, other)
+    table = merged["studies"]["table"]
+    assert {m: c["mean"] for m, c in table["CN_3ls3l low"]["cells"].items()} == {"BC": -48.0, "ICQ": -30.0}
+    assert table["PP_3p1p low"]["cells"]["BC"]["mean"] == 8.0 and "x" in merged["studies"]["stress"]
+    assert merged["commands"] == ["run a", "run b"] and merged["notes"] == ["kept"]
+    assert main["studies"]["table"]["CN_3ls3l low"]["cells"]["ICQ"]["mean"] == -35.0  # inputs untouched
+    with pytest.raises(ValueError, match="updates 1500 vs 3000"):
+        sit_bench.merge_reports(main, _report("cpu", 3000, "run c", {}))
+    with pytest.raises(ValueError, match="machines differ"):
+        sit_bench.merge_reports(main, _report("gpu", 1500, "run d", {}))
+
+
 @pytest.mark.slow
 def test_tiny_table_run_reports_every_learner(tmp_path):
     bench = sit_bench.SITBenchConfig(envs=("CN_3ls3l",), qualities=("low",), episodes=60, num_seeds=2, updates=4,

@@ -32,6 +32,7 @@ budget it was run with.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -465,6 +466,32 @@ def save(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
 
 
 BUDGET_FIELDS = ("episodes", "num_seeds", "updates", "ardnem_updates", "eval_episodes", "seed")
+
+
+def merge_reports(into: dict, other: dict) -> dict:
+    """`into` with the rows and cells of `other`, a run of the same budget on the same machine
+    in another process (e.g. one dataset per core): `other`'s cells replace those of the same
+    row and method, its commands join the list, `into`'s notes stay. Raises ValueError when
+    the budgets or machines differ, whose cells a table must not mix."""
+    differ = [f for f in BUDGET_FIELDS if into["config"].get(f) != other["config"].get(f)]
+    if differ:
+        raise ValueError(f"merge: budget fields {differ} differ: "
+                         + ", ".join(f"{f} {into['config'].get(f)!r} vs {other['config'].get(f)!r}" for f in differ))
+    if into.get("machine") != other.get("machine"):
+        raise ValueError(f"merge: machines differ ({into.get('machine')!r} vs {other.get('machine')!r}); "
+                         "their wall clocks are not comparable")
+    merged = copy.deepcopy(into)
+    for study, rows in other["studies"].items():
+        target = merged["studies"].setdefault(study, {})
+        for label, row in rows.items():
+            cells = {**target.get(label, {}).get("cells", {}), **copy.deepcopy(row["cells"])}
+            target[label] = {**copy.deepcopy(row), "cells": cells}
+    commands = merged.get("commands") or [merged.get("command", "")]
+    for command in other.get("commands") or [other.get("command", "")]:
+        if command and command not in commands:
+            commands.append(command)
+    merged["commands"] = [c for c in commands if c]
+    return merged
 
 
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
