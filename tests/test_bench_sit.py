@@ -96,7 +96,7 @@ def _report(machine, updates, command, studies):
     return {"machine": machine, "command": command, "config": config, "studies": studies, "notes": ["kept"]}
 
 
-def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget(tmp_path):
+def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget():
     cell = lambda mean: {"mean": mean, "std": 0.0, "returns": [mean]}  # noqa: E731
     row = lambda env, cells: {"env": env, "dataset": "low", "cells": cells}  # noqa: E731
     main = _report("cpu", 1500, "run a", {"table": {"CN_3ls3l low": row("CN_3ls3l", {"BC": cell(-48.0),

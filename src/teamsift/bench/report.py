@@ -19,16 +19,30 @@ def named_key(key: jax.Array, *names: str) -> jax.Array:
     return key
 
 
+def budget_differences(report: dict, other: dict, budget_fields: tuple[str, ...]) -> list[str]:
+    """The budget fields (under "config") in which two results differ."""
+    return [f for f in budget_fields if report.get("config", {}).get(f) != other.get("config", {}).get(f)]
+
+
+def commands_of(report: dict) -> list[str]:
+    return [c for c in report.get("commands") or [report.get("command", "")] if c]
+
+
+def joined_commands(earlier: dict, later: dict) -> list[str]:
+    """Both results' commands, each once, `later`'s last."""
+    later_commands = commands_of(later)
+    return [c for c in commands_of(earlier) if c not in later_commands] + later_commands
+
+
 def merge_previous(report: dict, path: Path, budget_fields: tuple[str, ...], keep: tuple[str, ...]) -> dict:
     """Keep the `keep` entries (rows, studies, notes) of the earlier result at `path` when it
     ran with the same budget: a run over some environments adds to, or replaces, those rows."""
     if not path.is_file():
         return report
     previous = json.loads(path.read_text())
-    if not all(previous.get("config", {}).get(f) == report["config"][f] for f in budget_fields):
+    if budget_differences(report, previous, budget_fields):
         return report
-    commands = previous.get("commands") or [previous.get("command", "")]
-    report["commands"] = [c for c in commands if c and c != report["command"]] + [report["command"]]
+    report["commands"] = joined_commands(previous, report)
     for name in keep:
         if name in previous:
             report[name] = previous[name]

@@ -46,7 +46,7 @@ import numpy as np
 
 from teamsift.algos import bc, icq, mabcq, macql, maddpg_cql, omar, sit, td3bc
 from teamsift.algos.common import policy_for_seed
-from teamsift.bench.report import merge_previous, named_key, write_report
+from teamsift.bench.report import budget_differences, joined_commands, merge_previous, named_key, write_report
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
@@ -473,7 +473,7 @@ def merge_reports(into: dict, other: dict) -> dict:
     in another process (e.g. one dataset per core): `other`'s cells replace those of the same
     row and method, its commands join the list, `into`'s notes stay. Raises ValueError when
     the budgets or machines differ, whose cells a table must not mix."""
-    differ = [f for f in BUDGET_FIELDS if into["config"].get(f) != other["config"].get(f)]
+    differ = budget_differences(into, other, BUDGET_FIELDS)
     if differ:
         raise ValueError(f"merge: budget fields {differ} differ: "
                          + ", ".join(f"{f} {into['config'].get(f)!r} vs {other['config'].get(f)!r}" for f in differ))
@@ -486,11 +486,7 @@ def merge_reports(into: dict, other: dict) -> dict:
         for label, row in rows.items():
             cells = {**target.get(label, {}).get("cells", {}), **copy.deepcopy(row["cells"])}
             target[label] = {**copy.deepcopy(row), "cells": cells}
-    commands = merged.get("commands") or [merged.get("command", "")]
-    for command in other.get("commands") or [other.get("command", "")]:
-        if command and command not in commands:
-            commands.append(command)
-    merged["commands"] = [c for c in commands if c]
+    merged["commands"] = joined_commands(into, other)
     return merged
 
 
