@@ -2,7 +2,9 @@
 
 Two runs must not write one result file at once, so parallel runs (one dataset per core)
 write their own (`--name`, `--out`); this adds their rows and cells to the main result and
-rewrites its Markdown. Cells of the same row and method take the later file's.
+rewrites its Markdown. Cells of the same row and method take the later file's. Results of
+another machine are refused unless --allow-other-machine: then their cells keep their machine
+and the tables mark them with †.
 
     python benchmarks/merge_sit_results.py benchmarks/results/sit-cpu.json \
         /tmp/hc/sit-hc-low-cpu.json /tmp/hc/sit-hc-medium-cpu.json
@@ -33,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("into", type=Path, help="the result to add to (rewritten with its .md)")
     parser.add_argument("others", type=Path, nargs="+", help="results whose rows and cells are added")
+    parser.add_argument("--allow-other-machine", action="store_true",
+                        help="merge results of another machine, marking their cells (†) with it")
     args = parser.parse_args(argv)
     report = read(args.into)
     for path in args.others:
         try:
-            report = sit_bench.merge_reports(report, read(path))
+            report = sit_bench.merge_reports(report, read(path), other_machine=args.allow_other_machine)
         except ValueError as exc:
             raise SystemExit(f"{path}: {exc}")
     json_path, md_path = sit_bench.save(report, args.into.parent, args.into.stem)

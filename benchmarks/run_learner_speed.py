@@ -83,7 +83,7 @@ def run(args) -> dict:
               "rows": []}
     chosen = tuple(m.strip() for m in args.methods.split(",")) if args.methods else None
     if chosen is not None:
-        report = merge_previous(report, Path(args.out) / f"learner-speed-{device}.json", BUDGET, ("rows",))
+        report = merge_previous(report, Path(args.out) / f"learner-speed-{device}.json", BUDGET, ("rows", "notes"))
     root = jax.random.key(0)
     for env_id in args.envs.split(","):
         base = sit_bench.SITBenchConfig(envs=(env_id,), episodes=args.episodes, num_seeds=1, updates=args.updates,
@@ -134,6 +134,8 @@ def render(report: dict) -> str:
             lines.append(f"| {row['env']} | {stages['stage1_updates_per_s']:.1f} "
                          f"| {20_000 / stages['stage1_updates_per_s'] / 60:.1f} min "
                          f"| {stages['stage2_seconds']:.1f} s | {15_000 / row['seeds_1']['updates_per_s'] / 60:.1f} min |")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
 
 

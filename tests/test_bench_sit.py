@@ -98,7 +98,7 @@ def _report(machine, updates, command, studies):
 
 def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget():
     cell = lambda mean: {"mean": mean, "std": 0.0, "returns": [mean]}  # noqa: E731
-    row = lambda env, cells: {"env": env, "dataset": "low", "cells": cells}  # noqa: E731
+    row = lambda env, cells: {"env": env, "dataset": "low", "episodes": 10, "behavior": 0.0, "cells": cells}  # noqa: E731
     main = _report("cpu", 1500, "run a", {"table": {"CN_3ls3l low": row("CN_3ls3l", {"BC": cell(-48.0),
                                                                                        "ICQ": cell(-35.0)})}})
     other = _report("cpu", 1500, "run b", {"table": {"CN_3ls3l low": row("CN_3ls3l", {"ICQ": cell(-30.0)}),
@@ -112,8 +112,15 @@ def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget():
     assert main["studies"]["table"]["CN_3ls3l low"]["cells"]["ICQ"]["mean"] == -35.0  # inputs untouched
     with pytest.raises(ValueError, match="updates 1500 vs 3000"):
         sit_bench.merge_reports(main, _report("cpu", 3000, "run c", {}))
-    with pytest.raises(ValueError, match="machines differ"):
-        sit_bench.merge_reports(main, _report("gpu", 1500, "run d", {}))
+    elsewhere = _report("gpu", 1500, "run d", {"table": {"PP_3p1p low": row("PP_3p1p", {"ICQ": cell(9.0)})}})
+    with pytest.raises(ValueError, match="machines differ.*--allow-other-machine"):
+        sit_bench.merge_reports(main, elsewhere)
+    # Allowed, the other machine's cells keep their machine and the tables mark them.
+    mixed = sit_bench.merge_reports(merged, elsewhere, other_machine=True)
+    cells = mixed["studies"]["table"]["PP_3p1p low"]["cells"]
+    assert cells["ICQ"]["machine"] == "gpu" and "machine" not in cells["BC"] and mixed["machine"] == "cpu"
+    text = sit_bench.render(mixed)
+    assert "**9.00 ± 0.00**†" in text and "8.00 ± 0.00 |" in text and "† ran on gpu, not the machine named above." in text
 
 
 @pytest.mark.slow

@@ -372,7 +372,7 @@ def _cell_text(cell: dict | None, best: bool) -> str:
     if "error" in cell:
         return "n/a"
     text = f"{cell['mean']:.2f} ± {cell['std']:.2f}"
-    return f"**{text}**" if best else text
+    return (f"**{text}**" if best else text) + ("†" if "machine" in cell else "")
 
 
 def render_table(title: str, rows: dict, methods: tuple[str, ...]) -> list[str]:
@@ -383,7 +383,13 @@ def render_table(title: str, rows: dict, methods: tuple[str, ...]) -> list[str]:
         top = max(means, key=means.get) if means else None
         cells = [_cell_text(row["cells"].get(m), m == top) for m in methods]
         lines.append(f"| {label} ({row['episodes']:,} ep.) | {row['behavior']:.2f} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + [""] + _other_machines_note(rows)
+
+
+def _other_machines_note(rows: dict) -> list[str]:
+    """A footnote naming the machines of cells merged from another machine (marked †)."""
+    machines = sorted({cell["machine"] for row in rows.values() for cell in row["cells"].values() if "machine" in cell})
+    return [f"† ran on {' and '.join(machines)}, not the machine named above.", ""] if machines else []
 
 
 def render_sweep(rows: dict) -> list[str]:
@@ -450,12 +456,13 @@ def render(report: dict) -> str:
     seconds = [(label, m, c) for study in studies.values() for label, row in study.items()
                for m, c in row["cells"].items() if "train_seconds" in c]
     if seconds:
-        lines += ["## Wall clock (training, 5 seeds together, compile included)", "",
+        lines += [f"## Wall clock (training, {bench['num_seeds']} seeds together, compile included)", "",
                   "| dataset | method | updates | seconds | SIT stages I / II / III |", "|---|---|---|---|---|"]
         for label, method, cell in seconds:
             stages = cell.get("stage_seconds")
             stage_text = " / ".join(f"{stages[k]:.0f}" for k in ("stage1", "stage2", "stage3")) if stages else ""
-            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f} | {stage_text} |")
+            mark = "†" if "machine" in cell else ""
+            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f}{mark} | {stage_text} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -468,23 +475,30 @@ def save(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
 BUDGET_FIELDS = ("episodes", "num_seeds", "updates", "ardnem_updates", "eval_episodes", "seed")
 
 
-def merge_reports(into: dict, other: dict) -> dict:
-    """`into` with the rows and cells of `other`, a run of the same budget on the same machine
-    in another process (e.g. one dataset per core): `other`'s cells replace those of the same
-    row and method, its commands join the list, `into`'s notes stay. Raises ValueError when
-    the budgets or machines differ, whose cells a table must not mix."""
+def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> dict:
+    """`into` with the rows and cells of `other`, a run of the same budget in another process
+    (e.g. one dataset per core): `other`'s cells replace those of the same row and method, its
+    commands join the list, `into`'s notes stay. Raises ValueError when the budgets differ, and
+    when the machines differ unless `other_machine`: then each of `other`'s cells keeps its
+    machine under "machine", and the rendered tables mark it (its wall clock is that machine's)."""
     differ = budget_differences(into, other, BUDGET_FIELDS)
     if differ:
         raise ValueError(f"merge: budget fields {differ} differ: "
                          + ", ".join(f"{f} {into['config'].get(f)!r} vs {other['config'].get(f)!r}" for f in differ))
-    if into.get("machine") != other.get("machine"):
+    foreign = into.get("machine") != other.get("machine")
+    if foreign and not other_machine:
         raise ValueError(f"merge: machines differ ({into.get('machine')!r} vs {other.get('machine')!r}); "
-                         "their wall clocks are not comparable")
+                         "their wall clocks are not comparable (allow it with other_machine=True, "
+                         "--allow-other-machine, and the cells are marked with their machine)")
     merged = copy.deepcopy(into)
     for study, rows in other["studies"].items():
         target = merged["studies"].setdefault(study, {})
         for label, row in rows.items():
-            cells = {**target.get(label, {}).get("cells", {}), **copy.deepcopy(row["cells"])}
+            incoming = copy.deepcopy(row["cells"])
+            for cell in incoming.values():
+                if foreign:
+                    cell.setdefault("machine", other["machine"])
+            cells = {**target.get(label, {}).get("cells", {}), **incoming}
             target[label] = {**copy.deepcopy(row), "cells": cells}
     merged["commands"] = joined_commands(into, other)
     return merged
