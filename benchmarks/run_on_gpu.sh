@@ -8,6 +8,14 @@
 #
 #   benchmarks/run_on_gpu.sh OUT_DIR [BUDGET_SECONDS]      (default 480)
 #   SMOKE=1 benchmarks/run_on_gpu.sh /tmp/out 900          (tiny sizes: checks the plumbing on a CPU)
+#
+# teamsift must import with a GPU JAX. The recorded results ran on a machine whose image held
+# JAX 0.11.2 with CUDA, Flax, Optax and Chex but no internet; the rest travelled as wheels:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#       -d .whl brax==0.14.2 glfw==2.11.0 jaxmarl==0.2.0 jaxopt==0.8.5 mujoco==4.0.0 mujoco-core==4.0.0 \
+#       mujoco-mjx==3.17.0 mujoco-studio==4.0.0 trimesh==5.2.0           (here, then on the GPU machine:)
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:$PWD/src \
+#       benchmarks/run_on_gpu.sh "$OUT" 540
 set -uo pipefail
 out=${1:?usage: benchmarks/run_on_gpu.sh OUT_DIR [BUDGET_SECONDS]}
 budget=${2:-480}
