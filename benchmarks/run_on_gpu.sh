@@ -32,11 +32,12 @@ if [[ -n "${SMOKE:-}" ]]; then
 else
     speed_args=(--updates 100 --episodes 300) pjap_args=() min_updates=1000 max_updates=20000
 fi
-speed() { "$python" benchmarks/run_learner_speed.py --envs halfcheetah_2x3 "${speed_args[@]}" \
-    --data-dir /tmp/teamsift-gpu/speed-data --out "$out" --methods "$1"; }
+speed() {  # speed SECONDS METHODS: time METHODS on halfcheetah_2x3, for at most SECONDS
+    timeout "$1" "$python" benchmarks/run_learner_speed.py --envs halfcheetah_2x3 "${speed_args[@]}" \
+        --data-dir /tmp/teamsift-gpu/speed-data --out "$out" --methods "$2"; }
 
 "$python" -c "import jax, teamsift.envs; print('JAX', jax.__version__, jax.devices()); teamsift.envs.make('halfcheetah_2x3')" || exit 1
-speed MADDPG+CQL || exit 1
+speed "$(left)" MADDPG+CQL || exit 1
 
 # Updates per learner: the pjap study trains 4 cells (2 datasets x 2 samplers); about 180 s go
 # to generating its two datasets, compiling and evaluating, and 60 s stay in reserve.
@@ -54,6 +55,6 @@ timeout $(($(left) - 60)) "$python" -m teamsift.cli.main bench pjap --mabrax --m
     "${pjap_args[@]}" --data-dir /tmp/teamsift-gpu/pjap-data --out "$out"
 echo "pjap done (rc $?), $(left) s left"
 if (($(left) > 30)); then
-    timeout $(($(left) - 10)) bash -c "$(declare -f speed); $(declare -p python speed_args out); speed BC,TD3+BC,OMAR,SIT"
+    speed $(($(left) - 10)) BC,TD3+BC,OMAR,SIT
 fi
 echo "all done, $(left) s left"

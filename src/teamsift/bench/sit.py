@@ -372,7 +372,12 @@ def _cell_text(cell: dict | None, best: bool) -> str:
     if "error" in cell:
         return "n/a"
     text = f"{cell['mean']:.2f} ± {cell['std']:.2f}"
-    return (f"**{text}**" if best else text) + ("†" if "machine" in cell else "")
+    return (f"**{text}**" if best else text) + _machine_mark(cell)
+
+
+def _machine_mark(cell: dict) -> str:
+    """† on a cell merged from another machine (`merge_reports(..., other_machine=True)`)."""
+    return "†" if "machine" in cell else ""
 
 
 def render_table(title: str, rows: dict, methods: tuple[str, ...]) -> list[str]:
@@ -461,8 +466,8 @@ def render(report: dict) -> str:
         for label, method, cell in seconds:
             stages = cell.get("stage_seconds")
             stage_text = " / ".join(f"{stages[k]:.0f}" for k in ("stage1", "stage2", "stage3")) if stages else ""
-            mark = "†" if "machine" in cell else ""
-            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f}{mark} | {stage_text} |")
+            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f}{_machine_mark(cell)} "
+                         f"| {stage_text} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -495,9 +500,8 @@ def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> di
         target = merged["studies"].setdefault(study, {})
         for label, row in rows.items():
             incoming = copy.deepcopy(row["cells"])
-            for cell in incoming.values():
-                if foreign:
-                    cell.setdefault("machine", other["machine"])
+            for cell in incoming.values() if foreign else ():
+                cell.setdefault("machine", other["machine"])
             cells = {**target.get(label, {}).get("cells", {}), **incoming}
             target[label] = {**copy.deepcopy(row), "cells": cells}
     merged["commands"] = joined_commands(into, other)
