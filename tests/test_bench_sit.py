@@ -121,6 +121,17 @@ def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget():
     assert cells["ICQ"]["machine"] == "gpu" and "machine" not in cells["BC"] and mixed["machine"] == "cpu"
     text = sit_bench.render(mixed)
     assert "**9.00 ± 0.00**†" in text and "8.00 ± 0.00 |" in text and "† ran on gpu, not the machine named above." in text
+    # A third machine gets its own mark; its cell joins the existing row under that row's dataset,
+    # and the footnote gives the Behavior of the dataset it regenerated.
+    regenerated = row("PP_3p1p", {"MACQL": cell(7.0)}) | {"behavior": 0.5}
+    third = _report("tpu", 1500, "run e", {"table": {"PP_3p1p low": regenerated}})
+    both = sit_bench.merge_reports(mixed, third, other_machine=True)
+    joined = both["studies"]["table"]["PP_3p1p low"]
+    assert joined["behavior"] == 0.0 and joined["cells"]["MACQL"]["dataset_behavior"] == 0.5
+    assert set(joined["cells"]) == {"BC", "ICQ", "MACQL"}
+    text = sit_bench.render(both)
+    assert "**9.00 ± 0.00**†" in text and "7.00 ± 0.00‡" in text
+    assert "‡ ran on tpu, not the machine named above. Its regenerated datasets' Behavior: PP_3p1p low 0.50." in text
 
 
 @pytest.mark.slow

@@ -366,35 +366,67 @@ def pjap_rows():
 
 # --- report ---------------------------------------------------------------------------------
 
-def _cell_text(cell: dict | None, best: bool) -> str:
+def _cell_text(cell: dict | None, best: bool, marks: dict[str, str] | None = None) -> str:
     if cell is None:
         return "—"
     if "error" in cell:
         return "n/a"
     text = f"{cell['mean']:.2f} ± {cell['std']:.2f}"
-    return (f"**{text}**" if best else text) + _machine_mark(cell)
+    return (f"**{text}**" if best else text) + _machine_mark(cell, marks or {})
 
 
-def _machine_mark(cell: dict) -> str:
-    """† on a cell merged from another machine (`merge_reports(..., other_machine=True)`)."""
-    return "†" if "machine" in cell else ""
+MACHINE_MARKS = ("†", "‡", "§", "¶")
 
 
-def render_table(title: str, rows: dict, methods: tuple[str, ...]) -> list[str]:
+def machine_marks(studies: dict) -> dict[str, str]:
+    """One mark per other machine whose cells were merged in (`merge_reports(..., other_machine=True)`),
+    in the order their cells first appear: † for the first, ‡ for the second, ..."""
+    machines = dict.fromkeys(cell["machine"] for rows in studies.values() for row in rows.values()
+                             for cell in row["cells"].values() if "machine" in cell)
+    if len(machines) > len(MACHINE_MARKS):
+        raise ValueError(f"{len(machines)} other machines; the tables can mark {len(MACHINE_MARKS)}")
+    return dict(zip(machines, MACHINE_MARKS))
+
+
+def _machine_mark(cell: dict, marks: dict[str, str]) -> str:
+    return marks.get(cell["machine"], "†") if "machine" in cell else ""
+
+
+def table_order(item: tuple[str, dict]) -> tuple[int, int]:
+    """Rows in `TABLE_ENVS`' order, low before medium, whatever order their runs finished in;
+    other rows (stress, ablation datasets) after them, as they came."""
+    env, dataset = item[1].get("env"), item[1].get("dataset")
+    qualities = ("low", "medium")
+    return (TABLE_ENVS.index(env) if env in TABLE_ENVS else len(TABLE_ENVS),
+            qualities.index(dataset) if dataset in qualities else len(qualities))
+
+
+def render_table(title: str, rows: dict, methods: tuple[str, ...], marks: dict[str, str] | None = None) -> list[str]:
+    marks = machine_marks({"rows": rows}) if marks is None else marks
     lines = [f"## {title}", "", "| dataset | Behavior | " + " | ".join(methods) + " |",
              "|---|---|" + "---|" * len(methods)]
-    for label, row in rows.items():
+    for label, row in sorted(rows.items(), key=table_order):
         means = {m: row["cells"][m]["mean"] for m in methods if "mean" in row["cells"].get(m, {})}
         top = max(means, key=means.get) if means else None
-        cells = [_cell_text(row["cells"].get(m), m == top) for m in methods]
+        cells = [_cell_text(row["cells"].get(m), m == top, marks) for m in methods]
         lines.append(f"| {label} ({row['episodes']:,} ep.) | {row['behavior']:.2f} | " + " | ".join(cells) + " |")
-    return lines + [""] + _other_machines_note(rows)
+    return lines + [""] + _other_machines_note(rows, marks)
 
 
-def _other_machines_note(rows: dict) -> list[str]:
-    """A footnote naming the machines of cells merged from another machine (marked †)."""
-    machines = sorted({cell["machine"] for row in rows.values() for cell in row["cells"].values() if "machine" in cell})
-    return [f"† ran on {' and '.join(machines)}, not the machine named above.", ""] if machines else []
+def _other_machines_note(rows: dict, marks: dict[str, str]) -> list[str]:
+    """A footnote per other machine whose cells (marked) are in `rows`; where that machine
+    regenerated a row's dataset with another mean return, the note gives it."""
+    lines = []
+    for machine, mark in marks.items():
+        cells = [(label, cell) for label, row in rows.items() for cell in row["cells"].values()
+                 if cell.get("machine") == machine]
+        if not cells:
+            continue
+        behaviors = dict.fromkeys(f"{label} {cell['dataset_behavior']:.2f}" for label, cell in cells
+                                  if "dataset_behavior" in cell)
+        regenerated = (f" Its regenerated datasets' Behavior: {', '.join(behaviors)}." if behaviors else "")
+        lines.append(f"{mark} ran on {machine}, not the machine named above.{regenerated}")
+    return lines + [""] if lines else []
 
 
 def render_sweep(rows: dict) -> list[str]:
@@ -437,24 +469,26 @@ def render(report: dict) -> str:
              f"{bench['eval_episodes']} evaluation episodes per seed; cells are mean ± std over seeds of the "
              "evaluated mean team return (bold: best learner of the row). Behavior: the dataset's mean return.", ""]
     studies = report["studies"]
+    marks = machine_marks(studies)
     if studies.get("table"):
         is_discrete = {k: v.get("discrete", v["env"] not in CONTINUOUS_ENVS) for k, v in studies["table"].items()}
         discrete = {k: v for k, v in studies["table"].items() if is_discrete[k]}
         continuous = {k: v for k, v in studies["table"].items() if not is_discrete[k]}
         if discrete:
-            lines += render_table("Discrete (SIT Table 1)", discrete, DISCRETE_METHODS)
+            lines += render_table("Discrete (SIT Table 1)", discrete, DISCRETE_METHODS, marks)
         if continuous:
-            lines += render_table("Continuous", continuous, CONTINUOUS_METHODS)
+            lines += render_table("Continuous", continuous, CONTINUOUS_METHODS, marks)
     if studies.get("ablations"):
-        lines += render_table("Ablations (SIT Figure 4(a))", studies["ablations"], ABLATIONS)
+        lines += render_table("Ablations (SIT Figure 4(a))", studies["ablations"], ABLATIONS, marks)
     if studies.get("stress"):
         maps = ", ".join(sorted({row.get("env", STRESS_ENV) for row in studies["stress"].values()}))
-        lines += render_table(f"Stress cases on {maps} (SIT Figure 4(b, c))", studies["stress"], STRESS_METHODS)
+        lines += render_table(f"Stress cases on {maps} (SIT Figure 4(b, c))", studies["stress"], STRESS_METHODS,
+                              marks)
     if studies.get("sweep"):
         lines += render_sweep(studies["sweep"])
     if studies.get("pjap"):
         lines += render_table(f"PJAP on {PJAP_ENV} (MADDPG+CQL, BRUD policy updates)", studies["pjap"],
-                              PJAP_METHODS)
+                              PJAP_METHODS, marks)
     lines += render_modes(studies)
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
@@ -466,7 +500,7 @@ def render(report: dict) -> str:
         for label, method, cell in seconds:
             stages = cell.get("stage_seconds")
             stage_text = " / ".join(f"{stages[k]:.0f}" for k in ("stage1", "stage2", "stage3")) if stages else ""
-            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f}{_machine_mark(cell)} "
+            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f}{_machine_mark(cell, marks)} "
                          f"| {stage_text} |")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -485,7 +519,9 @@ def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> di
     (e.g. one dataset per core): `other`'s cells replace those of the same row and method, its
     commands join the list, `into`'s notes stay. Raises ValueError when the budgets differ, and
     when the machines differ unless `other_machine`: then each of `other`'s cells keeps its
-    machine under "machine", and the rendered tables mark it (its wall clock is that machine's)."""
+    machine under "machine", and the rendered tables mark it (its wall clock is that machine's);
+    joining a row `into` has, it keeps that row's description, and where the other machine
+    regenerated the dataset with another mean return the cell keeps it ("dataset_behavior")."""
     differ = budget_differences(into, other, BUDGET_FIELDS)
     if differ:
         raise ValueError(f"merge: budget fields {differ} differ: "
@@ -500,10 +536,14 @@ def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> di
         target = merged["studies"].setdefault(study, {})
         for label, row in rows.items():
             incoming = copy.deepcopy(row["cells"])
+            kept = target.get(label)
             for cell in incoming.values() if foreign else ():
                 cell.setdefault("machine", other["machine"])
-            cells = {**target.get(label, {}).get("cells", {}), **incoming}
-            target[label] = {**copy.deepcopy(row), "cells": cells}
+                if kept is not None and kept.get("behavior") != row.get("behavior"):  # regenerated there
+                    cell.setdefault("dataset_behavior", row.get("behavior"))
+            # Another machine's cells join an existing row under its dataset's description.
+            described = kept if foreign and kept is not None else row
+            target[label] = {**copy.deepcopy(described), "cells": {**(kept or {}).get("cells", {}), **incoming}}
     merged["commands"] = joined_commands(into, other)
     return merged
 
