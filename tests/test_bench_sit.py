@@ -131,7 +131,7 @@ def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget():
     assert set(joined["cells"]) == {"BC", "ICQ", "MACQL"}
     text = sit_bench.render(both)
     assert "**9.00 ± 0.00**†" in text and "7.00 ± 0.00‡" in text
-    assert "‡ ran on tpu, not the machine named above. Its regenerated datasets' Behavior: PP_3p1p low 0.50." in text
+    assert "‡ ran on tpu, not the machine named above. Its regenerated datasets' Behavior: PP_3p1p low 0.5 (the row's 0)." in text
 
 
 @pytest.mark.slow

@@ -422,9 +422,9 @@ def _other_machines_note(rows: dict, marks: dict[str, str]) -> list[str]:
                  if cell.get("machine") == machine]
         if not cells:
             continue
-        behaviors = dict.fromkeys(f"{label} {cell['dataset_behavior']:.2f}" for label, cell in cells
-                                  if "dataset_behavior" in cell)
-        regenerated = (f" Its regenerated datasets' Behavior: {', '.join(behaviors)}." if behaviors else "")
+        behaviors = dict.fromkeys(f"{label} {cell['dataset_behavior']:.4g} (the row's {rows[label]['behavior']:.4g})"
+                                  for label, cell in cells if "dataset_behavior" in cell)
+        regenerated = f" Its regenerated datasets' Behavior: {', '.join(behaviors)}." if behaviors else ""
         lines.append(f"{mark} ran on {machine}, not the machine named above.{regenerated}")
     return lines + [""] if lines else []
 
@@ -500,8 +500,8 @@ def render(report: dict) -> str:
         for label, method, cell in seconds:
             stages = cell.get("stage_seconds")
             stage_text = " / ".join(f"{stages[k]:.0f}" for k in ("stage1", "stage2", "stage3")) if stages else ""
-            lines.append(f"| {label} | {method} | {cell['updates']:,} | {cell['train_seconds']:.0f}{_machine_mark(cell, marks)} "
-                         f"| {stage_text} |")
+            seconds_text = f"{cell['train_seconds']:.0f}{_machine_mark(cell, marks)}"
+            lines.append(f"| {label} | {method} | {cell['updates']:,} | {seconds_text} | {stage_text} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
