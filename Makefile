@@ -31,6 +31,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not bench"
 
 bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours on 2 cores: the SIT table dominates)
+	$(BIN)/python -m pytest -q -m bench tests/test_pools_committed.py  # audits of the committed MaBrax and large SMAX pools
+	$(BIN)/python benchmarks/run_engine_overhead.py
 	$(BIN)/python benchmarks/run_foundation.py
 	$(BIN)/python benchmarks/run_valuation.py
 	$(BIN)/python benchmarks/run_commons_ev2bc.py --updates 5000

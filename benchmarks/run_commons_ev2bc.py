@@ -5,8 +5,11 @@ plays in groups; every episode records who played and three DVFs: v_final (resou
 left), v_total (resources consumed) and v_min (the smallest consumption of any agent).
 For each DVF, EV2BC values the individuals by their Exchange Values on that DVF and
 clones those above 0; group-BC clones the top half of the episodes by that DVF; BC
-clones everything. Each learner trains 5 seeds as one vmapped program, and each seed's
-policy is evaluated in the same environment (every slot plays the learned policy).
+clones everything. Each learner trains 5 seeds as one vmapped program
+(`teamsift.engine.fit`), and each seed's policy is evaluated in the same environment
+(every slot plays the learned policy). BC and EV2BC run as the registry's "bc" and "ev2bc"
+(`teamsift.algos.pipeline.train`); group-BC is BC on the "group" valuation's weights, given
+to `fit` with the setting's key itself (as group-BC always trained).
 
     python benchmarks/run_commons_ev2bc.py                       # both settings, full
     python benchmarks/run_commons_ev2bc.py --quick               # a short smoke run
@@ -17,7 +20,6 @@ Writes benchmarks/results/commons-ev2bc-<device>.{md,json}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
@@ -28,14 +30,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from teamsift.algos import bc, ev2bc, group_bc
-from teamsift.algos.common import policy_for_seed
+from teamsift.algos import bc, pipeline
 from teamsift.collect.datasets import generate_population, scripted_population
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.value.accuracy import spearman
 from teamsift.value.exchange import dataset_ev_from
+from teamsift.value.weights import SelectionConfig, valuation_weights
 
 SCORES = ("v_final", "v_total", "v_min")
 SETTINGS = {
@@ -55,12 +58,11 @@ KINDS = MIXES["mixed"]
 LEVEL_RANK = {"greedy": 0, "erratic": 1, "adaptive": 2, "sustainable": 3}
 
 
-def evaluate_seeds(env, policy, seeds: int, key, episodes: int) -> dict[str, list[float]]:
+def evaluate_seeds(env, policies: list, key, episodes: int) -> dict[str, list[float]]:
     """Mean of every DVF per seed (each seed's policy plays every slot)."""
     per_score = {name: [] for name in SCORES}
-    for seed in range(seeds):
-        result = evaluate(env, policy_for_seed(policy, seed) if seeds > 1 else policy,
-                          jax.random.fold_in(key, seed), episodes)
+    for seed, policy in enumerate(policies):
+        result = evaluate(env, policy, jax.random.fold_in(key, seed), episodes)
         for name in SCORES:
             per_score[name].append(float(result.scores[name].mean))
     return per_score
@@ -75,16 +77,16 @@ def run_setting(name: str, population: int, group_size: int, appearances: int, *
                                workdir / name.replace(" ", "_"), appearances=appearances, overwrite=True)
     dataset = load_dataset(path)
     generate_seconds = time.perf_counter() - start
-    bc_config = dataclasses.replace(bc.BCConfig(), num_updates=updates, log_every=max(1, updates // 10))
+    run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 10), progress=False)
     true_rank = {str(n): LEVEL_RANK[l] for n, l in dataset.meta["provenance"]["levels"].items()}
 
     behaviour = {s: float(np.mean(dataset.score(s))) for s in SCORES}
     rows = {"behaviour": {s: [behaviour[s]] for s in SCORES}}
     timings = {}
     start = time.perf_counter()
-    policy, _ = bc.train(bc_config, dataset, jax.random.fold_in(key, 1), num_seeds=seeds, progress=False)
+    policies = pipeline.train("bc", dataset, jax.random.fold_in(key, 1), run).policies()
     timings["bc"] = time.perf_counter() - start
-    rows["bc"] = evaluate_seeds(env, policy, seeds, jax.random.fold_in(key, 2), eval_episodes)
+    rows["bc"] = evaluate_seeds(env, policies, jax.random.fold_in(key, 2), eval_episodes)
     rows["group_bc"] = {}
     rows["ev2bc"] = {}
     accuracy = {}
@@ -92,14 +94,16 @@ def run_setting(name: str, population: int, group_size: int, appearances: int, *
         values = dataset_ev_from(dataset, score)
         accuracy[score] = spearman(values.values, np.array([true_rank[str(j)] for j in values.ids]))
         start = time.perf_counter()
-        policy, logs = ev2bc.train(ev2bc.EV2BCConfig(bc=bc_config, score=score), dataset,
-                                   jax.random.fold_in(key, 10 + i), num_seeds=seeds, progress=False)
+        # EV2BC: (valuation key, BC key) = split(key), as EV2BC always split it
+        policies = pipeline.train("ev2bc", dataset, jax.random.fold_in(key, 10 + i), run,
+                                  overrides={"selection.score": score}).policies()
         timings[f"ev2bc/{score}"] = time.perf_counter() - start
-        rows["ev2bc"][score] = evaluate_seeds(env, policy, seeds, jax.random.fold_in(key, 20 + i),
+        rows["ev2bc"][score] = evaluate_seeds(env, policies, jax.random.fold_in(key, 20 + i),
                                               eval_episodes)[score]
-        policy, _ = group_bc.train(group_bc.GroupBCConfig(bc=bc_config, score=score), dataset,
-                                   jax.random.fold_in(key, 30 + i), num_seeds=seeds, progress=False)
-        rows["group_bc"][score] = evaluate_seeds(env, policy, seeds, jax.random.fold_in(key, 40 + i),
+        group_key = jax.random.fold_in(key, 30 + i)  # BC's key (the group valuation draws no randomness)
+        group = valuation_weights("group", dataset, group_key, SelectionConfig(score=score, fraction=0.5))
+        policies = fit(bc.learner(bc.BCConfig(), dataset), dataset, group_key, run, weights=group.weights).policies()
+        rows["group_bc"][score] = evaluate_seeds(env, policies, jax.random.fold_in(key, 40 + i),
                                                  eval_episodes)[score]
     table = {method: {s: {"mean": float(np.mean(v[s])), "std": float(np.std(v[s])), "per_seed": v[s]}
                       for s in SCORES} for method, v in rows.items()}

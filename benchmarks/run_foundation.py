@@ -8,6 +8,9 @@ Measures
   2. dataset write throughput (transitions/s) of `teamsift.data.write_dataset`;
   3. BC updates/s for 1 and for 5 vmapped seeds, against a bare jitted `lax.scan` loop of
      the same network (MLP 64-64 with agent ids), optimiser and batch (target >= 80%).
+     teamsift's rate is one whole `teamsift.engine.fit` call (BC's learner, one log point
+     at the end): moving the data to the device, init, the chunked updates and the host
+     side of the loop; its programs are compiled by the warm-up call, not timed.
 
 Results go to OUT/foundation-<device>.json and .md with the command line and the machine.
 """
@@ -30,8 +33,8 @@ import optax
 
 from teamsift import envs
 from teamsift.algos import bc
-from teamsift.algos.common import device_data
-from teamsift.bench.machine import machine  # noqa: F401  (imported by the other benchmark scripts)
+from teamsift.engine import RunConfig, fit
+from teamsift.machine import machine  # noqa: F401  (imported by the other benchmark scripts)
 from teamsift.collect import collect_arrays, random_policy
 from teamsift.data import load_dataset, write_dataset
 from teamsift.envs._jaxmarl import import_jaxmarl
@@ -118,7 +121,7 @@ def write_throughput(num_episodes: int) -> dict:
 
 # --- 3. BC update throughput ---------------------------------------------------------------
 
-def bare_bc_loop(data: dict, net: AgentNetConfig, config: bc.BCConfig, num_updates: int):
+def bare_bc_loop(data: dict, net: AgentNetConfig, config: bc.BCConfig, updates: int):
     """The same network, loss, optimiser and batch, written as one plain jitted scan."""
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.rmsprop(config.learning_rate))
     batch_size = config.batch_size * 8
@@ -141,29 +144,29 @@ def bare_bc_loop(data: dict, net: AgentNetConfig, config: bc.BCConfig, num_updat
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num_updates))[1]
+        return jax.lax.scan(body, (params, opt_state), jax.random.split(key, updates))[1]
 
     params = init_params(net, jax.random.key(0))
     return lambda: run(params, jax.random.key(1), data["obs"], data["actions"], data["avail"])
 
 
-def bc_throughput(num_updates: int, batch_size: int) -> dict:
+def bc_throughput(updates: int, batch_size: int) -> dict:
     env = envs.make("mpe_spread")
     with tempfile.TemporaryDirectory() as tmp:
         arrays = collect_arrays(env, random_policy(env.spec), jax.random.key(2), 400)
         arrays.pop("scores")
         dataset = load_dataset(write_dataset(Path(tmp) / "ds", spec=env.spec, **arrays))
-        config = dataclasses.replace(bc.BCConfig(), batch_size=batch_size, num_updates=num_updates,
-                                     log_every=num_updates, recurrent=False)
-        result = {"batch_transitions": batch_size * 8, "network": "MLP 64-64 + agent id", "updates": num_updates}
+        config = dataclasses.replace(bc.BCConfig(), batch_size=batch_size, recurrent=False)
+        learner = bc.learner(config, dataset)
+        result = {"batch_transitions": batch_size * 8, "network": "MLP 64-64 + agent id", "updates": updates}
         for seeds in (1, 5):
-            seconds = timed(lambda: bc.train(config, dataset, jax.random.key(3), num_seeds=seeds, progress=False)[1]["loss"],
-                            repeats=3)
-            result[f"teamsift_{seeds}_seed_updates_per_s"] = num_updates / seconds
+            run = RunConfig(updates=updates, seeds=seeds, log_every=updates, progress=False)
+            seconds = timed(lambda: fit(learner, dataset, jax.random.key(3), run).state, repeats=3)
+            result[f"teamsift_{seeds}_seed_updates_per_s"] = updates / seconds
         net = bc.net_config(config, env.spec)
-        data = device_data(dataset)
-        bare = bare_bc_loop(data, net, config, num_updates)
-        result["bare_scan_updates_per_s"] = num_updates / timed(bare, repeats=3)
+        data = bc.prepare(dataset, {})  # obs, actions, avail on the device
+        bare = bare_bc_loop(data, net, config, updates)
+        result["bare_scan_updates_per_s"] = updates / timed(bare, repeats=3)
     result["ratio_1_seed_vs_bare"] = result["teamsift_1_seed_updates_per_s"] / result["bare_scan_updates_per_s"]
     result["cost_5_seeds_vs_1"] = result["teamsift_1_seed_updates_per_s"] / result["teamsift_5_seed_updates_per_s"]
     return result

@@ -8,12 +8,20 @@ and for 5 seeds trained as one vmapped program, and SIT's stages.
 With --methods only those learners are timed; the other rows of an earlier result of the
 same budget (updates, ARDNEM updates, episodes) are kept.
 
-For every learner and seed count the same `train` call runs twice with the same config:
-the first compiles (its programs are cached per config) and runs, the second only runs.
-updates/s = updates / (second call's seconds); compile ≈ first − second. SIT is timed
-on Stage III (`logs["seconds"]["stage3"]`); its Stage I (ARDNEM) and Stage II (DPER)
-are timed once per dataset. MABCQ's call also trains its behaviour model μ for the same
-number of updates (its bench setting), so its rate counts a μ update and a Q update.
+Every learner trains through `teamsift.engine.fit` (via the bench's `Trainer`, i.e.
+`teamsift.algos.pipeline.train`). For every learner and seed count the same call runs
+twice with the same config: the first compiles (the engine caches its programs per
+learner config, sampler and chunk size) and runs, the second only runs. What is timed is
+the `fit` call of the learner (`FitResult.seconds`: moving the data to the device,
+initialising every seed, all the updates in their jitted chunks and the host side of the
+loop — logs every min(500, updates) updates; no checkpoints, no evaluation). Valuation
+weights, samplers and the making of the spec are outside it. updates/s = updates /
+(second call's seconds); compile ≈ first − second. SIT is timed on its main fit (Stage
+III); its Stage I (ARDNEM: a `fit` of `ardnem.learner`, then `ardnem.result`'s
+decomposition of the dataset) and Stage II (building DPER's buffers) are timed once per
+dataset, Stage I on the second of two identical calls. MABCQ's time is the sum of its two
+fits: the behaviour model μ, trained for the same number of updates (its bench setting),
+and the Q learner, so its rate counts a μ update and a Q update.
 Datasets are SIT's low-quality compositions (`teamsift.bench.sit.SIT_SUITE`), drawn from
 the committed pools. Results go to OUT/learner-speed-<device>.{json,md}.
 """
@@ -28,40 +36,51 @@ from pathlib import Path
 
 import jax
 
+from teamsift.algos import pipeline, registry
 from teamsift.bench import sit as sit_bench
-from teamsift.bench.machine import describe, machine
+from teamsift.machine import describe, machine
 from teamsift.bench.report import merge_previous, named_key, write_report
-from teamsift.value import ardnem, dper
+from teamsift.data import dper
+from teamsift.engine import RunConfig
+
+
+def fit_seconds(result: pipeline.TrainResult) -> float:
+    """The seconds of the method's `fit` calls: the learner's, and MABCQ's behaviour model's."""
+    behaviour = result.stages.get("behaviour")
+    return result.fit.seconds + (behaviour.seconds if behaviour is not None else 0.0)
 
 
 def time_method(trainer: sit_bench.Trainer, method: str, dataset, key: jax.Array) -> dict:
-    """Two identical calls: (compile + run) seconds and run seconds."""
+    """Two identical calls: (compile + run) seconds and run seconds of their `fit`s."""
     seconds = []
     for _ in range(2):
-        started = time.perf_counter()
-        _, logs = trainer(method, dataset, key)  # returns host arrays: the work is done
-        elapsed = time.perf_counter() - started
-        seconds.append(logs["seconds"]["stage3"] if "seconds" in logs else elapsed)
-    updates = int(logs["config"]["num_updates"])
+        # No run directory: fresh=True, as a Trainer without runs_dir asks to resume (which needs one)
+        result = trainer(method, dataset, key, fresh=True)
+        jax.block_until_ready(result.fit.state)
+        seconds.append(fit_seconds(result))
+    updates = int(result.fit.updates)
     return {"updates": updates, "first_seconds": seconds[0], "run_seconds": seconds[1],
             "updates_per_s": updates / seconds[1], "compile_seconds": max(0.0, seconds[0] - seconds[1])}
 
 
 def time_stages_1_2(bench: sit_bench.SITBenchConfig, dataset) -> dict:
-    """SIT Stage I (ARDNEM) and Stage II. The warm-up (compile + run) goes through the bench
-    Trainer's Stage I cache, so the SIT cells timed later reuse its result; the timed call
-    repeats it with the same key."""
-    sit_config = sit_bench.sit_variant("SIT", bench)
-    config = sit_config.ardnem
-    sit_bench.Trainer(bench, progress=False).stage1(dataset, config)  # compile, train, cache
+    """SIT Stage I (ARDNEM: its `fit` and the decomposition of the dataset) and Stage II
+    (DPER's buffers). Stage I runs twice with the bench's Stage I key and schedule (the
+    Trainer's: a log point every min(500, updates)), the first compiling, the second timed;
+    the SIT cells timed later train (or load) their own Stage I, outside their timing."""
+    spec = sit_bench.method_spec("SIT", bench)
+    config = spec.ardnem
+    updates = bench.ardnem_updates or registry.get("ardnem").updates
+    run = RunConfig(updates=updates, log_every=min(500, updates), progress=False, label="Stage I (ARDNEM)")
+    for _ in range(2):  # compile + run, then run
+        started = time.perf_counter()
+        result = pipeline.run_stage1(config, dataset, sit_bench.stage1_key(bench), run, updates)
+        stage1 = time.perf_counter() - started
     started = time.perf_counter()
-    result = ardnem.train(config, dataset, sit_bench.stage1_key(bench), progress=False)
-    stage1 = time.perf_counter() - started
-    started = time.perf_counter()
-    jax.block_until_ready(dper.build_dper(result, dataset, sit_config.dper))
+    jax.block_until_ready(dper.build_dper(result, dataset, spec.sampler_config))
     stage2 = time.perf_counter() - started
-    return {"stage1_updates": config.num_updates, "stage1_seconds": stage1,
-            "stage1_updates_per_s": config.num_updates / stage1, "stage2_seconds": stage2}
+    return {"stage1_updates": updates, "stage1_seconds": stage1,
+            "stage1_updates_per_s": updates / stage1, "stage2_seconds": stage2}
 
 
 BUDGET = ("updates", "ardnem_updates", "episodes")
@@ -114,9 +133,10 @@ def render(report: dict) -> str:
     lines = ["# Offline learners: updates per second, 1 seed vs 5 vmapped seeds", "",
              f"Machine: {report['machine']}", "",
              "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report["command"]])), "",
-             f"Each learner's `train` call with {report['config']['updates']} updates, timed on its second identical "
+             f"Each learner's `fit` with {report['config']['updates']} updates, timed on its second identical "
              "call (compiled programs are cached per config); 5 seeds run as one vmapped program. "
-             "\"5 seeds, per seed\" is the 5-seed rate × 5: the seed-updates per second. SIT: Stage III only.", "",
+             "\"5 seeds, per seed\" is the 5-seed rate × 5: the seed-updates per second. SIT: Stage III only; "
+             "MABCQ: its behaviour model's fit and its Q learner's.", "",
              "| env | learner | 1 seed: updates/s | 5 seeds: updates/s | 5 seeds, per seed | cost of 5 seeds vs 1 "
              "| compile, 1 seed |", "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:

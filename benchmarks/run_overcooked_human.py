@@ -2,9 +2,12 @@
 
 For each layout: import the train split (`teamsift import overcooked-human`), value the
 one-time player ids by EV-Clustering on the game score, clone the players of clusters
-with positive EV (EV2BC) or everyone (BC), 5 seeds each as one vmapped program, and
+with positive EV (EV2BC) or everyone (BC), 5 seeds each as one vmapped program
+(`teamsift.engine.fit` with the valuation's weights, `teamsift.value.weights`), and
 evaluate each seed in the JaxMARL Overcooked layout with the full human horizon.
-Partner in evaluation: the learned policy plays both cooks (self-play).
+Partner in evaluation: the learned policy plays both cooks (self-play). EV2BC splits its
+key into (EV-Clustering key, BC key), as EV2BC always did; EV2BC per slot reuses the
+same cluster values and BC key.
 
     python benchmarks/run_overcooked_human.py [--layouts cramped_room,asymmetric_advantages]
 
@@ -25,45 +28,54 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from teamsift.algos import bc, ev2bc
-from teamsift.algos.common import policy_for_seed
+from teamsift.algos import bc
 from teamsift.data import import_overcooked_human, load_dataset
+from teamsift.engine import RunConfig, fit, step_weights
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
+from teamsift.value.weights import SelectionConfig, individual_weights, valuation_weights
 
 
-def evaluate_seeds(env, policy, seeds: int, key, episodes: int) -> list[float]:
+def evaluate_seeds(env, policies: list, key, episodes: int) -> list[float]:
     """Soups per game for each seed's policy in self-play."""
-    return [float(evaluate(env, policy_for_seed(policy, s), jax.random.fold_in(key, s), episodes).scores["soups"].mean)
-            for s in range(seeds)]
+    return [float(evaluate(env, p, jax.random.fold_in(key, s), episodes).scores["soups"].mean)
+            for s, p in enumerate(policies)]
+
+
+def kept_fraction(dataset, weights) -> float:
+    """The fraction of agent decisions (steps × slots) with a weight above 0."""
+    return float((step_weights(dataset, weights) > 0).mean())
 
 
 def run_layout(layout: str, *, updates: int, seeds: int, clusters: int | None, episodes: int, key, workdir: Path):
     path = import_overcooked_human(layout, "train", workdir / layout, overwrite=True)
     dataset = load_dataset(path)
     env = make(dataset.meta["env_id"], **dataset.meta["env_kwargs"])
-    bc_config = dataclasses.replace(bc.BCConfig(recurrent=False), num_updates=updates,
-                                    log_every=max(1, updates // 10))
+    learner = bc.learner(bc.BCConfig(recurrent=False), dataset)
+    run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 10), progress=False)
     timings = {}
     start = time.perf_counter()
-    bc_policy, _ = bc.train(bc_config, dataset, jax.random.fold_in(key, 1), num_seeds=seeds, progress=False)
+    bc_policies = fit(learner, dataset, jax.random.fold_in(key, 1), run).policies()
     timings["bc"] = time.perf_counter() - start
-    config = ev2bc.EV2BCConfig(bc=bc_config, valuation="ev-cluster", score="soups", num_clusters=clusters)
+    selection = SelectionConfig(score="soups", num_clusters=clusters)
+    value_key, bc_key = jax.random.split(jax.random.fold_in(key, 1))
     start = time.perf_counter()
-    ev_policy, logs = ev2bc.train(config, dataset, jax.random.fold_in(key, 1), num_seeds=seeds, progress=False)
+    valuation = valuation_weights("ev-cluster", dataset, value_key, selection)
+    ev_policies = fit(learner, dataset, bc_key, run, weights=valuation.weights).policies()
     timings["ev2bc"] = time.perf_counter() - start
     start = time.perf_counter()
-    role_policy, role_logs = ev2bc.train(dataclasses.replace(config, per_slot=True), dataset, jax.random.fold_in(key, 1),
-                                         num_seeds=seeds, values=logs["values"], progress=False)
+    role_weights = individual_weights(dataclasses.replace(selection, per_slot=True), dataset, valuation.values)
+    role_policies = fit(learner, dataset, bc_key, run, weights=role_weights).policies()
     timings["ev2bc_per_slot"] = time.perf_counter() - start
-    results = {"bc": evaluate_seeds(env, bc_policy, seeds, jax.random.fold_in(key, 2), episodes),
-               "ev2bc": evaluate_seeds(env, ev_policy, seeds, jax.random.fold_in(key, 2), episodes),
-               "ev2bc_per_slot": evaluate_seeds(env, role_policy, seeds, jax.random.fold_in(key, 2), episodes)}
+    results = {"bc": evaluate_seeds(env, bc_policies, jax.random.fold_in(key, 2), episodes),
+               "ev2bc": evaluate_seeds(env, ev_policies, jax.random.fold_in(key, 2), episodes),
+               "ev2bc_per_slot": evaluate_seeds(env, role_policies, jax.random.fold_in(key, 2), episodes)}
     return {
         "layout": layout, "games": dataset.num_episodes, "steps": dataset.num_steps,
         "human_soups_per_game": float(np.mean(dataset.score("soups"))),
-        "kept_fraction": logs["kept_fraction"], "kept_fraction_per_slot": role_logs["kept_fraction"],
-        "player_values": logs["values"],
+        "kept_fraction": kept_fraction(dataset, valuation.weights),
+        "kept_fraction_per_slot": kept_fraction(dataset, role_weights),
+        "player_values": valuation.values,
         "soups": {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for m, v in results.items()},
         "train_seconds": timings,
     }

@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from teamsift.bench.machine import describe, machine
+from teamsift.machine import describe, machine
 from teamsift.collect.datasets import expert_dataset, generate_from_spec
 from teamsift.collect.pools import PoolError, load_pools
 from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS, SIT_EPISODES, SIT_SUITE

@@ -86,8 +86,8 @@ def run_env(env_id: str, overrides: dict, key, episodes: int, select_episodes: i
     best_eval = evaluate(env, bank.checkpoint(best), k_best, episodes).team_return
     final_eval = best_eval if best == final else evaluate(env, bank.checkpoint(final), k_final, episodes).team_return
     det_eval = evaluate(env, result.policy(final, deterministic=True), k_det, episodes).team_return
-    log_ret = result.logs["return"]
-    tail = log_ret[-max(1, len(log_ret) // 20):]
+    log_ret, log_update = result.logs["return"], result.logs["update"]  # one entry per log row
+    tail = log_ret[log_update > 0.95 * log_update[-1]]  # rows of the last 5% of updates (at least the last)
     return {
         "algo": config.algo,
         "timesteps": int(result.checkpoint_steps[-1]),

@@ -7,8 +7,9 @@ Datasets (all from the committed pools, so every slot's true level is known):
 * SIT-style composition datasets (`100%[r,m,e]`-like medium datasets of the SIT suite).
 Methods: ev (dataset estimator), ev-cluster (EV-Clustering on the anonymised data, K
 chosen by held-out error), ardnem (SIT Stage I: per-trajectory returns ĝ, averaged per
-individual). Accuracy: Spearman of value vs level (random < medium < expert) and AUC of
-expert vs random, per individual (per trajectory for ARDNEM's trajectory AUC).
+individual; Table 10's 20 000 updates, 300 with --quick). Accuracy: Spearman of value vs
+level (random < medium < expert) and AUC of expert vs random, per individual (per
+trajectory for ARDNEM's trajectory AUC).
 
     python benchmarks/run_valuation.py [--quick]
 
@@ -133,7 +134,7 @@ def main(argv=None) -> None:
                                                       300 if args.quick else 2000).items():
                     for label, options in (("ardnem", {}), ("ardnem w/o attention", {"attention": False})):
                         row = measure(name, path, "ardnem", jax.random.fold_in(key, 300 + i),
-                                      **options, **({"num_updates": 300} if args.quick else {}))
+                                      **options, **({"updates": 300} if args.quick else {}))
                         rows.append(dict(row, method=label))
                         print(json.dumps(rows[-1]), file=sys.stderr)
     throughput = ev_throughput(10**5 if args.quick else 10**6, 10, 1000, jax.random.fold_in(key, 999))

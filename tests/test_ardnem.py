@@ -8,6 +8,7 @@ a random agent half the time. ARDNEM must rank expert trajectories above random 
 """
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -15,17 +16,23 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from teamsift.data import testing
-from teamsift.value import ardnem, dper, plots
+from teamsift.data import dper, gather_episodes, testing, to_device
+from teamsift.engine import RunConfig, fit
+from teamsift.value import ardnem, plots
 
 LEVELS = ("random", "medium", "expert")
 HIT_RATE = {"random": 0.5, "medium": 0.75, "expert": 0.95}
 TERMS = np.asarray([["random", "medium", "expert", "random"], ["expert", "random", "random", "medium"]])
 
 # Paper defaults except the schedule: fewer, larger steps on smaller batches (CPU test).
-FAST = dataclasses.replace(ardnem.ARDNEMConfig(), num_updates=1000, log_every=500, learning_rate=1e-3,
-                           batch_size=8, probe_episodes=32)
-TINY = dataclasses.replace(FAST, num_updates=20, log_every=10)
+FAST = dataclasses.replace(ardnem.ARDNEMConfig(), learning_rate=1e-3, batch_size=8, probe_episodes=32)
+FAST_RUN = RunConfig(updates=1000, log_every=10, progress=False)
+TINY_RUN = RunConfig(updates=20, log_every=10, progress=False)
+
+
+def train(config, dataset, key, run) -> ardnem.ARDNEMResult:
+    """Stage I as a pipeline runs it: one seed's fit, then the decomposition pass."""
+    return ardnem.result(config, fit(ardnem.learner(config, dataset), dataset, key, run), dataset)
 
 
 def contribution_dataset(path, episodes: int = 200, length: int = 10, seed: int = 0):
@@ -44,7 +51,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(dataset):
-    return ardnem.train(FAST, dataset, jax.random.key(0), progress=False)
+    return train(FAST, dataset, jax.random.key(0), FAST_RUN)
 
 
 def test_ardnem_ranks_expert_trajectories_above_random(dataset, trained):
@@ -59,15 +66,41 @@ def test_ardnem_ranks_expert_trajectories_above_random(dataset, trained):
     # The decomposition explains the team reward (eqs. 2-4): Σ_i r̂_i tracks r_tot.
     team = np.asarray(dataset.steps["reward"])
     assert np.corrcoef(trained.reward.sum(axis=1), team)[0, 1] > 0.9
-    loss = trained.logs["loss"]
-    assert loss.shape == (FAST.num_updates,) and trained.logs["member_loss"].shape == (FAST.num_updates, 5)
-    assert loss[-100:].mean() < 0.2 * loss[:10].mean()
+    loss = trained.logs["loss"]  # the mean of every 10 updates
+    assert loss.shape == (100,) and trained.logs["member_loss"].shape == (100, 5)
+    np.testing.assert_allclose(trained.logs["member_loss"].mean(axis=1), loss, rtol=1e-5)  # eq. 3 = the mean
+    assert loss[-10:].mean() < 0.2 * loss[0]  # the last 100 updates against the first 10
     assert np.all(trained.uncertainty >= 0) and trained.uncertainty.mean() > 0  # 5 members disagree a little
     assert jax.tree.leaves(trained.params)[0].shape[0] == FAST.ensemble_size
-    probe = trained.logs["probe"]
-    np.testing.assert_array_equal(probe.updates, [500, 1000])
-    assert probe.slot_mean.shape == (2, a) and set(probe.level_mean) == set(LEVELS)
+    probe = trained.logs["probe"]  # at every log point
+    np.testing.assert_array_equal(probe.updates, np.arange(10, 1001, 10))
+    np.testing.assert_array_equal(trained.logs["updates"], probe.updates)
+    assert probe.slot_mean.shape == (100, a) and set(probe.level_mean) == set(LEVELS)
     assert probe.level_mean["expert"][-1] > probe.level_mean["random"][-1]
+    # The probe is the trained ensemble's r̂ on its fixed probe episodes.
+    episodes = ardnem.probe_episodes(dataset, FAST.probe_episodes)
+    assert len(episodes) == 32
+    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(dataset.starts[episodes], dataset.lengths[episodes])])
+    np.testing.assert_allclose(probe.slot_mean[-1], trained.reward[rows].mean(axis=0), rtol=1e-4, atol=1e-5)
+    expert = np.repeat(levels[episodes], dataset.lengths[episodes], axis=0) == "expert"
+    assert probe.level_mean["expert"][-1] == pytest.approx(trained.reward[rows][expert].mean(), rel=1e-4, abs=1e-5)
+
+
+def test_decision_weights_weigh_each_steps_squared_error(dataset, trained):
+    """With `fit(..., weights=...)` each step's term of eq. 3 weighs the mean weight of its
+    agents: ones change nothing, zero on an episode removes it from the loss."""
+    shape = trained.shape
+    arrays = to_device(dataset, ("obs", "actions", "reward", "state"))
+    batch = gather_episodes(arrays, jnp.arange(6, dtype=jnp.int32), shape.max_length)
+    member = jax.tree.map(lambda x: x[0], trained.params)
+    ones = {**batch, "weight": batch["mask"][..., None] * jnp.ones(4)}
+    half = {**batch, "weight": ones["weight"] * (jnp.arange(6) < 3)[:, None, None]}
+    first = {k: v[:3] for k, v in batch.items()}
+    plain, with_ones, with_half, only_first = jax.jit(
+        lambda m: [ardnem.member_loss(m, FAST, shape, b) for b in (batch, ones, half, first)])(member)
+    assert float(with_ones) == pytest.approx(float(plain), rel=1e-6)
+    assert float(with_half) == pytest.approx(float(only_first), rel=1e-5)
+    assert float(with_half) != pytest.approx(float(plain), rel=1e-3)  # the other episodes did count before
 
 
 def test_individual_returns_follow_eq6():
@@ -84,8 +117,8 @@ def test_individual_returns_follow_eq6():
 @pytest.mark.parametrize("variant", [dict(attention=False), dict(ensemble_size=1), dict(mixer="monotonic")],
                          ids=["no-attention", "no-ensemble", "monotonic"])
 def test_ablations_run_with_the_right_shapes(dataset, variant):
-    config = dataclasses.replace(TINY, **variant)
-    result = ardnem.train(config, dataset, jax.random.key(1), progress=False)
+    config = dataclasses.replace(FAST, **variant)
+    result = train(config, dataset, jax.random.key(1), TINY_RUN)
     n, e, a = dataset.num_steps, dataset.num_episodes, dataset.num_agents
     assert result.reward.shape == result.uncertainty.shape == (n, a) and result.priority.shape == (e, a)
     assert np.all(np.isfinite(result.reward)) and np.all(np.isfinite(result.priority))
@@ -97,7 +130,7 @@ def test_ablations_run_with_the_right_shapes(dataset, variant):
                               jnp.asarray(steps["actions"][:50]), jnp.asarray(steps["state"][:50]))
     if config.ensemble_size == 1:
         assert np.all(result.uncertainty == 0)  # w/o ensemble: no uncertainty
-        again = ardnem.train(config, dataset, jax.random.key(1), progress=False)  # same key, same result
+        again = train(config, dataset, jax.random.key(1), TINY_RUN)  # same key, same result
         np.testing.assert_array_equal(again.reward, result.reward)
     if not config.attention or config.mixer == "monotonic":
         np.testing.assert_array_equal(np.asarray(out.weights), 1.0)
@@ -188,6 +221,9 @@ def test_bad_input_names_the_field(dataset, trained):
         dper.build_dper(dataclasses.replace(trained, priority=trained.priority[:10]), dataset)
     with pytest.raises(ValueError, match="finite"):
         dper.build_dper_from_priorities(np.array([[np.nan, 1.0]]), ("x", "x"))
+    with pytest.raises(ValueError, match=r"stage1.priority: expected shape \[200, 4\]"):
+        ardnem.check_result(dataclasses.replace(trained, priority=trained.priority[:10]), dataset)
+    ardnem.check_result(trained, dataset)
 
 
 def test_figure3_plots_are_written(dataset, trained, tmp_path):
@@ -209,6 +245,20 @@ def test_saved_result_round_trips_and_decomposes_the_same(dataset, trained, tmp_
     np.testing.assert_array_equal(loaded.logs["probe"].slot_mean, trained.logs["probe"].slot_mean)
     again = ardnem.decompose(loaded.config, loaded.shape, loaded.params, dataset)
     np.testing.assert_allclose(again["reward"], trained.reward, rtol=1e-6, atol=1e-6)
+    # A result saved before the engine (format 1: schedule fields in the config, one loss
+    # per update) still loads: Stage I results are reused from disk.
+    from flax import serialization
+
+    payload = serialization.msgpack_restore(path.read_bytes())
+    payload["format"] = "teamsift-ardnem-result-1"
+    payload["config"] = json.dumps({**json.loads(payload["config"]), "num_updates": 7, "log_every": 7})
+    payload["logs"] = {"loss": np.arange(7.0), "member_loss": np.ones((7, 5)), "chunk_seconds": np.ones(1),
+                       "probe_updates": np.asarray([7]), "probe_slot_mean": np.ones((1, 4)), "probe_level_mean": {}}
+    (tmp_path / "old.msgpack").write_bytes(serialization.msgpack_serialize(payload))
+    old = ardnem.load_result(tmp_path / "old.msgpack")
+    assert old.config == trained.config
+    np.testing.assert_array_equal(old.logs["updates"], np.arange(1, 8))
+    np.testing.assert_array_equal(old.priority, trained.priority)
     (tmp_path / "other.msgpack").write_bytes(b"\x93\x01\x02\x03")
     with pytest.raises(ValueError, match="other.msgpack: field 'format'"):
         ardnem.load_result(tmp_path / "other.msgpack")

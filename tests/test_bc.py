@@ -10,13 +10,18 @@ import pytest
 
 from teamsift import envs
 from teamsift.algos import bc
-from teamsift.algos.common import policy_for_seed
 from teamsift.collect import collect, commons_policy, random_policy
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig, fit
 from teamsift.evaluate import evaluate
 from teamsift.nets import AgentNetConfig, NetworkPolicy, init_params
 
-FAST = dataclasses.replace(bc.BCConfig(), num_updates=1500, log_every=500, learning_rate=3e-3, optimizer="adam")
+FAST = dataclasses.replace(bc.BCConfig(), learning_rate=3e-3, optimizer="adam")
+
+
+def train(config, dataset, key, updates, *, seeds=1, log_every=None, weights=None):
+    run = RunConfig(updates=updates, seeds=seeds, log_every=log_every or max(1, updates // 10), progress=False)
+    return fit(bc.learner(config, dataset), dataset, key, run, weights=weights)
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +33,11 @@ def adaptive_commons(tmp_path_factory):
 
 def test_bc_reaches_the_scripted_policy_and_beats_random(adaptive_commons):
     env, dataset = adaptive_commons
-    policy, logs = bc.train(FAST, dataset, jax.random.key(1), progress=False)
-    assert logs["loss"].shape == (1, FAST.num_updates)
-    assert logs["loss"][0, -100:].mean() < 0.2 * logs["loss"][0, :10].mean()
+    result = train(FAST, dataset, jax.random.key(1), 1500, log_every=100)
+    loss = result.history["loss"]
+    assert loss.shape == (1, 15)  # one row per 100 updates: the mean over those updates
+    assert loss[0, -1] < 0.2 * loss[0, 0]
+    policy = result.policy()
     cloned = evaluate(env, policy, jax.random.key(2), 50).team_return.mean
     scripted = evaluate(env, commons_policy("adaptive"), jax.random.key(2), 50).team_return.mean
     uniform = evaluate(env, random_policy(env.spec), jax.random.key(2), 50).team_return.mean
@@ -40,21 +47,19 @@ def test_bc_reaches_the_scripted_policy_and_beats_random(adaptive_commons):
 
 def test_vmapped_seeds_train_independently_and_reproducibly(adaptive_commons):
     env, dataset = adaptive_commons
-    config = dataclasses.replace(FAST, num_updates=200, log_every=100)
-    policy, logs = bc.train(config, dataset, jax.random.key(5), num_seeds=3, progress=False)
-    assert logs["loss"].shape == (3, 200)
-    leaves = jax.tree.leaves(policy.params)
+    result = train(FAST, dataset, jax.random.key(5), 200, seeds=3, log_every=100)
+    assert result.history["loss"].shape == (3, 2) and result.final().shape == (3,)
+    leaves = jax.tree.leaves(result.state.params)
     assert all(leaf.shape[0] == 3 for leaf in leaves)
-    first, second = (jax.tree.leaves(policy_for_seed(policy, s).params)[0] for s in (0, 1))
+    first, second = (jax.tree.leaves(result.policy(s).params)[0] for s in (0, 1))
     assert not np.allclose(first, second)  # different seeds, different initialisations
-    again, _ = bc.train(config, dataset, jax.random.key(5), num_seeds=3, progress=False)
-    for a, b in zip(leaves, jax.tree.leaves(again.params)):
+    again = train(FAST, dataset, jax.random.key(5), 200, seeds=3, log_every=100)
+    for a, b in zip(leaves, jax.tree.leaves(again.state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # The chunking of the scan (log_every) does not change the result.
-    rechunked, _ = bc.train(dataclasses.replace(config, log_every=37), dataset, jax.random.key(5), num_seeds=3,
-                            progress=False)
-    for a, b in zip(leaves, jax.tree.leaves(rechunked.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    # The chunking of the updates (log_every) does not change the result.
+    rechunked = train(FAST, dataset, jax.random.key(5), 200, seeds=3, log_every=37)
+    for a, b in zip(leaves, jax.tree.leaves(rechunked.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_weights_select_which_agents_are_imitated(adaptive_commons, tmp_path):
@@ -64,10 +69,9 @@ def test_weights_select_which_agents_are_imitated(adaptive_commons, tmp_path):
     env = envs.make("commons")
     path = collect(env, commons_team(("greedy", "sustainable", "sustainable")), jax.random.key(0), 50, tmp_path / "mix")
     dataset = load_dataset(path)
-    weights = np.ones((dataset.num_steps, 3), np.float32)
+    weights = np.ones((dataset.num_episodes, 3), np.float32)  # one per (episode, slot)
     weights[:, 0] = 0.0
-    policy, _ = bc.train(dataclasses.replace(FAST, num_updates=600), dataset, jax.random.key(1), weights=weights,
-                         progress=False)
+    policy = train(FAST, dataset, jax.random.key(1), 600, weights=weights).policy()
     actions, _ = policy.act(jax.random.key(0), jnp.asarray(dataset.steps["obs"][:50]), None, None)
     assert np.all(np.asarray(actions) == 2)  # everyone consumes the sustainable 2
 
@@ -92,10 +96,11 @@ def test_recurrent_bc_on_a_partially_observable_env(tmp_path):
     env = envs.make("commons")
     path = collect(env, commons_policy("adaptive"), jax.random.key(0), 40, tmp_path / "gru")
     dataset = load_dataset(path)
-    config = dataclasses.replace(FAST, recurrent=True, num_updates=400, batch_size=8)
-    policy, logs = bc.train(config, dataset, jax.random.key(1), progress=False)
+    config = dataclasses.replace(FAST, recurrent=True, batch_size=8)
+    result = train(config, dataset, jax.random.key(1), 400, log_every=20)
+    policy = result.policy()
     assert policy.config.recurrent
-    assert logs["loss"][0, -20:].mean() < 0.3 * logs["loss"][0, :5].mean()
+    assert result.history["loss"][0, -1] < 0.3 * result.history["loss"][0, 0]
     cloned = evaluate(env, policy, jax.random.key(2), 20).team_return.mean
     assert cloned >= 0.9 * evaluate(env, commons_policy("adaptive"), jax.random.key(2), 20).team_return.mean
 
@@ -107,10 +112,19 @@ def test_continuous_bc_clones_a_fixed_joint_action(tmp_path):
     target = jnp.array([[0.61], [0.61]])
     noisy = FunctionPolicy(lambda k, o, a: jnp.clip(target + 0.1 * jax.random.normal(k, (2, 1)), -1, 1))
     dataset = load_dataset(collect(env, noisy, jax.random.key(0), 500, tmp_path / "poly"))
-    policy, _ = bc.train(dataclasses.replace(FAST, num_updates=500), dataset, jax.random.key(1), progress=False)
+    policy = train(FAST, dataset, jax.random.key(1), 500).policy()
     actions, _ = policy.act(jax.random.key(0), jnp.ones((2, 1)), None, None)
     np.testing.assert_allclose(np.asarray(actions), np.asarray(target), atol=0.05)
     assert evaluate(env, policy, jax.random.key(0), 4).team_return.mean > 0.55
+
+
+def test_bad_hyperparameters_are_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="BCConfig.learning_rate: expected a positive number, got -0.1"):
+        bc.BCConfig(learning_rate=-0.1)
+    with pytest.raises(ValueError, match="BCConfig.batch_size: expected a positive number, got 0"):
+        bc.BCConfig(batch_size=0)
+    with pytest.raises(ValueError, match="BCConfig.optimizer"):
+        bc.BCConfig(optimizer="sgd")
 
 
 def test_gru_agents_by_default_only_where_discrete_observations_are_partial():
@@ -130,8 +144,8 @@ def test_bc_clones_a_scripted_mpe_policy(tmp_path, env_id, rule, recurrent):
     env = envs.make(env_id)
     scripted, _ = behaviours.resolve(rule, env)
     dataset = load_dataset(collect(env, scripted, jax.random.key(0), 300, tmp_path / env_id))
-    config = dataclasses.replace(FAST, num_updates=1500 if not recurrent else 600, batch_size=16)
-    policy, _ = bc.train(config, dataset, jax.random.key(1), progress=False)
+    config = dataclasses.replace(FAST, batch_size=16)
+    policy = train(config, dataset, jax.random.key(1), 1500 if not recurrent else 600).policy()
     assert policy.config.recurrent == recurrent  # GRU by default where observations are partial
     cloned = evaluate(env, policy, jax.random.key(2), 200).team_return
     teacher = evaluate(env, scripted, jax.random.key(2), 200).team_return

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -48,25 +49,27 @@ def test_rows_follow_the_action_space():
 
 def test_sit_variants_switch_what_the_ablation_names():
     bench = sit_bench.SITBenchConfig(updates=7, ardnem_updates=3)
-    full = sit_bench.sit_variant("SIT", bench)
-    assert (full.num_updates, full.ardnem.num_updates) == (7, 3)
-    assert (full.dper.alpha, full.beta) == (0.2, 0.1)  # the paper's Table 11
-    swept = sit_bench.sit_variant("SIT*", bench)
-    assert (swept.dper.alpha, swept.beta) == (sit_bench.SWEPT_ALPHA, sit_bench.SWEPT_BETA)
-    assert dataclasses.replace(swept, dper=full.dper, beta=full.beta) == full  # nothing else differs
-    assert not sit_bench.sit_variant("SIT* w/o decomp", bench).decomposition
-    assert not sit_bench.sit_variant("SIT* w/o attention", bench).ardnem.attention
-    assert sit_bench.sit_variant("SIT* w/o ensemble", bench).ardnem.ensemble_size == 1
-    gatless = sit_bench.sit_variant("SIT* w/o GAT", bench)
-    assert not gatless.use_gat and gatless.beta == sit_bench.SWEPT_BETA
-    assert sit_bench.sit_variant("SIT* w/o priority", bench).dper.alpha > 1e5
-    assert not sit_bench.sit_variant("SIT w/o GAT", bench).use_gat
-    point = sit_bench.sit_variant(sit_bench.sweep_name(5.0, 0.3), bench)
-    assert (point.dper.alpha, point.beta, point.num_updates) == (5.0, 0.3, 7)
+    full = sit_bench.method_spec("SIT", bench)
+    assert full.algorithm == "sit" and full.sampler == "dper"
+    assert (full.sampler_config.alpha, full.hyperparameters.beta) == (0.2, 0.1)  # the paper's Table 11
+    swept = sit_bench.method_spec("SIT*", bench)
+    assert (swept.sampler_config.alpha, swept.hyperparameters.beta) == (sit_bench.SWEPT_ALPHA, sit_bench.SWEPT_BETA)
+    assert dataclasses.replace(swept, sampler_config=full.sampler_config, hyperparameters=full.hyperparameters) == full
+    nodecomp = sit_bench.method_spec("SIT* w/o decomp", bench)
+    assert not nodecomp.hyperparameters.decomposition and nodecomp.sampler == "uniform" and nodecomp.ardnem is None
+    assert not sit_bench.method_spec("SIT* w/o attention", bench).ardnem.attention
+    assert sit_bench.method_spec("SIT* w/o ensemble", bench).ardnem.ensemble_size == 1
+    gatless = sit_bench.method_spec("SIT* w/o GAT", bench)
+    assert not gatless.hyperparameters.use_gat and gatless.hyperparameters.beta == sit_bench.SWEPT_BETA
+    assert sit_bench.method_spec("SIT* w/o priority", bench).sampler_config.alpha > 1e5
+    assert not sit_bench.method_spec("SIT w/o GAT", bench).hyperparameters.use_gat
+    point = sit_bench.method_spec(sit_bench.sweep_name(5.0, 0.3), bench)
+    assert (point.sampler_config.alpha, point.hyperparameters.beta) == (5.0, 0.3)
     assert len(sit_bench.SWEEP_METHODS) == len(sit_bench.SWEEP_ALPHAS) * len(sit_bench.SWEEP_BETAS)
+    assert sit_bench.method_spec("MABCQ", bench).algorithm == "mabcq"
     for bad in ("SIT++", "SIT* w/o everything"):
-        with pytest.raises(ValueError, match="unknown SIT variant"):
-            sit_bench.sit_variant(bad, bench)
+        with pytest.raises(ValueError, match="unknown method"):
+            sit_bench.method_spec(bad, bench)
 
 
 def test_sweep_renders_as_an_alpha_beta_grid():
@@ -149,7 +152,13 @@ def test_tiny_table_run_reports_every_learner(tmp_path):
         assert len(cell["returns"]) == 2 and np.all(np.isfinite(cell["returns"]))
         assert cell["mean"] == pytest.approx(np.mean(cell["returns"]))
         assert cell["updates"] == 4
-    assert set(row["cells"]["SIT"]["stage_seconds"]) == {"stage1", "stage2", "stage3"}
+    assert set(row["cells"]["SIT"]["stage_seconds"]) == {"stage1", "stage3"}
+    assert row["cells"]["MABCQ"]["behaviour_updates"] == 4
+    # Every cell trained in a run directory of its own: an interrupted cell resumes from it.
+    for method in sit_bench.DISCRETE_METHODS:
+        run_dir = Path(row["cells"][method]["run_dir"])
+        assert (run_dir / "config.json").is_file() and (run_dir / "policies" / "seed-1.msgpack").is_file()
+    assert "aggregate over 1 rows × 2 seeds (rliable)" in (tmp_path / "out" / "sit-test.md").read_text()
     saved = json.loads((tmp_path / "out" / "sit-test.json").read_text())
     assert saved["studies"]["table"]["CN_3ls3l low"]["cells"].keys() == row["cells"].keys()
     text = (tmp_path / "out" / "sit-test.md").read_text()
@@ -174,10 +183,11 @@ def test_pjap_study_compares_uniform_and_pjap_sampling_on_mabrax():
     rows = sit_bench.pjap_rows()
     assert {env for env, *_ in rows} == {"halfcheetah_2x3"}
     assert all(methods == ("MADDPG+CQL", "MADDPG+CQL+PJAP") for *_, methods in rows)
-    config = sit_bench.pjap_config(20_000)
-    assert config.sampler == "pjap" and config.num_updates == 20_000
-    assert config.pjap.ramp_steps == 6_000  # the paper's K/updates = 150 000 / 500 000
-    assert sit_bench.pjap_config(None).pjap.ramp_steps == 150_000  # full budget: the paper's K
+    spec = sit_bench.method_spec("MADDPG+CQL+PJAP", sit_bench.SITBenchConfig(updates=20_000))
+    assert spec.algorithm == "maddpg_cql_pjap" and spec.sampler == "pjap"
+    assert spec.sampler_config.ramp_steps == 6_000  # the paper's K/updates = 150 000 / 500 000
+    full = sit_bench.method_spec("MADDPG+CQL+PJAP", sit_bench.SITBenchConfig())
+    assert full.sampler_config.ramp_steps == 150_000  # full budget: the paper's K
 
 
 def test_cell_keys_depend_on_names_not_on_positions():

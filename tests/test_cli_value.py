@@ -50,7 +50,8 @@ def test_value_rejects_unknown_method_and_score(population):
 def test_train_ev2bc_and_group_bc_from_the_cli(population, tmp_path):
     for algo in ("ev2bc", "group_bc"):
         payload = run_json("train", str(population), "--algo", algo, "--score", "v_final", "--updates", "50",
-                           "--out", str(tmp_path / f"{algo}.msgpack"), "--eval-episodes", "4")
+                           "--out", str(tmp_path / f"{algo}.msgpack"), "--eval-episodes", "4",
+                           "--run-dir", str(tmp_path / algo))
         assert 0.0 < payload["kept_fraction"] < 1.0
     assert set(payload) >= {"policy", "eval"}
 
@@ -71,7 +72,14 @@ def test_value_ardnem_ranks_the_expert_slot_above_the_random_slot(sit_medium, tm
     """SIT Stage I on real MPE data: the decomposed returns put the expert agent above the
     random agent (SIT Figure 3(a)), and the Figure 3 plots are written."""
     report = run_json("value", str(sit_medium), "--method", "ardnem", "--updates", "1500",
-                      "--learning-rate", "1e-3", "--plots", str(tmp_path / "plots"))
+                      "--learning-rate", "1e-3", "--plots", str(tmp_path / "plots"), "--run-dir", str(tmp_path / "run"),
+                      "--checkpoint-every", "500", "--out", str(tmp_path / "stage1.msgpack"))
+    assert report["stage1"] == str(tmp_path / "stage1.msgpack") and (tmp_path / "run" / "metrics.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["1000", "1500", "500"]
+    # SIT reuses that Stage I instead of training ARDNEM again
+    sit = run_json("train", str(sit_medium), "--algo", "sit", "--updates", "2", "--stage1", str(tmp_path / "stage1.msgpack"),
+                   "--eval-episodes", "0", "--run-dir", str(tmp_path / "sit"))
+    assert sit["sampler"] == "dper" and not (tmp_path / "sit" / "stages").exists()
     slot_priority = report["slot_mean_priority"]  # slots: random, medium, expert
     assert slot_priority[2] > slot_priority[0]
     per_level = report["accuracy"]["per_level"]
@@ -99,14 +107,15 @@ def test_value_ardnem_rejects_episode_scores(population):
 
 def test_train_ev2bc_per_slot_from_the_cli(population, tmp_path):
     payload = run_json("train", str(population), "--algo", "ev2bc", "--score", "v_final", "--updates", "20",
-                       "--per-slot", "--out", str(tmp_path / "role.msgpack"), "--eval-episodes", "2")
+                       "--per-slot", "--out", str(tmp_path / "role.msgpack"), "--eval-episodes", "2",
+                       "--run-dir", str(tmp_path / "run"))
     assert 0.0 < payload["kept_fraction"] < 1.0
 
 
 def test_train_offline_learner_from_the_cli(population, tmp_path):
     """`teamsift train --algo icq`: the offline learners share the train command."""
     payload = run_json("train", str(population), "--algo", "icq", "--updates", "20",
-                       "--out", str(tmp_path / "icq.msgpack"), "--eval-episodes", "2")
+                       "--out", str(tmp_path / "icq.msgpack"), "--eval-episodes", "2", "--run-dir", str(tmp_path / "run"))
     assert payload["algo"] == "icq" and payload["updates"] == 20
     assert (tmp_path / "icq.msgpack").is_file() and all(abs(x) < 1e6 for x in payload["final_loss"])
     result = runner.invoke(app, ["train", str(population), "--algo", "magic"])

@@ -1,4 +1,5 @@
-"""EV2BC and group-BC: selection rules, and the paper's claim on the Tragedy of the Commons."""
+"""EV2BC and group-BC (behaviour cloning on valuation weights): selection rules, any
+valuation driving any learner, and the paper's claim on the Tragedy of the Commons."""
 
 import dataclasses
 
@@ -6,13 +7,15 @@ import jax
 import numpy as np
 import pytest
 
-from teamsift.algos import bc, ev2bc, group_bc
+from teamsift.algos import pipeline
 from teamsift.collect.datasets import generate_population, scripted_population
 from teamsift.collect.scripted import COMMONS_TYPES
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.value import selection
+from teamsift.value.weights import SelectionConfig, role_weights, rule_weights, valuation_weights
 
 # --- selection rules ------------------------------------------------------------------------
 
@@ -74,8 +77,8 @@ def commons_population(tmp_path_factory):
 
 def test_group_bc_weights_whole_top_episodes(commons_population):
     _, dataset = commons_population
-    weights = group_bc.decision_weights(group_bc.GroupBCConfig(score="v_final", fraction=0.25), dataset)
-    per_episode = weights[dataset.starts]  # [E, A]
+    weights = valuation_weights("group", dataset, jax.random.key(0), SelectionConfig(score="v_final", fraction=0.25))
+    per_episode = weights.weights  # [E, A]
     assert np.all(per_episode == per_episode[:, :1])  # a whole episode or nothing
     kept = per_episode[:, 0] > 0
     assert kept.sum() == round(0.25 * dataset.num_episodes)
@@ -84,33 +87,50 @@ def test_group_bc_weights_whole_top_episodes(commons_population):
 
 def test_ev2bc_keeps_sustainable_consumers_and_drops_greedy_ones(commons_population):
     _, dataset = commons_population
-    config = ev2bc.EV2BCConfig(score="v_final")
-    values = ev2bc.value_individuals(config, dataset, jax.random.key(0))
-    weights = ev2bc.decision_weights(config, dataset, values)[dataset.starts]  # [E, A]
+    weights = valuation_weights("ev", dataset, jax.random.key(0), SelectionConfig(score="v_final"))
     behaviour = dataset.episodes["behaviour"]
-    assert np.all(weights[behaviour == "sustainable"] == 1.0)
-    assert np.all(weights[behaviour == "greedy"] == 0.0)
+    assert np.all(weights.weights[behaviour == "sustainable"] == 1.0)
+    assert np.all(weights.weights[behaviour == "greedy"] == 0.0)
+    assert set(weights.values) == set(np.unique(dataset.episodes["agent_ids"]))
 
 
 def test_ev2bc_beats_bc_on_the_commons(commons_population):
     """Select to Perfect, Section 5: imitating the high-EV individuals leaves far more of the
     common resource than imitating everyone."""
     env, dataset = commons_population
-    bc_config = dataclasses.replace(bc.BCConfig(), num_updates=1500, log_every=1500)
+    run = RunConfig(updates=1500, log_every=1500, progress=False)
     key = jax.random.key(1)
-    bc_policy, _ = bc.train(bc_config, dataset, key, progress=False)
-    ev_policy, logs = ev2bc.train(ev2bc.EV2BCConfig(bc=bc_config, score="v_final"), dataset, key, progress=False)
-    assert 0.0 < logs["kept_fraction"] < 1.0
+    bc_policy = pipeline.train("bc", dataset, key, run).policy()
+    ev2bc = pipeline.train("ev2bc", dataset, key, run, overrides={"selection.score": "v_final"})
+    assert 0.0 < ev2bc.weights.kept_fraction < 1.0 and ev2bc.spec.weights == "ev"
     v_bc = evaluate(env, bc_policy, jax.random.key(2), 200).scores["v_final"].mean
-    v_ev = evaluate(env, ev_policy, jax.random.key(2), 200).scores["v_final"].mean
+    v_ev = evaluate(env, ev2bc.policy(), jax.random.key(2), 200).scores["v_final"].mean
     assert v_bc < 0.5 * v_ev
+
+
+def test_any_valuation_drives_any_learner(commons_population, tmp_path):
+    """`train --algo icq --weights ev`: the EV weights reach ICQ's losses as per-decision
+    weights (the dropped individuals' decisions weigh 0), and they change what ICQ learns;
+    `--sampler dper` runs Stage I first and draws ICQ's episodes by its priorities."""
+    _, dataset = commons_population
+    run = RunConfig(updates=3, log_every=1, progress=False)
+    key = jax.random.key(3)
+    plain = pipeline.train("icq", dataset, key, run)
+    weighted = pipeline.train("icq", dataset, key, run, weights="ev", overrides={"selection.score": "v_final"})
+    expected = valuation_weights("ev", dataset, key, SelectionConfig(score="v_final")).weights  # EV needs no key
+    np.testing.assert_array_equal(np.asarray(weighted.fit.arrays["weight"]), np.repeat(expected, dataset.lengths, 0))
+    assert not np.allclose(weighted.fit.final("actor_loss"), plain.fit.final("actor_loss"))
+    prioritised = pipeline.train("icq", dataset, key, dataclasses.replace(run, run_dir=str(tmp_path / "run")),
+                                 sampler="dper", stage_updates={"ardnem": 2})
+    assert prioritised.stage1.priority.shape == (dataset.num_episodes, 3)
+    assert (tmp_path / "run" / "stages" / "ardnem" / "result.msgpack").is_file()
+    assert (tmp_path / "run" / "config.json").is_file() and prioritised.spec.sampler == "dper"
 
 
 def test_ev2bc_rejects_a_rule_that_keeps_nobody(commons_population):
     _, dataset = commons_population
-    config = ev2bc.EV2BCConfig(score="v_final", threshold=1e9)
-    with pytest.raises(ValueError, match="no individual"):
-        ev2bc.decision_weights(config, dataset, {"ind00": 1.0})
+    with pytest.raises(ValueError, match="no decision passes the threshold rule"):
+        valuation_weights("ev", dataset, jax.random.key(0), SelectionConfig(score="v_final", threshold=1e9))
 
 
 def test_per_slot_rule_keeps_data_for_every_role():
@@ -118,10 +138,10 @@ def test_per_slot_rule_keeps_data_for_every_role():
     threshold keeps slot 0 only; per_slot keeps the above-average players of each role."""
     agent_ids = np.array([["a0", "b0"], ["a1", "b1"], ["a2", "b2"]])
     values = {"a0": 5.0, "a1": 3.0, "a2": 1.0, "b0": -1.0, "b1": -2.0, "b2": -6.0}
-    config = ev2bc.EV2BCConfig()
-    global_weights = selection.slot_weights(agent_ids, ev2bc.rule_weights(config, values))
+    config = SelectionConfig()
+    global_weights = selection.slot_weights(agent_ids, rule_weights(config, values))
     np.testing.assert_array_equal(global_weights, [[1, 0], [1, 0], [1, 0]])
-    role = ev2bc.role_weights(dataclasses.replace(config, per_slot=True), agent_ids, values)
+    role = role_weights(dataclasses.replace(config, per_slot=True), agent_ids, values)
     np.testing.assert_array_equal(role, [[1, 1], [0, 1], [0, 0]])  # slot means 3 and -3
-    tied = ev2bc.role_weights(config, agent_ids, dict(values, b0=0.0, b1=0.0, b2=0.0))
+    tied = role_weights(config, agent_ids, dict(values, b0=0.0, b1=0.0, b2=0.0))
     np.testing.assert_array_equal(tied[:, 1], [1, 1, 1])  # nothing to select on: keep the role

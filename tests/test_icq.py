@@ -2,7 +2,8 @@
 
 X_j = |B|·softmax_B(Q/β_c)_j·Q_j spreads positive values apart and pulls negative ones
 together: with PP_3p1p's large positive returns the critic diverged, so `reward_scale`
-brings the rewards to the scale β_c was tuned for and `train` warns on divergence."""
+brings the rewards to the scale β_c was tuned for, and the training pipeline warns when the
+logged critic loss diverges (`oc.warn_if_diverged` with `icq.divergence_hint`)."""
 
 import warnings
 
@@ -39,6 +40,16 @@ def test_positive_values_spread_apart_and_negative_ones_pull_together(sign):
     assert (spread > 1.05 * plain) if sign > 0 else (spread < 0.95 * plain), (spread, plain)
 
 
+def test_the_batch_softmax_weights_average_to_one_over_the_valid_entries():
+    """|B_t|·softmax_B(x/β) per slice (shared with SIT as `oc.batch_softmax_weights`)."""
+    x = jnp.array([[1.0, 5.0], [2.0, -3.0], [4.0, 0.0]])  # [B = 3, 2 slices]
+    mask = jnp.array([[True, True], [True, False], [False, True]])
+    weights = np.asarray(oc.batch_softmax_weights(x, mask, 2.0))
+    assert weights[2, 0] == 0.0 and weights[1, 1] == 0.0
+    np.testing.assert_allclose(weights[:2, 0], 2 * np.exp([0.5, 1.0]) / np.exp([0.5, 1.0]).sum(), rtol=1e-6)
+    np.testing.assert_allclose(weights[[0, 2], 1], 2 * np.exp([2.5, 0.0]) / np.exp([2.5, 0.0]).sum(), rtol=1e-6)
+
+
 def test_diverged_seeds_are_those_whose_loss_blew_up():
     updates = np.arange(1, 1001, dtype=np.float64)
     decreasing = 10.0 / updates
@@ -53,6 +64,11 @@ def test_diverged_seeds_are_those_whose_loss_blew_up():
         warnings.simplefilter("error")
         oc.warn_if_diverged(losses[[0, 3]], "critic", "lower the scale")  # no warning
         assert not oc.diverged_seeds(np.ones((2, 1))).any()  # too short to tell
+    # the engine's logged history: one mean per log interval (15 000 updates every 500)
+    rows = np.stack([np.full(30, 2.0), np.where(np.arange(30) >= 27, 5e4, 2.0)])
+    np.testing.assert_array_equal(oc.diverged_seeds(rows), [False, True])
+    with pytest.warns(RuntimeWarning, match=r"ICQ's critic diverged on seed\(s\) \[1\].*reward_scale \(now 1\)"):
+        oc.warn_if_diverged(rows, "ICQ's critic", icq.divergence_hint(icq.ICQConfig(reward_scale=1.0)))
 
 
 def test_the_default_reward_scale_brings_the_best_return_to_smac_s_20():

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "teamsift"
-LAYER = {"nets": 0, "envs": 0, "data": 0, "evaluate": 0, "collect": 1, "value": 2, "algos": 3, "bench": 4, "cli": 4}
+LAYER = {"nets": 0, "envs": 0, "data": 0, "evaluate": 0, "engine": 1, "collect": 2, "value": 3, "algos": 4, "bench": 5,
+         "cli": 5}
 # Package-level helpers usable from every layer.
-SHARED = {"progress", "fileio"}
+SHARED = {"progress", "fileio", "machine", "checks"}
 
 
 def imported_teamsift_modules(path: Path):

@@ -1,7 +1,8 @@
 """MAGAIL and the shared adversarial-imitation loop, on MPE spread (3 agents, 25 steps):
 the discriminator tells expert from random play, expert-like transitions earn the higher
 reward, both discriminator kinds run with the right shapes and diagnostics, a BC warm
-start puts the clone into the generator, and a short run raises the generator's return."""
+start puts the clone into the generator, weighted expert decisions count by their weight,
+and a short run raises the generator's return."""
 
 import dataclasses
 from pathlib import Path
@@ -18,6 +19,7 @@ from teamsift.collect import collect, ppo, random_policy
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig, fit
 from teamsift.evaluate import evaluate
 from teamsift.nets import NetworkPolicy
 from teamsift.nets.discriminator import DiscriminatorConfig, discriminator_logits, init_discriminator
@@ -63,8 +65,8 @@ def fitted(request, spread, datasets):
     """A discriminator trained 300 steps on expert vs random transitions."""
     expert, uniform = datasets
     disc = magail.make_discriminator(magail.MAGAILConfig(centralised=request.param), spread.spec)
-    params, losses = adversarial.fit_discriminator(disc, magail.expert_arrays(expert), magail.expert_arrays(uniform),
-                                                   jax.random.key(2), 300, 256)
+    params, losses = adversarial.fit_discriminator(disc, adversarial.expert_arrays(expert),
+                                                   adversarial.expert_arrays(uniform), jax.random.key(2), 300, 256)
     return disc, params, np.asarray(losses)
 
 
@@ -99,6 +101,26 @@ def test_bce_loss_uses_expert_label_one():
     chance = magail.bce_loss(jnp.zeros((4, 3)), jnp.zeros((4, 3)))
     assert float(confident) < 0.01 < float(chance) < float(inverted)
     np.testing.assert_allclose(float(chance), np.log(2.0), rtol=1e-6)
+
+
+def test_weighted_expert_terms_count_by_their_weight():
+    """0/1 weights on expert decisions = the loss on the weighted decisions only; all-ones
+    weights = the unweighted loss; the loop's expert batches carry the run's weights."""
+    d_expert = jax.random.normal(jax.random.key(0), (6, 3))
+    d_generator = jax.random.normal(jax.random.key(1), (6, 3))
+    keep = jnp.zeros((6, 3)).at[:2].set(1.0)
+    np.testing.assert_allclose(float(magail.bce_loss(d_expert, d_generator, keep)),
+                               0.5 * float(jnp.mean(jax.nn.softplus(-d_expert[:2])))
+                               + 0.5 * float(jnp.mean(jax.nn.softplus(d_generator))), rtol=1e-6)
+    np.testing.assert_allclose(float(magail.bce_loss(d_expert, d_generator, jnp.ones((6, 3)))),
+                               float(magail.bce_loss(d_expert, d_generator)), rtol=1e-6)
+    arrays = {"obs": jnp.arange(5.0)[:, None, None] * jnp.ones((5, 3, 2)), "state": jnp.zeros((5, 4)),
+              "actions": jnp.zeros((5, 3), jnp.int32), "weight": jnp.arange(15.0).reshape(5, 3),
+              "episode_index": jnp.zeros(5, jnp.int32), "episode_start": jnp.zeros(1, jnp.int32),
+              "episode_length": jnp.full(1, 5, jnp.int32)}
+    batch = adversarial.expert_batch(arrays, jnp.array([4, 1]))
+    assert set(batch) == {"obs", "state", "actions", "weight"}
+    np.testing.assert_array_equal(np.asarray(batch["weight"]), [[12, 13, 14], [3, 4, 5]])
 
 
 @pytest.mark.parametrize("centralised, shared, discrete", [(False, True, True), (False, False, True),
@@ -140,6 +162,7 @@ def test_both_variants_run_with_the_right_shapes(spread, datasets, centralised):
     hist = result.logs["reward_histogram"]
     assert hist.shape == (iterations, bins)
     assert np.all(hist.sum(axis=1) == 4 * 8 * 3)  # every generator (step, env, agent) reward, once
+    np.testing.assert_array_equal(result.logs["update"], [1, 2])  # one log row per iteration here
     assert result.histogram_edges.shape == (bins + 1,) and result.histogram_edges[0] == -1.0
     assert set(result.reward_histograms((0.5, 1.0))) == {1, 2}
     assert np.all(np.abs(result.logs["generator_reward_mean"]) < 1)
@@ -173,17 +196,23 @@ def test_seeds_are_vmapped_reproducible_and_warm_started(spread, datasets):
 
 @pytest.mark.parametrize("normalize_obs", [False, True])
 def test_warm_start_puts_the_bc_clone_into_the_generator(spread, datasets, normalize_obs):
+    """The BC stage's clones, given to the MAGAIL learner as `start`, are its generators'
+    checkpoint 0 (update 0's snapshot), one clone per seed."""
     expert, _ = datasets
     config = tiny_config(bc_warm_start=True, bc_updates=50)
     config = dataclasses.replace(config, generator=dataclasses.replace(config.generator, normalize_obs=normalize_obs))
-    generator = magail.make_generator(config, spread)
-    discriminator = magail.make_discriminator(config, spread.spec)
-    state = adversarial.init_states(generator, discriminator, jax.random.split(jax.random.key(6), 1))
-    clone = magail.clone_expert(config, expert, jax.random.key(7), 1, progress=False)
-    state = magail.warm_start(config, spread, state, clone, expert)
-    exported = adversarial.export_checkpoints(generator, state)
+    clone = magail.clone_expert(config, expert, jax.random.key(7),
+                                RunConfig(updates=config.bc_updates, seeds=2, log_every=50, progress=False))
+    start = magail.bc_start(config, spread, expert, clone)
+    learner = magail.learner(config, expert, spread)
+    assert learner.needs_start
+    result = fit(learner, expert, jax.random.key(6), RunConfig(updates=0, seeds=2, snapshot_every=1, progress=False),
+                 start=start)
+    exported = jax.tree.map(lambda x: x[:, 0], result.snapshots)
     for a, b in zip(jax.tree.leaves(exported), jax.tree.leaves(clone)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="start"):  # a warm-started learner needs its start
+        fit(learner, expert, jax.random.key(6), RunConfig(updates=0, progress=False))
 
 
 def test_incompatible_dataset_is_rejected(datasets):

@@ -1,8 +1,8 @@
 """The Multi-Agent Transformer (teamsift.nets.mat) and its PPO trainer (teamsift.collect.mat):
 autoregressive acting and the one-pass training evaluation agree on every log-probability,
 masked actions are never chosen, agent k's policy depends only on the actions before it,
-per-agent learned rewards drive learning, checkpoints act in the evaluator, and a short
-PPO run on MPE spread improves the team return."""
+per-agent learned rewards drive learning, checkpoints act in the evaluator and save as
+"mat" policy files, and a short PPO run on MPE spread improves the team return."""
 
 import functools
 
@@ -14,9 +14,8 @@ import pytest
 from teamsift import envs
 from teamsift.collect import mat as mat_ppo
 from teamsift.evaluate import evaluate
-from teamsift.nets.mat import (
-    MATNetConfig, MATPolicy, init_mat_params, load_mat_policy, mat_act, mat_log_prob, save_mat_policy, shift_actions,
-)
+from teamsift.nets import load_policy, read_header, save_policy
+from teamsift.nets.mat import MATNetConfig, MATPolicy, init_mat_params, mat_act, mat_log_prob, shift_actions
 
 A, O, NA = 4, 7, 5
 DISCRETE = MATNetConfig(A, O, NA, discrete=True, n_embd=16, n_head=2)
@@ -133,8 +132,13 @@ def test_mat_policy_saves_and_acts_like_before(discrete_params, tmp_path):
     avail = _random_avail(jax.random.key(15), (A, NA))
     actions, carry = jax.jit(policy.act)(jax.random.key(16), obs, avail, policy.initial_carry())
     assert carry is None and actions.shape == (A,)
-    loaded, header = load_mat_policy(save_mat_policy(policy, tmp_path / "mat.msgpack", extra={"note": "x"}))
+    path = save_policy(policy, tmp_path / "mat.msgpack", extra={"note": "x"})
+    assert read_header(path)["kind"] == "mat"
+    loaded, header = load_policy(path)
+    assert isinstance(loaded, MATPolicy) and loaded.deterministic
     assert loaded.config == DISCRETE and header["extra"] == {"note": "x"}
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(policy.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     again, _ = jax.jit(loaded.act)(jax.random.key(16), obs, avail, None)
     np.testing.assert_array_equal(np.asarray(actions), np.asarray(again))
     assert policy.replace_mode(False).deterministic is False
@@ -168,11 +172,17 @@ def test_per_agent_reward_fn_drives_the_update():
     assert traj.reward.shape == (TINY.rollout_length, TINY.num_envs, num_agents)
     np.testing.assert_allclose(np.asarray(traj.reward[0, 0]), [0.5, 1.0, 1.5])
     assert traj.value.shape == traj.log_prob.shape == traj.reward.shape
-    learn = jax.jit(mat_ppo.make_learn(TINY, env))
-    new_ts, metrics = learn(ts, traj, jax.random.key(19))
-    assert int(new_ts.update) == 1 and all(np.isfinite(float(v)) for v in metrics.values())
-    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), ts.params, new_ts.params)
+    # Through the engine (`train`: 2 updates, a checkpoint after each): the learned reward
+    # reaches PPO (mean r^k = 0.5 · 2 = 1 in every update) and the params move.
+    result = mat_ppo.train(TINY, env, jax.random.key(19), progress=False, reward_fn=reward_fn,
+                           reward_params=jnp.float32(0.5))
+    assert int(result.final_state.update[0]) == TINY.num_updates == 2
+    np.testing.assert_allclose(result.logs["reward"], [1.0, 1.0], rtol=1e-6)
+    assert all(np.isfinite(v).all() for k, v in result.logs.items() if k != "return")
+    assert result.checkpoint_steps.tolist() == [0, 48, 96]
+    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), result.params(0), result.params(-1))
     assert any(jax.tree.leaves(changed))
+    assert isinstance(result.policy(-1), MATPolicy) and not result.policy(-1).deterministic
     np.testing.assert_allclose(np.asarray(mat_ppo.per_agent(jnp.arange(2.0), 2, 3)), [[0, 0, 0], [1, 1, 1]])
 
 
@@ -185,6 +195,7 @@ def test_mat_ppo_learns_mpe_spread():
     result = mat_ppo.train(config, env, jax.random.key(0), progress=False)
     returns = result.logs["return"]
     assert returns.shape == (40,) and result.checkpoint_steps.tolist() == [0, 32_000, 64_000]
+    np.testing.assert_array_equal(result.logs["env_steps"], 1600 * np.arange(1, 41))
     assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(result.checkpoints))
     first, last = np.nanmean(returns[:5]), np.nanmean(returns[-5:])
     print(f"MAT on mpe_spread: training return {first:.1f} (first 5 updates) -> {last:.1f} (last 5)")

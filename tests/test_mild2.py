@@ -4,8 +4,8 @@ steps): agent k's logit depends on the other agents' actions with global depende
 not without (MILD²-GD), the network is permutation-equivariant without ids, the
 Wasserstein loss has the documented signs and positive-part penalty, the optimiser keeps
 the spectral norms' power iteration current, a trained discriminator gives expert play
-the higher reward, the loop runs with MAT checkpoints and diagnostics, and a short run
-raises the generator's return."""
+the higher reward, weighted expert rows count by their weight, the loop runs with MAT
+checkpoints and diagnostics, and a short run raises the generator's return."""
 
 import functools
 from pathlib import Path
@@ -19,7 +19,7 @@ from flax import traverse_util
 
 from teamsift import envs
 from teamsift.algos import adversarial, mild2
-from teamsift.algos.magail import expert_arrays
+from teamsift.algos.adversarial import expert_arrays
 from teamsift.collect import collect, random_policy
 from teamsift.collect import mat as mat_ppo
 from teamsift.collect.datasets import generate_from_spec
@@ -186,6 +186,15 @@ def test_wasserstein_loss_signs_and_positive_part_penalty():
     assert float(stats["lipschitz_penalty"]) == 0.0 and float(loss) == -3.0
     swapped, _ = mild2.wasserstein_loss(d_gen, d_exp, jnp.full((1, 2, 2), 10.0), 0.25)
     assert float(swapped) == 3.0  # expert scored high = the wrong way round, higher loss
+    # Weighted expert rows: weight 0 drops a row from E_E and from the pairs (x, y) of Ω;
+    # all-ones weights give the unweighted loss.
+    keep = jnp.array([[1.0], [0.0]])
+    weighted, wstats = mild2.wasserstein_loss(d_exp, d_gen, distances, 0.25, keep)
+    alone, astats = mild2.wasserstein_loss(d_exp[:1], d_gen, distances[:, :, :1], 0.25)
+    np.testing.assert_allclose(float(weighted), float(alone), rtol=1e-6)
+    np.testing.assert_allclose(float(wstats["lipschitz_penalty"]), float(astats["lipschitz_penalty"]), rtol=1e-6)
+    ones, _ = mild2.wasserstein_loss(d_exp, d_gen, distances, 0.25, jnp.ones((2, 1)))
+    np.testing.assert_allclose(float(ones), (-2.0 - 1.0) + penalty, rtol=1e-6)
     # r = −log σ(d): decreasing in d, log 2 at 0, positive.
     logits = jnp.linspace(-6.0, 6.0, 25)
     reward = np.asarray(mild2.mild2_reward(logits))

@@ -1,15 +1,13 @@
-"""Offline multi-agent learners (issue 5): each improves over its initial policy on an easy
-dataset, discrete learners never pick a masked action, PJAP priorities follow the formula.
+"""Discrete offline multi-agent learners (issue 5): ICQ, MABCQ and MACQL each improve over
+their initial policy on an easy dataset, never pick a masked action, and honour
+per-decision weights; the per-time-step critic loop of their shared module follows the
+reference.
 
-Easy datasets:
-* discrete (ICQ, MABCQ, MACQL): CN_3ls3l, 50%[all e] + 50%[all r] from the committed
-  pools — half of the data is expert, so a learner that extracts it beats its untrained
-  self by a wide margin;
-* continuous (TD3+BC, OMAR, MADDPG+CQL): one-step twin-peaks data around (0.5, 0.5)
-  with spread 0.1 (mean reward 0.46; optimum 0.5625 at (0.61, 0.61)).
+Easy dataset: CN_3ls3l, 50%[all e] + 50%[all r] from the committed pools — half of the
+data is expert, so a learner that extracts it beats its untrained self by a wide margin.
+(The continuous learners' tests are in test_continuous_learners.py.)
 """
 
-import dataclasses
 from pathlib import Path
 
 import jax
@@ -17,30 +15,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from teamsift.algos import icq, mabcq, macql, maddpg_cql, omar, td3bc
-from teamsift.bench.poly import poly_dataset
+from teamsift.algos import bc, icq, mabcq, macql
+from teamsift.algos import offline_common as oc
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
-from teamsift.value import pjap
+from teamsift.nets import BCQPolicy, init_params
+from teamsift.nets import ops
+from teamsift.nets.ops import masked_mean
 
 POOLS = Path(__file__).resolve().parents[1] / "pools"
 
 DISCRETE = {
-    "icq": (icq, icq.ICQConfig(num_updates=300, log_every=150)),
-    "macql": (macql, macql.MACQLConfig(num_updates=300, log_every=150)),
-    "mabcq": (mabcq, mabcq.MABCQConfig(num_updates=300, log_every=150, behaviour_updates=300)),
+    "icq": (icq, icq.ICQConfig()),
+    "macql": (macql, macql.MACQLConfig()),
+    "mabcq": (mabcq, mabcq.MABCQConfig()),
 }
-CONTINUOUS = {
-    # The one-step games observe a constant, which the normalisation maps to 0 (TD3+BC's λ
-    # then meets a near-zero Q early and the actor runs off the data): train on raw obs.
-    "td3bc": (td3bc, td3bc.TD3BCConfig(num_updates=1000, log_every=500, normalize_obs=False)),
-    "omar": (omar, omar.OMARConfig(num_updates=600, log_every=300, batch_size=128)),
-    "maddpg_cql": (maddpg_cql, maddpg_cql.MADDPGCQLConfig(num_updates=1000, log_every=500, recurrent=False,
-                                                          policy_hidden=(64, 64), seq_len=1, sample_period=1)),
-}
+UPDATES = 300  # every stage (MABCQ: 300 BC updates for μ, then 300 Q updates)
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +45,21 @@ def navigation(tmp_path_factory):
     return env, load_dataset(path)
 
 
-@pytest.fixture(scope="module")
-def twin_peaks(tmp_path_factory):
-    dataset = poly_dataset("poly_twin_peaks", (0.5, 0.5), 0.1, 500, jax.random.key(0),
-                           tmp_path_factory.mktemp("offline") / "poly")
-    return make("poly_twin_peaks"), dataset
+def train(name, dataset, key, updates: int):
+    """`updates` updates of one seed; MABCQ runs its two stages: μ by a BC fit, then Q
+    learning started from μ (as the training pipeline does)."""
+    module, config = DISCRETE[name]
+    run = RunConfig(updates=updates, seeds=1, log_every=max(1, min(150, updates)), progress=False)
+    if name != "mabcq":
+        return fit(module.learner(config, dataset), dataset, key, run)
+    behaviour_key, q_key = jax.random.split(key)
+    behaviour = fit(bc.learner(mabcq.behaviour_config(config), dataset), dataset, behaviour_key, run)
+    return fit(mabcq.learner(config, dataset), dataset, q_key, run, start=behaviour.state.params)
 
 
-def untrained(module, config, dataset):
-    """The learner's initial policy: one update from its initialisation."""
-    policy, _ = module.train(dataclasses.replace(config, num_updates=1, log_every=1,
-                                                 **({"behaviour_updates": 1} if hasattr(config, "behaviour_updates")
-                                                    else {})),
-                             dataset, jax.random.key(1), progress=False)
-    return policy
+def untrained(name, dataset):
+    """The learner's initial policy (MABCQ: with its initial μ)."""
+    return train(name, dataset, jax.random.key(1), 0).policy(0)
 
 
 MABCQ_OPEN = pytest.mark.xfail(reason=(
@@ -77,19 +72,18 @@ MABCQ_OPEN = pytest.mark.xfail(reason=(
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[MABCQ_OPEN] if n == "mabcq" else []) for n in DISCRETE])
 def test_discrete_learner_improves_on_its_initial_policy(navigation, name):
     env, dataset = navigation
-    module, config = DISCRETE[name]
-    policy, logs = module.train(config, dataset, jax.random.key(1), progress=False)
-    before = evaluate(env, untrained(module, config, dataset), jax.random.key(2), 200).scores["return"]
-    after = evaluate(env, policy, jax.random.key(2), 200).scores["return"]
+    result = train(name, dataset, jax.random.key(1), UPDATES)
+    before = evaluate(env, untrained(name, dataset), jax.random.key(2), 200).scores["return"]
+    after = evaluate(env, result.policy(0), jax.random.key(2), 200).scores["return"]
     assert after.ci95_low > before.ci95_high, (before, after)
-    assert np.all(np.isfinite(logs["loss"]))
+    headline = result.learner.headline
+    assert np.all(np.isfinite(result.history[headline])) and np.isfinite(result.final()).all()
 
 
 @pytest.mark.parametrize("name", list(DISCRETE))
 def test_discrete_learner_never_picks_a_masked_action(navigation, name):
     _, dataset = navigation
-    module, config = DISCRETE[name]
-    policy = untrained(module, config, dataset)
+    policy = untrained(name, dataset)
     spec = dataset.spec
     key_obs, key_mask, key_act = jax.random.split(jax.random.key(5), 3)
     obs = jax.random.normal(key_obs, (256, spec.num_agents, spec.obs_dim)) * 3.0
@@ -105,33 +99,114 @@ def test_discrete_learner_never_picks_a_masked_action(navigation, name):
     assert chosen.all()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(CONTINUOUS))
-def test_continuous_learner_improves_on_its_initial_policy(twin_peaks, name):
-    env, dataset = twin_peaks
-    module, config = CONTINUOUS[name]
-    policy, _ = module.train(config, dataset, jax.random.key(1), progress=False)
-    before = evaluate(env, untrained(module, config, dataset), jax.random.key(2), 20).scores["return"].mean
-    after = evaluate(env, policy, jax.random.key(2), 20).scores["return"].mean
-    assert after > 0.45 and after > before + 0.1, (before, after)
+# --- per-decision weights --------------------------------------------------------------------
+
+def weighted_update(name, dataset):
+    """(one update of a fixed state on the first 32 episodes: arrays → (state, metrics),
+    the device arrays without weights, the rows of episode 0)."""
+    module, config = DISCRETE[name]
+    learner = module.learner(config, dataset)
+    arrays = learner.prepare(dataset, {})
+    key = jax.random.key(3)
+    if learner.needs_start:
+        start = init_params(mabcq.net_config(config, dataset.spec), jax.random.key(4))
+        state = learner.init(jax.random.key(0), arrays, start)
+    else:
+        state = learner.init(jax.random.key(0), arrays)
+
+    def draw(key, batch_size):
+        return jnp.arange(batch_size, dtype=jnp.int32)
+
+    update = jax.jit(lambda arrays: learner.update(state, key, arrays, draw))
+    rows = np.arange(dataset.starts[0], dataset.starts[0] + dataset.lengths[0])
+    return update, arrays, rows
 
 
-def test_pjap_priority_matches_the_formula():
-    """ρ = clip(exp(−(κ·min(1, step/K)·d)²), ρ_min, 1), d = mean over steps of ‖μ̄(o) − a^D‖₁/(N·A)."""
-    config = pjap.PJAPConfig()
-    key_a, key_b = jax.random.split(jax.random.key(0))
-    target = jax.random.uniform(key_a, (4, 20, 3, 2), minval=-1, maxval=1)  # [B, T, N, A]
-    data = jax.random.uniform(key_b, (4, 20, 3, 2), minval=-1, maxval=1)
-    mask = jnp.ones((4, 20), bool)
-    distance = np.asarray(pjap.sequence_distance(target, data, mask))
-    expected_d = np.abs(np.asarray(target) - np.asarray(data)).sum(axis=(2, 3)).mean(axis=1) / 6
-    np.testing.assert_allclose(distance, expected_d, rtol=1e-5)
-    for step in (0, config.ramp_steps // 3, config.ramp_steps, 10 * config.ramp_steps):
-        rho = np.asarray(pjap.pjap_priority(jnp.asarray(distance), step, config))
-        scale = config.steepness * min(1.0, step / config.ramp_steps)
-        expected = np.clip(np.exp(-((scale * expected_d) ** 2)), config.min_priority, 1.0)
-        np.testing.assert_allclose(rho, expected, rtol=1e-5)
+def flat(tree):
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
 
+
+@pytest.mark.parametrize("name", list(DISCRETE))
+def test_discrete_learner_honours_decision_weights(navigation, name):
+    """Unit weights give the unweighted update, the weights are normalised (×3 changes
+    nothing), and an episode of weight 0 takes no part: its rewards do not matter."""
+    _, dataset = navigation
+    update, arrays, rows = weighted_update(name, dataset)
+    n, a = arrays["actions"].shape
+    ones = jnp.ones((n, a), jnp.float32)
+    plain = update(arrays)
+    unit = update({**arrays, "weight": ones})
+    tripled = update({**arrays, "weight": 3.0 * ones})
+    for result in (unit, tripled):
+        np.testing.assert_allclose(flat(result[1]), flat(plain[1]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(flat(result[0]), flat(plain[0]), rtol=1e-4, atol=1e-6)
+
+    changed_reward = arrays["reward"].at[rows].add(5.0)
+    dropped = ones.at[rows].set(0.0)
+    kept = update({**arrays, "weight": dropped})
+    kept_changed = update({**arrays, "weight": dropped, "reward": changed_reward})
+    np.testing.assert_allclose(flat(kept_changed[0]), flat(kept[0]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(flat(kept_changed[1]), flat(kept[1]), rtol=1e-6, atol=1e-7)
+    # …while with every episode weighed, the same change of rewards changes the update
+    unit_changed = update({**arrays, "weight": ones, "reward": changed_reward})
+    assert np.max(np.abs(flat(unit_changed[0]) - flat(unit[0]))) > 1e-6
+
+
+def test_icq_actor_weighs_each_agent_by_its_own_weight(navigation):
+    """An agent of weight 0 takes no part in the actor loss: its data's actions do not matter."""
+    _, dataset = navigation
+    config = icq.ICQConfig(reward_scale=1.0)
+    learner = icq.learner(config, dataset)
+    arrays = learner.prepare(dataset, {})
+    state = learner.init(jax.random.key(0), arrays)
+    spec = dataset.spec
+    actor, critic = icq.actor_net_config(config, spec), icq.critic_net_config(config, spec)
+    mixer = icq.mixer_config(config, spec)
+    n, a = arrays["actions"].shape
+    weight = jnp.ones((n, a), jnp.float32).at[:, 0].set(0.0)
+    other = (arrays["actions"] + 1) % spec.num_actions
+    loss = jax.jit(lambda arrays: icq.actor_loss(state.actor, state.critic,
+                                                 oc.episode_batch(arrays, jnp.arange(32), int(dataset.lengths.max())),
+                                                 actor, critic, mixer, config))
+    changed = {**arrays, "actions": arrays["actions"].at[:, 0].set(other[:, 0])}
+    assert float(loss({**arrays, "weight": weight})) == pytest.approx(float(loss({**changed, "weight": weight})),
+                                                                      rel=1e-6)
+    assert abs(float(loss(arrays)) - float(loss(changed))) > 1e-6
+
+
+# --- the learners' set-up ------------------------------------------------------------------------
+
+def test_icq_resolves_the_reward_scale_from_the_data(navigation):
+    _, dataset = navigation
+    scale = oc.smac_reward_scale(dataset)  # CN's returns are negative: 1
+    assert scale == 1.0
+    assert icq.learner(icq.ICQConfig(), dataset) is icq.learner(icq.ICQConfig(reward_scale=scale), dataset)
+    resolved = icq.resolve_config(icq.ICQConfig(), dataset)
+    assert resolved.reward_scale == 1.0 and "reward_scale (now 1)" in icq.divergence_hint(resolved)
+
+
+def test_mabcq_starts_from_the_behaviour_model(navigation):
+    """MABCQ needs μ as its start, of the Q network's architecture, and acts with it."""
+    _, dataset = navigation
+    config = mabcq.MABCQConfig()
+    learner = mabcq.learner(config, dataset)
+    run = RunConfig(updates=0, seeds=1, progress=False)
+    with pytest.raises(ValueError, match="needs `start`"):
+        fit(learner, dataset, jax.random.key(0), run)
+    net = mabcq.net_config(config, dataset.spec)
+    behaviour = jax.vmap(lambda k: init_params(net, k))(jax.random.split(jax.random.key(1), 1))
+    result = fit(learner, dataset, jax.random.key(0), run, start=behaviour)
+    policy = result.policy(0)
+    assert isinstance(policy, BCQPolicy) and policy.threshold == config.threshold
+    np.testing.assert_array_equal(flat(policy.params["behaviour"]), flat(behaviour))
+    wider = mabcq.net_config(mabcq.MABCQConfig(hidden=(32,)), dataset.spec)
+    other = jax.vmap(lambda k: init_params(wider, k))(jax.random.split(jax.random.key(1), 1))
+    with pytest.raises(ValueError, match="MABCQ start"):
+        fit(learner, dataset, jax.random.key(0), run, start=other)
+    assert mabcq.behaviour_config(config).hidden == config.hidden and not mabcq.behaviour_config(config).sample_actions
+
+
+# --- the shared module ----------------------------------------------------------------------------
 
 def test_critic_steps_per_time_step_follow_the_reference_loop():
     """`critic_gradient_steps(per_time_step=True)` takes one SGD step per time step, in
@@ -139,13 +214,11 @@ def test_critic_steps_per_time_step_follow_the_reference_loop():
     critic uses too; with per_time_step=False it is one step on the whole batch."""
     import optax
 
-    from teamsift.algos import offline_common as oc
-
     targets = jnp.array([[1.0, 2.0, 4.0, 8.0], [3.0, 2.0, 0.0, 5.0]])  # [B, T]
     mask = jnp.array([[True, True, True, False], [True, True, False, False]])
 
     def loss(param, target, step_mask):  # masked mean of ½(θ − y)² over the batch
-        return oc.masked_mean(0.5 * (param - target) ** 2, step_mask)
+        return masked_mean(0.5 * (param - target) ** 2, step_mask)
 
     sgd = optax.sgd(0.5)
     param, _, steps, _ = oc.critic_gradient_steps(loss, jnp.float32(0.0), sgd.init(jnp.float32(0.0)), sgd,
@@ -158,3 +231,14 @@ def test_critic_steps_per_time_step_follow_the_reference_loop():
     param, _, steps, _ = oc.critic_gradient_steps(loss, jnp.float32(0.0), sgd.init(jnp.float32(0.0)), sgd,
                                                   (targets, mask), per_time_step=False)
     assert int(steps) == 1 and float(param) == pytest.approx(0.5 * np.asarray(targets)[np.asarray(mask)].mean())
+
+
+def test_weighted_mean_is_the_masked_mean_without_weights_and_normalised_with_them():
+    x = jnp.array([[1.0, 2.0], [3.0, 40.0]])
+    mask = jnp.array([[True, True], [True, False]])
+    assert float(ops.weighted_mean(x, mask)) == float(masked_mean(x, mask)) == pytest.approx(2.0)
+    weight = jnp.array([[0.0, 0.5], [1.5, 9.0]])  # the masked entry's weight does not count
+    assert float(ops.weighted_mean(x, mask, weight)) == pytest.approx((0.5 * 2.0 + 1.5 * 3.0) / 2.0)
+    assert float(ops.weighted_mean(x, mask, 7.0 * weight)) == pytest.approx(float(ops.weighted_mean(x, mask, weight)))
+    assert ops.step_weight({}) is None
+    np.testing.assert_allclose(ops.step_weight({"weight": weight[None]}), [[0.25, 5.25]])

@@ -21,8 +21,10 @@ SLOW_ENVS = ("smax_8m", "smax_10m_vs_11m")  # the large SMAX maps compile and st
 
 
 def _marks(env_id):
+    """The MaBrax and large SMAX audits take minutes each: they check committed data, not code,
+    so they run with the benchmarks (`make bench`), not in CI's test tiers."""
     slow = envs.entry(env_id).family in SLOW_FAMILIES or env_id in SLOW_ENVS
-    return [pytest.mark.slow] if slow else []
+    return [pytest.mark.bench] if slow else []
 
 
 @pytest.mark.parametrize("env_id", [pytest.param(e, marks=_marks(e)) for e in COMMITTED])

@@ -1,7 +1,8 @@
 """MAPPO / IPPO: they learn (commons, a one-step continuous game), their checkpoints are
 ordinary agent-network params, masked actions are never sampled, GAE bootstraps on
 truncation but not on termination, a GRU actor's state is reset at episode starts, the
-shaped reward anneals, and a learned reward can replace the environment's."""
+shaped reward anneals, a learned reward can replace the environment's, and a run through
+the engine keeps its checkpoints in a run directory and resumes them."""
 
 import dataclasses
 
@@ -13,8 +14,10 @@ import pytest
 
 from teamsift import envs
 from teamsift.collect import ppo
+from teamsift.engine import RunConfig, fit
 from teamsift.evaluate import evaluate
 from teamsift.nets import NetworkPolicy, RandomPolicy, load_policy, save_policy
+from teamsift.nets.normalization import RunningStats
 
 COMMONS = ppo.PPOConfig(num_envs=16, rollout_length=128, total_timesteps=150_000, num_checkpoints=3,
                         reward_scale=0.05)
@@ -43,7 +46,11 @@ def test_mappo_learns_commons_far_above_random(commons, mappo_commons, random_re
     assert all(leaf.shape[0] == 3 for leaf in leaves)
     steps = result.checkpoint_steps
     assert steps[0] == 0 and steps[-1] >= COMMONS.total_timesteps and steps[2] == 2 * steps[1]
+    # Under 100 updates every update is a log row; "return" = return_sum / episodes per row.
     assert result.logs["return"].shape == (COMMONS.num_updates,)
+    np.testing.assert_array_equal(result.logs["update"], np.arange(1, COMMONS.num_updates + 1))
+    np.testing.assert_array_equal(result.logs["env_steps"], result.logs["update"] * COMMONS.steps_per_update)
+    np.testing.assert_allclose(result.logs["return"], result.logs["return_sum"] / result.logs["episodes"])
     # Learning curve: training episodes at the end beat those at the start.
     returns = result.logs["return"]
     assert np.nanmean(returns[-5:]) > np.nanmean(returns[:3]) + 100
@@ -187,6 +194,12 @@ def test_continuous_one_step_game_improves_for_every_vmapped_seed():
     # Seeds train as one vmapped program: leading [S, C] axes, [S, U] logs.
     assert all(leaf.shape[:2] == (2, 3) for leaf in jax.tree.leaves(result.checkpoints))
     assert result.logs["return"].shape == (2, config.num_updates)
+    # Engine's snapshots = the checkpoints; the engine's policy = the final checkpoint's.
+    np.testing.assert_array_equal(result.fit.snapshot_updates, [0, config.updates_per_checkpoint, config.num_updates])
+    final = result.fit.policy(1)
+    assert final.deterministic
+    for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(result.params(-1, seed=1))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     seed0, seed1 = (jax.flatten_util.ravel_pytree(result.params(0, seed=s))[0] for s in (0, 1))
     assert not np.allclose(seed0, seed1)
     uniform = evaluate(env, RandomPolicy.for_spec(env.spec), jax.random.key(3), 200).team_return.mean
@@ -232,7 +245,7 @@ def test_observation_normalisation_folds_into_the_checkpoint():
         config = ppo.PPOConfig(normalize_obs=True, recurrent=recurrent, hidden=(8, 8), num_envs=4)
         net = ppo.actor_config(config, env.spec)
         ts = ppo.init_state(config, env, jax.random.key(0))
-        stats = ppo.RunningStats.create(1).update(jnp.array([[[0.5], [2.0]], [[3.0], [1.5]]]))
+        stats = RunningStats.create(1).update(jnp.array([[[0.5], [2.0]], [[3.0], [1.5]]]))
         ts = ts._replace(obs_stats=stats)
         obs = jnp.array([[1.0], [-2.0]])
         carry = NetworkPolicy(ts.actor, net).initial_carry()
@@ -243,3 +256,39 @@ def test_observation_normalisation_folds_into_the_checkpoint():
         assert not np.allclose(np.asarray(inside), np.asarray(ppo.apply_step(net, ts.actor, obs, carry)[0]))
     np.testing.assert_allclose(float(stats.mean[0]), 1.75, rtol=1e-3)
     np.testing.assert_allclose(float(stats.var[0]), np.var([0.5, 2.0, 3.0, 1.5]), rtol=1e-3)
+
+
+def test_run_schedule_must_match_the_config_budget(commons):
+    with pytest.raises(ValueError, match="total_timesteps"):
+        ppo.train(COMMONS, commons, jax.random.key(0), run=RunConfig(updates=COMMONS.num_updates + 1, progress=False))
+    with pytest.raises(ValueError, match="snapshot_every"):
+        ppo.train(COMMONS, commons, jax.random.key(0), run=RunConfig(updates=COMMONS.num_updates, snapshot_every=5,
+                                                                     progress=False))
+
+
+def test_run_directory_keeps_checkpoints_policies_and_resumes(tmp_path):
+    """A run with a run_dir writes the final policy (a NetworkPolicy file) and orbax
+    checkpoints holding the pool checkpoints (snapshots); resuming the finished run gives
+    back the same checkpoints and logs without training again."""
+    env = envs.make("poly_twin_peaks")
+    config = ppo.PPOConfig(num_envs=8, rollout_length=4, total_timesteps=8 * 4 * 4, num_checkpoints=3,
+                           normalize_obs=True, num_minibatches=2, update_epochs=1)
+    run = RunConfig(updates=config.num_updates, log_every=1, checkpoint_every=2, run_dir=str(tmp_path / "run"),
+                    progress=False)
+    first = ppo.train(config, env, jax.random.key(4), run=run)
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    policy, header = load_policy(tmp_path / "run" / "policies" / "seed-0.msgpack")
+    assert header["kind"] == "network" and header["extra"]["learner"] == "mappo"
+    for a, b in zip(jax.tree.leaves(policy.params), jax.tree.leaves(first.params(-1))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    again = ppo.train(config, env, jax.random.key(4), run=dataclasses.replace(run, resume=True))
+    assert again.fit.resumed_from == config.num_updates
+    for a, b in zip(jax.tree.leaves(first.checkpoints), jax.tree.leaves(again.checkpoints)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(first.checkpoint_steps, again.checkpoint_steps)
+    np.testing.assert_array_equal(first.logs["actor_loss"], again.logs["actor_loss"])
+    # The learner on its own: fit() with no dataset gives the same numbers as train().
+    direct = fit(ppo.make_learner(config, env), None, jax.random.key(4),
+                 RunConfig(updates=config.num_updates, log_every=1, snapshot_every=config.updates_per_checkpoint,
+                           progress=False))
+    np.testing.assert_array_equal(direct.history["actor_loss"][0], first.logs["actor_loss"])

@@ -32,22 +32,27 @@ def test_opt_out_leaves_xla_flags_alone():
 
 
 @pytest.mark.slow
-def test_many_seed_batched_initialisations_finish():
+def test_many_seed_batched_initialisations_finish(tmp_path):
     """The reproducer of the XLA:CPU deadlock: with XLA's default scheduler, a loop of
     seed-vmapped learner initialisations hung within a few hundred calls every time on the
     2-core machine; with teamsift's flags it finishes."""
     code = textwrap.dedent("""
-        import jax, teamsift
-        from teamsift.algos import sit, offline_common as oc
-        from teamsift.envs import make
-        spec = make("CN_3ls3l").spec
-        config = sit.SITConfig()
-        init = sit.make_init(sit.actor_config(config, spec), sit.critic_config(config, spec), config)
+        import sys, jax, teamsift
+        from teamsift.algos import sit
+        from teamsift.data import load_dataset, write_dataset
+        from teamsift.data.testing import make_arrays, tiny_spec
+        spec = tiny_spec()
+        dataset = load_dataset(write_dataset(sys.argv[1], **make_arrays(spec, [8, 6, 8])))
+        config = sit.SITConfig(decomposition=False)
+        learner = sit.learner(config, dataset)
+        arrays = learner.prepare(dataset, sit.stage_inputs(config, dataset))
+        init = jax.jit(jax.vmap(lambda k: learner.init(k, arrays)))  # what fit compiles: seeds vmapped
         for i in range(1000):
-            oc.train_seeds(None, init, jax.random.key(i), 2, 0, 1, {}, progress=False, label="init")
+            jax.block_until_ready(init(jax.random.split(jax.random.key(i), 2)))
         print("finished")
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "TEAMSIFT_KEEP_XLA_FLAGS")}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tiny")], env=env, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("finished")

@@ -19,22 +19,43 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc, sit
-from teamsift.data import testing
+from teamsift.data import DPER, Uniform, dper, item_space, testing
+from teamsift.engine import RunConfig, fit, step_weights
 from teamsift.nets import apply_sequence
 from teamsift.nets.gat import GATLayer
-from teamsift.value import ardnem, dper
+from teamsift.value import ardnem
 
 HIT_RATE = {"poor": 0.1, "expert": 0.95}
 TERMS = np.asarray([["expert", "poor", "poor", "poor"], ["poor", "expert", "expert", "poor"],
                     ["poor", "poor", "poor", "expert"]])  # each slot expert in 1/3 of the episodes
 
 # Small, fast schedules (CPU test): larger learning rates, tiny batches. α = 2 instead of
-# Table 11's 0.2, which puts all draws on the few best trajectories (see value/dper.py).
-STAGE1 = dataclasses.replace(ardnem.ARDNEMConfig(), num_updates=400, log_every=400, learning_rate=1e-3,
-                             batch_size=8, ensemble_size=3, probe_episodes=16)
-FAST = sit.SITConfig(num_updates=300, log_every=150, batch_size=8, actor_learning_rate=1e-3,
-                     critic_learning_rate=1e-3, target_update_interval=20, ardnem=STAGE1,
-                     dper=dper.DPERConfig(alpha=2.0))
+# Table 11's 0.2, which puts all draws on the few best trajectories (see data/dper.py).
+STAGE1 = dataclasses.replace(ardnem.ARDNEMConfig(), learning_rate=1e-3, batch_size=8, ensemble_size=3,
+                             probe_episodes=16)
+STAGE1_RUN = RunConfig(updates=400, log_every=400, progress=False)
+FAST = sit.SITConfig(batch_size=8, actor_learning_rate=1e-3, critic_learning_rate=1e-3, target_update_interval=20)
+FAST_RUN = RunConfig(updates=300, log_every=150, progress=False)
+FAST_DPER = dper.DPERConfig(alpha=2.0)
+STAGE1_KEY, STAGE3_KEY = jax.random.split(jax.random.key(0))
+
+
+# Compiled once for the tests that look at batches (same shapes: cache hits).
+trajectory_batch = jax.jit(sit.trajectory_batch, static_argnums=(3, 4))
+critic_loss = jax.jit(sit.critic_loss, static_argnums=3)
+
+
+def draw(sampler, dataset, key, batch_size):
+    """(episode [B, A], source [B, A]) as the engine's `draw` gets them from `sampler`."""
+    buffers = sampler.arrays(item_space(dataset, "trajectory"), dataset)
+    return jax.jit(sampler.draw, static_argnums=(3, 4))(buffers, None, key, batch_size, "trajectory")
+
+
+def stage3(config, dataset, key, run, stage1, **options):
+    """Stage III as the pipeline runs it: DPER over Stage I's priorities, or uniform w/o decomposition."""
+    sampler = DPER(FAST_DPER, priorities=stage1.priority) if config.decomposition else Uniform()
+    return fit(sit.learner(config, dataset), dataset, key, run, sampler=sampler,
+               inputs=sit.stage_inputs(config, dataset, stage1), **options)
 
 
 def minority_expert_dataset(path, episodes: int = 150, length: int = 10, seed: int = 0):
@@ -55,8 +76,13 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset):
-    return sit.train(FAST, dataset, jax.random.key(0), progress=False)
+def stage1(dataset):
+    return ardnem.result(STAGE1, fit(ardnem.learner(STAGE1, dataset), dataset, STAGE1_KEY, STAGE1_RUN), dataset)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, stage1):
+    return stage3(FAST, dataset, STAGE3_KEY, FAST_RUN, stage1)
 
 
 # --- the losses ---------------------------------------------------------------------------
@@ -101,20 +127,20 @@ def test_actor_loss_matches_a_hand_computation():
 
 def test_network_losses_follow_eqs_9_and_10(dataset):
     """critic_loss / actor_loss on a real batch equal the value-level formulas recomputed in numpy."""
-    config = dataclasses.replace(FAST, batch_size=3)
+    config = dataclasses.replace(FAST, batch_size=3, reward_scale=2.0)
     spec = dataset.spec
     actor, critic = sit.actor_config(config, spec), sit.critic_config(config, spec)
     actor_params = sit.init_params(actor, jax.random.key(1))
     critic_params = sit.init_critic(critic, jax.random.key(2))
     target_params = sit.init_critic(critic, jax.random.key(3))
-    data = sit.to_device(dataset, sit.STAGE3_FIELDS)
     rng = np.random.default_rng(0)
-    data["reward"] = jnp.asarray(rng.normal(size=(dataset.num_steps, 4)), jnp.float32)
-    data["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, size=(dataset.num_steps, 4)), jnp.float32)
-    data["dper"] = dper.build_dper_from_priorities(rng.normal(size=(dataset.num_episodes, 4)), spec.agent_types,
-                                                   dper.DPERConfig(alpha=5.0))
-    groups = sit.slot_groups(spec.agent_types, "type")
-    batch = jax.jit(sit.sample_batch, static_argnums=(2, 3, 4, 5))(jax.random.key(4), data, groups, 3, 10, 4)
+    inputs = {"reward": rng.normal(size=(dataset.num_steps, 4)).astype(np.float32),
+              "weight": rng.uniform(0.5, 2.0, size=(dataset.num_steps, 4)).astype(np.float32)}
+    data = sit.prepare(config, dataset, inputs)  # r̂ times reward_scale, η/û as they are
+    np.testing.assert_array_equal(np.asarray(data["reward"]), 2.0 * inputs["reward"])
+    np.testing.assert_array_equal(np.asarray(data["weight"]), inputs["weight"])
+    sampler = DPER(dper.DPERConfig(alpha=5.0), priorities=rng.normal(size=(dataset.num_episodes, 4)))
+    batch = trajectory_batch(data, *draw(sampler, dataset, jax.random.key(4), 3), 10, True)
     # Every agent trains on trajectories of its own type (shared across the type's slots).
     types = np.asarray(spec.agent_types)
     assert np.all(types[np.asarray(batch["source"])] == types[None, :])
@@ -143,7 +169,7 @@ def test_network_losses_follow_eqs_9_and_10(dataset):
     q = q_ext[:, :10]
     m = b["mask"]
     expected_q = np.sum(m * b["weight"] * (y - take(q, b["actions"])) ** 2) / m.sum()
-    loss_q = jax.jit(sit.critic_loss, static_argnums=3)(critic_params, batch, jnp.asarray(y), critic)
+    loss_q = critic_loss(critic_params, batch, jnp.asarray(y), critic)
     assert float(loss_q) == pytest.approx(expected_q, rel=1e-4)
 
     p = pi[:, :10]
@@ -194,22 +220,24 @@ def test_gat_layer_follows_eq8_and_is_permutation_equivariant():
 
 # --- the learner --------------------------------------------------------------------------
 
-def test_sit_recovers_the_experts_rule_where_bc_copies_the_majority(dataset, trained):
-    policy, logs = trained
-    assert logs["critic_loss"].shape == logs["actor_loss"].shape == (1, FAST.num_updates)
-    assert np.all(np.isfinite(logs["critic_loss"])) and np.all(np.isfinite(logs["actor_loss"]))
-    assert set(logs["seconds"]) == {"stage1", "stage2", "stage3"} and logs["seconds"]["stage1"] > 0
-    assert isinstance(logs["stage1"], ardnem.ARDNEMResult)
-    sit_accuracy = rule_accuracy(policy, jax.random.key(7))
-    bc_policy, _ = bc.train(bc.BCConfig(recurrent=True, num_updates=300, log_every=300, batch_size=8,
-                                        learning_rate=1e-3), dataset, jax.random.key(0), progress=False)
-    bc_accuracy = rule_accuracy(bc_policy, jax.random.key(7))
+def test_sit_recovers_the_experts_rule_where_bc_copies_the_majority(dataset, stage1, trained):
+    assert isinstance(stage1, ardnem.ARDNEMResult)
+    history = trained.history
+    np.testing.assert_array_equal(history["update"], [150, 300])
+    assert history["critic_loss"].shape == history["actor_loss"].shape == (1, 2)
+    assert np.all(np.isfinite(history["critic_loss"])) and np.all(np.isfinite(history["actor_loss"]))
+    assert trained.learner.headline == "critic_loss" and trained.final().shape == (1,)
+    sit_accuracy = rule_accuracy(trained.policy(0), jax.random.key(7))
+    bc_config = bc.BCConfig(recurrent=True, batch_size=8, learning_rate=1e-3)
+    bc_result = fit(bc.learner(bc_config, dataset), dataset, jax.random.key(0),
+                    RunConfig(updates=300, log_every=300, progress=False))
+    bc_accuracy = rule_accuracy(bc_result.policy(0), jax.random.key(7))
     assert sit_accuracy > 0.8, (sit_accuracy, bc_accuracy)
     assert sit_accuracy > bc_accuracy + 0.3, (sit_accuracy, bc_accuracy)
 
 
 def test_trained_policy_never_picks_a_masked_action(dataset, trained):
-    policy, _ = trained
+    policy = trained.policy(0)
     spec = dataset.spec
     key_obs, key_mask, key_act = jax.random.split(jax.random.key(5), 3)
     obs = jax.random.normal(key_obs, (256, spec.num_agents, spec.obs_dim)) * 3.0
@@ -225,28 +253,71 @@ def test_trained_policy_never_picks_a_masked_action(dataset, trained):
         assert np.take_along_axis(np.asarray(avail), actions[..., None], axis=-1).all()
 
 
-def test_ablations_run_and_sample_as_documented(dataset, trained):
-    # w/o decomp: no Stage I, the team reward, uniform type-wise buffers (same compiled update as FAST).
-    config = dataclasses.replace(FAST, decomposition=False, num_updates=150)
-    policy, logs = sit.train(config, dataset, jax.random.key(3), progress=False)
-    assert logs["stage1"] is None and logs["seconds"]["stage1"] == 0.0
-    assert logs["dper_effective_sizes"] == pytest.approx({"x": 2 * dataset.num_episodes, "y": 2 * dataset.num_episodes})
-    assert np.all(np.isfinite(logs["critic_loss"])) and np.all(np.isfinite(logs["actor_loss"]))
+def test_ablations_run_and_sample_as_documented(dataset, stage1):
+    # w/o decomp: no Stage I (none is passed), the team reward for every agent, weight η,
+    # uniform type-wise buffers.
+    config = dataclasses.replace(FAST, decomposition=False, eta=2.0)
+    inputs = sit.stage_inputs(config, dataset, None)
+    team = np.asarray(dataset.steps["reward"])
+    np.testing.assert_array_equal(inputs["reward"], np.repeat(team[:, None], 4, axis=1))
+    np.testing.assert_array_equal(inputs["weight"], 2.0)
+    space = item_space(dataset, "trajectory")
+    uniform = Uniform().arrays(space, dataset)
+    sizes = [1.0 / np.sum(np.asarray(b.probability, np.float64) ** 2) for b in uniform.buffers]
+    assert sizes == pytest.approx([2 * dataset.num_episodes, 2 * dataset.num_episodes])  # x: slots 0, 1; y: 2, 3
+    # Run it. `decomposition` and η only shape the inputs, so FAST's compiled learner runs the
+    # ablation; DPER over equal priorities has Uniform's buffers, so its compiled sampler too
+    # (tests/test_sit_continuous.py runs `sit.learner(config)` with `Uniform()` itself).
+    equal = DPER(FAST_DPER, priorities=np.zeros((dataset.num_episodes, 4)))
+    for ours, theirs in zip(jax.tree.leaves(equal.arrays(space, dataset)), jax.tree.leaves(uniform)):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    result = fit(sit.learner(FAST, dataset), dataset, jax.random.key(3),
+                 RunConfig(updates=150, log_every=150, progress=False), sampler=equal,
+                 inputs=sit.stage_inputs(config, dataset))
+    assert np.all(np.isfinite(result.history["critic_loss"])) and np.all(np.isfinite(result.history["actor_loss"]))
     # w/o GAT, reusing the Stage I result of the full run.
-    config = dataclasses.replace(FAST, use_gat=False, num_updates=4, log_every=4)
-    policy, logs = sit.train(config, dataset, jax.random.key(3), progress=False, stage1=trained[1]["stage1"])
-    assert logs["seconds"]["stage1"] < 1.0 and "joint" in logs["critic"]["params"]
-    assert "gat" not in logs["critic"]["params"] and np.all(np.isfinite(logs["critic_loss"]))
+    config = dataclasses.replace(FAST, use_gat=False)
+    result = stage3(config, dataset, jax.random.key(3), RunConfig(updates=4, log_every=4, progress=False), stage1)
+    assert "joint" in result.state.critic["params"] and "gat" not in result.state.critic["params"]
+    assert np.all(np.isfinite(result.history["critic_loss"]))
 
 
-def test_bad_input_names_the_field(dataset, trained, tmp_path):
+def test_valuation_weights_multiply_the_uncertainty_weights(dataset, stage1):
+    """`fit(..., weights=...)` multiplies a valuation's per-(episode, slot) weights into η/û;
+    a decision of weight 0 then takes no part in eqs. 9–10."""
+    valuation = np.ones((dataset.num_episodes, 4))
+    valuation[:, 2:] = 0.0  # every trajectory of the slots of type y
+    valuation[::2, 0] = 0.5
+    inputs = sit.stage_inputs(FAST, dataset, stage1)
+    result = stage3(FAST, dataset, STAGE3_KEY, RunConfig(updates=0, progress=False), stage1, weights=valuation)
+    arrays = result.arrays
+    np.testing.assert_allclose(np.asarray(arrays["weight"]), inputs["weight"] * step_weights(dataset, valuation),
+                               rtol=1e-6)
+    sampler = DPER(FAST_DPER, priorities=stage1.priority)
+    batch = trajectory_batch(arrays, *draw(sampler, dataset, jax.random.key(1), 3), 10, True)
+    weight = np.asarray(batch["weight"])
+    assert np.all(weight[..., 2:] == 0) and np.any(weight[..., :2] > 0)
+    critic = sit.critic_config(FAST, dataset.spec)
+    params = jax.tree.map(lambda x: x[0], result.state.critic)
+    targets = jnp.asarray(np.random.default_rng(0).normal(size=batch["mask"].shape), jnp.float32)
+    moved = targets.at[..., 2:].add(5.0)  # other targets for the agents whose decisions weigh 0
+    assert float(critic_loss(params, batch, moved, critic)) == pytest.approx(
+        float(critic_loss(params, batch, targets, critic)), rel=1e-6)
+    assert float(critic_loss(params, batch, targets.at[..., :2].add(5.0), critic)) != pytest.approx(
+        float(critic_loss(params, batch, targets, critic)), rel=1e-3)  # the others' do count
+
+
+def test_bad_input_names_the_field(dataset, stage1):
     with pytest.raises(ValueError, match="filter"):
         sit.SITConfig(filter="awr")
     with pytest.raises(ValueError, match="beta"):
         sit.SITConfig(beta=0.0)
     with pytest.raises(ValueError, match="uncertainty_floor"):
         sit.SITConfig(uncertainty_floor=-1.0)
-    stage1 = trained[1]["stage1"]
     short = dataclasses.replace(stage1, priority=stage1.priority[:10])
     with pytest.raises(ValueError, match="stage1.priority"):
-        sit.train(FAST, dataset, jax.random.key(0), progress=False, stage1=short)
+        sit.stage_inputs(FAST, dataset, short)
+    with pytest.raises(ValueError, match="Stage I"):
+        sit.stage_inputs(FAST, dataset, None)  # decomposition needs Stage I's result
+    with pytest.raises(ValueError, match="stage_inputs"):
+        fit(sit.learner(FAST, dataset), dataset, STAGE3_KEY, FAST_RUN)  # no r̂, no η/û

@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc, offline_common as oc, sit
-from teamsift.data import testing
+from teamsift.data import DPER, Uniform, dper, item_space, testing
+from teamsift.engine import RunConfig, fit
 from teamsift.nets import NetworkPolicy, apply_sequence, load_policy, save_policy
-from teamsift.value import ardnem, dper
+from teamsift.nets.ops import gaussian_log_density
+from teamsift.value import ardnem
 
 TERMS = np.asarray([["expert", "poor", "poor", "poor"], ["poor", "expert", "expert", "poor"],
                     ["poor", "poor", "poor", "expert"]])  # each slot expert in 1/3 of the episodes
@@ -31,11 +33,13 @@ LENGTH, WIDTH, DIM = 5, 3, 2
 # Small, fast schedules (CPU test). Stage I needs more updates than in the discrete test
 # (the decomposition of four noisy continuous contributions is harder to fit); both
 # stages are dominated by compilation here.
-STAGE1 = dataclasses.replace(ardnem.ARDNEMConfig(), num_updates=3000, log_every=3000, learning_rate=1e-3,
-                             batch_size=8, ensemble_size=3, probe_episodes=16)
-FAST = sit.SITConfig(num_updates=600, log_every=300, batch_size=8, actor_learning_rate=1e-3,
-                     critic_learning_rate=1e-3, target_update_interval=20, ardnem=STAGE1,
-                     dper=dper.DPERConfig(alpha=2.0))
+STAGE1 = dataclasses.replace(ardnem.ARDNEMConfig(), learning_rate=1e-3, batch_size=8, ensemble_size=3,
+                             probe_episodes=16)
+STAGE1_RUN = RunConfig(updates=3000, log_every=3000, progress=False)
+FAST = sit.SITConfig(batch_size=8, actor_learning_rate=1e-3, critic_learning_rate=1e-3, target_update_interval=20)
+FAST_RUN = RunConfig(updates=600, log_every=300, progress=False)
+FAST_DPER = dper.DPERConfig(alpha=2.0)
+STAGE1_KEY, STAGE3_KEY = jax.random.split(jax.random.key(0))
 
 
 def imbalanced_dataset(path, episodes: int = 150, seed: int = 0):
@@ -61,8 +65,14 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset):
-    return sit.train(FAST, dataset, jax.random.key(0), progress=False)
+def stage1(dataset):
+    return ardnem.result(STAGE1, fit(ardnem.learner(STAGE1, dataset), dataset, STAGE1_KEY, STAGE1_RUN), dataset)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, stage1):
+    return fit(sit.learner(FAST, dataset), dataset, STAGE3_KEY, FAST_RUN,
+               sampler=DPER(FAST_DPER, priorities=stage1.priority), inputs=sit.stage_inputs(FAST, dataset, stage1))
 
 
 # --- the losses ---------------------------------------------------------------------------
@@ -75,7 +85,7 @@ def test_gaussian_pieces_match_a_hand_computation():
     std = np.exp(log_std)
     expected = sum(-0.5 * ((action[0, d] - mean[0, d]) / std[d]) ** 2 - log_std[d] - 0.5 * np.log(2 * np.pi)
                    for d in range(2))
-    got = sit.gaussian_log_prob(jnp.asarray(action), jnp.asarray(mean), jnp.asarray(log_std), jnp.asarray(mask))
+    got = gaussian_log_density(jnp.asarray(action), jnp.asarray(mean), jnp.asarray(log_std), mask=jnp.asarray(mask))
     assert float(got[0]) == pytest.approx(expected, rel=1e-5)
     noise = np.array([[[1.0, 2.0, 1.0], [-3.0, 0.1, 0.0]]])  # [1, m = 2, D]
     samples = np.asarray(sit.policy_samples(jnp.asarray(noise), jnp.asarray(mean), jnp.asarray(log_std),
@@ -100,15 +110,15 @@ def test_continuous_losses_follow_eqs_9_and_10(tiny):
     # The action is an input of f_local (not one output per action): Q is one scalar per (τ, a).
     assert critic_params["params"]["f_local"]["Dense_0"]["kernel"].shape[0] == critic.local_dim + DIM
     assert critic_params["params"]["f_agg"]["Dense_1"]["kernel"].shape[1] == 1
-    data = sit.to_device(tiny, sit.STAGE3_CONTINUOUS_FIELDS)
     rng = np.random.default_rng(0)
-    data["reward"] = jnp.asarray(rng.normal(size=(tiny.num_steps, 4)), jnp.float32)
-    data["weight"] = jnp.asarray(rng.uniform(0.5, 2.0, size=(tiny.num_steps, 4)), jnp.float32)
-    data["dper"] = dper.build_dper_from_priorities(rng.normal(size=(tiny.num_episodes, 4)), spec.agent_types,
-                                                   dper.DPERConfig(alpha=5.0))
-    data["action_mask"] = jnp.asarray(sit.action_mask(spec))
-    groups = sit.slot_groups(spec.agent_types, "type")
-    batch = jax.jit(sit.sample_batch, static_argnums=(2, 3, 4, 5))(jax.random.key(4), data, groups, 3, LENGTH, 4)
+    inputs = {"reward": rng.normal(size=(tiny.num_steps, 4)).astype(np.float32),
+              "weight": rng.uniform(0.5, 2.0, size=(tiny.num_steps, 4)).astype(np.float32)}
+    data = sit.prepare(dataclasses.replace(config, reward_scale=1.0), tiny, inputs)
+    np.testing.assert_array_equal(np.asarray(data["action_mask"]), sit.action_mask(spec))
+    sampler = DPER(dper.DPERConfig(alpha=5.0), priorities=rng.normal(size=(tiny.num_episodes, 4)))
+    buffers = sampler.arrays(item_space(tiny, "trajectory"), tiny)
+    drawn = jax.jit(sampler.draw, static_argnums=(3, 4))(buffers, None, jax.random.key(4), 3, "trajectory")
+    batch = jax.jit(sit.trajectory_batch, static_argnums=(3, 4))(data, *drawn, LENGTH, True)
     b = {k: np.asarray(v) for k, v in batch.items()}
     src = b["source"]
     step_rows = tiny.starts[b["episode"]]  # [B, A], first step of each drawn episode
@@ -163,23 +173,25 @@ def test_continuous_losses_follow_eqs_9_and_10(tiny):
 # --- the learner --------------------------------------------------------------------------
 
 def test_sit_shares_the_good_actions_where_bc_averages(dataset, trained):
-    policy, logs = trained
+    policy = trained.policy(0)
     assert isinstance(policy, NetworkPolicy) and not policy.config.discrete and policy.deterministic
-    assert logs["critic_loss"].shape == logs["actor_loss"].shape == (1, FAST.num_updates)
-    assert np.all(np.isfinite(logs["critic_loss"])) and np.all(np.isfinite(logs["actor_loss"]))
+    history = trained.history
+    assert history["critic_loss"].shape == history["actor_loss"].shape == (1, 2)  # logged at 300 and 600
+    assert np.all(np.isfinite(history["critic_loss"])) and np.all(np.isfinite(history["actor_loss"]))
     log_std = np.asarray(policy.params["params"]["log_std"])
     assert np.all((log_std >= FAST.log_std_min) & (log_std <= FAST.log_std_max))
     sit_distance = distance_to_good_actions(policy, jax.random.key(7))
-    bc_policy, _ = bc.train(bc.BCConfig(recurrent=True, num_updates=300, log_every=300, batch_size=8,
-                                        learning_rate=1e-3), dataset, jax.random.key(0), progress=False)
-    bc_distance = distance_to_good_actions(bc_policy, jax.random.key(7))
+    bc_config = bc.BCConfig(recurrent=True, batch_size=8, learning_rate=1e-3)
+    bc_result = fit(bc.learner(bc_config, dataset), dataset, jax.random.key(0),
+                    RunConfig(updates=300, log_every=300, progress=False))
+    bc_distance = distance_to_good_actions(bc_result.policy(0), jax.random.key(7))
     # BC fits the data's mean action ≈ a*/3 (distance ≈ 0.3 here); SIT fits the experts' a*.
     assert sit_distance < 0.15, (sit_distance, bc_distance)
     assert sit_distance < bc_distance - 0.1, (sit_distance, bc_distance)
 
 
 def test_continuous_policy_acts_saves_and_runs_ablations(dataset, trained, tmp_path):
-    policy, logs = trained
+    policy = trained.policy(0)
     spec = dataset.spec
     obs = jax.random.normal(jax.random.key(5), (spec.num_agents, spec.obs_dim)) * 3.0
     mean, _ = policy.act(jax.random.key(6), obs, None, policy.initial_carry())
@@ -191,10 +203,12 @@ def test_continuous_policy_acts_saves_and_runs_ablations(dataset, trained, tmp_p
     loaded, _ = load_policy(save_policy(policy, tmp_path / "sit.msgpack", spec=spec))
     np.testing.assert_allclose(np.asarray(loaded.act(jax.random.key(6), obs, None, loaded.initial_carry())[0]),
                                np.asarray(mean), rtol=1e-6)
-    # w/o decomp (same compiled update), reusing nothing from Stage I.
-    config = dataclasses.replace(FAST, decomposition=False, num_updates=20, log_every=20)
-    _, ablated = sit.train(config, dataset, jax.random.key(3), progress=False)
-    assert ablated["stage1"] is None and np.all(np.isfinite(ablated["critic_loss"]))
+    # w/o decomp: no Stage I, the team reward, uniform type-wise buffers.
+    config = dataclasses.replace(FAST, decomposition=False)
+    ablated = fit(sit.learner(config, dataset), dataset, jax.random.key(3),
+                  RunConfig(updates=20, log_every=20, progress=False), sampler=Uniform(),
+                  inputs=sit.stage_inputs(config, dataset, None))
+    assert np.all(np.isfinite(ablated.history["critic_loss"]))
     with pytest.raises(ValueError, match="action_samples"):
         sit.SITConfig(action_samples=0)
     with pytest.raises(ValueError, match="log_std_min"):

@@ -1,12 +1,13 @@
 """The adversarial-imitation loop shared by MAGAIL and MILD²: a generator trained online
 against a discriminator trained on expert demonstrations (it is not offline RL).
 
-    for iteration u = 1 … U:                        (lax.scan inside one jit, seeds vmapped)
+    for iteration u = 1 … U:            (`teamsift.engine.fit`: lax loops inside jit, seeds vmapped)
         τ_G ← generator rollout, L steps × N environments           (generator params θ_u)
         r^k = reward_ω(s, o, a)^k on every step of τ_G, per agent    [L, N, A]   (ω = ω_u)
         θ_{u+1} ← generator.learn(τ_G, r)          (MAPPO: PPO on a team reward, see below)
         for K discriminator steps:
-            B_G ⊂ τ_G (B rows, uniform with replacement),  B_E ~ expert transitions (B rows)
+            B_G ⊂ τ_G (B rows, uniform with replacement),  B_E ~ expert transitions (B rows,
+            drawn by the run's sampler: `draw`, unit "step")
             ω ← optimiser(∇_ω L_D(ω; B_E, B_G))
         log  L_D; mean / variance of r on τ_G and on an expert batch (both under ω_u);
              a histogram (fixed bins over `reward_range`) of r on τ_G; the generator's
@@ -22,11 +23,13 @@ generator) reuses this loop unchanged:
   * `Generator`: init(key) → state; rollout(state, key) → (state, traj, batch, stats);
     learn(state, traj, reward [L, N, A], key) → (state, metrics); export(state) → the
     checkpoint params; policy(params, deterministic) → a joint policy for
-    `teamsift.evaluate`.
+    `teamsift.evaluate`; optionally warm_start(state, start) → state (e.g. BC params).
 
 A batch is a dict of "obs" [..., A, O], "state" [..., S], "actions" [..., A] (int) or
 [..., A, D] and, for discrete actions, "avail" [..., A, nA]: one joint transition per row.
-Discriminators here score (s, o, a), not next states.
+Discriminators here score (s, o, a), not next states. An expert batch also carries
+"weight" [B, A] when the run weighs the expert decisions (`fit(..., weights=...)`): the
+discriminator's loss then weighs each expert term by it (normalised weighted means).
 
 The reward hook always hands the generator PER-AGENT rewards [L, N, A]; the generator
 decides how to use them. `mappo_generator` (our MAPPO from `teamsift.collect.ppo`) uses
@@ -35,26 +38,32 @@ the scale does not grow with A, and a centralised discriminator's broadcast rewa
 recovered exactly); `agent_rewards="individual"` keeps r^k per agent, each agent's
 value head then bootstrapping its own reward (Song et al.'s per-agent rewards). The
 environment's (and any shaped) reward is discarded; `reward_scale` multiplies r.
+
+Running it: `make_learner(...)` is the engine's `Learner` (unit "step": expert rows;
+snapshot: the generator's checkpoint, kept at iteration 0 and every checkpoint interval;
+metrics per iteration: see `make_step`); `AdversarialResult.from_fit` wraps the engine's
+result for MAGAIL's and MILD²'s `train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
+import os
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from rich.progress import TextColumn
 
 from teamsift.collect import ppo
-from teamsift.data import sample_transitions
+from teamsift.collect.onpolicy import checkpoint_params, history_logs, seed_view
+from teamsift.data import Dataset, gather_transitions, load_dataset, sample_transitions, to_device
+from teamsift.engine import FitResult, Learner
 from teamsift.envs.base import Env
 from teamsift.nets import NetworkPolicy
-from teamsift.progress import progress_bar
+from teamsift.nets.normalization import unfold_normalization
 
 Array = jax.Array
 BATCH_FIELDS = ("obs", "state", "actions", "avail")
@@ -81,7 +90,9 @@ class Generator:
 
     rollout → (state, traj, batch, stats): `traj` is opaque (whatever learn needs), `batch`
     the transitions for the discriminator with leading [L, N], `stats` holds "return_sum"
-    and "episodes" (environment return of the training episodes that ended)."""
+    and "episodes" (environment return of the training episodes that ended).
+    warm_start(state, start) → state puts one seed's `start` (e.g. BC params) into a fresh
+    generator state (None: the generator cannot be warm-started)."""
 
     init: Callable[[Array], Any]
     rollout: Callable[[Any, Array], tuple[Any, Any, dict, dict]]
@@ -90,6 +101,7 @@ class Generator:
     policy: Callable[[Any, bool], Any]
     net: Any  # what the checkpoints load into (e.g. an AgentNetConfig)
     steps_per_iteration: int  # env steps per rollout (L · N)
+    warm_start: Callable[[Any, Any], Any] | None = None
 
 
 def team_reward(reward: Array, agent_rewards: str) -> Array:
@@ -110,7 +122,13 @@ def mappo_generator(config: ppo.PPOConfig, env: Env, reward_scale: float = 1.0,
                     agent_rewards: str = "mean") -> Generator:
     """Our MAPPO (`teamsift.collect.ppo`) as a generator: rollout once, learn on the
     discriminator's reward (reward_scale · team_reward(r)); PPOConfig.reward_scale and
-    shaped rewards play no part."""
+    shaped rewards play no part.
+
+    Warm start: `start` = {"actor": params of an agent network of the actor's exact
+    architecture, acting on raw observations (e.g. a BC clone)} and, with normalize_obs,
+    "obs_stats" / "state_stats" (`RunningStats`) to start the running statistics from; the
+    params are then rewritten to act on normalised inputs. A continuous actor keeps its
+    learned log-std; the critic starts untrained."""
     _check_agent_rewards(agent_rewards)
     rollout = ppo.make_rollout(config, env)
     learn = ppo.make_learn(config, env)
@@ -128,6 +146,16 @@ def mappo_generator(config: ppo.PPOConfig, env: Env, reward_scale: float = 1.0,
         learning_reward = reward_scale * team_reward(reward, agent_rewards)
         return learn(ts, traj._replace(reward=learning_reward.astype(jnp.float32)), key, hidden0)
 
+    def warm_start(ts, start):
+        params = start["actor"]
+        if config.normalize_obs:
+            params = unfold_normalization(net, params, start["obs_stats"])
+            ts = ts._replace(obs_stats=start["obs_stats"], state_stats=start["state_stats"])
+        actor = {**ts.actor, "params": {**ts.actor["params"], **params["params"]}}  # keeps log_std
+        if jax.tree.structure(actor) != jax.tree.structure(ts.actor):
+            raise ValueError("warm start: the given network does not match the PPO actor's architecture")
+        return ts._replace(actor=actor)
+
     return Generator(
         init=lambda key: ppo.init_state(config, env, key),
         rollout=do_rollout,
@@ -136,7 +164,46 @@ def mappo_generator(config: ppo.PPOConfig, env: Env, reward_scale: float = 1.0,
         policy=lambda params, deterministic=True: NetworkPolicy(params, net, deterministic=deterministic),
         net=net,
         steps_per_iteration=config.steps_per_update,
+        warm_start=warm_start,
     )
+
+
+# --- expert data -----------------------------------------------------------------------------
+
+def as_dataset(dataset_or_path) -> Dataset:
+    if isinstance(dataset_or_path, (str, os.PathLike)):
+        return load_dataset(dataset_or_path)
+    return dataset_or_path
+
+
+def check_compatible(dataset: Dataset, env: Env) -> None:
+    """The expert data must come from an environment of the same shape as `env`."""
+    have, want = dataset.spec, env.spec
+    fields = ("env_id", "num_agents", "obs_dim", "state_dim", "discrete", "num_actions")
+    for name in fields:
+        if getattr(have, name) != getattr(want, name):
+            raise ValueError(f"expert dataset {dataset.path}: {name} is {getattr(have, name)!r}, "
+                             f"the environment's is {getattr(want, name)!r}")
+
+
+def expert_arrays(dataset: Dataset, inputs: dict | None = None) -> dict:
+    """The expert transitions on the device (obs, state, actions, avail if discrete): the
+    learners' `prepare`."""
+    fields = ("obs", "state", "actions", "avail") if dataset.discrete else ("obs", "state", "actions")
+    return to_device(dataset, fields)
+
+
+def expert_batch(arrays: dict, rows: Array) -> dict:
+    """The expert transitions at step rows [B] (with their "weight" [B, A] when the run has one)."""
+    sample = gather_transitions(arrays, rows)
+    return {k: sample[k] for k in BATCH_FIELDS + ("weight",) if k in sample}
+
+
+def dataset_batch(key: Array, arrays: dict, size: int) -> dict:
+    """`size` transitions (obs, state, actions, avail) sampled uniformly from device arrays
+    (`fit_discriminator`; the loop draws through the run's sampler instead)."""
+    sample = sample_transitions(key, arrays, size)
+    return {k: sample[k] for k in BATCH_FIELDS if k in sample}
 
 
 # --- one iteration ---------------------------------------------------------------------------
@@ -167,27 +234,9 @@ def init_state(generator: Generator, discriminator: Discriminator, key: Array) -
     return AdversarialState(generator.init(k_gen), params, discriminator.optimizer.init(params), jnp.int32(0))
 
 
-@functools.partial(jax.jit, static_argnames=("generator", "discriminator"))
-def init_states(generator: Generator, discriminator: Discriminator, keys: Array) -> AdversarialState:
-    """`init_state` for every key [S] (one compilation per generator/discriminator pair)."""
-    return jax.vmap(lambda k: init_state(generator, discriminator, k))(keys)
-
-
-@functools.partial(jax.jit, static_argnames=("generator",))
-def export_checkpoints(generator: Generator, state: AdversarialState):
-    """The generator checkpoint of every seed of a batched state."""
-    return jax.vmap(lambda s: generator.export(s.generator))(state)
-
-
 def flatten_batch(batch: dict) -> dict:
     """[L, N, ...] → [L·N, ...], dropping absent (None) fields."""
     return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items() if v is not None}
-
-
-def dataset_batch(key: Array, arrays: dict, size: int) -> dict:
-    """`size` transitions (obs, state, actions, avail) sampled uniformly from device arrays."""
-    sample = sample_transitions(key, arrays, size)
-    return {k: sample[k] for k in BATCH_FIELDS if k in sample}
 
 
 def take_rows(batch: dict, rows: Array) -> dict:
@@ -211,15 +260,17 @@ def reward_histogram(reward: Array, discriminator: Discriminator, bins: int) -> 
 
 
 def make_disc_step(discriminator: Discriminator, batch_size: int):
-    """One discriminator step: (ω, opt), key, generator rows [M], expert → (ω, opt), stats."""
+    """One discriminator step: (ω, opt), key, generator rows [M], expert sampler → (ω, opt), stats.
+
+    `sample_expert(key)` returns an expert batch of `batch_size` rows (`expert_batch`)."""
     grad_fn = jax.value_and_grad(discriminator.loss, has_aux=True)
 
-    def disc_step(carry, key, generator_rows: dict, expert: dict):
+    def disc_step(carry, key, generator_rows: dict, sample_expert: Callable[[Array], dict]):
         params, opt = carry
         k_gen, k_exp, k_loss = jax.random.split(key, 3)
         num_rows = generator_rows["obs"].shape[0]
         gen_batch = take_rows(generator_rows, jax.random.randint(k_gen, (batch_size,), 0, num_rows))
-        (loss, stats), grads = grad_fn(params, dataset_batch(k_exp, expert, batch_size), gen_batch, k_loss)
+        (loss, stats), grads = grad_fn(params, sample_expert(k_exp), gen_batch, k_loss)
         updates, opt = discriminator.optimizer.update(grads, opt, params)
         return (optax.apply_updates(params, updates), opt), {"disc_loss": loss, **stats}
 
@@ -242,20 +293,27 @@ def reward_diagnostics(discriminator: Discriminator, params, generator_rows, gen
 
 @functools.lru_cache(maxsize=None)
 def make_step(generator: Generator, discriminator: Discriminator, config: AdversarialConfig):
-    """The pure iteration: step(state, key, expert) -> (state, logs) (see the module doc)."""
+    """The pure iteration: step(state, key, sample_expert) -> (state, metrics) (see the
+    module doc); `sample_expert(key)` gives config.disc_batch_size expert rows.
+
+    Metrics: "disc_loss" and the discriminator's own stats (means over the K steps),
+    "generator_reward_mean/var", "expert_reward_mean/var", "generator_score_mean",
+    "expert_score_mean", "reward_histogram" [bins] (`histogram_edges`), "return_sum" and
+    "episodes" of the generator's training episodes, and the generator's metrics
+    prefixed "gen_"."""
     disc_step = make_disc_step(discriminator, config.disc_batch_size)
 
-    def step(st: AdversarialState, key: Array, expert: dict):
+    def step(st: AdversarialState, key: Array, sample_expert: Callable[[Array], dict]):
         k_roll, k_learn, k_disc, k_probe = jax.random.split(key, 4)
         gen_state, traj, batch, stats = generator.rollout(st.generator, k_roll)
         rows = flatten_batch(batch)
         reward = discriminator.reward(st.disc_params, rows)  # [L·N, A] under ω_u
         lead = batch["obs"].shape[:2]
         gen_state, gen_metrics = generator.learn(gen_state, traj, reward.reshape(lead + reward.shape[1:]), k_learn)
-        probe = dataset_batch(k_probe, expert, config.disc_batch_size)
+        probe = sample_expert(k_probe)
         diagnostics = reward_diagnostics(discriminator, st.disc_params, rows, reward, probe, config.histogram_bins)
         (params, opt), disc_stats = jax.lax.scan(
-            lambda c, k: disc_step(c, k, rows, expert), (st.disc_params, st.disc_opt),
+            lambda c, k: disc_step(c, k, rows, sample_expert), (st.disc_params, st.disc_opt),
             jax.random.split(k_disc, config.disc_steps))
         logs = {
             **jax.tree.map(jnp.mean, disc_stats), **diagnostics, **stats,
@@ -266,34 +324,52 @@ def make_step(generator: Generator, discriminator: Discriminator, config: Advers
     return step
 
 
-# --- driver ----------------------------------------------------------------------------------
+# --- the engine's learner --------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("step", "num_iterations"), donate_argnums=(1,))
-def _run_chunk(step, state, seed_keys, expert, num_iterations: int):
-    """`num_iterations` scanned iterations for every seed (vmapped over the seed axis)."""
+@functools.lru_cache(maxsize=None)
+def make_learner(name: str, generator: Generator, discriminator: Discriminator, config: AdversarialConfig,
+                 prepare: Callable = expert_arrays, warm_start: bool = False) -> Learner:
+    """The loop as the engine's learner. Each iteration draws 1 + K batches of
+    config.disc_batch_size expert rows (unit "step"); `prepare(dataset, inputs)` puts the
+    expert transitions on the device. With `warm_start`, init takes one seed's `start`
+    (`fit(..., start=...)`) for `generator.warm_start`. Snapshot: the generator's
+    checkpoint; policy: the generator's current policy, stochastic as it trained."""
+    if warm_start and generator.warm_start is None:
+        raise ValueError(f"{name}: this generator cannot be warm-started")
+    step = make_step(generator, discriminator, config)
 
-    def one_seed(seed_state, seed_key):
-        def body(s, _):
-            return step(s, jax.random.fold_in(seed_key, s.iteration), expert)
+    def init(key, arrays, start=None) -> AdversarialState:
+        state = init_state(generator, discriminator, key)
+        if warm_start:
+            state = state._replace(generator=generator.warm_start(state.generator, start))
+        return state
 
-        return jax.lax.scan(body, seed_state, None, length=num_iterations)
+    def update(state: AdversarialState, key, arrays, draw):
+        return step(state, key, lambda k: expert_batch(arrays, draw(k, config.disc_batch_size)))
 
-    return jax.vmap(one_seed)(state, seed_keys)
+    def policy(state: AdversarialState, arrays):  # stochastic, as the generator trained
+        return generator.policy(generator.export(state.generator), False)
 
+    return Learner(name, init, update, policy, prepare=prepare, unit="step", headline="disc_loss",
+                   snapshot=lambda state: generator.export(state.generator), needs_start=warm_start)
+
+
+# --- the result ------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class AdversarialResult:
-    """What `train_loop` returns.
+    """What MAGAIL's and MILD²'s `train` return (built from the engine's `FitResult`, kept in `fit`).
 
     checkpoints: generator params with a leading [C] axis ([S, C] with num_seeds > 1);
-    checkpoint 0 is the generator before any iteration. checkpoint_iterations /
-    checkpoint_steps [C]: iterations and env steps at each.
-    logs: per-iteration arrays [U] ([S, U] with seeds): "disc_loss" and the
-    discriminator's own stats, "generator_reward_mean/var", "expert_reward_mean/var",
-    "generator_score_mean", "expert_score_mean", "reward_histogram" [U, bins] (bins:
-    `histogram_edges`), "return" (mean env return of the training episodes that ended,
-    NaN if none), "episodes", "return_sum", "env_steps", and the generator's metrics
-    prefixed "gen_". disc_params: the final discriminator.
+    checkpoint 0 is the generator before any iteration (the warm start, if any).
+    checkpoint_iterations / checkpoint_steps [C]: iterations and env steps at each.
+    logs: per log row [L] ([S, L] with seeds; vectors [.., L, bins]): the interval means of
+    "disc_loss" and the discriminator's own stats, "generator_reward_mean/var",
+    "expert_reward_mean/var", "generator_score_mean", "expert_score_mean",
+    "reward_histogram" [bins] (bins: `histogram_edges`), the generator's metrics prefixed
+    "gen_", "return_sum", "episodes"; and "return" (mean env return of the training
+    episodes that ended in the interval, NaN if none), "update" (iterations done at the
+    row), "env_steps". disc_params: the final discriminator ([S, ...] with seeds).
     """
 
     generator: Generator = dataclasses.field(repr=False)
@@ -306,101 +382,45 @@ class AdversarialResult:
     num_seeds: int = 1
     wall_time: float = 0.0
     final_state: Any = dataclasses.field(default=None, repr=False)
+    fit: FitResult | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_fit(cls, result: FitResult, generator: Generator, discriminator: Discriminator,
+                 config: AdversarialConfig) -> "AdversarialResult":
+        iterations = np.asarray(result.snapshot_updates, np.int64)
+        return cls(generator=generator, checkpoints=seed_view(result.snapshots, result.seeds),
+                   checkpoint_iterations=iterations, checkpoint_steps=iterations * generator.steps_per_iteration,
+                   logs=history_logs(result.history, generator.steps_per_iteration, result.seeds),
+                   histogram_edges=histogram_edges(discriminator, config.histogram_bins),
+                   disc_params=seed_view(result.state.disc_params, result.seeds), num_seeds=result.seeds,
+                   wall_time=result.seconds, final_state=result.state, fit=result)
 
     @property
     def net(self):
         return self.generator.net
 
     def params(self, index: int = -1, seed: int | None = None):
-        return ppo.checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
+        return checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
 
     def policy(self, index: int = -1, seed: int | None = None, deterministic: bool = True):
         """Checkpoint `index` (default: the last) as a policy for `teamsift.evaluate`."""
         return self.generator.policy(self.params(index, seed), deterministic)
 
     def reward_histograms(self, fractions=(0.1, 0.5, 1.0), seed: int | None = None) -> dict[int, np.ndarray]:
-        """Generator-reward histograms at a few points of training: {iteration: counts [bins]}."""
-        hist = self.logs["reward_histogram"]
+        """Generator-reward histograms at a few points of training: {iteration: counts [bins]}
+        (the mean counts of the first log row at or after each fraction of the iterations,
+        keyed by that row's iteration)."""
+        hist, updates = self.logs["reward_histogram"], self.logs["update"]
         if self.num_seeds > 1:
-            hist = hist[0 if seed is None else seed]
-        total = hist.shape[0]
-        picks = sorted({min(total, max(1, int(round(f * total)))) for f in fractions})
-        return {it: hist[it - 1] for it in picks}
-
-
-def _chunk_size(per_interval: int, target: int) -> int:
-    """The largest divisor of per_interval that is <= target (at least 1)."""
-    return max(d for d in range(1, per_interval + 1) if per_interval % d == 0 and d <= max(1, target))
-
-
-def _recent(logs: list[dict], window: int = 5) -> tuple[float, float]:
-    recent = logs[-window:]
-    sums = sum(float(np.sum(m["return_sum"])) for m in recent)
-    count = sum(float(np.sum(m["episodes"])) for m in recent)
-    loss = float(np.mean(recent[-1]["disc_loss"][:, -1]))
-    return (sums / count if count > 0 else float("nan")), loss
-
-
-def _merge_logs(logs: list[dict], steps_per_iteration: int, num_seeds: int) -> dict[str, np.ndarray]:
-    merged = {k: np.concatenate([m[k] for m in logs], axis=1) for k in logs[0]}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        merged["return"] = np.where(merged["episodes"] > 0, merged["return_sum"] / merged["episodes"], np.nan)
-    total = merged["return"].shape[1]
-    merged["env_steps"] = np.array(np.broadcast_to((np.arange(total) + 1) * steps_per_iteration,
-                                                   merged["return"].shape))
-    if num_seeds == 1:
-        merged = {k: v[0] for k, v in merged.items()}
-    return merged
-
-
-def train_loop(generator: Generator, discriminator: Discriminator, config: AdversarialConfig, expert: dict,
-               key: Array, *, num_iterations: int, iterations_per_checkpoint: int, num_seeds: int = 1,
-               initial_state: AdversarialState | None = None, progress: bool = True,
-               label: str = "adversarial imitation") -> AdversarialResult:
-    """Run `num_iterations` iterations (a multiple of iterations_per_checkpoint) for
-    `num_seeds` seeds at once; `expert` is the device dict of `teamsift.data.to_device`.
-
-    `initial_state` (leading seed axis) replaces the fresh `init_state` per seed, e.g. a
-    generator warm-started by BC. Every random choice flows from `key`."""
-    if num_iterations % iterations_per_checkpoint:
-        raise ValueError(f"num_iterations = {num_iterations} is not a multiple of "
-                         f"iterations_per_checkpoint = {iterations_per_checkpoint}")
-    init_keys, loop_keys = jnp.moveaxis(jax.random.split(key, (num_seeds, 2)), 1, 0)
-    state = initial_state
-    if state is None:
-        state = init_states(generator, discriminator, init_keys)
-    step = make_step(generator, discriminator, config)
-    export = functools.partial(export_checkpoints, generator)
-    checkpoints = [jax.tree.map(np.asarray, export(state))]
-    chunk = _chunk_size(iterations_per_checkpoint, max(1, num_iterations // 50))
-    logs: list[dict] = []
-    started = time.perf_counter()
-    columns = (TextColumn("return {task.fields[ret]}"), TextColumn("D loss {task.fields[loss]}"))
-    with progress_bar(progress, *columns) as bar:
-        task = bar.add_task(label, total=num_iterations, ret="…", loss="…")
-        done = 0
-        while done < num_iterations:
-            state, chunk_logs = _run_chunk(step, state, loop_keys, expert, chunk)
-            logs.append(jax.tree.map(np.asarray, chunk_logs))
-            done += chunk
-            if done % iterations_per_checkpoint == 0:
-                checkpoints.append(jax.tree.map(np.asarray, export(state)))
-            ret, loss = _recent(logs)
-            bar.update(task, completed=done, ret="…" if np.isnan(ret) else f"{ret:.3f}", loss=f"{loss:.4f}")
-    wall = time.perf_counter() - started
-    stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *checkpoints)  # [S, C, ...]
-    disc_params = state.disc_params
-    if num_seeds == 1:
-        stacked = jax.tree.map(lambda x: x[0], stacked)
-        disc_params = jax.tree.map(lambda x: x[0], disc_params)
-    iterations = np.arange(len(checkpoints)) * iterations_per_checkpoint
-    return AdversarialResult(
-        generator=generator, checkpoints=stacked, checkpoint_iterations=iterations,
-        checkpoint_steps=iterations * generator.steps_per_iteration,
-        logs=_merge_logs(logs, generator.steps_per_iteration, num_seeds),
-        histogram_edges=histogram_edges(discriminator, config.histogram_bins), disc_params=disc_params,
-        num_seeds=num_seeds, wall_time=wall, final_state=state,
-    )
+            pick = 0 if seed is None else seed
+            hist, updates = hist[pick], updates[pick]
+        total = int(updates[-1])
+        out = {}
+        for f in fractions:
+            target = min(total, max(1, int(round(f * total))))
+            row = int(np.searchsorted(updates, target))
+            out[int(updates[row])] = hist[row]
+        return dict(sorted(out.items()))
 
 
 # --- a discriminator alone -------------------------------------------------------------------

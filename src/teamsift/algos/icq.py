@@ -5,8 +5,8 @@ SIT appendix B, eq. 14; methods.md §4).
     Q_i(s, o_i, ·)    critic: parameter-shared MLP on (state, own observation, agent id)
     Q_tot(s, a) = Σ_i k_i(s) Q_i(s, o_i, a_i)      mixer with k_i(s) ≥ 0, Σ_i k_i(s) = 1
 
-    for update in 1 … num_updates:                      (lax.scan inside jit)
-        sample a batch B of 32 whole episodes
+    for update in 1 … U:                                (the engine: lax loops inside jit)
+        draw a batch B of 32 whole episodes (the run's sampler)
         critic (eq. 14; only the data's actions are ever evaluated — the implicit constraint):
             X_{t+1} = |B|·softmax_B(Q'_tot(s_{t+1}, a_{t+1}) / β_c) · Q'_tot(s_{t+1}, a_{t+1})
             G_t = r_t + γ[(1 − λ) X_{t+1} + λ G_{t+1}]                        TD(λ), λ = 0.8
@@ -24,7 +24,8 @@ actor, each agent): the implicit constraint exp(Q/β)/Z of eq. 14 estimated on a
 
 Defaults follow methods.md §4 (ICQ reference, YiqinYang/ICQ) and SIT Table 11: actor lr
 5e-4, critic lr 1e-4, RMSProp, gradient clipping 20, GRU 64, mixer hidden 32, β = 0.1,
-λ = 0.8, γ = 0.99, batch 32 episodes, target update every 600 critic steps, 15 000 updates.
+λ = 0.8, γ = 0.99, batch 32 episodes, target update every 600 critic steps, 15 000 updates
+(the registry's budget).
 
 Choices and where they come from:
   * β_c = 1000: the reference's critic temperature. SIT's eq. 14 writes β_ICQ in both
@@ -48,23 +49,30 @@ Choices and where they come from:
     batch's high values are scaled up and its low ones down, so the targets spread more
     than Q does, by a margin that grows with the value scale. On PP_3p1p (returns up to
     170) the critic feeds on this and diverges (critic loss ≈ 1e14 after 1,500 updates).
-    Negative values, as on CN, are pulled together instead. `train` warns when the
-    critic loss diverges; a smaller `reward_scale` is the remedy.
+    Negative values, as on CN, are pulled together instead. The training pipeline warns
+    when the logged critic loss diverges (`offline_common.warn_if_diverged` with
+    `divergence_hint`); a smaller `reward_scale` is the remedy;
+  * (ours) per-decision weights (`fit(..., weights=...)`, `batch["weight"]`) weigh each
+    agent's actor term by its own weight and each step's critic term by the mean weight
+    of its agents (normalised weighted means); without weights the losses are as above.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+import optax
 
 from teamsift.algos import offline_common as oc
+from teamsift.checks import require_discrete, require_positive, require_unit_interval
+from teamsift.engine import Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, masked_logits
 from teamsift.nets.mixer import MixerConfig, init_mixer, mix, mixing_weights
+from teamsift.nets import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +92,49 @@ class ICQConfig:
     target_update_interval: int = 600  # critic gradient steps
     critic_step_per_time_step: bool = True  # the reference: one critic step per time step of the batch
     bootstrap_truncated: bool = True  # time-limit ends bootstrap from the final observation (PyMARL)
-    num_updates: int = 15_000
-    log_every: int = 500
     sample_actions: bool = False  # True: act by sampling π instead of its argmax
     reward_scale: float | None = None  # (ours) multiplies the rewards; None: `oc.smac_reward_scale` of the data
 
     def __post_init__(self):
-        oc.require_positive(self, ("mixer_embed", "beta", "critic_beta", "gamma", "actor_learning_rate",
-                                   "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval"))
-        if self.reward_scale is not None and not self.reward_scale > 0:
-            raise ValueError(f"ICQConfig.reward_scale: expected a positive number or None, got {self.reward_scale!r}")
-        oc.require_unit_interval(self, ("td_lambda", "gamma"))
+        require_positive(self, ("mixer_embed", "beta", "critic_beta", "gamma", "actor_learning_rate",
+                                "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval"))
+        if self.reward_scale is not None:
+            require_positive(self, ("reward_scale",))
+        require_unit_interval(self, ("td_lambda", "gamma"))
+        if not self.hidden or min(self.hidden) < 1 or not self.critic_hidden or min(self.critic_hidden) < 1:
+            raise ValueError(f"ICQConfig.hidden, critic_hidden: expected positive layer widths, got "
+                             f"{self.hidden!r}, {self.critic_hidden!r}")
+
+
+class ICQState(NamedTuple):
+    """One seed's ICQ state."""
+
+    actor: dict  # π's parameters
+    critic: dict  # {"critic": Q_i's parameters, "mixer": k(s)'s}
+    target: dict  # the target copy of `critic`
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    critic_steps: jax.Array  # int32: critic gradient steps so far (the target period counts them)
+
+
+def resolve_config(config: ICQConfig, dataset) -> ICQConfig:
+    """`config` with `reward_scale=None` resolved from the data (`oc.smac_reward_scale`)."""
+    if config.reward_scale is None:
+        config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
+    return config
+
+
+def divergence_hint(config: ICQConfig) -> str:
+    """What to do when the critic loss diverges (for `oc.warn_if_diverged(history["critic_loss"],
+    "ICQ's critic", divergence_hint(resolved config))`)."""
+    return (f"its targets weigh Q by softmax(Q/β_c) with β_c = {config.critic_beta:g}, tuned for returns of at most "
+            f"{oc.SMAC_MAX_RETURN:g}; lower ICQConfig.reward_scale (now {config.reward_scale:g}) so that the data's "
+            f"returns are of that size")
+
+
+def actor_net_config(config: ICQConfig, spec) -> AgentNetConfig:
+    """π_i(·|τ_i): the parameter-shared (recurrent) agent network."""
+    return oc.agent_net_config(spec, config.hidden, config.recurrent)
 
 
 def critic_net_config(config: ICQConfig, spec) -> AgentNetConfig:
@@ -107,18 +147,6 @@ def mixer_config(config: ICQConfig, spec) -> MixerConfig:
                        kind="linear", normalise_weights=True, state_bias=False)
 
 
-def batch_softmax_weights(x: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
-    """|B_t|·softmax over the batch axis (0) of x/temperature, among entries where `mask`
-    holds; 0 elsewhere. `x` and `mask` are [B, ...]; |B_t| counts the valid entries of
-    each slice, so the weights of a slice average to 1 (eq. 14's exp(Q/β)/Z on a batch)."""
-    mask = jnp.broadcast_to(mask, x.shape)
-    logits = jnp.where(mask, x / temperature, -jnp.inf)
-    shift = jax.lax.stop_gradient(jnp.max(jnp.where(mask, logits, -1e30), axis=0, keepdims=True))
-    unnormalised = jnp.where(mask, jnp.exp(logits - shift), 0.0)
-    count = jnp.sum(mask, axis=0, keepdims=True).astype(x.dtype)
-    return count * unnormalised / jnp.maximum(jnp.sum(unnormalised, axis=0, keepdims=True), 1e-30)
-
-
 def critic_values(critic: AgentNetConfig, params, obs: jax.Array, state: jax.Array) -> jax.Array:
     """Q_i(s, o_i, ·) [..., A, nA] from obs [..., A, O] and state [..., S]."""
     return apply_step(critic, params, oc.with_state(obs, state), None)[0]
@@ -128,7 +156,7 @@ def weighted_td_targets(q_tot_next: jax.Array, batch: dict, config: ICQConfig) -
     """G_t = TD(λ) over X_{t+1} = |B|·softmax_B(Q'_tot,t+1/β_c)·Q'_tot,t+1 (eq. 14) with the
     rewards times `reward_scale`; the softmax runs over the episodes of the batch that
     bootstrap at step t."""
-    weights = batch_softmax_weights(q_tot_next, batch["continues"], config.critic_beta)
+    weights = oc.batch_softmax_weights(q_tot_next, batch["continues"], config.critic_beta)
     reward = config.reward_scale * batch["reward"]
     return oc.td_lambda_returns(reward, weights * q_tot_next, batch["continues"], batch["has_next"], config.gamma,
                                 config.td_lambda)
@@ -148,24 +176,34 @@ def critic_targets(actor, critic, mixer, actor_params, target, batch, config: IC
     return weighted_td_targets(q_tot_next, batch, config)
 
 
-def critic_loss(critic_params, obs, state, actions, targets, mask, critic, mixer):
-    """E[(Q_tot(s, a) − G)²] over the valid entries (eq. 14)."""
+def critic_loss(critic_params, obs, state, actions, targets, mask, critic, mixer, weight=None):
+    """E[(Q_tot(s, a) − G)²] over the valid entries (eq. 14); `weight` (the steps' mean
+    decision weight) makes it the weighted mean."""
     q_tot = mix(mixer, critic_params["mixer"], oc.taken(critic_values(critic, critic_params["critic"], obs, state),
                                                         actions), state)
-    return oc.masked_mean((q_tot - targets) ** 2, mask)
+    return ops.weighted_mean((q_tot - targets) ** 2, mask, weight)
 
 
 def train_critic(critic_params, opt_state, batch, targets, critic, mixer, optimizer, config: ICQConfig):
     """Critic steps on one batch: one per time step, in order (the reference), or one on the
     whole batch. Returns (params, opt_state, number of gradient steps taken, mean loss)."""
-    fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
-    loss_fn = functools.partial(critic_loss, critic=critic, mixer=mixer)
+    weight = ops.step_weight(batch)
+    if weight is None:
+        fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
+        loss_fn = functools.partial(critic_loss, critic=critic, mixer=mixer)
+    else:
+        fields = (batch["obs"], batch["state"], batch["actions"], targets, weight, batch["mask"])
+
+        def loss_fn(params, obs, state, actions, targets, weight, mask):
+            return critic_loss(params, obs, state, actions, targets, mask, critic, mixer, weight)
+
     return oc.critic_gradient_steps(loss_fn, critic_params, opt_state, optimizer, fields,
                                     config.critic_step_per_time_step)
 
 
 def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic, mixer, config: ICQConfig):
-    """−E[Σ_i k_i(s)·|B|·softmax_B((Q_i − Σ_a π_i Q_i)/β)·log π_i(a_i|τ_i)]."""
+    """−E[Σ_i k_i(s)·|B|·softmax_B((Q_i − Σ_a π_i Q_i)/β)·log π_i(a_i|τ_i)] (each agent's
+    term weighted by its decision weight when the batch has one)."""
     logits = masked_logits(oc.unroll(actor, actor_params, batch["obs"]), batch["avail"])
     log_pi = jax.nn.log_softmax(logits, axis=-1)
     q = jax.lax.stop_gradient(critic_values(critic, critic_params["critic"], batch["obs"], batch["state"]))
@@ -173,76 +211,59 @@ def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic
     pi = jax.lax.stop_gradient(jnp.exp(log_pi))
     baseline = jnp.sum(pi * jnp.where(batch["avail"], q, 0.0), axis=-1)
     agent_mask = jnp.broadcast_to(batch["mask"][..., None], q_taken.shape)
-    advantage_weights = batch_softmax_weights(q_taken - baseline, agent_mask, config.beta)
+    advantage_weights = oc.batch_softmax_weights(q_taken - baseline, agent_mask, config.beta)
     k = jax.lax.stop_gradient(mixing_weights(mixer, critic_params["mixer"], q_taken, batch["state"]))
     per_agent = k * advantage_weights * oc.taken(log_pi, batch["actions"])
-    return -oc.masked_mean(per_agent, agent_mask)
+    return -ops.weighted_mean(per_agent, agent_mask, batch.get("weight"))
+
+
+def prepare(dataset, inputs: dict) -> dict:
+    return oc.episode_data(dataset)
 
 
 @functools.lru_cache(maxsize=None)
-def make_update(actor: AgentNetConfig, critic: AgentNetConfig, mixer: MixerConfig, config: ICQConfig,
-                max_length: int):
-    """The pure update: ((actor, critic, target, opt states, critic steps), key, data) → (carry, [L_Q, L_π])."""
+def make_learner(config: ICQConfig, actor: AgentNetConfig, critic: AgentNetConfig, mixer: MixerConfig,
+                 max_length: int) -> Learner:
+    """ICQ for a resolved `config` (`reward_scale` set) on episodes of at most `max_length` steps."""
+    if config.reward_scale is None:
+        raise ValueError("ICQConfig.reward_scale: make_learner needs it resolved; use `icq.learner(config, dataset)` "
+                         "(or `resolve_config`)")
     critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
     actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
 
-    def update(carry, key, data):
-        actor_params, critic_params, target, actor_opt, critic_opt, critic_steps = carry
-        batch = oc.sample_episodes(key, data, config.batch_size, max_length, config.bootstrap_truncated)
-        targets = jax.lax.stop_gradient(critic_targets(actor, critic, mixer, actor_params, target, batch, config))
-        critic_params, critic_opt, steps, loss_q = train_critic(critic_params, critic_opt, batch, targets, critic,
-                                                                mixer, critic_optimizer, config)
-        loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic, mixer,
-                                                        config)
-        actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
-        target = oc.hard_update(target, critic_params, critic_steps, critic_steps + steps,
-                                config.target_update_interval)
-        carry = (actor_params, critic_params, target, actor_opt, critic_opt, critic_steps + steps)
-        return carry, jnp.stack([loss_q, loss_pi])
-
-    return update
-
-
-@functools.lru_cache(maxsize=None)
-def make_init(actor: AgentNetConfig, critic: AgentNetConfig, mixer: MixerConfig, config: ICQConfig):
-    """seed keys [n] → carries (actor, critic + mixer, its target copy, optimiser states,
-    0 critic steps), jitted."""
-    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
-    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
-
-    def init(seed_key):
-        actor_key, critic_key, mixer_key = jax.random.split(seed_key, 3)
+    def init(key, arrays) -> ICQState:
+        actor_key, critic_key, mixer_key = jax.random.split(key, 3)
         actor_params = init_params(actor, actor_key)
         critic_params = {"critic": init_params(critic, critic_key), "mixer": init_mixer(mixer, mixer_key)}
-        return (actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
-                critic_optimizer.init(critic_params), jnp.int32(0))
+        return ICQState(actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
+                        critic_optimizer.init(critic_params), jnp.int32(0))
 
-    return oc.batched_init(init)
+    def update(state: ICQState, key, arrays, draw):
+        batch = oc.episode_batch(arrays, draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+        targets = jax.lax.stop_gradient(critic_targets(actor, critic, mixer, state.actor, state.target, batch,
+                                                       config))
+        critic_params, critic_opt, steps, loss_q = train_critic(state.critic, state.critic_opt_state, batch, targets,
+                                                                critic, mixer, critic_optimizer, config)
+        loss_pi, grads = jax.value_and_grad(actor_loss)(state.actor, critic_params, batch, actor, critic, mixer,
+                                                        config)
+        actor_params, actor_opt = oc.apply_gradients(actor_optimizer, state.actor, state.actor_opt_state, grads)
+        target = oc.hard_update(state.target, critic_params, state.critic_steps, state.critic_steps + steps,
+                                config.target_update_interval)
+        state = ICQState(actor_params, critic_params, target, actor_opt, critic_opt, state.critic_steps + steps)
+        return state, {"critic_loss": loss_q, "actor_loss": loss_pi}
+
+    def policy(state: ICQState, arrays) -> NetworkPolicy:
+        return NetworkPolicy(params=state.actor, config=actor, deterministic=not config.sample_actions)
+
+    return Learner("icq", init, update, policy, prepare=prepare, unit="episode", headline="critic_loss",
+                   config=config)
 
 
-def train(config: ICQConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
-          progress: bool = True) -> tuple[NetworkPolicy, dict[str, Any]]:
-    """Learn the ICQ actor from `dataset`. Returns (policy, logs) — logs["critic_loss"] and
-    logs["actor_loss"] are [seeds, updates]; with num_seeds > 1 the policy's params have a
-    leading seed axis."""
-    oc.require_discrete(dataset, "ICQ")
-    actor = oc.agent_net_config(dataset.spec, config.hidden, config.recurrent)
-    critic = critic_net_config(config, dataset.spec)
-    mixer = mixer_config(config, dataset.spec)
-    if config.reward_scale is None:
-        config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
-    shape_config = dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=False)
-    update = make_update(actor, critic, mixer, shape_config, int(dataset.lengths.max()))
-    carry, losses = oc.train_seeds(update, make_init(actor, critic, mixer, shape_config), key, num_seeds,
-                                   config.num_updates, config.log_every, oc.episode_data(dataset), progress=progress,
-                                   label="ICQ")
-    losses = np.asarray(losses).reshape(num_seeds, config.num_updates, 2)
-    oc.warn_if_diverged(losses[..., 0], "ICQ's critic", f"its targets weigh Q by softmax(Q/β_c) with β_c = "
-                        f"{config.critic_beta:g}, tuned for returns of at most 20; lower ICQConfig.reward_scale "
-                        f"(now {config.reward_scale:g}) so that the data's returns are of that size")
-    policy = NetworkPolicy(params=oc.seed_params(carry[0], num_seeds), config=actor,
-                           deterministic=not config.sample_actions)
-    logs = {"critic_loss": losses[..., 0], "actor_loss": losses[..., 1], "loss": losses[..., 0],
-            "num_seeds": num_seeds, "config": dataclasses.asdict(config),
-            "critic": jax.tree.map(np.asarray, oc.seed_params(carry[1], num_seeds))}
-    return policy, logs
+def learner(config: ICQConfig, dataset) -> Learner:
+    """ICQ on `dataset` (a discrete-action dataset with avail masks and a global state);
+    `reward_scale=None` is resolved from the data here."""
+    require_discrete(dataset, "ICQ")
+    config = resolve_config(config, dataset)
+    spec = dataset.spec
+    return make_learner(config, actor_net_config(config, spec), critic_net_config(config, spec),
+                        mixer_config(config, spec), int(dataset.lengths.max()))

@@ -3,8 +3,8 @@
     Q_i(τ_i, ·)  parameter-shared recurrent agent network (GRU 64), one output per action
     Q(τ, a) = Σ_i w_i(s) Q_i(τ_i, a_i) + b(s)      linear mixer, w ≥ 0 (`nets.mixer`)
 
-    for update in 1 … num_updates:                      (lax.scan inside jit)
-        sample 32 whole episodes from the dataset
+    for update in 1 … U:                                (the engine: lax loops inside jit)
+        draw 32 whole episodes (the run's sampler)
         y_t  Tree-Backup(λ) return under the greedy target policy (eq. R of offline_common):
              V_{t+1} = Q'(τ_{t+1}, argmax Q'),  c_{t+1} = λ·1[a_{t+1} = argmax Q'_i for every i]
         L(φ, φ_i) = β_CQL · E[ Σ_i ( log Σ_{a_i ∈ avail} exp(w_i Q_i(τ_i, a_i)) − w_i Q_i(τ_i, a_i^D) ) ]
@@ -15,7 +15,7 @@
 
 Defaults follow SIT Table 11 (shared agent-training settings and β_CQL = 2.0): RMSProp,
 lr 5e-4, γ 0.99, gradient clipping 10, GRU 64, mixer hidden 32, batch 32 episodes,
-target update interval 100, 15 000 updates.
+target update interval 100, 15 000 updates (the registry's budget).
 
 Choices where SIT is silent (ours):
   * eq. 13 writes log Σ exp(w_i Q_i + b) per agent against one Q(τ, a^D) = Σ_i w_i Q_i + b;
@@ -28,22 +28,30 @@ Choices where SIT is silent (ours):
   * the greedy target action is chosen and evaluated by the target networks;
   * the mixer is the linear, bias-carrying one of SIT's appendix B ("Q = w_i Q_i + b",
     after Yang et al. 2021); `mixer="qmix"` swaps in QMIX's nonlinear mixer (then w_i is
-    the mixer's local slope ∂Q/∂Q_i).
+    the mixer's local slope ∂Q/∂Q_i);
+  * per-decision weights (`fit(..., weights=...)`, `batch["weight"]` w_{t,i}) weigh each
+    agent's regulariser term by w_{t,i} and each step's TD term by w̄_t = mean_i w_{t,i},
+    both normalised by Σ_t w̄_t (so that unit weights give the loss above).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+import optax
 
 from teamsift.algos import offline_common as oc
+from teamsift.checks import (
+    require_choice, require_discrete, require_non_negative, require_positive, require_unit_interval,
+)
+from teamsift.engine import Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, init_params
-from teamsift.nets.mixer import MixerConfig, init_mixer, mix, mixing_weights
+from teamsift.nets.mixer import MIXER_KINDS, MixerConfig, init_mixer, mix, mixing_weights
+from teamsift.nets import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +68,28 @@ class MACQLConfig:
     batch_size: int = 32  # episodes
     target_update_interval: int = 100
     bootstrap_truncated: bool = True  # time-limit ends bootstrap from the final observation (PyMARL)
-    num_updates: int = 15_000
-    log_every: int = 500
 
     def __post_init__(self):
-        oc.require_positive(self, ("mixer_embed", "gamma", "learning_rate", "max_grad_norm", "batch_size",
-                                   "target_update_interval"))
-        oc.require_unit_interval(self, ("tree_backup_lambda", "gamma"))
-        if self.cql_weight < 0:
-            raise ValueError(f"MACQLConfig.cql_weight: expected a non-negative number, got {self.cql_weight!r}")
+        require_positive(self, ("mixer_embed", "gamma", "learning_rate", "max_grad_norm", "batch_size",
+                                "target_update_interval"))
+        require_unit_interval(self, ("tree_backup_lambda", "gamma"))
+        require_non_negative(self, ("cql_weight",))
+        require_choice(self, "mixer", MIXER_KINDS)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"MACQLConfig.hidden: expected positive layer widths, got {self.hidden!r}")
+
+
+class MACQLState(NamedTuple):
+    """One seed's MACQL state."""
+
+    params: dict  # {"agent": Q_i's parameters, "mixer": the mixer's}
+    target: dict  # the target copy of `params`
+    opt_state: optax.OptState
+    step: jax.Array  # int32: updates so far (the target period counts them)
+
+
+def net_config(config: MACQLConfig, spec) -> AgentNetConfig:
+    return oc.agent_net_config(spec, config.hidden, config.recurrent)
 
 
 def mixer_config(config: MACQLConfig, spec) -> MixerConfig:
@@ -76,11 +97,17 @@ def mixer_config(config: MACQLConfig, spec) -> MixerConfig:
                        kind=config.mixer)
 
 
-def cql_regulariser(q: jax.Array, avail: jax.Array, actions: jax.Array, weights: jax.Array) -> jax.Array:
-    """Σ_i [ logsumexp_{a ∈ avail} w_i Q_i(a) − w_i Q_i(a^D_i) ]  per step ([B, T, A, nA] → [B, T])."""
+def cql_terms(q: jax.Array, avail: jax.Array, actions: jax.Array, weights: jax.Array) -> jax.Array:
+    """logsumexp_{a ∈ avail} w_i Q_i(a) − w_i Q_i(a^D_i)  per agent ([B, T, A, nA] → [B, T, A];
+    `weights` are the mixer's w_i)."""
     scaled = weights[..., None] * q
     logsumexp = jax.nn.logsumexp(oc.masked_values(scaled, avail), axis=-1)
-    return jnp.sum(logsumexp - oc.taken(scaled, actions), axis=-1)
+    return logsumexp - oc.taken(scaled, actions)
+
+
+def cql_regulariser(q: jax.Array, avail: jax.Array, actions: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ_i [ logsumexp_{a ∈ avail} w_i Q_i(a) − w_i Q_i(a^D_i) ]  per step ([B, T, A, nA] → [B, T])."""
+    return jnp.sum(cql_terms(q, avail, actions, weights), axis=-1)
 
 
 def tree_backup_targets(mixer, q_target_ext, target_mixer, batch, config: MACQLConfig) -> jax.Array:
@@ -96,61 +123,54 @@ def tree_backup_targets(mixer, q_target_ext, target_mixer, batch, config: MACQLC
 
 
 def macql_loss(params, target, batch, net: AgentNetConfig, mixer: MixerConfig, config: MACQLConfig):
-    """Eq. 13 on a batch of padded episodes."""
+    """Eq. 13 on a batch of padded episodes (weighted as the module docstring says when the
+    batch has per-decision weights)."""
     q_target_ext = oc.unroll(net, target["agent"], batch["obs_ext"])
     y = jax.lax.stop_gradient(tree_backup_targets(mixer, q_target_ext, target["mixer"], batch, config))
     q = oc.unroll(net, params["agent"], batch["obs"])
     q_data = oc.taken(q, batch["actions"])
     q_tot = mix(mixer, params["mixer"], q_data, batch["state"])
     weights = mixing_weights(mixer, params["mixer"], q_data, batch["state"])
-    regulariser = cql_regulariser(q, batch["avail"], batch["actions"], weights)
-    td = 0.5 * oc.masked_mean((y - q_tot) ** 2, batch["mask"])
-    return config.cql_weight * oc.masked_mean(regulariser, batch["mask"]) + td
+    if "weight" not in batch:
+        regulariser = ops.weighted_mean(cql_regulariser(q, batch["avail"], batch["actions"], weights), batch["mask"])
+        td = 0.5 * ops.weighted_mean((y - q_tot) ** 2, batch["mask"])
+    else:  # Σ_t Σ_i w_{t,i} ℓ_{t,i} / Σ_t w̄_t = A · (Σ w ℓ / Σ w)
+        terms = cql_terms(q, batch["avail"], batch["actions"], weights)
+        regulariser = terms.shape[-1] * ops.weighted_mean(terms, batch["mask"][..., None], batch["weight"])
+        td = 0.5 * ops.weighted_mean((y - q_tot) ** 2, batch["mask"], ops.step_weight(batch))
+    return config.cql_weight * regulariser + td
+
+
+def prepare(dataset, inputs: dict) -> dict:
+    return oc.episode_data(dataset)
 
 
 @functools.lru_cache(maxsize=None)
-def make_update(net: AgentNetConfig, mixer: MixerConfig, config: MACQLConfig, max_length: int):
-    """The pure update: ((params, target, opt_state, step), key, data) → (carry, loss)."""
+def make_learner(config: MACQLConfig, net: AgentNetConfig, mixer: MixerConfig, max_length: int) -> Learner:
     optimizer = oc.rmsprop(config.learning_rate, config.max_grad_norm)
 
-    def update(carry, key, data):
-        params, target, opt_state, step = carry
-        batch = oc.sample_episodes(key, data, config.batch_size, max_length, config.bootstrap_truncated)
-        loss, grads = jax.value_and_grad(macql_loss)(params, target, batch, net, mixer, config)
-        params, opt_state = oc.apply_gradients(optimizer, params, opt_state, grads)
-        target = oc.hard_update(target, params, step, step + 1, config.target_update_interval)
-        step = step + 1
-        return (params, target, opt_state, step), loss
-
-    return update
-
-
-@functools.lru_cache(maxsize=None)
-def make_init(net: AgentNetConfig, mixer: MixerConfig, config: MACQLConfig):
-    """seed keys [n] → carries (params, target = params, optimiser state, step 0), jitted."""
-    optimizer = oc.rmsprop(config.learning_rate, config.max_grad_norm)
-
-    def init(seed_key):
-        agent_key, mixer_key = jax.random.split(seed_key)
+    def init(key, arrays) -> MACQLState:
+        agent_key, mixer_key = jax.random.split(key)
         params = {"agent": init_params(net, agent_key), "mixer": init_mixer(mixer, mixer_key)}
-        return params, params, optimizer.init(params), jnp.int32(0)
+        return MACQLState(params, params, optimizer.init(params), jnp.int32(0))
 
-    return oc.batched_init(init)
+    def update(state: MACQLState, key, arrays, draw):
+        batch = oc.episode_batch(arrays, draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+        loss, grads = jax.value_and_grad(macql_loss)(state.params, state.target, batch, net, mixer, config)
+        params, opt_state = oc.apply_gradients(optimizer, state.params, state.opt_state, grads)
+        target = oc.hard_update(state.target, params, state.step, state.step + 1, config.target_update_interval)
+        return MACQLState(params, target, opt_state, state.step + 1), {"loss": loss}
+
+    def policy(state: MACQLState, arrays) -> NetworkPolicy:
+        """Greedy w.r.t. Q_i over the available actions."""
+        return NetworkPolicy(params=state.params["agent"], config=net, deterministic=True)
+
+    return Learner("macql", init, update, policy, prepare=prepare, unit="episode", headline="loss",
+                   config=config)
 
 
-def train(config: MACQLConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
-          progress: bool = True) -> tuple[NetworkPolicy, dict[str, Any]]:
-    """Learn per-agent Q networks from `dataset`; the policy acts greedily w.r.t. Q_i over
-    available actions. With num_seeds > 1 the policy's params have a leading seed axis."""
-    oc.require_discrete(dataset, "MACQL")
-    net = oc.agent_net_config(dataset.spec, config.hidden, config.recurrent)
-    mixer = mixer_config(config, dataset.spec)
-    shape_config = dataclasses.replace(config, num_updates=0, log_every=0)  # the fields that shape the program
-    update = make_update(net, mixer, shape_config, int(dataset.lengths.max()))
-    carry, losses = oc.train_seeds(update, make_init(net, mixer, shape_config), key, num_seeds, config.num_updates, config.log_every,
-                                   oc.episode_data(dataset), progress=progress, label="MACQL")
-    params = oc.seed_params(carry[0], num_seeds)
-    policy = NetworkPolicy(params=params["agent"], config=net, deterministic=True)
-    logs = {"loss": np.asarray(losses), "num_seeds": num_seeds, "config": dataclasses.asdict(config),
-            "mixer": jax.tree.map(np.asarray, params["mixer"])}
-    return policy, logs
+def learner(config: MACQLConfig, dataset) -> Learner:
+    """MACQL on `dataset` (a discrete-action dataset with avail masks and a global state)."""
+    require_discrete(dataset, "MACQL")
+    return make_learner(config, net_config(config, dataset.spec), mixer_config(config, dataset.spec),
+                        int(dataset.lengths.max()))

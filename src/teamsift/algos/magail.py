@@ -3,7 +3,7 @@
 
     expert transitions D_E = {(s, o^{1:A}, a^{1:A})} from a teamsift dataset
     optional warm start: θ_0 ← BC on D_E (the same parameter-shared actor network)
-    for iteration u = 1 … U:                                 (lax.scan inside one jit)
+    for iteration u = 1 … U:            (`teamsift.engine.fit`: lax loops inside jit, seeds vmapped)
         roll MAPPO's actor π_θ out: τ_G, L steps × N environments
         d^k = D_ω(o_k, a_k, id_k)         decentralised: one logit per agent
             = D_ω(s, a^{1:A})             centralised: one logit, shared by every agent
@@ -19,31 +19,38 @@ Our choices where the paper leaves room: MAPPO (`teamsift.collect.ppo`, settings
 methods.md says); MLP discriminators 2×128 ReLU; Adam, lr 3e-4, K = 5 steps of 512 + 512
 rows per iteration (one iteration = one PPO update); the discriminator's reward replaces
 the environment's completely (no shaping; PPOConfig.reward_scale is not used, our own
-`reward_scale` is, default 1: rewards are already O(1)).
+`reward_scale` is, default 1: rewards are already O(1)). The number of iterations is the
+generator's `num_updates` (its total_timesteps); expert decisions weighted by a run's
+`weights` count in E_E by their weight (normalised weighted mean).
 
-BC warm start (`bc_warm_start=True`): `teamsift.algos.bc` clones the expert data into an
-actor of the PPO actor's exact architecture (hidden sizes, GRU or MLP, agent ids), whose
-params then replace the PPO actor's (a continuous actor keeps its learned log-std); with
-`normalize_obs` the clone is rewritten to act on normalised inputs, the running
-statistics starting from the expert data's. The critic starts untrained.
+BC warm start (`bc_warm_start=True`): a BC stage (`teamsift.algos.bc`, `bc_updates`
+updates, its own fit) clones the expert data into an actor of the PPO actor's exact
+architecture (hidden sizes, GRU or MLP, agent ids), whose params then replace the PPO
+actor's (a continuous actor keeps its learned log-std); with `normalize_obs` the clone is
+rewritten to act on normalised inputs, the running statistics starting from the expert
+data's. The critic starts untrained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from teamsift.algos import adversarial, bc
+from teamsift.checks import require_choice, require_non_negative, require_positive
 from teamsift.collect import ppo
-from teamsift.data import Dataset, load_dataset, to_device
+from teamsift.collect.onpolicy import run_config
+from teamsift.data import Dataset
+from teamsift.engine import Learner, RunConfig, fit
 from teamsift.envs.base import Env, EnvSpec
 from teamsift.nets.discriminator import DiscriminatorConfig, discriminator_logits, init_discriminator
+from teamsift.nets.normalization import RunningStats
+
+BC_STAGE_KEY = 1  # the BC warm start trains with fold_in(key, BC_STAGE_KEY); the loop with key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +68,19 @@ class MAGAILConfig:
     reward_scale: float = 1.0
     agent_rewards: str = "mean"  # "mean": MAPPO's team reward = (1/A) Σ_k r^k | "individual"
     bc_warm_start: bool = False
-    bc_updates: int = 2000
+    bc_updates: int = 2000  # the BC stage's updates (warm start only)
     bc_learning_rate: float = 1e-3
     histogram_bins: int = 20
 
     def __post_init__(self):
-        if self.agent_rewards not in adversarial.AGENT_REWARDS:
-            raise ValueError(f"MAGAILConfig.agent_rewards: expected one of {adversarial.AGENT_REWARDS}, "
-                             f"got {self.agent_rewards!r}")
+        require_choice(self, "agent_rewards", adversarial.AGENT_REWARDS)
         if self.generator.algo != "mappo":
             raise ValueError("MAGAILConfig.generator: MAGAIL's generator is MAPPO (algo='mappo')")
+        require_positive(self, ("disc_lr", "disc_batch_size", "reward_scale", "bc_updates", "bc_learning_rate",
+                                "histogram_bins"))
+        require_non_negative(self, ("disc_steps",))
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"MAGAILConfig.hidden: expected positive layer widths, got {self.hidden!r}")
 
     @property
     def loop(self) -> adversarial.AdversarialConfig:
@@ -97,9 +107,16 @@ def gail_reward(logits: jax.Array) -> jax.Array:
     return 2.0 * jax.nn.sigmoid(logits) - 1.0
 
 
-def bce_loss(expert_logits: jax.Array, generator_logits: jax.Array) -> jax.Array:
-    """½ E_E[−log σ(d)] + ½ E_G[−log(1 − σ(d))] (expert label 1), over rows and agents."""
-    return 0.5 * jnp.mean(jax.nn.softplus(-expert_logits)) + 0.5 * jnp.mean(jax.nn.softplus(generator_logits))
+def bce_loss(expert_logits: jax.Array, generator_logits: jax.Array, expert_weight: jax.Array | None = None):
+    """½ E_E[−log σ(d)] + ½ E_G[−log(1 − σ(d))] (expert label 1), over rows and agents;
+    with `expert_weight` [B, A] the expert term is the weighted mean Σ w·ℓ / Σ w."""
+    expert_term = jax.nn.softplus(-expert_logits)
+    if expert_weight is None:
+        expert_mean = jnp.mean(expert_term)
+    else:
+        weight = jnp.broadcast_to(expert_weight, expert_term.shape)
+        expert_mean = jnp.sum(expert_term * weight) / jnp.maximum(jnp.sum(weight), 1e-8)
+    return 0.5 * expert_mean + 0.5 * jnp.mean(jax.nn.softplus(generator_logits))
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,7 +130,7 @@ def make_discriminator(config: MAGAILConfig, spec: EnvSpec) -> adversarial.Discr
     def loss(params, expert, generator, key):
         d_expert, d_generator = score(params, expert), score(params, generator)
         stats = {"expert_accuracy": jnp.mean(d_expert > 0), "generator_accuracy": jnp.mean(d_generator < 0)}
-        return bce_loss(d_expert, d_generator), stats
+        return bce_loss(d_expert, d_generator, expert.get("weight")), stats
 
     return adversarial.Discriminator(
         init=lambda key: init_discriminator(net, key),
@@ -129,28 +146,20 @@ def make_generator(config: MAGAILConfig, env: Env) -> adversarial.Generator:
     return adversarial.mappo_generator(config.generator, env, config.reward_scale, config.agent_rewards)
 
 
-# --- expert data -----------------------------------------------------------------------------
+# --- the learner -----------------------------------------------------------------------------
 
-def as_dataset(dataset_or_path) -> Dataset:
-    if isinstance(dataset_or_path, (str, os.PathLike)):
-        return load_dataset(dataset_or_path)
-    return dataset_or_path
-
-
-def check_compatible(dataset: Dataset, env: Env) -> None:
-    """The expert data must come from an environment of the same shape as `env`."""
-    have, want = dataset.spec, env.spec
-    fields = ("env_id", "num_agents", "obs_dim", "state_dim", "discrete", "num_actions")
-    for name in fields:
-        if getattr(have, name) != getattr(want, name):
-            raise ValueError(f"expert dataset {dataset.path}: {name} is {getattr(have, name)!r}, "
-                             f"the environment's is {getattr(want, name)!r}")
+@functools.lru_cache(maxsize=None)
+def make_learner(config: MAGAILConfig, env: Env) -> Learner:
+    """MAGAIL as the engine's learner (`adversarial.make_learner`); with bc_warm_start its
+    init takes `start` (`bc_start`)."""
+    return adversarial.make_learner("magail", make_generator(config, env), make_discriminator(config, env.spec),
+                                    config.loop, adversarial.expert_arrays, config.bc_warm_start)
 
 
-def expert_arrays(dataset: Dataset) -> dict:
-    """The expert transitions on the device (obs, state, actions, avail if discrete)."""
-    fields = ("obs", "state", "actions", "avail") if dataset.discrete else ("obs", "state", "actions")
-    return to_device(dataset, fields)
+def learner(config: MAGAILConfig, dataset: Dataset, env: Env) -> Learner:
+    """MAGAIL imitating `dataset` in `env` (the dataset must come from an environment of env's shape)."""
+    adversarial.check_compatible(dataset, env)
+    return make_learner(config, env)
 
 
 # --- BC warm start ---------------------------------------------------------------------------
@@ -159,78 +168,56 @@ def bc_config(config: MAGAILConfig) -> bc.BCConfig:
     """BC onto the PPO actor's architecture, trained with Adam."""
     gen = config.generator
     return bc.BCConfig(hidden=tuple(gen.hidden), recurrent=gen.recurrent, learning_rate=config.bc_learning_rate,
-                       optimizer="adam", num_updates=config.bc_updates, log_every=max(1, config.bc_updates // 10),
-                       sample_actions=True)
+                       optimizer="adam", sample_actions=True)
 
 
-def _unfold_normalization(net, params, stats: ppo.RunningStats):
-    """Inverse of `ppo.fold_normalization`: params acting on raw x → on (x − μ)/σ
-    (first layer W ← σ·W, b ← b + μ·W on the first obs_dim inputs)."""
-    inner = dict(params["params"])
-    owner = inner if net.recurrent else dict(inner["MLP_0"])
-    dense = owner["Dense_0"]
-    kernel = dense["kernel"]
-    obs_rows = kernel[: net.obs_dim]
-    owner["Dense_0"] = {**dense, "kernel": kernel.at[: net.obs_dim].set(obs_rows * stats.std()[:, None]),
-                        "bias": dense["bias"] + stats.mean @ obs_rows}
-    if not net.recurrent:
-        inner["MLP_0"] = owner
-    return {**params, "params": inner}
+def clone_expert(config: MAGAILConfig, dataset: Dataset, key: jax.Array, run: RunConfig):
+    """The BC stage: `run.updates` BC updates (`config.bc_updates` in `train`) for `run.seeds`
+    seeds. Returns the clones' params with a leading seed axis."""
+    result = fit(bc.learner(bc_config(config), dataset), dataset, key, run,
+                 record={"hyperparameters": bc_config(config), "stage": "bc"})
+    return result.state.params
 
 
-def _stats_of(x: np.ndarray, count: float) -> ppo.RunningStats:
-    flat = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
-    return ppo.RunningStats(jnp.asarray(flat.mean(0)), jnp.asarray(flat.var(0)), jnp.float32(count))
-
-
-def warm_start(config: MAGAILConfig, env: Env, state: adversarial.AdversarialState, bc_params, dataset: Dataset):
-    """Put BC params (leading seed axis) into the generator's actor (see the module doc)."""
+def bc_start(config: MAGAILConfig, env: Env, dataset: Dataset, bc_params) -> dict:
+    """The `start` of a warm-started MAGAIL fit (leading seed axis): the BC clones' params
+    and, with normalize_obs, the expert data's statistics (counted as one rollout's rows)."""
     gen = config.generator
-    net = ppo.actor_config(gen, env.spec)
-    ts = state.generator
+    start = {"actor": bc_params}
     if gen.normalize_obs:
-        weight = float(gen.steps_per_update * env.spec.num_agents)  # the stats count one rollout's rows
-        obs_stats = _stats_of(dataset.steps["obs"], weight)
-        state_stats = _stats_of(dataset.steps["state"], float(gen.steps_per_update))
-        bc_params = jax.vmap(lambda p: _unfold_normalization(net, p, obs_stats))(bc_params)
-        seeds = jax.tree.leaves(ts.actor)[0].shape[0]
+        seeds = jax.tree.leaves(bc_params)[0].shape[0]
         stack = lambda s: jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,) + x.shape), s)
-        ts = ts._replace(obs_stats=stack(obs_stats), state_stats=stack(state_stats))
-    actor = {**ts.actor, "params": {**ts.actor["params"], **bc_params["params"]}}  # keeps log_std
-    if jax.tree.structure(actor) != jax.tree.structure(ts.actor):
-        raise ValueError("BC warm start: the BC network does not match the PPO actor's architecture")
-    return state._replace(generator=ts._replace(actor=actor))
-
-
-def clone_expert(config: MAGAILConfig, dataset: Dataset, key: jax.Array, num_seeds: int, progress: bool):
-    """BC params with a leading seed axis."""
-    policy, _ = bc.train(bc_config(config), dataset, key, num_seeds=num_seeds, progress=progress)
-    params = policy.params
-    return params if num_seeds > 1 else jax.tree.map(lambda x: x[None], params)
+        weight = float(gen.steps_per_update * env.spec.num_agents)  # the stats count one rollout's rows
+        start["obs_stats"] = stack(RunningStats.of(dataset.steps["obs"], weight))
+        start["state_stats"] = stack(RunningStats.of(dataset.steps["state"], float(gen.steps_per_update)))
+    return start
 
 
 # --- training --------------------------------------------------------------------------------
 
 def train(config: MAGAILConfig, dataset_or_path, env: Env, key: jax.Array, progress: bool = True,
-          num_seeds: int = 1) -> adversarial.AdversarialResult:
-    """Imitate the expert dataset with MAGAIL; `num_seeds` seeds train as one vmapped program.
+          num_seeds: int = 1, run: RunConfig | None = None) -> adversarial.AdversarialResult:
+    """Imitate the expert dataset with MAGAIL through `teamsift.engine.fit` (after the BC
+    stage, DIR/stages/bc with a run_dir, when bc_warm_start); seeds train as one vmapped program.
 
     Iterations: config.generator.num_updates (its total_timesteps), with
     config.generator.num_checkpoints evenly spaced generator checkpoints (0 = the start,
-    the BC clone when warm-started). Returns an `AdversarialResult`: `.policy(i)` acts
-    in `teamsift.evaluate`; `.logs` holds the diagnostics.
+    the BC clone when warm-started). `run` (optional) gives the engine's schedule; its
+    updates must be config.generator.num_updates. Returns an `AdversarialResult`:
+    `.policy(i)` acts in `teamsift.evaluate`; `.logs` holds the diagnostics per log row.
     """
-    dataset = as_dataset(dataset_or_path)
-    check_compatible(dataset, env)
-    generator = make_generator(config, env)
-    discriminator = make_discriminator(config, env.spec)
-    k_loop, k_init, k_bc = jax.random.split(key, 3)
-    state = adversarial.init_states(generator, discriminator, jax.random.split(k_init, num_seeds))
-    if config.bc_warm_start:
-        state = warm_start(config, env, state, clone_expert(config, dataset, k_bc, num_seeds, progress), dataset)
+    dataset = adversarial.as_dataset(dataset_or_path)
+    magail = learner(config, dataset, env)
+    gen = config.generator
     kind = "centralised" if config.centralised else "decentralised"
-    return adversarial.train_loop(
-        generator, discriminator, config.loop, expert_arrays(dataset), k_loop,
-        num_iterations=config.generator.num_updates, iterations_per_checkpoint=config.generator.updates_per_checkpoint,
-        num_seeds=num_seeds, initial_state=state, progress=progress, label=f"MAGAIL ({kind}) {env.spec.env_id}",
-    )
+    run = run_config(gen.num_updates, gen.updates_per_checkpoint, run, seeds=num_seeds, progress=progress,
+                     label=f"MAGAIL ({kind}) {env.spec.env_id}", what="MAGAILConfig.generator")
+    start = None
+    if config.bc_warm_start:
+        bc_run = run.stage("bc", config.bc_updates, label=f"MAGAIL BC warm start {env.spec.env_id}",
+                           log_every=max(1, config.bc_updates // 10))
+        params = clone_expert(config, dataset, jax.random.fold_in(key, BC_STAGE_KEY), bc_run)
+        start = bc_start(config, env, dataset, params)
+    result = fit(magail, dataset, key, run, start=start, env=env, record={"hyperparameters": config})
+    return adversarial.AdversarialResult.from_fit(result, make_generator(config, env),
+                                                  make_discriminator(config, env.spec), config.loop)

@@ -5,7 +5,7 @@ trained by PPO on the discriminator's individual rewards. Adversarial imitation 
 expert demonstrations, online (not offline RL), on the shared loop of `algos.adversarial`.
 
     expert transitions D_E = {(o^{1:N}, a^{1:N})} from a teamsift dataset
-    for iteration u = 1 … U:                                  (lax.scan inside one jit)
+    for iteration u = 1 … U:            (`teamsift.engine.fit`: lax loops inside jit, seeds vmapped)
         roll MAT out: τ_G, L steps × N environments, a^k ~ π_θ(· | o^{1:N}, a^{1:k−1})
         d^k = D_ω(o^{1:N}, a^{1:N})^k     transformer discriminator (MILD²-GD: D_ω(o^k, a^k))
         r^k = −log σ(d^k) = softplus(−d^k) > 0      individual reward of agent k
@@ -45,7 +45,9 @@ Our choices where the paper is silent (its appendix is not in our copy): discrim
 n_block 1, n_embd 64, n_head 1 like the generator; Adam lr 5e-4 (the paper's one lr);
 K = 5 steps of 512 + 512 rows per iteration (one iteration = one MAT PPO update of
 `MATConfig`'s rollout); ε = 0.5; individual rewards r^k per agent (the generator has one
-value per agent); the environment's reward plays no part.
+value per agent); the environment's reward plays no part. The number of iterations is the
+generator's `num_updates` (its total_timesteps). Expert decisions weighted by a run's
+`weights` count by their weight in E_E[d^k] and, as the y side of the pairs, in Ω.
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ import jax.numpy as jnp
 import optax
 
 from teamsift.algos import adversarial
-from teamsift.algos.magail import as_dataset, check_compatible, expert_arrays
+from teamsift.checks import require_choice, require_non_negative, require_positive
 from teamsift.collect import mat as mat_ppo
+from teamsift.collect.onpolicy import run_config
+from teamsift.data import Dataset
+from teamsift.engine import Learner, RunConfig, fit
 from teamsift.envs.base import Env, EnvSpec
 from teamsift.nets.mat import MATPolicy
 from teamsift.nets.transformer_discriminator import (
@@ -93,11 +98,14 @@ class MILD2Config:
     reward_range: tuple[float, float] = (0.0, 6.0)  # the histograms' bins cover this interval of r
 
     def __post_init__(self):
-        if self.agent_rewards not in adversarial.AGENT_REWARDS:
-            raise ValueError(f"MILD2Config.agent_rewards: expected one of {adversarial.AGENT_REWARDS}, "
-                             f"got {self.agent_rewards!r}")
-        if not self.epsilon > 0:
-            raise ValueError(f"MILD2Config.epsilon: must be > 0, got {self.epsilon}")
+        require_choice(self, "agent_rewards", adversarial.AGENT_REWARDS)
+        require_choice(self, "disc_l2_value", ("free", "kim"))
+        require_positive(self, ("epsilon", "disc_lr", "disc_batch_size", "reward_scale", "histogram_bins",
+                                "disc_n_block", "disc_n_embd", "disc_n_head"))
+        require_non_negative(self, ("disc_steps",))
+        if not self.reward_range[0] < self.reward_range[1]:
+            raise ValueError(f"MILD2Config.reward_range: expected (low, high) with low < high, "
+                             f"got {self.reward_range!r}")
 
     @property
     def loop(self) -> adversarial.AdversarialConfig:
@@ -140,15 +148,27 @@ def pair_distances(net: TransformerDiscriminatorConfig, generator: dict, expert:
     return jax.lax.stop_gradient(jnp.sqrt(jnp.maximum(sq, 0.0) + 1e-12))
 
 
-def wasserstein_loss(d_expert: Array, d_generator: Array, distances: Array, epsilon: float) -> tuple[Array, dict]:
+def wasserstein_loss(d_expert: Array, d_generator: Array, distances: Array, epsilon: float,
+                     expert_weight: Array | None = None) -> tuple[Array, dict]:
     """L_D = (1/N) Σ_k ( E_E[d^k] − E_G[d^k] + (1/4ε) E_{x,y}[(d^k(x) − d^k(y) − c(x,y))_+²] ).
 
     d_expert [By, N], d_generator [Bx, N], distances [N, Bx, By]. Minimising it drives d
     down on expert rows and up on generator rows (d = −critic, see the module doc), with
-    the gap of every (generator, expert) pair held to c(x, y) by the positive-part penalty."""
-    gap = jnp.mean(d_expert) - jnp.mean(d_generator)
-    excess = d_generator.T[:, :, None] - d_expert.T[:, None, :] - distances  # [N, Bx, By]: f(y) − f(x) − c
-    penalty = jnp.mean(jnp.maximum(excess, 0.0) ** 2) / (4.0 * epsilon)
+    the gap of every (generator, expert) pair held to c(x, y) by the positive-part penalty.
+    `expert_weight` [By, N] (optional): E_E and the expert side of E_{x,y} become weighted
+    means (Σ w·… / Σ w)."""
+    if expert_weight is None:
+        gap = jnp.mean(d_expert) - jnp.mean(d_generator)
+        excess = d_generator.T[:, :, None] - d_expert.T[:, None, :] - distances  # [N, Bx, By]: f(y) − f(x) − c
+        penalty = jnp.mean(jnp.maximum(excess, 0.0) ** 2) / (4.0 * epsilon)
+    else:
+        weight = jnp.broadcast_to(expert_weight, d_expert.shape)
+        total = jnp.maximum(jnp.sum(weight), 1e-8)
+        gap = jnp.sum(d_expert * weight) / total - jnp.mean(d_generator)
+        excess = d_generator.T[:, :, None] - d_expert.T[:, None, :] - distances
+        pair_weight = weight.T[:, None, :]  # [N, 1, By]
+        penalty = (jnp.sum(jnp.maximum(excess, 0.0) ** 2 * pair_weight) / (d_generator.shape[0] * total)
+                   / (4.0 * epsilon))
     stats = {
         "wasserstein": -gap,  # E_G[d] − E_E[d]: the W1 estimate, > 0 once expert rows score lower
         "lipschitz_penalty": penalty,
@@ -170,7 +190,7 @@ def make_discriminator(config: MILD2Config, spec: EnvSpec) -> adversarial.Discri
     def loss(variables, expert, generator, key):
         del key  # deterministic
         return wasserstein_loss(score(variables, expert), score(variables, generator),
-                                pair_distances(net, generator, expert), config.epsilon)
+                                pair_distances(net, generator, expert), config.epsilon, expert.get("weight"))
 
     return adversarial.Discriminator(
         init=lambda key: init_transformer_discriminator(net, key),
@@ -222,30 +242,48 @@ def make_generator(config: MILD2Config, env: Env) -> adversarial.Generator:
     return mat_generator(config.generator, env, config.reward_scale, config.agent_rewards)
 
 
+# --- the learner -----------------------------------------------------------------------------
+
+def learner_name(config: MILD2Config) -> str:
+    return "mild2" if config.global_dependencies else "mild2_gd"
+
+
+@functools.lru_cache(maxsize=None)
+def make_learner(config: MILD2Config, env: Env) -> Learner:
+    """MILD² (MILD²-GD without global dependencies) as the engine's learner (`adversarial.make_learner`)."""
+    return adversarial.make_learner(learner_name(config), make_generator(config, env),
+                                    make_discriminator(config, env.spec), config.loop, adversarial.expert_arrays)
+
+
+def learner(config: MILD2Config, dataset: Dataset, env: Env) -> Learner:
+    """MILD² imitating `dataset` in `env` (the dataset must come from an environment of env's shape)."""
+    adversarial.check_compatible(dataset, env)
+    return make_learner(config, env)
+
+
 # --- training --------------------------------------------------------------------------------
 
 def train(config: MILD2Config, dataset_or_path, env: Env, key: Array, progress: bool = True,
-          num_seeds: int = 1) -> adversarial.AdversarialResult:
-    """Imitate the expert dataset with MILD² (MILD²-GD with global_dependencies=False);
-    `num_seeds` seeds train as one vmapped program.
+          num_seeds: int = 1, run: RunConfig | None = None) -> adversarial.AdversarialResult:
+    """Imitate the expert dataset with MILD² (MILD²-GD with global_dependencies=False)
+    through `teamsift.engine.fit`; seeds train as one vmapped program.
 
     Iterations: config.generator.num_updates (its total_timesteps), with
     config.generator.num_checkpoints evenly spaced generator checkpoints (0 = untrained).
-    Returns an `AdversarialResult`: `.policy(i, deterministic=…)` is a `MATPolicy` for
-    `teamsift.evaluate` (the loop's default is deterministic; the PPO generator trained
-    stochastic, `deterministic=False` evaluates what it trained); `.logs` holds the diagnostics
-    (disc_loss, wasserstein, lipschitz_penalty, pair_accuracy, generator/expert reward
-    mean and variance, reward_histogram [U, bins] over `histogram_edges`, return, …),
-    `.reward_histograms()` picks a few points of training.
+    `run` (optional) gives the engine's schedule; its updates must be
+    config.generator.num_updates. Returns an `AdversarialResult`: `.policy(i, deterministic=…)`
+    is a `MATPolicy` for `teamsift.evaluate` (the result's default is deterministic; the
+    PPO generator trained stochastic, `deterministic=False` evaluates what it trained);
+    `.logs` holds the diagnostics per log row (disc_loss, wasserstein, lipschitz_penalty,
+    pair_accuracy, generator/expert reward mean and variance, reward_histogram [L, bins]
+    over `histogram_edges`, return, …), `.reward_histograms()` picks a few points of training.
     """
-    dataset = as_dataset(dataset_or_path)
-    check_compatible(dataset, env)
-    generator = make_generator(config, env)
-    discriminator = make_discriminator(config, env.spec)
+    dataset = adversarial.as_dataset(dataset_or_path)
+    mild2 = learner(config, dataset, env)
+    gen = config.generator
     kind = "MILD²" if config.global_dependencies else "MILD²-GD"
-    return adversarial.train_loop(
-        generator, discriminator, config.loop, expert_arrays(dataset), key,
-        num_iterations=config.generator.num_updates,
-        iterations_per_checkpoint=config.generator.updates_per_checkpoint,
-        num_seeds=num_seeds, progress=progress, label=f"{kind} {env.spec.env_id}",
-    )
+    run = run_config(gen.num_updates, gen.updates_per_checkpoint, run, seeds=num_seeds, progress=progress,
+                     label=f"{kind} {env.spec.env_id}", what="MILD2Config.generator")
+    result = fit(mild2, dataset, key, run, env=env, record={"hyperparameters": config})
+    return adversarial.AdversarialResult.from_fit(result, make_generator(config, env),
+                                                  make_discriminator(config, env.spec), config.loop)

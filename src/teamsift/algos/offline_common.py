@@ -1,10 +1,9 @@
 """Pieces the discrete offline multi-agent learners (ICQ, MABCQ, MACQL) share.
 
-* input checks: a discrete-action dataset with avail masks and a global state;
 * whole padded episodes on the device, extended by the episode's final observation
-  (`episode_data`, `sample_episodes`): obs_ext[:, t] is o_t for t < T and the final
-  observation after the last step, so one unroll of a recurrent network gives the
-  values of every step and of every next step;
+  (`episode_data`, `episode_batch` on the episodes the run's sampler drew):
+  obs_ext[:, t] is o_t for t < T and the final observation after the last step, so one
+  unroll of a recurrent network gives the values of every step and of every next step;
 * per-agent value networks unrolled over episodes, with unavailable actions masked;
 * λ-returns over padded episodes — one backward recursion covers TD(λ), Tree Backup
   and the one-step target:
@@ -19,7 +18,12 @@
   One step: c = 0.
 * target networks (hard copy every d updates, or Polyak averaging);
 * RMSProp with PyMARL's settings and global-norm clipping;
-* the seeds-vmapped training driver around `common.run_updates`.
+* the batch softmax of ICQ's implicit constraint (`batch_softmax_weights`, SIT's too),
+  the weighted means that honour per-decision weights (`batch["weight"]`), the reward
+  scale PyMARL gives SMAC, and the divergence check of a logged loss.
+
+(Input checks live in `teamsift.checks`, `masked_mean` in `teamsift.nets.ops`; the
+training loop is `teamsift.engine.fit`.)
 
 An episode cut by the time limit (truncated, not terminated) bootstraps from its final
 observation, as PyMARL (the code base of ICQ and SIT) does: MPE's observations and
@@ -30,52 +34,20 @@ states carry no clock, so values must not depend on the time left.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from teamsift.algos import common
-from teamsift.data import sample_sequences, to_device
-from teamsift.nets import AgentNetConfig, apply_sequence
+from teamsift.data import gather_episodes, to_device
+from teamsift.nets import AgentNetConfig, apply_sequence, ops
 from teamsift.nets.agent import NEG_INF
 
 #: Step fields the offline learners read (no next_* views: episodes are whole).
 EPISODE_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "truncated",
                   "final_obs", "final_state", "final_avail")
-
-
-# --- input checks -------------------------------------------------------------------------
-
-def require_discrete(dataset, learner: str) -> None:
-    """Raise a clear error unless `dataset` has discrete actions, avail masks and a state."""
-    spec = dataset.spec
-    if not spec.discrete:
-        raise ValueError(
-            f"dataset.spec.discrete: {learner} learns discrete actions; expected a discrete-action dataset, "
-            f"got continuous actions of dimension {spec.num_actions} (env {spec.env_id!r})"
-        )
-    for field in ("avail", "state", "actions", "reward"):
-        if field not in dataset.steps:
-            raise ValueError(f"dataset.steps[{field!r}]: {learner} needs it; the dataset has {sorted(dataset.steps)}")
-    if spec.state_dim < 1:
-        raise ValueError(f"dataset.spec.state_dim: {learner} needs a global state, got width {spec.state_dim}")
-
-
-def require_positive(config, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not value > 0:
-            raise ValueError(f"{type(config).__name__}.{name}: expected a positive number, got {value!r}")
-
-
-def require_unit_interval(config, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{type(config).__name__}.{name}: expected a value in [0, 1], got {value!r}")
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -85,18 +57,18 @@ def episode_data(dataset) -> dict:
     return to_device(dataset, EPISODE_FIELDS)
 
 
-def sample_episodes(key: jax.Array, data: dict, batch_size: int, max_length: int,
-                    bootstrap_truncated: bool = True) -> dict:
-    """`batch_size` whole episodes from t = 0, padded to `max_length` T.
+def episode_batch(arrays: dict, episodes: jax.Array, max_length: int, bootstrap_truncated: bool = True) -> dict:
+    """Whole episodes [B] (the ones `draw` returned) from t = 0, padded to `max_length` T.
 
-    Returns the fields of `sample_sequences` ([B, T, ...], mask [B, T]) plus
+    Returns the fields of `teamsift.data.gather_episodes` ([B, T, ...], mask [B, T];
+    weight [B, T, A] when the run weighs decisions) plus
         obs_ext, state_ext, avail_ext  [B, T + 1, ...]: step t, and at t + 1 after the
             last step the episode's final observation (o_t, …, o_T);
         actions_next [B, T]: a_{t+1} (0 after the last step);
         continues [B, T]: κ_t of eq. (R) — 1 on steps that bootstrap from t + 1;
         has_next [B, T]: h_{t+1} of eq. (R) — 1 where step t + 1 is in the episode.
     """
-    batch = sample_sequences(key, data, batch_size, max_length, align="episode")
+    batch = gather_episodes(arrays, episodes, max_length)
     batch["actions"] = batch["actions"].astype(jnp.int32)
     for name in ("obs", "state", "avail"):
         batch[name + "_ext"] = jnp.concatenate([batch[name][:, :1], batch["next_" + name]], axis=1)
@@ -136,15 +108,24 @@ def taken(values: jax.Array, actions: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    mask = jnp.broadcast_to(mask, x.shape).astype(x.dtype)
-    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def with_state(obs: jax.Array, state: jax.Array) -> jax.Array:
     """Concatenate the global state to every agent's observation: [..., A, S + O]."""
     tiled = jnp.broadcast_to(state[..., None, :], obs.shape[:-1] + state.shape[-1:])
     return jnp.concatenate([tiled, obs], axis=-1)
+
+
+# --- batch softmax and weighted means ------------------------------------------------------
+
+def batch_softmax_weights(x: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
+    """|B_t|·softmax over the batch axis (0) of x/temperature, among entries where `mask`
+    holds; 0 elsewhere. `x` and `mask` are [B, ...]; |B_t| counts the valid entries of
+    each slice, so the weights of a slice average to 1 (ICQ's eq. 14 exp(Q/β)/Z on a batch)."""
+    mask = jnp.broadcast_to(mask, x.shape)
+    logits = jnp.where(mask, x / temperature, -jnp.inf)
+    shift = jax.lax.stop_gradient(jnp.max(jnp.where(mask, logits, -1e30), axis=0, keepdims=True))
+    unnormalised = jnp.where(mask, jnp.exp(logits - shift), 0.0)
+    count = jnp.sum(mask, axis=0, keepdims=True).astype(x.dtype)
+    return count * unnormalised / jnp.maximum(jnp.sum(unnormalised, axis=0, keepdims=True), 1e-30)
 
 
 # --- returns over padded episodes (eq. R above) ---------------------------------------------
@@ -193,7 +174,7 @@ def td_lambda_returns(rewards: jax.Array, next_values: jax.Array, continues: jax
 
 def batch_returns(batch: dict, next_values: jax.Array, gamma: float, traces: jax.Array | float = 0.0,
                   next_taken: jax.Array | None = None) -> jax.Array:
-    """`off_policy_returns` with r, κ and h taken from a `sample_episodes` batch."""
+    """`off_policy_returns` with r, κ and h taken from an `episode_batch`."""
     return off_policy_returns(batch["reward"], next_values, batch["continues"], batch["has_next"], gamma, traces,
                               next_taken)
 
@@ -249,36 +230,7 @@ def critic_gradient_steps(loss_fn: Callable, params, opt_state, optimizer: optax
     return params, opt_state, steps, jnp.sum(losses * active) / jnp.maximum(steps, 1)
 
 
-# --- the training driver ------------------------------------------------------------------
-
-def batched_init(init: Callable[..., Any]) -> Callable[..., Any]:
-    """`init(seed_key, *args)` vmapped over seeds and compiled as one program (cache the
-    result with the update, so that later `train` calls reuse the compiled program)."""
-    return jax.jit(jax.vmap(init))
-
-
-def train_seeds(update: Callable, init_seeds: Callable[..., Any], key: jax.Array, num_seeds: int,
-                num_updates: int, log_every: int, data: dict, *, progress: bool, label: str,
-                init_args: tuple = ()):
-    """Initialise `num_seeds` carries with `init_seeds(seed_keys [n], *init_args)` (see
-    `batched_init`; every leaf of `init_args` has a leading seed axis) and run
-    `num_updates` of `update` on each under `common.run_updates`. With num_updates = 0
-    the initial carries come back (so callers can evaluate the untrained policy).
-    Returns (carry with a leading seed axis, losses [seeds, num_updates, ...])."""
-    if num_seeds < 1:
-        raise ValueError(f"num_seeds: expected a positive integer, got {num_seeds!r}")
-    if num_updates < 0:
-        raise ValueError(f"num_updates: expected a non-negative integer, got {num_updates!r}")
-    seed_keys = jax.random.split(key, (num_seeds, 2))
-    carry = init_seeds(seed_keys[:, 0], *init_args)
-    # Online and target networks start equal: give every leaf its own buffer (the chunked
-    # driver donates the carry, and one buffer cannot be donated twice).
-    carry = jax.tree.map(jnp.copy, carry)
-    if num_updates == 0:
-        return carry, np.zeros((num_seeds, 0), np.float32)
-    return common.run_updates(update, carry, seed_keys[:, 1], num_updates, max(1, log_every), data,
-                              progress=progress, label=label)
-
+# --- rewards and divergence ---------------------------------------------------------------
 
 SMAC_MAX_RETURN = 20.0  # PyMARL scales SMAC's rewards so that the best episode return is 20
 
@@ -296,16 +248,17 @@ DIVERGENCE_FLOOR = 1e-2  # losses that grow only from below this to below RATIO 
 
 
 def _tenth_means(losses: np.ndarray) -> np.ndarray:
-    """Mean loss [n, tenths] of each tenth of training (fewer parts when there are fewer updates)."""
+    """Mean loss [n, tenths] of each tenth of training (fewer parts when there are fewer rows)."""
     losses = np.asarray(losses, np.float64)
     parts = np.array_split(losses, min(10, losses.shape[1]), axis=1) if losses.shape[1] else []
     return np.stack([np.mean(p, axis=1) for p in parts], axis=1) if parts else np.zeros((losses.shape[0], 0))
 
 
 def diverged_seeds(losses: np.ndarray) -> np.ndarray:
-    """Seeds [n] whose loss [n, updates] diverged: the mean of the last tenth of training is
+    """Seeds [n] whose loss [n, rows] diverged: the mean of the last tenth of training is
     non-finite or over `DIVERGENCE_RATIO` times the lowest mean of any earlier tenth (or
-    of `DIVERGENCE_FLOOR`, if that is larger)."""
+    of `DIVERGENCE_FLOOR`, if that is larger). Rows are per-update losses or the means of
+    log intervals (`engine.FitResult.history[metric]`), in training order."""
     means = _tenth_means(losses)
     if means.shape[1] < 2:
         return np.zeros(means.shape[0], bool)
@@ -322,8 +275,3 @@ def warn_if_diverged(losses: np.ndarray, what: str, hint: str) -> np.ndarray:
                       f"(loss over the last tenth of training: {', '.join(f'{v:.3g}' for v in last)}); "
                       f"{hint}", RuntimeWarning, stacklevel=3)
     return diverged
-
-
-def seed_params(params, num_seeds: int):
-    """Keep the seed axis only when several seeds were trained (as `bc.train` does)."""
-    return params if num_seeds > 1 else jax.tree.map(lambda x: x[0], params)

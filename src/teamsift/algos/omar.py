@@ -4,8 +4,8 @@ Independent TD3 learners (per-agent twin critics Q_{i,1}, Q_{i,2} on (o_i, a_i),
 parameter-shared actor with agent ids) whose critics are conservative (CQL) and whose
 actor imitates the better of its own action and a zeroth-order (CEM) search on Q_{i,1}.
 
-    for update k = 1 … num_updates:                       (lax.scan inside jit)
-        sample a batch B of joint transitions (o, a, r, o', terminated)
+    for update k = 1 … U:                                 (the engine: lax loops inside jit)
+        draw a batch B of joint transitions (o, a, r, o', terminated)
         y_i = r + γ·(1 − terminated)·min_k Q̄_{i,k}(o'_i, μ̄(o'_i))                          (1)
         CQL: M uniform actions u ~ U[−1,1]^D,  M actions π(o_i) + ε,  M actions π(o'_i) + ε,
              ε ~ N(0, σ_cql²), all clipped to [−1, 1] and scored at o_i:
@@ -22,6 +22,7 @@ Defaults. methods.md §4 fixes the CEM search: 3 iterations, 10 samples, 10 elit
 μ⁰ = 0, σ⁰ = 2 (the reference's defaults). The rest follows the authors' code
 (ling-pan/OMAR) for multi-agent HalfCheetah: Adam lr 3e-4 for actor and critics,
 batch 256, hidden 256-256, τ = 0.005, γ = 0.99, gradient norms clipped to 0.5,
+1M updates (the registry's budget),
 10 CQL samples of each kind with σ_cql = 0.2, log-sum-exp temperature 1, no target
 policy smoothing and no policy delay (its "TD3" is clipped double-Q only). The
 coefficient c and the CQL weight α_cql are tuned per dataset there:
@@ -39,26 +40,33 @@ Deviations from the reference code, all documented choices:
   5 elites, and for MPE refits μ as a softmax(Q)-weighted mean instead of elites; we
   use the elite refit of eq. (4) with the methods.md numbers (all configurable);
 * the team reward is every agent's reward (the reference's cooperative tasks do so).
+
+Per-decision weights w_i (`fit(..., weights=...)`) weigh agent i's terms of (3) and (6)
+(weighted means over the batch and agents). With `proximity` the update reports PJAP's
+d_τ (T = 1) of its transitions, (1/(N·D))‖μ̄(o) − a^D‖₁ with the target actor μ̄, so
+`PJAP` can drive it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import math
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from teamsift.algos.td3bc import (
-    TRANSITION_FIELDS, ActorCriticState, actor_actions, actor_config, require_continuous, require_positive,
-    require_unit_interval, run_actor_critic, sample_batch, split_metrics, stack_metrics, unstack_seed,
+from teamsift.checks import require_continuous, require_non_negative, require_positive, require_unit_interval
+from teamsift.algos.continuous import (
+    TRANSITION_FIELDS, ActorCriticState, actor_actions, actor_config, agent_critic_config, agent_mean,
+    transition_batch, transition_distance,
 )
-from teamsift.algos.td3bc import critic_config  # OMAR's critics are TD3+BC's
 from teamsift.data import to_device
+from teamsift.engine import Feedback, Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, init_params
 from teamsift.nets.critic import AgentCriticConfig, agent_q, init_agent_critic, polyak_update
+from teamsift.nets.ops import gaussian_log_density
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,23 +91,18 @@ class OMARConfig:
     actor_hidden: tuple[int, ...] = (256, 256)
     critic_hidden: tuple[int, ...] = (256, 256)
     shared_critic: bool = False  # (ours) True: one critic network for all agents, with agent ids
-    num_updates: int = 1_000_000
-    log_every: int = 5_000
 
     def __post_init__(self):
         require_positive(self, ("cql_samples", "cql_sigma", "cql_temperature", "cem_iterations", "cem_samples",
-                                "cem_elites", "cem_sigma", "actor_lr", "critic_lr", "max_grad_norm", "batch_size",
-                                "num_updates", "log_every"))
+                                "cem_elites", "cem_sigma", "actor_lr", "critic_lr", "max_grad_norm", "batch_size"))
         require_unit_interval(self, ("omar_coef", "tau", "gamma"))
-        if self.cql_weight < 0:
-            raise ValueError(f"OMARConfig.cql_weight: expected >= 0, got {self.cql_weight}")
+        require_non_negative(self, ("cql_weight",))
         if self.cem_elites > self.cem_samples:
             raise ValueError(f"OMARConfig.cem_elites: expected at most cem_samples ({self.cem_samples}), got "
                              f"{self.cem_elites}")
 
 
 METRICS = ("critic_loss", "td_loss", "cql_loss", "actor_loss", "q_mean", "cem_better")
-
 
 OMARState = ActorCriticState
 
@@ -109,11 +112,6 @@ def make_optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformat
 
 
 # --- eq. (2): conservative penalty ---------------------------------------------------------
-
-def gaussian_log_density(noise: jax.Array, sigma: float) -> jax.Array:
-    """log N(noise; 0, σ²) summed over the last axis."""
-    return jnp.sum(-0.5 * (noise / sigma) ** 2 - jnp.log(sigma * jnp.sqrt(2.0 * jnp.pi)), axis=-1)
-
 
 def cql_samples(key, policy_actions, next_policy_actions, config: OMARConfig):
     """Sampled actions [B, 3M, N, D] and their log densities [B, 3M, N]."""
@@ -126,23 +124,31 @@ def cql_samples(key, policy_actions, next_policy_actions, config: OMARConfig):
     for k, centre in ((current_key, policy_actions), (next_key, next_policy_actions)):
         noise = config.cql_sigma * jax.random.normal(k, shape)
         noisy.append(jnp.clip(centre[:, None] + noise, -1.0, 1.0))
-        noisy_logp.append(gaussian_log_density(noise, config.cql_sigma))
+        noisy_logp.append(gaussian_log_density(noise, 0.0, math.log(config.cql_sigma)))
     return (jnp.concatenate([uniform] + noisy, axis=1),
             jax.lax.stop_gradient(jnp.concatenate([uniform_logp] + noisy_logp, axis=1)))
 
 
-def cql_penalty(q_sampled: jax.Array, log_density: jax.Array, q_data: jax.Array, temperature: float) -> jax.Array:
-    """Eq. (2) per head, averaged over batch and agents: q_sampled [K, B, M, N], q_data [K, B, N] → [K]."""
+def cql_penalty(q_sampled: jax.Array, log_density: jax.Array, q_data: jax.Array, temperature: float,
+                weight: jax.Array | None = None) -> jax.Array:
+    """Eq. (2) per head, averaged over batch and agents (weighted by `weight` [B, N]):
+    q_sampled [K, B, M, N], q_data [K, B, N] → [K]."""
     scores = (q_sampled - log_density[None]) / temperature
     soft_max = temperature * jax.nn.logsumexp(scores, axis=2)
-    return jnp.mean(soft_max - q_data, axis=(1, 2))
+    if weight is None:
+        return jnp.mean(soft_max - q_data, axis=(1, 2))
+    return jax.vmap(lambda gap: agent_mean(gap, weight))(soft_max - q_data)
 
 
 def critic_loss(critic, critic_cfg, batch, targets, sampled, log_density, config: OMARConfig):
+    weight = batch.get("weight")
     q_data = agent_q(critic_cfg, critic, batch["obs"], batch["actions"])  # [K, B, N]
-    td = jnp.sum(jnp.mean((q_data - targets[None]) ** 2, axis=(1, 2)))
+    if weight is None:
+        td = jnp.sum(jnp.mean((q_data - targets[None]) ** 2, axis=(1, 2)))
+    else:
+        td = jnp.sum(jax.vmap(lambda q: agent_mean((q - targets) ** 2, weight))(q_data))
     q_sampled = agent_q(critic_cfg, critic, batch["obs"][:, None], sampled)  # [K, B, 3M, N]
-    cql = jnp.sum(cql_penalty(q_sampled, log_density, q_data, config.cql_temperature))
+    cql = jnp.sum(cql_penalty(q_sampled, log_density, q_data, config.cql_temperature, weight))
     return td + config.cql_weight * cql, (td, cql)
 
 
@@ -180,25 +186,39 @@ def rectified_targets(key, critic, critic_cfg, obs, policy_actions, config: OMAR
     return jax.lax.stop_gradient(jnp.where(better[..., None], best, policy_actions)), jnp.mean(better)
 
 
-def actor_loss(actor, net, critic, critic_cfg, obs, rectified, config: OMARConfig):
-    """Eq. (6)."""
+def actor_loss(actor, net, critic, critic_cfg, obs, rectified, config: OMARConfig, weight=None):
+    """Eq. (6) (agent i's terms weighted by `weight` [B, N] when given)."""
     pi = actor_actions(net, actor, obs)
     q = agent_q(critic_cfg, critic, obs, pi)[0]  # [B, N]
     c = config.omar_coef
-    loss = (c * jnp.mean((pi - rectified) ** 2) - (1.0 - c) * jnp.mean(q)
-            + config.action_l2 * jnp.mean(pi**2))
-    return loss, jnp.mean(q)
+    if weight is None:
+        loss = (c * jnp.mean((pi - rectified) ** 2) - (1.0 - c) * jnp.mean(q)
+                + config.action_l2 * jnp.mean(pi**2))
+        return loss, jnp.mean(q)
+    per_agent = (c * jnp.mean((pi - rectified) ** 2, axis=-1) - (1.0 - c) * q
+                 + config.action_l2 * jnp.mean(pi**2, axis=-1))  # [B, N]
+    return agent_mean(per_agent, weight), agent_mean(q, weight)
+
+
+def prepare(dataset, inputs: dict) -> dict:
+    return to_device(dataset, TRANSITION_FIELDS)
 
 
 @functools.lru_cache(maxsize=None)
-def make_update(net: AgentNetConfig, critic_cfg: AgentCriticConfig, config: OMARConfig):
-    """The pure update: (OMARState, key, data) → (OMARState, metrics[6])."""
+def make_learner(config: OMARConfig, net: AgentNetConfig, critic_cfg: AgentCriticConfig) -> Learner:
     actor_opt = make_optimizer(config.actor_lr, config.max_grad_norm)
     critic_opt = make_optimizer(config.critic_lr, config.max_grad_norm)
 
-    def update(state: OMARState, key, data):
+    def init(key, arrays) -> OMARState:
+        actor_key, critic_key = jax.random.split(key)
+        actor = init_params(net, actor_key)
+        critic = init_agent_critic(critic_cfg, critic_key)
+        return OMARState(actor, actor, critic, critic, actor_opt.init(actor), critic_opt.init(critic), jnp.int32(0))
+
+    def update(state: OMARState, key, arrays, draw):
         batch_key, cql_key, cem_key = jax.random.split(key, 3)
-        batch = sample_batch(batch_key, data, config.batch_size)
+        rows = draw(batch_key, config.batch_size)
+        batch = transition_batch(arrays, rows)
         obs, next_obs = batch["obs"], batch["next_obs"]
         # Critic, eqs. (1)-(3).
         next_q = jnp.min(agent_q(critic_cfg, state.critic_target, next_obs,
@@ -215,38 +235,27 @@ def make_update(net: AgentNetConfig, critic_cfg: AgentCriticConfig, config: OMAR
         rectified, cem_better = rectified_targets(cem_key, critic, critic_cfg, obs,
                                                   actor_actions(net, state.actor, obs), config)
         (a_loss, q_mean), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            state.actor, net, critic, critic_cfg, obs, rectified, config)
+            state.actor, net, critic, critic_cfg, obs, rectified, config, batch.get("weight"))
         a_updates, actor_opt_state = actor_opt.update(a_grads, state.actor_opt, state.actor)
         actor = optax.apply_updates(state.actor, a_updates)
         new_state = OMARState(actor, polyak_update(state.actor_target, actor, config.tau), critic,
                               polyak_update(state.critic_target, critic, config.tau), actor_opt_state,
                               critic_opt_state, state.step + 1)
-        return new_state, stack_metrics(c_loss, td, cql, a_loss, q_mean, cem_better)
+        metrics = {"critic_loss": c_loss, "td_loss": td, "cql_loss": cql, "actor_loss": a_loss, "q_mean": q_mean,
+                   "cem_better": cem_better}
+        # PJAP's d_τ (T = 1): the target actor's action (before this update) against the data's.
+        distance = transition_distance(actor_actions(net, state.actor_target, obs), batch["actions"])
+        return new_state, metrics, Feedback(rows, distance)
 
-    return update
+    def policy(state: OMARState, arrays) -> NetworkPolicy:
+        return NetworkPolicy(params=state.actor, config=net, deterministic=True)
+
+    return Learner("omar", init, update, policy, prepare=prepare, unit="step", headline="critic_loss",
+                   proximity=True)
 
 
-def init_state(net: AgentNetConfig, critic_cfg: AgentCriticConfig, config: OMARConfig, key) -> OMARState:
-    actor_key, critic_key = jax.random.split(key)
-    actor = init_params(net, actor_key)
-    critic = init_agent_critic(critic_cfg, critic_key)
-    return OMARState(actor, actor, critic, critic,
-                     make_optimizer(config.actor_lr, config.max_grad_norm).init(actor),
-                     make_optimizer(config.critic_lr, config.max_grad_norm).init(critic), jnp.int32(0))
-
-
-def train(config: OMARConfig, dataset, key: jax.Array, *, num_seeds: int = 1,
-          progress: bool = True) -> tuple[NetworkPolicy, dict[str, Any]]:
-    """OMAR on `dataset`. Returns (policy, logs); with num_seeds > 1 the policy's params
-    carry a leading seed axis. logs hold per-update metrics [seeds, updates]."""
+def learner(config: OMARConfig, dataset) -> Learner:
+    """OMAR on `dataset` (continuous actions, transitions)."""
     require_continuous(dataset, "OMAR", TRANSITION_FIELDS)
     spec = dataset.spec
-    net = actor_config(spec, config.actor_hidden)
-    critic_cfg = critic_config(config, spec)
-    data = to_device(dataset, TRANSITION_FIELDS)
-    carry, metrics = run_actor_critic(init_state, make_update, net, critic_cfg, config, data, key, num_seeds,
-                                      progress=progress, label="OMAR")
-    policy = NetworkPolicy(params=unstack_seed(carry.actor, num_seeds), config=net, deterministic=True)
-    logs = {"num_seeds": num_seeds, "config": dataclasses.asdict(config), **split_metrics(metrics, METRICS)}
-    logs["loss"] = logs["critic_loss"]
-    return policy, logs
+    return make_learner(config, actor_config(spec, config.actor_hidden), agent_critic_config(config, spec))

@@ -2,9 +2,10 @@
 Offline Multi-Agent RL", AAAI 2023; Algorithm 1, eqs. 8–10, Tables 10–11; methods.md §4).
 
     Stage I   ARDNEM (`teamsift.value.ardnem`, eqs. 1–6): r̂_i^{t,k}, û_i^{t,k}, p̂_i^k
-    Stage II  DPER (`teamsift.value.dper`, eq. 7): one sum-tree buffer B_J of individual
-              trajectories (k, j) per agent type J, P_J(k, j) ∝ exp(p̃_j^k / α)
-    Stage III for update l = 1 … L_AC:                          (lax.scan inside jit)
+    Stage II  DPER (`teamsift.data.dper`, eq. 7; the run's sampler `teamsift.data.DPER`): one
+              sum-tree buffer B_J of individual trajectories (k, j) per agent type J,
+              P_J(k, j) ∝ exp(p̃_j^k / α)
+    Stage III for update l = 1 … L_AC:                          (the engine: lax loops inside jit)
         for every agent i (type J): draw B individual trajectories (k, j) ~ P_J(B_J)
             — agent j's data of episode k, used to train agent i: the (·)_{i(j)} of eqs. 9–10
         critic (eq. 8): e_local = f_local(τ_j^t, a),  τ_j^t = (o_j^t, a_j^{t−1})
@@ -23,7 +24,7 @@ Offline Multi-Agent RL", AAAI 2023; Algorithm 1, eqs. 8–10, Tables 10–11; me
         if l mod d = 0:  Q' ← Q                                        d = 100
     act: a_i = argmax_{a ∈ avail} π_i(a|τ_i)
 
-    continuous actions (SIT's MAMuJoCo runs; `train` dispatches on dataset.spec.discrete):
+    continuous actions (SIT's MAMuJoCo runs; `learner` dispatches on dataset.spec.discrete):
         critic:  Q_i(τ_j, a, o_{−j}) = f_agg([f_local([τ_j; a]); e_global]),  a ∈ [−1, 1]^D an input
         actor:   π_i(·|τ_j) = N(μ_i(τ_j), diag σ_i²),  μ_i = tanh(agent network),  log σ_i learned
         eq. 9:   y = r̂_j^t + γ Q'_i(τ_j^{t+1}, a_j^{t+1}, o_{−j}^{t+1})      (μ_i(τ_j^T) past a time-limit end)
@@ -31,20 +32,32 @@ Offline Multi-Agent RL", AAAI 2023; Algorithm 1, eqs. 8–10, Tables 10–11; me
                  L_π = −E[ η/û_j^t · f(A) · log N(a_j^t; μ_i(τ_j^t), σ_i²) ]     (f as above)
         act:     a_i = μ_i(τ_i)
 
-Defaults are SIT's Table 11 (agent learning) and Table 10 (ARDNEM, via `ardnem`):
-actor (agent network) lr 5e-4, critic lr 1e-4, RMSProp, γ = 0.99, 15 000 updates,
-target ("parameters") update interval d = 100, gradient clipping 10, critic hidden 32,
-RNN hidden 64, ReLU, batch 32, α = 0.2, β = 0.1, η = 1, priorities rescaled to [0, 20].
+The three stages as a pipeline runs them (Stage I's ensemble and the DPER buffers are
+shared by all seeds of Stage III):
+
+    stage1 = ardnem.result(ARDNEMConfig(), fit(ardnem.learner(ARDNEMConfig(), ds), ds, key_1,
+                                               RunConfig(updates=20_000)), ds)
+    result = fit(sit.learner(config, ds), ds, key_3, RunConfig(updates=15_000, seeds=5),
+                 sampler=DPER(DPERConfig(), priorities=stage1.priority),
+                 inputs=sit.stage_inputs(config, ds, stage1))
+
+Defaults are SIT's Table 11 (agent learning; here and in `DPERConfig`) and Table 10
+(ARDNEM, `ARDNEMConfig`): actor (agent network) lr 5e-4, critic lr 1e-4, RMSProp,
+γ = 0.99, 15 000 updates (Stage I: 20 000; the registry's budgets), target
+("parameters") update interval d = 100, gradient clipping 10, critic hidden 32, RNN
+hidden 64, ReLU, batch 32, α = 0.2, β = 0.1, η = 1, priorities rescaled to [0, 20].
 
 Ablations (SIT Figure 4(a)):
   * decomposition=False ("w/o decomp"): the critic of every agent learns from the team
     reward r_tot, Stage I is skipped, every sample weighs η (no û) and the type-wise
-    buffers are sampled uniformly (the trajectories of a type are still shared);
+    buffers are sampled uniformly (the `Uniform` sampler: the trajectories of a type are
+    still shared);
   * use_gat=False ("w/o GAT"): e_global is a linear embedding of the concatenated
     observations o_1 … o_N (slot order) instead of the GAT aggregation;
-  * ardnem=ARDNEMConfig(attention=False) ("w/o attention", λ ≡ 1) and
-    ardnem=ARDNEMConfig(ensemble_size=1) ("w/o ensemble": û ≡ 0, so every sample weighs η);
-  * dper=DPERConfig(...) for α, the rescaling, and per-slot buffers (no sharing).
+  * Stage I with ARDNEMConfig(attention=False) ("w/o attention", λ ≡ 1) or
+    ARDNEMConfig(ensemble_size=1) ("w/o ensemble": û ≡ 0, so every sample weighs η);
+  * the DPER sampler's DPERConfig(...) for α, the rescaling, and per-slot buffers (no
+    sharing; `Uniform(group_by="slot")` w/o decomposition).
 
 Choices the paper leaves open, and where they come from:
   * eq. 10 as printed multiplies the filter by Q_i|_{a=a_j}; CRR (which the text says
@@ -52,9 +65,9 @@ Choices the paper leaves open, and where they come from:
     use log π. Its filter e^{Q_i/β}/Z is CRR's, so (ours, as CRR and ICQ's reference)
     Q_i enters as the advantage A = Q_i − Σ_a π_i Q_i (`advantage_baseline=False`: Q_i
     itself). Z normalises within the mini-batch: over the B trajectories of agent i at
-    each time step, as ICQ's batch softmax does (`icq.batch_softmax_weights`), so the
-    weights average to 1 there; the weight is then clipped at 20 as in CRR (ours for
-    the softmax form). `filter="exp"` is CRR's min(exp(A/β), 20), `filter="binary"`
+    each time step, as ICQ's batch softmax does (`offline_common.batch_softmax_weights`),
+    so the weights average to 1 there; the weight is then clipped at 20 as in CRR (ours
+    for the softmax form). `filter="exp"` is CRR's min(exp(A/β), 20), `filter="binary"`
     CRR's 1[A > 0];
   * û → 0 makes η/û explode (and û ≡ 0 without an ensemble): û is floored at
     `uncertainty_floor` × the dataset's mean û (ours, 0.1: no sample weighs more than
@@ -82,7 +95,9 @@ Choices the paper leaves open, and where they come from:
     (False) learned almost nothing about actions in 1,500 updates on CN_3ls3l: its greedy
     action agreed with "move towards the nearest landmark" no more often than chance;
   * the actor step uses the critic after its steps of the same update (as ICQ);
-  * Stages I–II run once and are shared by all seeds; only Stage III is vmapped.
+  * Stages I–II run once and are shared by all seeds; only Stage III is vmapped;
+  * (ours) per-decision weights of a valuation (`fit(..., weights=...)`) multiply η/û
+    (`arrays["weight"]`), so eqs. 9–10 weigh agent j's decisions by both.
 
 Continuous actions (SIT's MAMuJoCo runs; the paper gives eqs. 8–10 only in the discrete
 notation, so every choice below is ours unless it names its source):
@@ -95,8 +110,9 @@ notation, so every choice below is ours unless it names its source):
     initial log σ = −0.5): the Gaussian that `NetworkPolicy` acts with (mean when
     deterministic, clip(μ + σε, −1, 1) when not), so evaluation is unchanged. log π is the
     Gaussian density at the data's action over the agent's real action dimensions (MaBrax
-    pads narrower agents with zeros), ignoring the clipping's mass at the bounds; log σ is
-    kept in [log_std_min, log_std_max] = [−5, 2] by clipping after every actor step;
+    pads narrower agents with zeros; `nets.ops.gaussian_log_density`), ignoring the
+    clipping's mass at the bounds; log σ is kept in [log_std_min, log_std_max] = [−5, 2]
+    by clipping after every actor step;
   * eq. 10's baseline Σ_a π Q becomes CRR's sample estimate (1/m) Σ_k Q(τ_j, a_k) with
     m = `action_samples` = 4 actions a_k = clip(μ + σε_k, −1, 1) of the current actor (no
     gradient through them); the filter (softmax / exp / binary), its clip and η/û are the
@@ -112,23 +128,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
-from typing import Any
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from teamsift.algos import offline_common as oc
-from teamsift.algos.icq import batch_softmax_weights
+from teamsift.checks import require_choice, require_non_negative, require_positive, require_unit_interval
 from teamsift.data import to_device
 from teamsift.data.views import gather_steps
+from teamsift.engine import Learner
 from teamsift.nets import MLP, AgentNetConfig, NetworkPolicy, init_params, masked_logits, with_agent_ids
 from teamsift.nets.gat import GATLayer
-from teamsift.value import ardnem, dper
-from teamsift.value.ardnem import ARDNEMConfig
-from teamsift.value.dper import DPERConfig
+from teamsift.nets.ops import gaussian_log_density, masked_mean
 
 FILTERS = ("softmax", "exp", "binary")
 
@@ -166,37 +181,27 @@ class SITConfig:
     max_grad_norm: float = 10.0
     batch_size: int = 32  # individual trajectories per agent per update
     target_update_interval: int = 100  # d ("Parameters update interval")
-    num_updates: int = 15_000  # "Training epoch"
     bootstrap_truncated: bool = True  # (PyMARL) time-limit ends bootstrap from the final observation
-    log_every: int = 500
     sample_actions: bool = False  # True: act by sampling π instead of its argmax (continuous: its mean)
     # Continuous actions only (Gaussian actor, CRR's sampled advantage).
     action_samples: int = 4  # m: a_k ~ π(·|τ_j), k = 1 … m, in A = Q(a_j) − (1/m) Σ_k Q(a_k) (CRR)
     log_std_min: float = -5.0  # (ours) the learned log σ is kept in [log_std_min, log_std_max]
     log_std_max: float = 2.0
-    # Stages I–II and ablations.
+    # Ablation (Stage I's ARDNEMConfig and the DPER sampler's DPERConfig are the pipeline's).
     decomposition: bool = True  # False: "w/o decomp" (team reward, uniform sampling, no Stage I)
-    ardnem: ARDNEMConfig = ARDNEMConfig()  # Stage I (Table 10); "w/o attention"/"w/o ensemble" here
-    dper: DPERConfig = DPERConfig()  # Stage II (Table 11: α = 0.2, range [0, 20])
 
     def __post_init__(self):
-        oc.require_positive(self, ("critic_hidden", "gat_heads", "beta", "eta", "gamma", "actor_learning_rate",
-                                   "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval",
-                                   "weight_clip", "action_samples"))
+        require_positive(self, ("critic_hidden", "gat_heads", "beta", "eta", "gamma", "actor_learning_rate",
+                                "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval",
+                                "weight_clip", "action_samples"))
         if not self.log_std_min < self.log_std_max:
             raise ValueError(f"SITConfig.log_std_min: expected less than log_std_max={self.log_std_max!r}, got "
                              f"{self.log_std_min!r}")
-        oc.require_unit_interval(self, ("gamma",))
-        if self.filter not in FILTERS:
-            raise ValueError(f"SITConfig.filter: expected one of {FILTERS}, got {self.filter!r}")
-        if self.reward_scale is not None and not self.reward_scale > 0:
-            raise ValueError(f"SITConfig.reward_scale: expected a positive number or None, got {self.reward_scale!r}")
-        if not self.uncertainty_floor >= 0:
-            raise ValueError(f"SITConfig.uncertainty_floor: expected a number >= 0, got {self.uncertainty_floor!r}")
-        if not isinstance(self.ardnem, ARDNEMConfig):
-            raise ValueError(f"SITConfig.ardnem: expected an ARDNEMConfig, got {type(self.ardnem).__name__}")
-        if not isinstance(self.dper, DPERConfig):
-            raise ValueError(f"SITConfig.dper: expected a DPERConfig, got {type(self.dper).__name__}")
+        require_unit_interval(self, ("gamma",))
+        require_choice(self, "filter", FILTERS)
+        if self.reward_scale is not None:
+            require_positive(self, ("reward_scale",))
+        require_non_negative(self, ("uncertainty_floor",))
 
 
 # --- the critic of eq. 8 --------------------------------------------------------------------
@@ -308,7 +313,7 @@ def td_targets(reward: jax.Array, next_value: jax.Array, continues: jax.Array, g
 
 def weighted_td_loss(q_taken: jax.Array, targets: jax.Array, weights: jax.Array, mask: jax.Array) -> jax.Array:
     """Eq. 9 on values: Σ mask·w·(y − Q)² / Σ mask, w = η/û."""
-    return oc.masked_mean(weights * (targets - q_taken) ** 2, mask)
+    return masked_mean(weights * (targets - q_taken) ** 2, mask)
 
 
 def crr_filter(advantage: jax.Array, mask: jax.Array, kind: str, beta: float, clip: float) -> jax.Array:
@@ -317,7 +322,7 @@ def crr_filter(advantage: jax.Array, mask: jax.Array, kind: str, beta: float, cl
     exp: exp(A/β) (CRR); binary: 1[A > 0] (CRR). Every form is clipped at `clip`."""
     mask = jnp.broadcast_to(mask, advantage.shape)
     if kind == "softmax":
-        weights = batch_softmax_weights(advantage, mask, beta)
+        weights = oc.batch_softmax_weights(advantage, mask, beta)
     elif kind == "exp":
         weights = jnp.exp(jnp.minimum(advantage / beta, jnp.log(clip)))
     elif kind == "binary":
@@ -330,34 +335,10 @@ def crr_filter(advantage: jax.Array, mask: jax.Array, kind: str, beta: float, cl
 def filtered_bc_loss(log_pi_taken: jax.Array, filter_weights: jax.Array, weights: jax.Array,
                      mask: jax.Array) -> jax.Array:
     """Eq. 10 on values: −Σ mask·w·f(A)·log π(a|τ) / Σ mask, w = η/û."""
-    return -oc.masked_mean(weights * filter_weights * log_pi_taken, mask)
+    return -masked_mean(weights * filter_weights * log_pi_taken, mask)
 
 
-# --- sampling individual trajectories (Stage II buffers) ------------------------------------
-
-def slot_groups(agent_types, group_by: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """Static (buffer name, slots drawing from it) pairs, in DPER's buffer order."""
-    return tuple((name, tuple(int(s) for s in slots)) for name, slots in dper.buffer_groups(agent_types,
-                                                                                           group_by).items())
-
-
-def draw_trajectories(key: jax.Array, state: dper.DPERState, groups, batch_size: int,
-                      num_agents: int) -> tuple[jax.Array, jax.Array]:
-    """(episode k [B, A], source slot j [B, A]): for every agent i, `batch_size` individual
-    trajectories of its buffer drawn with `dper_sample` (P_J). A buffer shared by n slots
-    draws n·B stratified samples at once, shuffled before they are dealt to its slots."""
-    episodes, sources = [None] * num_agents, [None] * num_agents
-    for b, (name, slots) in enumerate(groups):
-        draw_key, deal_key = jax.random.split(jax.random.fold_in(key, b))
-        count = len(slots) * batch_size
-        drawn = dper.dper_sample(dper.DPERState({name: state.buffers[name]}), draw_key, count)[name]
-        order = jax.random.permutation(deal_key, count)
-        episode = drawn.episode[order].reshape(len(slots), batch_size)
-        source = drawn.slot[order].reshape(len(slots), batch_size)
-        for m, i in enumerate(slots):
-            episodes[i], sources[i] = episode[m], source[m]
-    return jnp.stack(episodes, axis=1), jnp.stack(sources, axis=1)
-
+# --- batches of individual trajectories (drawn by the run's sampler) -------------------------
 
 def gather_individual(data: dict, episode: jax.Array, source: jax.Array, max_length: int,
                       bootstrap_truncated: bool = True) -> dict:
@@ -409,10 +390,10 @@ def gather_individual(data: dict, episode: jax.Array, source: jax.Array, max_len
     return {k: jnp.swapaxes(v.reshape((b, a) + v.shape[1:]), 1, 2) for k, v in fields.items()}
 
 
-def sample_batch(key: jax.Array, data: dict, groups, batch_size: int, max_length: int, num_agents: int,
-                 bootstrap_truncated: bool = True) -> dict:
-    """One Stage III batch: DPER draws (Algorithm 1, line 18), gathered."""
-    episode, source = draw_trajectories(key, data["dper"], groups, batch_size, num_agents)
+def trajectory_batch(data: dict, episode: jax.Array, source: jax.Array, max_length: int,
+                     bootstrap_truncated: bool = True) -> dict:
+    """One Stage III batch from the drawn (episode [B, A], source slot [B, A]) of the
+    sampler's `draw` (DPER: Algorithm 1, line 18), gathered (`gather_individual`)."""
     batch = gather_individual(data, episode, source, max_length, bootstrap_truncated)
     batch["episode"], batch["source"] = episode, source
     if "action_mask" in data:  # continuous: [A, D] real action dimensions of the trained agent i
@@ -489,21 +470,12 @@ def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic
 
 # --- Stage III for continuous actions (Gaussian actor, CRR's sampled advantage) ------------
 
-LOG_2PI = float(np.log(2.0 * np.pi))
-
-
 def action_mask(spec) -> np.ndarray:
     """[A, D] float mask of each agent's real action dimensions (padding = 0)."""
     mask = np.zeros((spec.num_agents, spec.num_actions), np.float32)
     for i, d in enumerate(spec.action_dims):
         mask[i, :d] = 1.0
     return mask
-
-
-def gaussian_log_prob(actions: jax.Array, mean: jax.Array, log_std: jax.Array, mask: jax.Array) -> jax.Array:
-    """log N(a; μ, diag σ²) over the real action dimensions: [..., D] → [...]."""
-    z = (actions - mean) * jnp.exp(-log_std)
-    return jnp.sum(mask * (-0.5 * z**2 - log_std - 0.5 * LOG_2PI), axis=-1)
 
 
 def policy_samples(noise: jax.Array, mean: jax.Array, log_std: jax.Array, mask: jax.Array) -> jax.Array:
@@ -535,7 +507,7 @@ def continuous_actor_loss(actor_params, critic_params, batch, noise, actor: Agen
     mask_d = batch_action_mask(batch)
     mean = oc.unroll(actor, actor_params, batch["obs_ext"][:, :max_length])
     log_std = actor_params["params"]["log_std"]
-    log_pi = gaussian_log_prob(batch["actions"], mean, log_std, mask_d)
+    log_pi = gaussian_log_density(batch["actions"], mean, log_std, mask=mask_d)
     candidates = batch["actions"][..., None, :]  # a_j, then the m samples a_k
     if config.advantage_baseline:
         sampled = policy_samples(noise, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_std), mask_d)
@@ -553,59 +525,18 @@ def clip_log_std(params, low: float, high: float):
     return {**params, "params": inner}
 
 
-@functools.lru_cache(maxsize=None)
-def make_update(actor: AgentNetConfig, critic: CriticConfig, config: SITConfig, groups, max_length: int):
-    """The pure update: ((actor, critic, target, opt states, updates), key, data) → (carry, [L_Q, L_π])."""
-    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
-    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
+# --- the learner ------------------------------------------------------------------------------
 
-    def update(carry, key, data):
-        actor_params, critic_params, target, actor_opt, critic_opt, step = carry
-        if critic.discrete:
-            batch = sample_batch(key, data, groups, config.batch_size, max_length, actor.num_agents,
-                                 config.bootstrap_truncated)
-            targets = jax.lax.stop_gradient(critic_targets(actor, critic, actor_params, target, batch, config))
-            critic_params, critic_opt, loss_q = train_critic(critic_params, critic_opt, batch, targets, critic,
-                                                             critic_optimizer, config)
-            loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic,
-                                                            config)
-            actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
-        else:
-            batch_key, noise_key = jax.random.split(key)
-            batch = sample_batch(batch_key, data, groups, config.batch_size, max_length, actor.num_agents,
-                                 config.bootstrap_truncated)
-            noise = jax.random.normal(noise_key, batch["mask"].shape + (config.action_samples, actor.num_actions))
-            targets = jax.lax.stop_gradient(
-                continuous_critic_targets(actor, critic, actor_params, target, batch, config))
-            critic_params, critic_opt, loss_q = train_critic(critic_params, critic_opt, batch, targets, critic,
-                                                             critic_optimizer, config)
-            loss_pi, grads = jax.value_and_grad(continuous_actor_loss)(actor_params, critic_params, batch, noise,
-                                                                       actor, critic, config)
-            actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, actor_opt, grads)
-            actor_params = clip_log_std(actor_params, config.log_std_min, config.log_std_max)
-        target = oc.hard_update(target, critic_params, step, step + 1, config.target_update_interval)
-        return (actor_params, critic_params, target, actor_opt, critic_opt, step + 1), jnp.stack([loss_q, loss_pi])
+class SITState(NamedTuple):
+    """One seed's Stage III state."""
 
-    return update
+    actor: dict  # π_i's parameters (the agent network)
+    critic: dict  # Q_i's parameters (eq. 8)
+    target: dict  # Q'_i: the target copy of `critic`
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    updates: jax.Array  # int32: updates so far (the target period d counts them)
 
-
-@functools.lru_cache(maxsize=None)
-def make_init(actor: AgentNetConfig, critic: CriticConfig, config: SITConfig):
-    """seed keys [n] → carries (actor, critic, its target copy, optimiser states, 0), jitted."""
-    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
-    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
-
-    def init(seed_key):
-        actor_key, critic_key = jax.random.split(seed_key)
-        actor_params = init_params(actor, actor_key)
-        critic_params = init_critic(critic, critic_key)
-        return (actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
-                critic_optimizer.init(critic_params), jnp.int32(0))
-
-    return oc.batched_init(init)
-
-
-# --- driver -----------------------------------------------------------------------------------
 
 def actor_config(config: SITConfig, spec) -> AgentNetConfig:
     """Discrete: logits over nA. Continuous: a tanh mean in [−1, 1]^D and a learned,
@@ -620,7 +551,8 @@ def check_dataset(dataset) -> None:
     needed = ("obs", "avail", "actions", "reward") if spec.discrete else ("obs", "actions", "reward")
     for field in needed:
         if field not in dataset.steps:
-            raise ValueError(f"dataset.steps[{field!r}]: SIT needs it; the dataset has {sorted(dataset.steps)}")
+            raise ValueError(f"{dataset.path}: dataset.steps[{field!r}]: SIT needs it; the dataset has "
+                             f"{sorted(dataset.steps)}")
 
 
 def check_stage1(stage1, dataset) -> None:
@@ -631,67 +563,118 @@ def check_stage1(stage1, dataset) -> None:
             raise ValueError(f"stage1.{name}: expected shape {list(shape)} for this dataset, got {list(value)}")
 
 
-def _update_key(config: SITConfig) -> SITConfig:
-    """The config with the fields that do not shape the update reset (jit cache sharing)."""
-    return dataclasses.replace(config, num_updates=0, log_every=0, sample_actions=False, eta=1.0,
-                               uncertainty_floor=0.0, decomposition=True, ardnem=ARDNEMConfig(), dper=DPERConfig(),
-                               reward_scale=1.0)
-
-
-def train(config: SITConfig, dataset, key: jax.Array, *, num_seeds: int = 1, progress: bool = True,
-          stage1: ardnem.ARDNEMResult | None = None) -> tuple[NetworkPolicy, dict[str, Any]]:
-    """SIT on `dataset`: Stage I (ARDNEM, unless its result is passed as `stage1`), Stage II
-    (DPER), then Stage III. Returns (policy, logs): logs["critic_loss"] and logs["actor_loss"]
-    are [seeds, updates], logs["seconds"] the wall time of each stage (Stage III includes
-    compilation), logs["stage1"] the ARDNEMResult (None w/o decomposition) and
-    logs["dper_effective_sizes"] the buffers' effective sizes. With num_seeds > 1 the
-    policy's params have a leading seed axis; Stages I–II are shared by the seeds.
-    With decomposition=False Stage I is skipped and `stage1` is ignored."""
-    check_dataset(dataset)
-    spec = dataset.spec
-    stage1_key, stage3_key = jax.random.split(key)
-    seconds = {"stage1": 0.0, "stage2": 0.0, "stage3": 0.0}
-    began = time.perf_counter()
-    if config.decomposition:
-        if stage1 is None:
-            stage1 = ardnem.train(config.ardnem, dataset, stage1_key, progress=progress)
-        check_stage1(stage1, dataset)
-        seconds["stage1"] = time.perf_counter() - began
-        began = time.perf_counter()
-        reward = np.asarray(stage1.reward, np.float32)
-        weight = uncertainty_weights(stage1.uncertainty, config.eta, config.uncertainty_floor)
-        buffers = dper.build_dper(stage1, dataset, config.dper)
-    else:  # w/o decomp: the team reward for every agent, weight η, uniform type-wise buffers
-        stage1 = None
-        team = np.asarray(dataset.steps["reward"], np.float32)
-        reward = np.broadcast_to(team[:, None], (dataset.num_steps, spec.num_agents)).copy()
-        weight = np.full(reward.shape, config.eta, np.float32)
-        buffers = dper.build_dper_from_priorities(np.zeros((dataset.num_episodes, spec.num_agents)),
-                                                  spec.agent_types, config.dper)
+def resolve_config(config: SITConfig, dataset) -> SITConfig:
+    """`config` with `reward_scale=None` resolved from the data (`oc.smac_reward_scale`)."""
     if config.reward_scale is None:
         config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
-    reward = config.reward_scale * reward
+    return config
+
+
+def divergence_hint(config: SITConfig) -> str:
+    """What to do when the critic loss diverges (for `oc.warn_if_diverged(history["critic_loss"],
+    "SIT's critic", divergence_hint(resolved config))`)."""
+    return f"lower SITConfig.reward_scale (now {config.reward_scale:g})"
+
+
+def stage_inputs(config: SITConfig, dataset, stage1=None) -> dict[str, np.ndarray]:
+    """Stage III's host inputs from Stage I (`fit(..., inputs=...)`): the rewards its critic
+    learns from, "reward" [N, A] (r̂, unscaled), and the weights of eqs. 9–10, "weight"
+    [N, A] (η/û). Without decomposition Stage I is skipped (`stage1` is ignored): every agent
+    learns from the team reward and every sample weighs η."""
+    check_dataset(dataset)
+    if config.decomposition:
+        if stage1 is None:
+            raise ValueError("sit.stage_inputs: SITConfig.decomposition needs Stage I's result (an ARDNEMResult: "
+                             "`ardnem.result(config, fit(ardnem.learner(config, dataset), ...), dataset)`)")
+        check_stage1(stage1, dataset)
+        reward = np.asarray(stage1.reward, np.float32)
+        weight = uncertainty_weights(stage1.uncertainty, config.eta, config.uncertainty_floor)
+    else:  # w/o decomp: the team reward for every agent, weight η
+        team = np.asarray(dataset.steps["reward"], np.float32)
+        reward = np.broadcast_to(team[:, None], (dataset.num_steps, dataset.num_agents)).copy()
+        weight = np.full(reward.shape, config.eta, np.float32)
+    return {"reward": reward, "weight": weight}
+
+
+def prepare(config: SITConfig, dataset, inputs: dict) -> dict:
+    """The step fields Stage III reads, with `stage_inputs`' r̂ (times `reward_scale`) and
+    η/û as "reward" and "weight" [N, A]; continuous actions add "action_mask" [A, D]."""
+    missing = [name for name in ("reward", "weight") if name not in inputs]
+    if missing:
+        raise ValueError(f"SIT: fit(..., inputs=...) lacks {missing}; pass inputs=sit.stage_inputs(config, "
+                         f"dataset, stage1)")
+    spec = dataset.spec
+    expected = (dataset.num_steps, dataset.num_agents)
+    for name in ("reward", "weight"):
+        if np.shape(inputs[name]) != expected:
+            raise ValueError(f"SIT inputs[{name!r}]: expected shape {list(expected)} for this dataset, got "
+                             f"{list(np.shape(inputs[name]))}")
+    config = resolve_config(config, dataset)
     data = to_device(dataset, STAGE3_FIELDS if spec.discrete else STAGE3_CONTINUOUS_FIELDS)
-    data["reward"], data["weight"], data["dper"] = jnp.asarray(reward), jnp.asarray(weight), buffers
+    data["reward"] = jnp.asarray(config.reward_scale * np.asarray(inputs["reward"], np.float32))
+    data["weight"] = jnp.asarray(np.asarray(inputs["weight"], np.float32))
     if not spec.discrete:
         data["action_mask"] = jnp.asarray(action_mask(spec))
-    seconds["stage2"] = time.perf_counter() - began
+    return data
 
-    began = time.perf_counter()
-    actor = actor_config(config, spec)
-    critic = critic_config(config, spec)
-    shape_config = _update_key(config)
-    groups = slot_groups(spec.agent_types, config.dper.group_by)
-    update = make_update(actor, critic, shape_config, groups, int(dataset.lengths.max()))
-    carry, losses = oc.train_seeds(update, make_init(actor, critic, shape_config), stage3_key, num_seeds,
-                                   config.num_updates, config.log_every, data, progress=progress, label="SIT")
-    losses = np.asarray(losses).reshape(num_seeds, config.num_updates, 2)
-    oc.warn_if_diverged(losses[..., 0], "SIT's critic", f"lower SITConfig.reward_scale (now {config.reward_scale:g})")
-    seconds["stage3"] = time.perf_counter() - began
-    policy = NetworkPolicy(params=oc.seed_params(carry[0], num_seeds), config=actor,
-                           deterministic=not config.sample_actions)
-    logs = {"critic_loss": losses[..., 0], "actor_loss": losses[..., 1], "loss": losses[..., 0],
-            "num_seeds": num_seeds, "config": dataclasses.asdict(config), "seconds": seconds,
-            "stage1": stage1, "dper_effective_sizes": dper.effective_sizes(buffers),
-            "critic": jax.tree.map(np.asarray, oc.seed_params(carry[1], num_seeds))}
-    return policy, logs
+
+@functools.lru_cache(maxsize=None)
+def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig, max_length: int) -> Learner:
+    """Stage III for a resolved `config` (`reward_scale` set) on episodes of at most
+    `max_length` steps; batches are individual trajectories (unit "trajectory")."""
+    if config.reward_scale is None:
+        raise ValueError("SITConfig.reward_scale: make_learner needs it resolved; use `sit.learner(config, dataset)` "
+                         "(or `resolve_config`)")
+    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
+    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
+
+    def init(key, arrays) -> SITState:
+        actor_key, critic_key = jax.random.split(key)
+        actor_params = init_params(actor, actor_key)
+        critic_params = init_critic(critic, critic_key)
+        return SITState(actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
+                        critic_optimizer.init(critic_params), jnp.int32(0))
+
+    def update(state: SITState, key, arrays, draw):
+        actor_params, critic_opt = state.actor, state.critic_opt_state
+        if critic.discrete:
+            batch = trajectory_batch(arrays, *draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+            targets = jax.lax.stop_gradient(critic_targets(actor, critic, actor_params, state.target, batch, config))
+            critic_params, critic_opt, loss_q = train_critic(state.critic, critic_opt, batch, targets, critic,
+                                                             critic_optimizer, config)
+            loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic,
+                                                            config)
+            actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, state.actor_opt_state, grads)
+        else:
+            batch_key, noise_key = jax.random.split(key)
+            batch = trajectory_batch(arrays, *draw(batch_key, config.batch_size), max_length,
+                                     config.bootstrap_truncated)
+            noise = jax.random.normal(noise_key, batch["mask"].shape + (config.action_samples, actor.num_actions))
+            targets = jax.lax.stop_gradient(
+                continuous_critic_targets(actor, critic, actor_params, state.target, batch, config))
+            critic_params, critic_opt, loss_q = train_critic(state.critic, critic_opt, batch, targets, critic,
+                                                             critic_optimizer, config)
+            loss_pi, grads = jax.value_and_grad(continuous_actor_loss)(actor_params, critic_params, batch, noise,
+                                                                       actor, critic, config)
+            actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, state.actor_opt_state, grads)
+            actor_params = clip_log_std(actor_params, config.log_std_min, config.log_std_max)
+        step = state.updates
+        target = oc.hard_update(state.target, critic_params, step, step + 1, config.target_update_interval)
+        state = SITState(actor_params, critic_params, target, actor_opt, critic_opt, step + 1)
+        return state, {"critic_loss": loss_q, "actor_loss": loss_pi}
+
+    def policy(state: SITState, arrays) -> NetworkPolicy:
+        return NetworkPolicy(params=state.actor, config=actor, deterministic=not config.sample_actions)
+
+    return Learner("sit", init, update, policy, prepare=functools.partial(prepare, config), unit="trajectory",
+                   headline="critic_loss", config=config)
+
+
+def learner(config: SITConfig, dataset) -> Learner:
+    """SIT's Stage III on `dataset` (discrete or continuous actions); `reward_scale=None` is
+    resolved from the data here. Run it with the DPER sampler over Stage I's priorities
+    (or `Uniform` w/o decomposition) and `inputs=stage_inputs(config, dataset, stage1)`."""
+    check_dataset(dataset)
+    config = resolve_config(config, dataset)
+    spec = dataset.spec
+    return make_learner(config, actor_config(config, spec), critic_config(config, spec), int(dataset.lengths.max()))

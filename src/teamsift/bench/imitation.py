@@ -24,19 +24,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
-from teamsift.algos import bc, icq, magail, omar, td3bc
-from teamsift.algos.common import policy_for_seed
+from teamsift.algos import pipeline, registry
+from teamsift.bench import aggregate
 from teamsift.bench.report import merge_previous, named_key, write_report
 from teamsift.collect import ppo
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.progress import progress_bar
@@ -85,40 +86,34 @@ def methods_for(bench: ImitationBenchConfig, discrete: bool) -> tuple[str, ...]:
 
 # --- learners -------------------------------------------------------------------------------
 
-def _with_updates(config, updates: int | None):
-    return config if updates is None else dataclasses.replace(config, num_updates=updates)
+OFFLINE = {"BC": "bc", "ICQ": "icq", "TD3+BC": "td3bc", "OMAR": "omar"}
+IMITATION = {"MILD²": "mild2", "MILD²-GD": "mild2_gd", "MAGAIL": "magail"}
 
 
-def _generator_budget(bench: ImitationBenchConfig, env_id: str) -> dict:
-    """Every adversarial method gets the same env steps: `timesteps`, else the env's MAPPO budget."""
-    steps = bench.timesteps if bench.timesteps is not None else ppo.config_for(env_id).total_timesteps
-    return {"total_timesteps": int(steps)}
+def cell_run(bench: ImitationBenchConfig, method: str, dataset, runs_dir: Path | None, updates: int,
+             fresh: bool) -> RunConfig:
+    """The schedule of one cell, in a run directory of its own (resumable) when `runs_dir`."""
+    run_dir = None if runs_dir is None else str(Path(runs_dir) / Path(dataset.path).name / method.replace("²", "2"))
+    return RunConfig(updates=updates, seeds=bench.num_seeds, log_every=max(1, min(500, updates // 50 or 1)),
+                     checkpoint_every=max(1, updates // 10) if run_dir else 0, run_dir=run_dir,
+                     resume=not fresh and run_dir is not None, overwrite=fresh and run_dir is not None, progress=False,
+                     label=method)
 
 
-def adversarial_run(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, progress: bool):
-    """Train MILD², MILD²-GD or MAGAIL; returns the AdversarialResult-like object."""
-    env_id = env.spec.env_id
-    if method == "MAGAIL":
-        config = magail.config_for(env_id, generator=_generator_budget(bench, env_id))
-        return magail.train(config, dataset, env, key, progress=progress, num_seeds=bench.num_seeds)
-    from teamsift.algos import mild2  # imported lazily: the transformer stack compiles slowly
-
-    config = mild2.config_for(generator=_generator_budget(bench, env_id), global_dependencies=(method == "MILD²"))
-    return mild2.train(config, dataset, env, key, progress=progress, num_seeds=bench.num_seeds)
+def adversarial_run(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, runs_dir=None,
+                    fresh: bool = False):
+    """Train MILD², MILD²-GD or MAGAIL; returns the AdversarialResult."""
+    config = pipeline.imitation_config(IMITATION[method], env.spec.env_id, timesteps=bench.timesteps)
+    run = cell_run(bench, method, dataset, runs_dir, config.generator.num_updates, fresh)
+    run = dataclasses.replace(run, log_every=max(1, config.generator.num_updates // 50))
+    return pipeline.imitate(IMITATION[method], dataset, key, run, config=config, env=env)
 
 
-def offline_run(method: str, bench: ImitationBenchConfig, dataset, key: jax.Array, progress: bool):
-    n, updates = bench.num_seeds, bench.updates
-    trainers: dict[str, Callable] = {
-        "BC": lambda: bc.train(_with_updates(bc.BCConfig(), updates), dataset, key, num_seeds=n, progress=progress),
-        "ICQ": lambda: icq.train(_with_updates(icq.ICQConfig(), updates), dataset, key, num_seeds=n, progress=progress),
-        "TD3+BC": lambda: td3bc.train(_with_updates(td3bc.TD3BCConfig(), updates), dataset, key, num_seeds=n,
-                                      progress=progress),
-        "OMAR": lambda: omar.train(_with_updates(omar.OMARConfig(), updates), dataset, key, num_seeds=n,
-                                   progress=progress),
-    }
-    policy, _ = trainers[method]()
-    return [policy_for_seed(policy, s) for s in range(n)] if n > 1 else [policy]
+def offline_run(method: str, bench: ImitationBenchConfig, dataset, key: jax.Array, runs_dir=None, fresh: bool = False):
+    algorithm = OFFLINE[method]
+    updates = bench.updates or registry.get(algorithm).updates
+    result = pipeline.train(algorithm, dataset, key, cell_run(bench, method, dataset, runs_dir, updates, fresh))
+    return result.policies()
 
 
 def _score(result, name: str) -> float | None:
@@ -126,12 +121,13 @@ def _score(result, name: str) -> float | None:
     return None if summary is None else float(summary.mean)
 
 
-def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, progress: bool) -> dict:
+def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Array, runs_dir: Path | None = None,
+             fresh: bool = False) -> dict:
     train_key, eval_key = jax.random.split(key)
     started = time.perf_counter()
     cell: dict[str, Any] = {}
     if method in ADVERSARIAL:
-        result = adversarial_run(method, bench, dataset, env, train_key, progress)
+        result = adversarial_run(method, bench, dataset, env, train_key, runs_dir, fresh)
         # stochastic, as the generators were trained (and as BC acts)
         policies = [result.policy(-1, seed=s if bench.num_seeds > 1 else None, deterministic=False)
                     for s in range(bench.num_seeds)]
@@ -140,7 +136,7 @@ def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Ar
         cell.update(env_steps=steps, env_steps_per_s=steps * bench.num_seeds / max(seconds, 1e-9),
                     diagnostics=diagnostics(result))
     else:
-        policies = offline_run(method, bench, dataset, train_key, progress)
+        policies = offline_run(method, bench, dataset, train_key, runs_dir, fresh)
         seconds = time.perf_counter() - started
     evals = [evaluate(env, p, jax.random.fold_in(eval_key, s), bench.eval_episodes) for s, p in enumerate(policies)]
     returns = [float(e.team_return.mean) for e in evals]
@@ -192,6 +188,7 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows",))
     root = jax.random.key(bench.seed)
+    runs_dir = Path(bench.data_dir) / "runs" / stem if out_dir is not None else None
     plan = [(env_id, methods_for(bench, make(env_id).spec.discrete)) for env_id in bench.envs]
     with progress_bar(progress) as bar:
         task = bar.add_task("bench imitation", total=sum(len(m) for *_, m in plan))
@@ -206,7 +203,7 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
                 bar.update(task, description=f"{env_id}: {method}")
                 try:
                     row["cells"][method] = run_cell(method, bench, dataset, env, named_key(env_key, method),
-                                                    progress=False)
+                                                    runs_dir, fresh=method in row["cells"])
                 except (ValueError, ImportError) as exc:
                     row["cells"][method] = {"error": f"{type(exc).__name__}: {exc}"}
                 if out_dir is not None:
@@ -246,7 +243,9 @@ def render(report: dict) -> str:
         top = max(means, key=means.get) if means else None
         cells = [_cell_text(row["cells"].get(m), m == top) for m in methods]
         lines.append(f"| {env_id} ({row['transitions']:,} tr.) | {row['expert_return']:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", "## Adversarial runs: speed and discriminator-reward diagnostics (seed 0)", "",
+    lines += [""] + aggregate.render("All environments", aggregate.aggregate(report["rows"], tuple(methods),
+                                                                            seed=bench.get("seed", 0)))
+    lines += ["## Adversarial runs: speed and discriminator-reward diagnostics (seed 0)", "",
               "| env | method | env steps | wall clock | env steps/s (all seeds) | generator reward variance, "
               "first → last | disc loss, last |", "|---|---|---|---|---|---|---|"]
     for env_id, row in report["rows"].items():

@@ -5,8 +5,9 @@ drawn around a point c of the action square with spread σ: every episode plays 
 action clip(c + σ·ε, −1, 1), ε ~ N(0, I). MADDPG (twin critics, BRUD policy updates,
 `teamsift.algos.maddpg_cql` with an MLP actor on the constant observation, windows of
 one step) starts from the joint policy (−0.5, 0.5) and learns from the dataset with
-uniform sampling or with PJAP; the joint action after every update is the trajectory
-that `plot_trajectories` draws over the reward landscape.
+uniform sampling or with the PJAP sampler; the joint action at the start and at 200
+evenly spaced log points (the learner's probe) is the trajectory that
+`plot_trajectories` draws over the reward landscape.
 
 Why broad data breaks BRUD (twin peaks, R = −(x² + y²) − 4(xy)² + 5xy): with a perfect
 critic, agent x's BRUD gradient is E_D[∂R/∂x (x, y^D)] = −2x − 8x·E[y²] + 5·E[y], which
@@ -23,7 +24,7 @@ term (plain MADDPG, as in the paper's polynomial games); an MLP actor 64-64.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Sequence
@@ -35,19 +36,22 @@ import optax
 
 from teamsift.algos import maddpg_cql
 from teamsift.collect import collect
-from teamsift.data import load_dataset
+from teamsift.data import PJAP, Uniform, load_dataset
+from teamsift.data.pjap import PJAPConfig
+from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
 from teamsift.envs.poly import sign_reward, twin_peaks_reward
 from teamsift.nets import AgentNetConfig, FunctionPolicy, apply_step, init_params
-from teamsift.value.pjap import PJAPConfig
 
 GAMES = {"poly_sign": sign_reward, "poly_twin_peaks": twin_peaks_reward}
 OPTIMA = {"poly_sign": 1.0, "poly_twin_peaks": 0.5625}
 INITIAL_JOINT_POLICY = (-0.5, 0.5)
-METHODS = {
-    "MADDPG": dict(sampler="uniform", policy_update="brud"),
-    "MADDPG+PJAP": dict(sampler="pjap", policy_update="brud"),
-    "MADDPG (current actions)": dict(sampler="uniform", policy_update="current"),
+PROBE_OBS = np.ones((2, 1), np.float32)  # the games' constant observation
+TRAJECTORY_POINTS = 200  # log points (probes) per run, plus the start
+METHODS = {  # (PJAP sampling?, policy update)
+    "MADDPG": dict(pjap=False, policy_update="brud"),
+    "MADDPG+PJAP": dict(pjap=True, policy_update="brud"),
+    "MADDPG (current actions)": dict(pjap=False, policy_update="current"),
 }
 
 
@@ -57,15 +61,26 @@ def reward_fn(env_id: str):
     return GAMES[env_id]
 
 
-def poly_config(method: str, num_updates: int = 6_000, *, cql_weight: float = 0.0,
-                ramp_fraction: float = 0.25, **overrides) -> maddpg_cql.MADDPGCQLConfig:
-    """MADDPG settings for the one-step games (see the module docstring)."""
+def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    pjap = PJAPConfig(ramp_steps=int(ramp_fraction * num_updates))
+
+
+def poly_config(method: str, *, cql_weight: float = 0.0, **overrides) -> maddpg_cql.MADDPGCQLConfig:
+    """MADDPG settings for the one-step games (see the module docstring)."""
+    _check_method(method)
     base = dict(recurrent=False, policy_hidden=(64, 64), seq_len=1, sample_period=1, cql_weight=cql_weight,
-                num_updates=num_updates, log_every=max(1, num_updates // 4), pjap=pjap)
-    return maddpg_cql.MADDPGCQLConfig(**{**base, **METHODS[method], **overrides})
+                policy_update=METHODS[method]["policy_update"])
+    return maddpg_cql.MADDPGCQLConfig(**{**base, **overrides})
+
+
+def poly_sampler(method: str, num_updates: int, ramp_fraction: float = 0.25):
+    """The method's sampler: PJAP with its proximity ramped in over the first `ramp_fraction`
+    of the updates, or uniform."""
+    _check_method(method)
+    if METHODS[method]["pjap"]:
+        return PJAP(PJAPConfig(ramp_steps=int(ramp_fraction * num_updates)))
+    return Uniform()
 
 
 def poly_dataset(env_id: str, centre: Sequence[float], spread: float, num_episodes: int, key: jax.Array,
@@ -79,39 +94,59 @@ def poly_dataset(env_id: str, centre: Sequence[float], spread: float, num_episod
     return load_dataset(path)
 
 
-def constant_action_params(net: AgentNetConfig, actions: Sequence[float], key: jax.Array, steps: int = 500):
-    """Actor parameters whose output at the constant observation (ones) is `actions` [N]."""
-    target = jnp.asarray(actions, jnp.float32).reshape(net.num_agents, 1)
+@functools.lru_cache(maxsize=None)
+def _fit_constant_action(net: AgentNetConfig, steps: int):
+    """The compiled fit of `constant_action_params` (one program per actor and length)."""
     obs = jnp.ones((net.num_agents, net.obs_dim), jnp.float32)
     opt = optax.adam(1e-2)
 
-    def loss(params):
+    def loss(params, target):
         return jnp.mean((apply_step(net, params, obs, None)[0] - target) ** 2)
 
-    def step(carry, _):
-        params, state = carry
-        grads = jax.grad(loss)(params)
-        updates, state = opt.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
+    def fit_params(params, target):
+        def step(carry, _):
+            params, state = carry
+            grads = jax.grad(loss)(params, target)
+            updates, state = opt.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
 
-    params = init_params(net, key)
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))((params, opt.init(params)))
-    return params
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        return params
+
+    return jax.jit(fit_params)
+
+
+def constant_action_params(net: AgentNetConfig, actions: Sequence[float], key: jax.Array, steps: int = 500):
+    """Actor parameters whose output at the constant observation (ones) is `actions` [N]."""
+    target = jnp.asarray(actions, jnp.float32).reshape(net.num_agents, 1)
+    return _fit_constant_action(net, steps)(init_params(net, key), target)
 
 
 def run_method(env_id: str, dataset, method: str, key: jax.Array, *, num_updates: int = 6_000, num_seeds: int = 3,
-               cql_weight: float = 0.0, progress: bool = False) -> dict:
-    """Train one method from the joint policy (−0.5, 0.5); returns its trajectory and final reward."""
-    config = poly_config(method, num_updates, cql_weight=cql_weight)
+               cql_weight: float = 0.0, points: int = TRAJECTORY_POINTS, progress: bool = False) -> dict:
+    """Train one method from the joint policy (−0.5, 0.5).
+
+    Returns the trajectory [S, P, 2] ((x, y) at the start and at P − 1 ≤ `points` evenly
+    spaced log points, the last after the final update), the update of every point [P],
+    the reward there [S, P], the final reward [S], and the mean d_τ ("distance") and ρ
+    ("priority", PJAP only, else None) over each log interval [S, P − 1]."""
+    config = poly_config(method, cql_weight=cql_weight)
+    learner = maddpg_cql.learner(config, dataset, from_start=True)
     net = maddpg_cql.policy_config(config, dataset.spec)
     init_key, train_key = jax.random.split(key)
     start = constant_action_params(net, INITIAL_JOINT_POLICY, init_key)
-    _, logs = maddpg_cql.train(config, dataset, train_key, num_seeds=num_seeds, progress=progress,
-                               init_policy=start, probe_obs=np.ones((2, 1), np.float32))
-    trajectory = logs["probe_actions"][..., 0]  # [seeds, updates, 2]: (x, y) after every update
+    starts = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_seeds,) + x.shape), start)
+    run = RunConfig(updates=num_updates, seeds=num_seeds, log_every=max(1, num_updates // points), progress=progress,
+                    label=method)
+    result = fit(learner, dataset, train_key, run, sampler=poly_sampler(method, num_updates), start=starts,
+                 inputs={"probe_obs": PROBE_OBS})
+    initial = np.asarray(apply_step(net, start, jnp.asarray(PROBE_OBS), None)[0])[:, 0]  # (x, y) at the start
+    probes = np.asarray(result.history["probe_actions"])[..., 0]  # [S, L, 2]
+    trajectory = np.concatenate([np.broadcast_to(initial, (num_seeds, 1, 2)), probes], axis=1)
     rewards = np.asarray(reward_fn(env_id)(trajectory[..., 0], trajectory[..., 1]))
-    return {"trajectory": trajectory, "reward": rewards, "final_reward": rewards[:, -1],
-            "distance": logs["distance"], "priority": logs["priority"]}
+    return {"trajectory": trajectory, "updates": np.concatenate([[0], result.history["update"]]),
+            "reward": rewards, "final_reward": rewards[:, -1], "distance": result.history["distance"],
+            "priority": result.history.get("priority")}
 
 
 def landscape(env_id: str, resolution: int = 101):
@@ -193,6 +228,7 @@ def study_runs(*, quick: bool = False, num_updates: int = 6_000, num_seeds: int 
                     start = time.perf_counter()
                     out = run_method(env_id, dataset, method, jax.random.fold_in(key, 1), num_updates=num_updates,
                                      num_seeds=num_seeds, cql_weight=cql_weight)
+                    distance = out["distance"]  # [S, log rows]
                     seconds = time.perf_counter() - start
                     final = out["final_reward"]
                     if progress:
@@ -202,8 +238,8 @@ def study_runs(*, quick: bool = False, num_updates: int = 6_000, num_seeds: int 
                         "env_id": env_id, "centre": CENTRES[env_id], "spread": spread, "method": method,
                         "dataset_mean_reward": float(dataset.returns.mean()),
                         "final_reward": final.tolist(), "final_joint_action": out["trajectory"][:, -1].tolist(),
-                        "mean_distance_last_10pct": float(out["distance"][:, -num_updates // 10:].mean()),
-                        "seconds": seconds, "trajectory": out["trajectory"][:, ::max(1, num_updates // 200)],
+                        "mean_distance_last_10pct": float(distance[:, -max(1, distance.shape[1] // 10):].mean()),
+                        "seconds": seconds, "trajectory": out["trajectory"],
                     })
     return results
 
@@ -213,7 +249,7 @@ def write_study(results: list[dict], out_dir: str | os.PathLike, *, command: str
     """poly-pjap-<device>.{png,json,md} in out_dir; returns the stem."""
     import json
 
-    from teamsift.bench.machine import describe, machine
+    from teamsift.machine import describe, machine
 
     info = machine()
     stem = Path(out_dir) / f"poly-pjap-{info['device'].split(':')[0]}"

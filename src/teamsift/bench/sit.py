@@ -44,18 +44,18 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from teamsift.algos import bc, icq, mabcq, macql, maddpg_cql, omar, sit, td3bc
-from teamsift.algos.common import policy_for_seed
+from teamsift.algos import pipeline, registry
+from teamsift.bench import aggregate
 from teamsift.bench.report import budget_differences, joined_commands, merge_previous, named_key, write_report
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
 from teamsift.data import load_dataset
+from teamsift.engine import RunConfig
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.progress import progress_bar
 from teamsift.value import ardnem
-from teamsift.value.dper import DPERConfig
 
 TABLE_ENVS = ("CN_3ls3l", "CN_4ls4l", "PP_3p1p", "smax_3s_vs_5z", "halfcheetah_2x3")
 CONTINUOUS_ENVS = ("halfcheetah_2x3", "walker2d_2x3")
@@ -128,54 +128,38 @@ class SITBenchConfig:
 
 # --- learners -------------------------------------------------------------------------------
 
-def _with_updates(config, updates: int | None):
-    return config if updates is None else dataclasses.replace(config, num_updates=updates)
+#: Table method → registered algorithm (and its sampler).
+SIMPLE_METHODS = {"BC": "bc", "MABCQ": "mabcq", "MACQL": "macql", "ICQ": "icq", "TD3+BC": "td3bc", "OMAR": "omar",
+                  "MADDPG+CQL": "maddpg_cql", "MADDPG+CQL+PJAP": "maddpg_cql_pjap"}
 
 
-def _mabcq_config(updates: int | None) -> mabcq.MABCQConfig:
-    """MABCQ's behaviour model trains as many updates as its Q network (both 15 000 by default)."""
-    config = mabcq.MABCQConfig()
-    return config if updates is None else dataclasses.replace(config, num_updates=updates, behaviour_updates=updates)
-
-
-def _ardnem_config(bench: SITBenchConfig, **changes) -> ardnem.ARDNEMConfig:
-    config = ardnem.ARDNEMConfig(**changes)
-    return _with_updates(config, bench.ardnem_updates)
-
-
-def pjap_config(updates: int | None) -> maddpg_cql.MADDPGCQLConfig:
-    """MADDPG+CQL with PJAP sampling; a shortened run keeps the paper's ramp as a fraction of
-    training (K = 150 000 of 500 000 updates), so the prioritisation sharpens fully."""
-    config = dataclasses.replace(_with_updates(maddpg_cql.MADDPGCQLConfig(), updates), sampler="pjap")
-    ramp = int(PJAP_RAMP_FRACTION * config.num_updates)
-    return dataclasses.replace(config, pjap=dataclasses.replace(config.pjap, ramp_steps=ramp))
-
-
-def sit_variant(name: str, bench: SITBenchConfig) -> sit.SITConfig:
-    """SITConfig of a named variant: "SIT" (the paper's α, β), "SIT*" (the swept α, β),
-    either followed by an ablation of SIT's Figure 4 (" w/o decomp", " w/o attention",
-    " w/o ensemble", " w/o GAT", " w/o priority"), or a sweep point "SIT α=<α> β=<β>"."""
-    paper = _with_updates(sit.SITConfig(ardnem=_ardnem_config(bench)), bench.updates)
+def method_spec(name: str, bench: SITBenchConfig) -> pipeline.TrainSpec:
+    """The training spec of a table method: a registered learner, or a SIT variant — "SIT"
+    (the paper's α, β), "SIT*" (the swept α, β), either followed by an ablation of SIT's
+    Figure 4 (" w/o decomp", " w/o attention", " w/o ensemble", " w/o GAT", " w/o
+    priority"), or a sweep point "SIT α=<α> β=<β>"."""
+    if name in SIMPLE_METHODS:
+        overrides = {}
+        if name == "MADDPG+CQL+PJAP":  # a shortened run keeps the paper's ramp as a fraction of training
+            overrides["pjap.ramp_steps"] = int(PJAP_RAMP_FRACTION * (bench.updates or 500_000))
+        return pipeline.make_spec(SIMPLE_METHODS[name], overrides=overrides)
     sweep = re.fullmatch(r"SIT α=(\S+) β=(\S+)", name)
     if sweep:
-        return dataclasses.replace(paper, dper=DPERConfig(alpha=float(sweep[1])), beta=float(sweep[2]))
+        return pipeline.make_spec("sit", overrides={"dper.alpha": float(sweep[1]), "beta": float(sweep[2])})
     stem, _, ablation = name.partition(" w/o ")
-    bases = {"SIT": paper, "SIT*": dataclasses.replace(paper, dper=DPERConfig(alpha=SWEPT_ALPHA), beta=SWEPT_BETA)}
-    if stem not in bases:
-        raise ValueError(f"unknown SIT variant {name!r}; expected SIT or SIT*, optionally with ' w/o <part>', "
-                         "or 'SIT α=<α> β=<β>'")
-    base = bases[stem]
-    ablations = {
-        "": lambda: base,
-        "decomp": lambda: dataclasses.replace(base, decomposition=False),
-        "attention": lambda: dataclasses.replace(base, ardnem=_ardnem_config(bench, attention=False)),
-        "ensemble": lambda: dataclasses.replace(base, ardnem=_ardnem_config(bench, ensemble_size=1)),
-        "GAT": lambda: dataclasses.replace(base, use_gat=False),
-        "priority": lambda: dataclasses.replace(base, dper=dataclasses.replace(base.dper, alpha=1e6)),
-    }
-    if ablation not in ablations:
-        raise ValueError(f"unknown SIT variant {name!r}; the ablations are {sorted(k for k in ablations if k)}")
-    return ablations[ablation]()
+    bases = {"SIT": {}, "SIT*": {"dper.alpha": SWEPT_ALPHA, "beta": SWEPT_BETA}}
+    ablations = {"": {}, "decomp": {"decomposition": False}, "attention": {"ardnem.attention": False},
+                 "ensemble": {"ardnem.ensemble_size": 1}, "GAT": {"use_gat": False}, "priority": {"dper.alpha": 1e6}}
+    if stem not in bases or ablation not in ablations:
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(SIMPLE_METHODS)}, SIT or SIT* "
+                         f"(optionally with ' w/o <part>' of {sorted(k for k in ablations if k)}), or "
+                         "'SIT α=<α> β=<β>'")
+    overrides = {**bases[stem], **ablations[ablation]}
+    if ablation == "priority":  # uniform type-wise buffers in effect (α → ∞), SIT*'s other settings
+        overrides = {**bases[stem], "dper.alpha": 1e6}
+    if ablation == "decomp":
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("dper.")}
+    return pipeline.make_spec("sit", overrides=overrides)
 
 
 def stage1_key(bench: SITBenchConfig) -> jax.Array:
@@ -184,56 +168,53 @@ def stage1_key(bench: SITBenchConfig) -> jax.Array:
 
 
 class Trainer:
-    """Trains one named method on one dataset, seeds vmapped. SIT's Stage I depends only
-    on the dataset and the ARDNEM config: it is trained once with one key per bench seed,
-    kept for every SIT variant of the run and saved beside the dataset
-    (`stage1-<config digest>.msgpack`), so later runs on the same dataset reuse it."""
+    """Trains one named method on one dataset, seeds vmapped, in a run directory of its own
+    under `runs_dir` (resumable: an interrupted cell continues from its last checkpoint).
+    SIT's Stage I depends only on the dataset and the ARDNEM config and budget: it is trained
+    once with one key per bench seed, kept for every SIT variant of the run and saved beside
+    the dataset (`stage1-<digest>.msgpack`), so later runs on the same dataset reuse it."""
 
-    def __init__(self, bench: SITBenchConfig, progress: bool):
+    def __init__(self, bench: SITBenchConfig, progress: bool, runs_dir: Path | None = None):
         self.bench = bench
         self.progress = progress
+        self.runs_dir = runs_dir
         self._stage1: dict[Any, ardnem.ARDNEMResult] = {}
 
     def stage1(self, dataset, config: ardnem.ARDNEMConfig) -> ardnem.ARDNEMResult:
-        cache_key = (str(dataset.path), config)
+        updates = self.bench.ardnem_updates or registry.get("ardnem").updates
+        cache_key = (str(dataset.path), config, updates)
         if cache_key not in self._stage1:
-            digest = hashlib.sha1(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+            described = {**dataclasses.asdict(config), "updates": updates}
+            digest = hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
             path = Path(dataset.path) / f"stage1-seed{self.bench.seed}-{digest}.msgpack"
             if path.is_file():
                 result = ardnem.load_result(path)
             else:
-                result = ardnem.train(config, dataset, stage1_key(self.bench), progress=self.progress)
+                run = RunConfig(updates=updates, log_every=min(500, updates), progress=self.progress,
+                                label="Stage I (ARDNEM)")
+                result = pipeline.run_stage1(config, dataset, stage1_key(self.bench), run, updates)
                 ardnem.save_result(result, path)
             self._stage1[cache_key] = result
         return self._stage1[cache_key]
 
-    def __call__(self, method: str, dataset, key: jax.Array):
-        n, updates = self.bench.num_seeds, self.bench.updates
-        simple: dict[str, Callable] = {
-            "BC": lambda: bc.train(_with_updates(bc.BCConfig(), updates), dataset, key, num_seeds=n,
-                                   progress=self.progress),
-            "MABCQ": lambda: mabcq.train(_mabcq_config(updates), dataset, key, num_seeds=n, progress=self.progress),
-            "MACQL": lambda: macql.train(_with_updates(macql.MACQLConfig(), updates), dataset, key, num_seeds=n,
-                                         progress=self.progress),
-            "ICQ": lambda: icq.train(_with_updates(icq.ICQConfig(), updates), dataset, key, num_seeds=n,
-                                     progress=self.progress),
-            "TD3+BC": lambda: td3bc.train(_with_updates(td3bc.TD3BCConfig(), updates), dataset, key, num_seeds=n,
-                                          progress=self.progress),
-            "OMAR": lambda: omar.train(_with_updates(omar.OMARConfig(), updates), dataset, key, num_seeds=n,
-                                       progress=self.progress),
-            "MADDPG+CQL": lambda: maddpg_cql.train(_with_updates(maddpg_cql.MADDPGCQLConfig(), updates), dataset,
-                                                   key, num_seeds=n, progress=self.progress),
-            "MADDPG+CQL+PJAP": lambda: maddpg_cql.train(pjap_config(updates), dataset, key, num_seeds=n,
-                                                        progress=self.progress),
-        }
-        if method in simple:
-            return simple[method]()
-        config = sit_variant(method, self.bench)
-        stage1 = self.stage1(dataset, config.ardnem) if config.decomposition else None
-        policy, logs = sit.train(config, dataset, key, num_seeds=n, progress=self.progress, stage1=stage1)
-        if stage1 is not None:  # the training time of the (shared) Stage I
-            logs["seconds"]["stage1"] = float(np.sum(stage1.logs["chunk_seconds"]))
-        return policy, logs
+    def run_config(self, method: str, dataset, fresh: bool) -> RunConfig:
+        spec = method_spec(method, self.bench)
+        updates = self.bench.updates or registry.get(spec.algorithm).updates
+        run_dir = None
+        if self.runs_dir is not None:
+            slug = re.sub(r"[^A-Za-z0-9_.=+*-]+", "_", f"{Path(dataset.path).name}/{method}")
+            run_dir = str(Path(self.runs_dir) / slug)
+        return RunConfig(updates=updates, seeds=self.bench.num_seeds, log_every=min(500, updates),
+                         checkpoint_every=max(1, updates // 10) if run_dir else 0, run_dir=run_dir,
+                         resume=not fresh and run_dir is not None, overwrite=fresh and run_dir is not None,
+                         progress=self.progress, label=method)
+
+    def __call__(self, method: str, dataset, key: jax.Array, fresh: bool = False) -> pipeline.TrainResult:
+        spec = method_spec(method, self.bench)
+        stage1 = self.stage1(dataset, spec.ardnem) if spec.needs_stage1() else None
+        stage_updates = {"behaviour": self.bench.updates} if self.bench.updates else None
+        return pipeline.train(spec.algorithm, dataset, key, self.run_config(method, dataset, fresh), spec=spec,
+                              stage1=stage1, stage_updates=stage_updates)
 
 
 # --- datasets -------------------------------------------------------------------------------
@@ -255,11 +236,10 @@ def ensure_dataset(bench: SITBenchConfig, env_id: str, name: str, spec: str, key
 
 # --- one cell -------------------------------------------------------------------------------
 
-def seed_returns(env, policy, num_seeds: int, key: jax.Array, episodes: int) -> list[float]:
-    """Each seed's evaluated mean team return."""
-    per_seed = [policy_for_seed(policy, s) for s in range(num_seeds)] if num_seeds > 1 else [policy]
+def seed_returns(env, policies, key: jax.Array, episodes: int) -> list[float]:
+    """Each seed's evaluated mean team return (seed s evaluated with fold_in(key, s))."""
     return [float(evaluate(env, p, jax.random.fold_in(key, s), episodes).team_return.mean)
-            for s, p in enumerate(per_seed)]
+            for s, p in enumerate(policies)]
 
 
 def has_action_distribution(method: str, dataset) -> bool:
@@ -272,28 +252,33 @@ def mode_name(policy) -> str:
     return "greedy" if policy.deterministic else "sampled"
 
 
-def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array) -> dict:
+def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array, fresh: bool = False) -> dict:
     """Train and evaluate one cell. The cell's return is in the learner's own action mode
     (BC samples, ICQ and SIT act greedily, as PyMARL's test mode); a discrete actor is also
     evaluated in the other mode with the same keys (`other_mode`), so the two can be compared."""
     bench = trainer.bench
     train_key, eval_key = jax.random.split(key)
     started = time.perf_counter()
-    policy, logs = trainer(method, dataset, train_key)
+    result = trainer(method, dataset, train_key, fresh)
     train_seconds = time.perf_counter() - started
-    returns = seed_returns(env, policy, bench.num_seeds, eval_key, bench.eval_episodes)
+    policies = result.policies()
+    returns = seed_returns(env, policies, eval_key, bench.eval_episodes)
     cell = {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
-            "train_seconds": train_seconds, "updates": int(logs["config"]["num_updates"])}
+            "train_seconds": train_seconds, "updates": int(result.fit.updates)}
+    if result.fit.run_dir is not None:
+        cell["run_dir"] = str(result.fit.run_dir)
     if has_action_distribution(method, dataset):
-        other = policy.replace(deterministic=not policy.deterministic)
-        other_returns = seed_returns(env, other, bench.num_seeds, eval_key, bench.eval_episodes)
-        cell["mode"] = mode_name(policy)
-        cell["other_mode"] = {"mode": mode_name(other), "returns": other_returns,
+        others = [p.replace(deterministic=not p.deterministic) for p in policies]
+        other_returns = seed_returns(env, others, eval_key, bench.eval_episodes)
+        cell["mode"] = mode_name(policies[0])
+        cell["other_mode"] = {"mode": mode_name(others[0]), "returns": other_returns,
                               "mean": float(np.mean(other_returns)), "std": float(np.std(other_returns))}
-    if "behaviour_updates" in logs["config"]:  # MABCQ's behaviour model
-        cell["behaviour_updates"] = int(logs["config"]["behaviour_updates"])
-    if "seconds" in logs:  # SIT: per-stage wall time
-        cell["stage_seconds"] = {k: float(v) for k, v in logs["seconds"].items()}
+    if "behaviour" in result.stages:  # MABCQ's behaviour model
+        cell["behaviour_updates"] = int(result.stages["behaviour"].updates)
+    if result.spec.algorithm == "sit":  # per-stage wall time (Stage I: the shared one's training time)
+        stage1 = result.stage1
+        cell["stage_seconds"] = {"stage1": float(stage1.logs.get("seconds", 0.0)) if stage1 is not None else 0.0,
+                                 "stage3": float(result.seconds["main"])}
     return cell
 
 
@@ -326,7 +311,8 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
                     bar.advance(task)
                     continue
                 try:
-                    cell = run_cell(trainer, method, env, dataset, named_key(row_key, method))
+                    cell = run_cell(trainer, method, env, dataset, named_key(row_key, method),
+                                    fresh=method in row["cells"])
                 except ValueError as exc:  # e.g. a learner that does not support the action space
                     cell = {"error": str(exc)}
                 row["cells"][method] = cell
@@ -476,8 +462,11 @@ def render(report: dict) -> str:
         continuous = {k: v for k, v in studies["table"].items() if not is_discrete[k]}
         if discrete:
             lines += render_table("Discrete (SIT Table 1)", discrete, DISCRETE_METHODS, marks)
+            lines += aggregate.render("Discrete", aggregate.aggregate(discrete, DISCRETE_METHODS, seed=bench["seed"]))
         if continuous:
             lines += render_table("Continuous", continuous, CONTINUOUS_METHODS, marks)
+            lines += aggregate.render("Continuous", aggregate.aggregate(continuous, CONTINUOUS_METHODS,
+                                                                        seed=bench["seed"]))
     if studies.get("ablations"):
         lines += render_table("Ablations (SIT Figure 4(a))", studies["ablations"], ABLATIONS, marks)
     if studies.get("stress"):
@@ -499,7 +488,8 @@ def render(report: dict) -> str:
                   "| dataset | method | updates | seconds | SIT stages I / II / III |", "|---|---|---|---|---|"]
         for label, method, cell in seconds:
             stages = cell.get("stage_seconds")
-            stage_text = " / ".join(f"{stages[k]:.0f}" for k in ("stage1", "stage2", "stage3")) if stages else ""
+            stage_text = " / ".join(f"{stages[k]:.0f}" if k in stages else "—"  # II: inside III's sampler now
+                                    for k in ("stage1", "stage2", "stage3")) if stages else ""
             seconds_text = f"{cell['train_seconds']:.0f}{_machine_mark(cell, marks)}"
             lines.append(f"| {label} | {method} | {cell['updates']:,} | {seconds_text} | {stage_text} |")
         lines.append("")
@@ -565,7 +555,8 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
         if study not in builders:
             raise ValueError(f"unknown study {study!r}; expected some of {sorted(builders)}")
     checkpoint = (lambda: save(report, out_dir, stem)) if out_dir is not None else None
-    trainer = Trainer(bench, progress=False)  # one Stage I cache for every study
+    runs_dir = Path(bench.data_dir) / "runs" / stem if out_dir is not None else None
+    trainer = Trainer(bench, progress=False, runs_dir=runs_dir)  # one Stage I cache for every study
     for study in studies:
         rows = builders[study]()
         if methods is not None:

@@ -24,6 +24,7 @@ from teamsift import envs
 from teamsift.algos import bc
 from teamsift.collect import behaviours, collect, random_policy
 from teamsift.data import load_dataset, plot_summary, summarize
+from teamsift.engine import RunConfig, fit
 from teamsift.evaluate import evaluate
 from teamsift.nets import PolicyBank, save_policy
 from teamsift.progress import STDERR
@@ -56,10 +57,12 @@ def run_part(env_id, tokens, good, sizes, out: Path, key, progress: bool) -> dic
 
     kind = "GRU" if bc.default_recurrent(env.spec) else "MLP"
     say(f"[bold]{env_id}[/]: behaviour cloning, {kind} agents, {updates} updates — all agents, then good agents only")
-    config = dataclasses.replace(bc.BCConfig(), num_updates=updates, log_every=max(1, updates // 10))
-    bc_all, _ = bc.train(config, dataset, jax.random.fold_in(key, 3), progress=progress)
-    good_mask = np.isin(dataset.episodes["behaviour"], good)[dataset.episode_index].astype(np.float32)
-    bc_good, _ = bc.train(config, dataset, jax.random.fold_in(key, 3), weights=good_mask, progress=progress)
+    learner = bc.learner(bc.BCConfig(), dataset)
+    run = RunConfig(updates=updates, log_every=max(1, updates // 10), progress=progress)
+    bc_all = fit(learner, dataset, jax.random.fold_in(key, 3), dataclasses.replace(run, label="BC (all)")).policy()
+    good_slots = np.isin(dataset.episodes["behaviour"], good).astype(np.float32)  # [E, A]
+    bc_good = fit(learner, dataset, jax.random.fold_in(key, 3), dataclasses.replace(run, label="BC (good)"),
+                  weights=good_slots).policy()
     save_policy(bc_all, out / f"{env_id}-bc-all.msgpack", spec=env.spec, extra={"algo": "bc"})
     save_policy(bc_good, out / f"{env_id}-bc-good.msgpack", spec=env.spec,
                 extra={"algo": "bc", "filter": "ground-truth good agents"})

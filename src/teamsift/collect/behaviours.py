@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teamsift.collect import scripted
-from teamsift.nets.policy import load_policy
+from teamsift.nets import load_policy
 
 
 def scripted_rules(env_id: str) -> dict:

@@ -1,6 +1,6 @@
 """Online PPO for the Multi-Agent Transformer (Wen et al. 2022): MILD²'s generator.
 
-    for update u = 1 … U:                                    (lax.scan inside one jit)
+    for update u = 1 … U:                  (`teamsift.engine.fit`: lax loops inside jit, seeds vmapped)
         roll the N vmapped environments forward L steps, acting autoregressively
             a^k ~ π_θ(· | o^{1:A}, a^{1:k−1})    k = 1 … A   (`teamsift.nets.mat.mat_act`)
             a finished environment is replaced by a fresh `env.reset` (auto-reset)
@@ -28,11 +28,17 @@ batch whose `reward` may have been replaced) and `make_update` (both, with an op
 `reward_fn(reward_params, obs[A,O], state[S], actions, next_obs, next_state) -> [A] | []`
 per environment step, e.g. the discriminator's individual rewards r^k = −log σ(d^k)) are
 pure functions of (MATTrainState, key[, reward_params]). Checkpoints load into
-`MATPolicy`, which acts in `teamsift.evaluate` like any other joint policy.
+`MATPolicy`, which acts in `teamsift.evaluate` like any other joint policy and saves with
+`teamsift.nets.save_policy` (kind "mat").
 
-Shared with `teamsift.collect.ppo`: `gae`, `Runner`, `Transition` (its `reward` is
-[L, N, A] here), the environment vmapping, the chunked seeds-vmapped driver and the
-progress-bar helpers.
+Running it: `make_learner(config, env)` is the engine's `Learner` (no data; snapshot: the
+MAT params, kept at update 0 and every `updates_per_checkpoint` updates);
+`train(config, env, key, run=...)` runs it through `teamsift.engine.fit` for exactly
+`config.num_updates` updates and wraps the result in a `MATResult`.
+
+Shared with MAPPO through `teamsift.collect.onpolicy`: `gae`, `Runner`, `Transition` (its
+`reward` is [L, N, A] here), the environment vmapping and auto-reset, the run schedule
+and the per-log-row logs.
 """
 
 from __future__ import annotations
@@ -40,25 +46,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from rich.progress import TextColumn
 
-from teamsift.collect.ppo import (Runner, Transition, _chunk_size, _recent_return, _run_chunk, _vmap_env, _where_env,
-                                   checkpoint_params, gae)
+from teamsift.checks import require_non_negative, require_positive, require_unit_interval
+from teamsift.collect.onpolicy import (
+    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, run_config, seed_view, vmap_env,
+)
+from teamsift.engine import FitResult, Learner, RunConfig, fit
 from teamsift.envs.base import Env
 from teamsift.nets.mat import MATNetConfig, MATPolicy, init_mat_params, mat_act, mat_log_prob, mat_values
-from teamsift.progress import progress_bar
 
 Array = jax.Array
 
 __all__ = ["MATConfig", "MATTrainState", "MATResult", "MATPolicy", "net_config", "init_state", "make_rollout",
-           "make_learn", "make_update", "train", "mat_policy"]
+           "make_learn", "make_update", "make_learner", "train", "mat_policy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +103,9 @@ class MATConfig:
                              f"by num_minibatches = {self.num_minibatches}")
         if self.n_embd % self.n_head:
             raise ValueError(f"MATConfig: n_embd = {self.n_embd} is not divisible by n_head = {self.n_head}")
+        require_positive(self, ("total_timesteps", "lr", "max_grad_norm", "huber_delta", "reward_scale", "n_block"))
+        require_non_negative(self, ("clip_eps", "ent_coef", "vf_coef"))
+        require_unit_interval(self, ("gamma", "gae_lambda"))
 
     @property
     def steps_per_update(self) -> int:
@@ -122,7 +131,7 @@ class MATTrainState(NamedTuple):
     params: Any
     opt_state: Any
     runner: Runner
-    update: Array  # int32: updates done so far (the driver folds it into the key)
+    update: Array  # int32: updates done so far
 
 
 def make_optimizer(config: MATConfig):
@@ -135,11 +144,7 @@ def init_state(config: MATConfig, env: Env, key: Array) -> MATTrainState:
     """Fresh MAT params, optimiser state and N freshly reset environments."""
     k_net, k_env = jax.random.split(key)
     params = init_mat_params(net_config(config, env), k_net)
-    reset_all, _ = _vmap_env(env)
-    first = reset_all(jax.random.split(k_env, config.num_envs))
-    runner = Runner(env_state=first.env_state, obs=first.obs, state=first.state, avail=first.avail,
-                    start=jnp.ones((config.num_envs,), bool), hidden=None,
-                    ep_return=jnp.zeros((config.num_envs,), jnp.float32))
+    runner = reset_runner(env, k_env, config.num_envs)
     return MATTrainState(params, make_optimizer(config).init(params), runner, jnp.int32(0))
 
 
@@ -159,7 +164,7 @@ def make_rollout(config: MATConfig, env: Env, reward_fn: Callable | None = None)
     `reward_fn(reward_params, obs[A,O], state[S], actions, next_obs, next_state) -> [A] | []`
     is written for one environment and vmapped here."""
     net = net_config(config, env)
-    reset_all, step_all = _vmap_env(env)
+    reset_all, step_all = vmap_env(env)
     n, num_agents = config.num_envs, env.spec.num_agents
 
     def learning_reward(reward_params, runner: Runner, actions, out):
@@ -179,14 +184,7 @@ def make_rollout(config: MATConfig, env: Env, reward_fn: Callable | None = None)
             done = out.done
             ep_return = runner.ep_return + out.reward
             fresh = reset_all(jax.random.split(k_reset, n))
-            new_runner = Runner(
-                env_state=_where_env(done, fresh.env_state, out.env_state),
-                obs=_where_env(done, fresh.obs, out.obs),
-                state=_where_env(done, fresh.state, out.state),
-                avail=_where_env(done, fresh.avail, out.avail),
-                start=done, hidden=None,
-                ep_return=jnp.where(done, 0.0, ep_return),
-            )
+            new_runner = auto_reset(done, fresh, out, None, ep_return)
             transition = Transition(
                 obs=runner.obs, state=runner.state, avail=runner.avail, start=runner.start,
                 actions=actions, log_prob=log_prob, value=value, next_value=next_value,
@@ -283,22 +281,52 @@ def make_update(config: MATConfig, env: Env, reward_fn: Callable | None = None):
     return update
 
 
-# --- driver --------------------------------------------------------------------------------
+# --- the engine's learner --------------------------------------------------------------------
 
 def mat_policy(net: MATNetConfig, params, deterministic: bool = False) -> MATPolicy:
     """A MAT checkpoint as a joint policy for `teamsift.evaluate` (acts autoregressively)."""
     return MATPolicy(params, net, deterministic=deterministic)
 
 
+def _reward_params(dataset, inputs: dict) -> dict:
+    if "reward_params" not in inputs:
+        raise ValueError("a MAT learner with a reward_fn reads its parameters from fit(..., "
+                         "inputs={'reward_params': ...})")
+    return {"reward_params": inputs["reward_params"]}
+
+
+@functools.lru_cache(maxsize=None)
+def make_learner(config: MATConfig, env: Env, reward_fn: Callable | None = None) -> Learner:
+    """MAT's PPO as the engine's learner: `make_update` per update, no data drawn.
+
+    With a `reward_fn`, its parameters come in `fit(..., inputs={"reward_params": p})`.
+    Snapshot: the MAT params; policy: a stochastic `MATPolicy` (what PPO trained)."""
+    net = net_config(config, env)
+    update = make_update(config, env, reward_fn)
+
+    def init(key, arrays) -> MATTrainState:
+        return init_state(config, env, key)
+
+    def learner_update(ts: MATTrainState, key, arrays, draw):
+        return update(ts, key, arrays.get("reward_params"))
+
+    def policy(ts: MATTrainState, arrays) -> MATPolicy:
+        return mat_policy(net, ts.params, deterministic=False)
+
+    return Learner("mat", init, learner_update, policy, prepare=None if reward_fn is None else _reward_params,
+                   unit=None, headline="actor_loss", snapshot=lambda ts: ts.params)
+
+
 @dataclasses.dataclass(frozen=True)
 class MATResult:
-    """What `train` returns.
+    """What `train` returns (built from the engine's `FitResult`, kept in `fit`).
 
     checkpoints: MAT params with a leading [C] axis ([S, C] when num_seeds > 1);
     checkpoint 0 is the untrained initialisation. checkpoint_steps [C]: env steps at each.
-    logs: per-update arrays [U] ([S, U] with seeds): "return" (mean unscaled team return
-    of the training episodes that finished in the update, NaN if none), "episodes",
-    "env_steps", losses, "entropy", "approx_kl", "clip_frac", "reward".
+    logs: per log row [L] ([S, L] with seeds; see `onpolicy.history_logs`): "return" (mean
+    unscaled team return of the training episodes that finished in the row's interval, NaN
+    if none), "return_sum", "episodes", "update", "env_steps", and the interval means of
+    "actor_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "reward".
     """
 
     net: MATNetConfig
@@ -309,6 +337,14 @@ class MATResult:
     num_seeds: int = 1
     wall_time: float = 0.0
     final_state: Any = dataclasses.field(default=None, repr=False)
+    fit: FitResult | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_fit(cls, result: FitResult, config: MATConfig, env: Env) -> "MATResult":
+        return cls(net=net_config(config, env), config=config, checkpoints=seed_view(result.snapshots, result.seeds),
+                   checkpoint_steps=np.asarray(result.snapshot_updates, np.int64) * config.steps_per_update,
+                   logs=history_logs(result.history, config.steps_per_update, result.seeds),
+                   num_seeds=result.seeds, wall_time=result.seconds, final_state=result.state, fit=result)
 
     def params(self, index: int = -1, seed: int | None = None):
         return checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
@@ -328,44 +364,17 @@ def train(
     reward_fn: Callable | None = None,
     reward_params=None,
     label: str | None = None,
+    run: RunConfig | None = None,
 ) -> MATResult:
-    """Train MAT on `env` (optionally on a learned per-agent reward); checkpoints evenly
-    spaced over training. Jitted `lax.scan` chunks of updates (one compilation), seeds
-    vmapped, a progress bar on stderr with the recent mean training return."""
-    net = net_config(config, env)
-    update = make_update(config, env, reward_fn)
-    per_interval, total = config.updates_per_checkpoint, config.num_updates
-    chunk = _chunk_size(per_interval, max(1, total // 50))
-    seed_keys = jax.random.split(key, (num_seeds, 2))
-    ts = jax.jit(jax.vmap(lambda k: init_state(config, env, k)))(seed_keys[:, 0])
-    checkpoints = [jax.tree.map(np.asarray, ts.params)]
-    logs: list[dict] = []
-    started = time.perf_counter()
-    with progress_bar(progress, TextColumn("return {task.fields[ret]}")) as bar:
-        task = bar.add_task(label or f"MAT {env.spec.env_id}", total=total, ret="…")
-        done = 0
-        while done < total:
-            ts, metrics = _run_chunk(update, ts, seed_keys[:, 1], reward_params, chunk)
-            logs.append(jax.tree.map(np.asarray, metrics))
-            done += chunk
-            if done % per_interval == 0:
-                checkpoints.append(jax.tree.map(np.asarray, ts.params))
-            recent = _recent_return(logs)
-            bar.update(task, completed=done, ret="…" if np.isnan(recent) else f"{recent:.3f}")
-    wall = time.perf_counter() - started
-    return _result(config, net, checkpoints, logs, num_seeds, wall, ts)
+    """Train MAT on `env` (optionally on a learned per-agent reward) through
+    `teamsift.engine.fit`; `config.num_checkpoints` checkpoints evenly spaced over training.
 
-
-def _result(config: MATConfig, net: MATNetConfig, checkpoints, logs, num_seeds: int, wall: float, ts) -> MATResult:
-    merged = {k: np.concatenate([m[k] for m in logs], axis=1) for k in logs[0]}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        merged["return"] = np.where(merged["episodes"] > 0, merged["return_sum"] / merged["episodes"], np.nan)
-    env_steps = (np.arange(config.num_updates) + 1) * config.steps_per_update
-    merged["env_steps"] = np.array(np.broadcast_to(env_steps, merged["return"].shape))
-    stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *checkpoints)  # [S, C, ...]
-    if num_seeds == 1:
-        stacked = jax.tree.map(lambda x: x[0], stacked)
-        merged = {k: v[0] for k, v in merged.items()}
-    steps = np.arange(config.num_checkpoints) * config.updates_per_checkpoint * config.steps_per_update
-    return MATResult(net=net, config=config, checkpoints=stacked, checkpoint_steps=steps, logs=merged,
-                     num_seeds=num_seeds, wall_time=wall, final_state=ts)
+    `run` (optional) gives the engine's schedule (seeds, log_every, run_dir,
+    checkpoint_every, resume, evaluations); its updates must be `config.num_updates`.
+    Without it: `num_seeds` seeds, about 50 log rows, a progress bar when `progress`."""
+    run = run_config(config.num_updates, config.updates_per_checkpoint, run, seeds=num_seeds, progress=progress,
+                     label=label or f"MAT {env.spec.env_id}", what="MATConfig")
+    inputs = None if reward_fn is None else {"reward_params": reward_params}
+    result = fit(make_learner(config, env, reward_fn), None, key, run, inputs=inputs, env=env,
+                 record={"hyperparameters": config, "env": env.spec.env_id})
+    return MATResult.from_fit(result, config, env)

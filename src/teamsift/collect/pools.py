@@ -182,13 +182,20 @@ def recut(pools: PoolSet, cuts: tuple[float, float] | None) -> PoolSet:
                                info={k: v for k, v in pools.info.items() if k != "level_returns"})
 
 
-def train_pools(env: Env, key, *, config=None, episodes: int = 100, cuts=None, progress: bool = True) -> PoolSet:
-    """Train MAPPO on `env` (its DEFAULT_CONFIGS entry unless `config`), then cut pools."""
+def train_pools(env: Env, key, *, config=None, episodes: int = 100, cuts=None, progress: bool = True,
+                run=None) -> PoolSet:
+    """Train MAPPO on `env` (its DEFAULT_CONFIGS entry unless `config`), then cut pools.
+
+    The training runs through `teamsift.engine.fit` (`ppo.train`); `run` (an
+    `engine.RunConfig` of one seed, updates = config.num_updates) gives it a run directory,
+    checkpoints and resumption. The pool checkpoints are the run's snapshots."""
     from teamsift.collect import ppo
 
     config = config or ppo.config_for(env.spec.env_id, num_checkpoints=POOL_CHECKPOINTS)
+    if run is not None and run.seeds != 1:
+        raise ValueError(f"RunConfig.seeds = {run.seeds}: a pool set holds the checkpoints of one training run")
     start = time.perf_counter()
-    result = ppo.train(config, env, jax.random.fold_in(key, 0), progress=progress)
+    result = ppo.train(config, env, jax.random.fold_in(key, 0), progress=progress, run=run)
     jax.block_until_ready(result.checkpoints)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """MAPPO and IPPO (PureJaxRL style): online trainers for the behaviour policies from which
 random / medium / expert pools of checkpoints are cut (SIT's recipe).
 
-    for update u = 1 … U:                                    (lax.scan inside one jit)
+    for update u = 1 … U:                  (`teamsift.engine.fit`: lax loops inside jit, seeds vmapped)
         roll the N vmapped environments forward L steps with the stochastic actor
             a_i ~ π_θ(· | o_i, id_i)      categorical over masked logits (discrete)
                                           N(tanh μ_θ(o_i, id_i), exp(log σ)) (continuous;
@@ -42,12 +42,20 @@ actor's first layer when a checkpoint is written); `shaped_reward_key` (e.g. Ove
 `info["shaped_reward"]`, summed over cooks, added with a coefficient that decays linearly
 to 0 over `shaped_reward_anneal` env steps); `reward_scale` (values stay O(1..100)).
 
+Running it: `make_learner(config, env)` is the engine's `Learner` (no data: it draws
+nothing; its snapshot is the exported actor, kept at update 0 and every
+`updates_per_checkpoint` updates); `train(config, env, key, run=...)` runs it through
+`teamsift.engine.fit` for exactly `config.num_updates` updates and wraps the result in a
+`PPOResult` (checkpoints, per-log-row logs). The budget stays in the config
+(`total_timesteps`): it shapes the learning-rate schedule.
+
 Reuse inside adversarial imitation: `make_rollout` (collect L steps, returning the
 `Transition` batch the discriminator trains on), `make_learn` (the PPO update on a
 batch whose `reward` may have been replaced) and `make_update` (both; with an optional
 `reward_fn(reward_params, obs, state, actions, next_obs, next_state) -> team reward`
 computed per environment step, which replaces the environment's team reward for
-learning) are pure functions of (TrainState, key[, reward_params]).
+learning) are pure functions of (TrainState, key[, reward_params]). The environment
+runner, `Transition` and `gae` live in `teamsift.collect.onpolicy` (shared with MAT).
 """
 
 from __future__ import annotations
@@ -55,22 +63,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from rich.progress import TextColumn
 
+from teamsift.checks import require_choice, require_non_negative, require_positive, require_unit_interval
+from teamsift.collect.onpolicy import (
+    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, run_config, seed_view, vmap_env,
+)
+from teamsift.engine import FitResult, Learner, RunConfig, fit
 from teamsift.envs.base import Env, EnvSpec
 from teamsift.nets.agent import MLP, AgentNetConfig, apply_step, init_params, initial_carry, masked_logits
+from teamsift.nets.normalization import RunningStats, fold_normalization, normalize
+from teamsift.nets.ops import LOG_2PI, gaussian_log_density
 from teamsift.nets.policy import NetworkPolicy
-from teamsift.progress import progress_bar
 
 Array = jax.Array
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +120,14 @@ class PPOConfig:
     shaped_reward_anneal: int = 0
 
     def __post_init__(self):
-        if self.algo not in ("mappo", "ippo"):
-            raise ValueError(f"PPOConfig.algo: expected 'mappo' or 'ippo', got {self.algo!r}")
+        require_choice(self, "algo", ("mappo", "ippo"))
         if self.num_checkpoints < 2:
             raise ValueError("PPOConfig.num_checkpoints: need >= 2 (checkpoint 0 is the initial params)")
         if self.num_envs < 1 or self.rollout_length < 1 or self.update_epochs < 1 or self.num_minibatches < 1:
             raise ValueError("PPOConfig: num_envs, rollout_length, update_epochs, num_minibatches must be >= 1")
+        require_positive(self, ("total_timesteps", "lr", "max_grad_norm", "reward_scale"))
+        require_non_negative(self, ("clip_eps", "ent_coef", "vf_coef", "shaped_reward_coef", "shaped_reward_anneal"))
+        require_unit_interval(self, ("gamma", "gae_lambda"))
         batch = self.num_envs if self.recurrent else self.num_envs * self.rollout_length
         if batch % self.num_minibatches:
             what = "num_envs" if self.recurrent else "num_envs * rollout_length"
@@ -231,62 +244,6 @@ def _shrink_head(params, factor: float):
     return {**params, "params": inner}
 
 
-# --- input normalisation -------------------------------------------------------------------
-
-class RunningStats(NamedTuple):
-    """Running mean / variance per feature (parallel Welford merge over batches)."""
-
-    mean: Array  # [D]
-    var: Array  # [D]
-    count: Array  # []
-
-    @classmethod
-    def create(cls, dim: int) -> "RunningStats":
-        return cls(jnp.zeros((dim,), jnp.float32), jnp.ones((dim,), jnp.float32), jnp.float32(1e-4))
-
-    def update(self, x: Array) -> "RunningStats":
-        flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
-        n = jnp.float32(flat.shape[0])
-        batch_mean, batch_var = flat.mean(axis=0), flat.var(axis=0)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        mean = self.mean + delta * n / total
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        return RunningStats(mean, m2 / total, total)
-
-    def std(self) -> Array:
-        """Standard deviation, floored at 0.01 (near-constant features are not blown up)."""
-        return jnp.sqrt(self.var + 1e-8)
-
-    def normalize(self, x: Array) -> Array:
-        return (x - self.mean) / self.std()
-
-
-def _normalize(stats: RunningStats | None, x: Array) -> Array:
-    return x if stats is None else stats.normalize(x)
-
-
-def fold_normalization(net: AgentNetConfig, params, stats: RunningStats | None):
-    """Actor params that take RAW observations: the normalisation (x − μ)/σ of the first
-    `obs_dim` inputs is folded into the first Dense layer (W ← W/σ, b ← b − (μ/σ)·W)."""
-    if stats is None:
-        return params
-    inner = dict(params["params"])
-    owner = inner if net.recurrent else dict(inner["MLP_0"])
-    dense = owner["Dense_0"]
-    kernel, bias = dense["kernel"], dense["bias"]
-    obs_rows = kernel[: net.obs_dim]
-    std = stats.std()
-    owner["Dense_0"] = {
-        **dense,
-        "kernel": kernel.at[: net.obs_dim].set(obs_rows / std[:, None]),
-        "bias": bias - (stats.mean / std) @ obs_rows,
-    }
-    if not net.recurrent:
-        inner["MLP_0"] = owner
-    return {**params, "params": inner}
-
-
 # --- action distributions ------------------------------------------------------------------
 
 def action_mask(spec: EnvSpec) -> np.ndarray:
@@ -313,9 +270,7 @@ def log_prob_entropy(net: AgentNetConfig, params, outputs: Array, actions: Array
             ent_terms = jnp.where(avail, ent_terms, 0.0)
         return logp, -jnp.sum(ent_terms, axis=-1)
     log_std = params["params"]["log_std"]
-    z = (actions - outputs) * jnp.exp(-log_std)
-    per_dim = -0.5 * z**2 - log_std - 0.5 * LOG_2PI
-    logp = jnp.sum(per_dim * act_mask, axis=-1)
+    logp = gaussian_log_density(actions, outputs, log_std, mask=act_mask)
     entropy = jnp.sum((log_std + 0.5 * (1.0 + LOG_2PI)) * act_mask, axis=-1)
     entropy = jnp.broadcast_to(entropy, logp.shape)
     return logp, entropy
@@ -344,47 +299,7 @@ def unroll_actor(net: AgentNetConfig, params, obs_seq: Array, starts: Array, car
     return jax.lax.scan(step, carry, (obs_seq, starts))[1]
 
 
-# --- GAE -----------------------------------------------------------------------------------
-
-def _expand(x: Array, like: Array) -> Array:
-    return x.reshape(x.shape + (1,) * (like.ndim - x.ndim)).astype(like.dtype)
-
-
-def gae(reward, value, next_value, terminated, done, gamma: float, lam: float):
-    """Generalised advantage estimates and value targets, time-major.
-
-    reward [T, ...] (team; broadcast over trailing agent axes), value [T, ..., A]: V of
-    the observation the step started from, next_value [T, ..., A]: V of the observation
-    the step produced (before any auto-reset), terminated/done [T, ...] bool.
-    On termination nothing is bootstrapped; on truncation (done, not terminated) the
-    final observation's value is; `done` cuts the λ-trace either way.
-    Returns (advantages, targets) shaped like `value`.
-    """
-    reward, terminated, done = (_expand(x, value) for x in (reward, terminated, done))
-    delta = reward + gamma * (1.0 - terminated) * next_value - value
-
-    def body(next_adv, x):
-        d, dn = x
-        adv = d + gamma * lam * (1.0 - dn) * next_adv
-        return adv, adv
-
-    _, adv = jax.lax.scan(body, jnp.zeros_like(delta[0]), (delta, done), reverse=True)
-    return adv, adv + value
-
-
 # --- state ---------------------------------------------------------------------------------
-
-class Runner(NamedTuple):
-    """The environments between updates (leading axis [N])."""
-
-    env_state: Any
-    obs: Array  # [N, A, O]
-    state: Array  # [N, S]
-    avail: Any  # [N, A, nA] | None
-    start: Array  # [N] bool: `obs` is the first observation of an episode
-    hidden: Any  # [N, A, H] | None (GRU state before the start-reset)
-    ep_return: Array  # [N] running (unscaled) team return of the current episode
-
 
 class TrainState(NamedTuple):
     actor: Any  # actor params (acting on normalised observations when normalize_obs)
@@ -402,24 +317,6 @@ def export_actor(config: PPOConfig, env: Env, ts: TrainState):
     return fold_normalization(actor_config(config, env.spec), ts.actor, ts.obs_stats)
 
 
-class Transition(NamedTuple):
-    """One rollout, time-major [L, N, ...]."""
-
-    obs: Array  # [L, N, A, O]
-    state: Array  # [L, N, S]
-    avail: Any  # [L, N, A, nA] | None
-    start: Array  # [L, N]
-    actions: Array  # [L, N, A] | [L, N, A, D] (unclipped Gaussian samples)
-    log_prob: Array  # [L, N, A]
-    value: Array  # [L, N, A]
-    next_value: Array  # [L, N, A]: V of the step's resulting observation (pre-reset)
-    reward: Array  # [L, N] learning reward (scaled, shaped / reward_fn)
-    env_reward: Array  # [L, N] the environment's team reward (unscaled)
-    terminated: Array  # [L, N]
-    done: Array  # [L, N]
-    episode_return: Array  # [L, N] unscaled return of the episode ending here (0 elsewhere)
-
-
 def make_optimizers(config: PPOConfig):
     steps = config.num_updates * config.update_epochs * config.num_minibatches
     lr = optax.linear_schedule(config.lr, 0.0, steps) if config.anneal_lr else config.lr
@@ -428,10 +325,6 @@ def make_optimizers(config: PPOConfig):
         return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
 
     return tx(), tx()
-
-
-def _vmap_env(env: Env):
-    return jax.vmap(env.reset), jax.vmap(env.step)
 
 
 def init_state(config: PPOConfig, env: Env, key: Array) -> TrainState:
@@ -443,17 +336,7 @@ def init_state(config: PPOConfig, env: Env, key: Array) -> TrainState:
     dummy = critic_inputs(config, jnp.zeros((spec.num_agents, spec.obs_dim)), jnp.zeros((spec.state_dim,)))
     critic = _critic_module(config).init(k_critic, dummy)
     actor_tx, critic_tx = make_optimizers(config)
-    reset_all, _ = _vmap_env(env)
-    first = reset_all(jax.random.split(k_env, config.num_envs))
-    runner = Runner(
-        env_state=first.env_state,
-        obs=first.obs,
-        state=first.state,
-        avail=first.avail,
-        start=jnp.ones((config.num_envs,), bool),
-        hidden=initial_carry(net, (config.num_envs,)),
-        ep_return=jnp.zeros((config.num_envs,), jnp.float32),
-    )
+    runner = reset_runner(env, k_env, config.num_envs, initial_carry(net, (config.num_envs,)))
     obs_stats = state_stats = None
     if config.normalize_obs:
         obs_stats, state_stats = RunningStats.create(spec.obs_dim), RunningStats.create(spec.state_dim)
@@ -473,14 +356,6 @@ def shaped_coef(config: PPOConfig, update: Array) -> Array:
 
 # --- rollout -------------------------------------------------------------------------------
 
-def _where_env(cond: Array, a, b):
-    def pick(x, y):
-        c = cond.reshape(cond.shape + (1,) * (x.ndim - cond.ndim))
-        return jnp.where(c, x, y)
-
-    return jax.tree.map(pick, a, b)
-
-
 @functools.lru_cache(maxsize=None)
 def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None):
     """rollout(ts, key, reward_params=None) -> (ts, Transition[L, N]).
@@ -490,7 +365,7 @@ def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
     """
     spec = env.spec
     net = actor_config(config, spec)
-    reset_all, step_all = _vmap_env(env)
+    reset_all, step_all = vmap_env(env)
     n = config.num_envs
 
     def rollout(ts: TrainState, key: Array, reward_params=None):
@@ -501,15 +376,15 @@ def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
             hidden = runner.hidden
             if net.recurrent:
                 hidden = jnp.where(runner.start[:, None, None], 0.0, hidden)
-            obs_in = _normalize(ts.obs_stats, runner.obs)
+            obs_in = normalize(ts.obs_stats, runner.obs)
             outputs, hidden = apply_step(net, ts.actor, obs_in, hidden)
             actions = sample_actions(k_act, net, ts.actor, outputs, runner.avail)
             act_mask = None if net.discrete else jnp.asarray(action_mask(spec))
             log_prob, _ = log_prob_entropy(net, ts.actor, outputs, actions, runner.avail, act_mask)
-            value = critic_value(config, ts.critic, obs_in, _normalize(ts.state_stats, runner.state))
+            value = critic_value(config, ts.critic, obs_in, normalize(ts.state_stats, runner.state))
             out = step_all(jax.random.split(k_step, n), runner.env_state, actions)
-            next_value = critic_value(config, ts.critic, _normalize(ts.obs_stats, out.obs),
-                                      _normalize(ts.state_stats, out.state))
+            next_value = critic_value(config, ts.critic, normalize(ts.obs_stats, out.obs),
+                                      normalize(ts.state_stats, out.state))
             base = out.reward
             if reward_fn is not None:
                 base = jax.vmap(reward_fn, in_axes=(None, 0, 0, 0, 0, 0))(
@@ -524,15 +399,7 @@ def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
             terminated = out.info["terminated"] & done
             ep_return = runner.ep_return + out.reward
             fresh = reset_all(jax.random.split(k_reset, n))
-            new_runner = Runner(
-                env_state=_where_env(done, fresh.env_state, out.env_state),
-                obs=_where_env(done, fresh.obs, out.obs),
-                state=_where_env(done, fresh.state, out.state),
-                avail=_where_env(done, fresh.avail, out.avail),
-                start=done,
-                hidden=hidden,
-                ep_return=jnp.where(done, 0.0, ep_return),
-            )
+            new_runner = auto_reset(done, fresh, out, hidden, ep_return)
             transition = Transition(
                 obs=runner.obs, state=runner.state, avail=runner.avail, start=runner.start,
                 actions=actions, log_prob=log_prob, value=value, next_value=next_value,
@@ -588,7 +455,7 @@ def make_learn(config: PPOConfig, env: Env):
         adv, target = gae(traj.reward, traj.value, traj.next_value, traj.terminated, traj.done,
                           config.gamma, config.gae_lambda)
         data = {
-            "obs": _normalize(ts.obs_stats, traj.obs), "state": _normalize(ts.state_stats, traj.state),
+            "obs": normalize(ts.obs_stats, traj.obs), "state": normalize(ts.state_stats, traj.state),
             "avail": traj.avail, "start": traj.start,
             "actions": traj.actions, "log_prob": traj.log_prob, "value": traj.value,
             "adv": adv, "target": target,
@@ -659,39 +526,48 @@ def make_update(config: PPOConfig, env: Env, reward_fn: Callable | None = None):
     return update
 
 
-# --- driver --------------------------------------------------------------------------------
+# --- the engine's learner --------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("update", "num_updates"), donate_argnums=(1,))
-def _run_chunk(update, ts, seed_keys, reward_params, num_updates: int):
-    """`num_updates` scanned updates for every seed (vmapped over the leading seed axis)."""
-
-    def one_seed(seed_ts, seed_key):
-        def body(c, _):
-            k = jax.random.fold_in(seed_key, c.update)
-            return update(c, k, reward_params)
-
-        return jax.lax.scan(body, seed_ts, None, length=num_updates)
-
-    return jax.vmap(one_seed)(ts, seed_keys)
+def _reward_params(dataset, inputs: dict) -> dict:
+    if "reward_params" not in inputs:
+        raise ValueError("a PPO learner with a reward_fn reads its parameters from fit(..., "
+                         "inputs={'reward_params': ...})")
+    return {"reward_params": inputs["reward_params"]}
 
 
-def checkpoint_params(checkpoints, num_seeds: int, index: int = -1, seed: int | None = None):
-    """Checkpoint `index` of stacked params ([C, ...], or [S, C, ...] when num_seeds > 1; seed 0
-    unless `seed` is given)."""
-    if num_seeds > 1:
-        return jax.tree.map(lambda x: x[0 if seed is None else seed, index], checkpoints)
-    return jax.tree.map(lambda x: x[index], checkpoints)
+@functools.lru_cache(maxsize=None)
+def make_learner(config: PPOConfig, env: Env, reward_fn: Callable | None = None) -> Learner:
+    """MAPPO / IPPO as the engine's learner: `make_update` per update, no data drawn.
+
+    With a `reward_fn`, its parameters come in `fit(..., inputs={"reward_params": p})`.
+    Snapshot: the exported actor (a NetworkPolicy checkpoint); policy: the current actor,
+    acting deterministically. Metrics per update: see `make_update`."""
+    net = actor_config(config, env.spec)
+    update = make_update(config, env, reward_fn)
+
+    def init(key, arrays) -> TrainState:
+        return init_state(config, env, key)
+
+    def learner_update(ts: TrainState, key, arrays, draw):
+        return update(ts, key, arrays.get("reward_params"))
+
+    def policy(ts: TrainState, arrays) -> NetworkPolicy:
+        return NetworkPolicy(export_actor(config, env, ts), net, deterministic=True)
+
+    return Learner(config.algo, init, learner_update, policy, prepare=None if reward_fn is None else _reward_params,
+                   unit=None, headline="actor_loss", snapshot=lambda ts: export_actor(config, env, ts))
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOResult:
-    """What `train` returns.
+    """What `train` returns (built from the engine's `FitResult`, kept in `fit`).
 
     checkpoints: actor params with a leading [C] axis ([S, C] when num_seeds > 1);
     checkpoint 0 is the untrained initialisation. checkpoint_steps [C]: env steps at each.
-    logs: per-update arrays [U] ([S, U] with seeds): "return" (mean unscaled team return
-    of the training episodes that finished in the update, NaN if none), "episodes",
-    "env_steps", losses, "entropy", "approx_kl", "clip_frac", "reward", "shaped_coef".
+    logs: per log row [L] ([S, L] with seeds; see `onpolicy.history_logs`): "return" (mean
+    unscaled team return of the training episodes that finished in the row's interval, NaN
+    if none), "return_sum", "episodes", "update", "env_steps", and the interval means of
+    "actor_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "reward", "shaped_coef".
     """
 
     net: AgentNetConfig
@@ -702,6 +578,15 @@ class PPOResult:
     num_seeds: int = 1
     wall_time: float = 0.0
     final_state: Any = dataclasses.field(default=None, repr=False)
+    fit: FitResult | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_fit(cls, result: FitResult, config: PPOConfig, env: Env) -> "PPOResult":
+        return cls(net=actor_config(config, env.spec), config=config,
+                   checkpoints=seed_view(result.snapshots, result.seeds),
+                   checkpoint_steps=np.asarray(result.snapshot_updates, np.int64) * config.steps_per_update,
+                   logs=history_logs(result.history, config.steps_per_update, result.seeds),
+                   num_seeds=result.seeds, wall_time=result.seconds, final_state=result.state, fit=result)
 
     def params(self, index: int = -1, seed: int | None = None):
         return checkpoint_params(self.checkpoints, self.num_seeds, index, seed)
@@ -709,15 +594,6 @@ class PPOResult:
     def policy(self, index: int = -1, seed: int | None = None, deterministic: bool = True) -> NetworkPolicy:
         """Checkpoint `index` (default: the last) as a NetworkPolicy."""
         return NetworkPolicy(self.params(index, seed), self.net, deterministic=deterministic)
-
-
-def _chunk_size(per_interval: int, target: int) -> int:
-    """The largest divisor of per_interval that is <= target (at least 1)."""
-    best = 1
-    for d in range(1, per_interval + 1):
-        if per_interval % d == 0 and d <= max(1, target):
-            best = d
-    return best
 
 
 def train(
@@ -730,54 +606,17 @@ def train(
     reward_fn: Callable | None = None,
     reward_params=None,
     label: str | None = None,
+    run: RunConfig | None = None,
 ) -> PPOResult:
-    """Train a MAPPO / IPPO actor on `env`; returns checkpoints evenly spaced over training.
+    """Train a MAPPO / IPPO actor on `env` through `teamsift.engine.fit`; returns
+    `config.num_checkpoints` checkpoints evenly spaced over training.
 
-    The updates run as jitted `lax.scan`s of equal-size chunks (one compilation), seeds
-    vmapped; a rich progress bar on stderr shows the recent mean training return.
-    """
-    net = actor_config(config, env.spec)
-    update = make_update(config, env, reward_fn)
-    per_interval = config.updates_per_checkpoint
-    total = config.num_updates
-    chunk = _chunk_size(per_interval, max(1, total // 50))
-    seed_keys = jax.random.split(key, (num_seeds, 2))
-    ts = jax.jit(jax.vmap(lambda k: init_state(config, env, k)))(seed_keys[:, 0])
-    update_keys = seed_keys[:, 1]
-    export = jax.jit(jax.vmap(lambda t: export_actor(config, env, t)))
-    checkpoints = [jax.tree.map(np.asarray, export(ts))]
-    logs: list[dict] = []
-    started = time.perf_counter()
-    name = label or f"{config.algo.upper()} {env.spec.env_id}"
-    with progress_bar(progress, TextColumn("return {task.fields[ret]}")) as bar:
-        task = bar.add_task(name, total=total, ret="…")
-        done = 0
-        while done < total:
-            ts, metrics = _run_chunk(update, ts, update_keys, reward_params, chunk)
-            metrics = jax.tree.map(np.asarray, metrics)
-            logs.append(metrics)
-            done += chunk
-            if done % per_interval == 0:
-                checkpoints.append(jax.tree.map(np.asarray, export(ts)))
-            recent = _recent_return(logs)
-            bar.update(task, completed=done, ret="…" if np.isnan(recent) else f"{recent:.3f}")
-    wall = time.perf_counter() - started
-
-    merged = {k: np.concatenate([m[k] for m in logs], axis=1) for k in logs[0]}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        merged["return"] = np.where(merged["episodes"] > 0, merged["return_sum"] / merged["episodes"], np.nan)
-    env_steps = (np.arange(total) + 1) * config.steps_per_update
-    merged["env_steps"] = np.array(np.broadcast_to(env_steps, merged["return"].shape))
-    stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *checkpoints)  # [S, C, ...]
-    if num_seeds == 1:
-        stacked = jax.tree.map(lambda x: x[0], stacked)
-        merged = {k: v[0] for k, v in merged.items()}
-    steps = np.arange(config.num_checkpoints) * per_interval * config.steps_per_update
-    return PPOResult(net=net, config=config, checkpoints=stacked, checkpoint_steps=steps, logs=merged,
-                     num_seeds=num_seeds, wall_time=wall, final_state=ts)
-
-
-def _recent_return(logs: list[dict], window: int = 5) -> float:
-    sums = np.concatenate([m["return_sum"] for m in logs[-window:]], axis=1)
-    counts = np.concatenate([m["episodes"] for m in logs[-window:]], axis=1)
-    return float(sums.sum() / counts.sum()) if counts.sum() > 0 else float("nan")
+    `run` (optional) gives the engine's schedule (seeds, log_every, run_dir,
+    checkpoint_every, resume, evaluations); its updates must be `config.num_updates`.
+    Without it: `num_seeds` seeds, about 50 log rows, a progress bar when `progress`."""
+    run = run_config(config.num_updates, config.updates_per_checkpoint, run, seeds=num_seeds, progress=progress,
+                     label=label or f"{config.algo.upper()} {env.spec.env_id}", what="PPOConfig")
+    inputs = None if reward_fn is None else {"reward_params": reward_params}
+    result = fit(make_learner(config, env, reward_fn), None, key, run, inputs=inputs, env=env,
+                 record={"hyperparameters": config, "env": env.spec.env_id})
+    return PPOResult.from_fit(result, config, env)

@@ -27,25 +27,19 @@ observation (MAT's observations carry ids in SMAC; ours may not).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization, struct
+from flax import struct
 
-from teamsift.fileio import atomic_write_bytes
 from teamsift.nets.agent import masked_logits, with_agent_ids
+from teamsift.nets.ops import LOG_2PI, gaussian_log_density
 from teamsift.nets.transformer import DecoderBlock, EncoderBlock
 
 Array = jax.Array
-LOG_2PI = float(np.log(2.0 * np.pi))
-MAT_FORMAT = "teamsift-mat-policy"
-MAT_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,8 +187,7 @@ def _discrete(logits: Array, avail: Array | None, actions: Array) -> tuple[Array
 
 def _gaussian(mean: Array, std: Array, actions: Array, mask: Array) -> tuple[Array, Array]:
     """log N(a; mean, std²) and entropy, summed over the real action dimensions (`mask`)."""
-    z = (actions - mean) / std
-    logp = jnp.sum((-0.5 * z**2 - jnp.log(std) - 0.5 * LOG_2PI) * mask, axis=-1)
+    logp = gaussian_log_density(actions, mean, jnp.log(std), mask=mask)
     entropy = jnp.sum((jnp.log(std) + 0.5 * (1.0 + LOG_2PI)) * mask, axis=-1)
     return logp, jnp.broadcast_to(entropy, logp.shape)
 
@@ -285,37 +278,3 @@ class MATPolicy:
 
     def replace_mode(self, deterministic: bool) -> "MATPolicy":
         return self.replace(deterministic=deterministic)
-
-
-def save_mat_policy(policy: MATPolicy, path: str | os.PathLike, *, spec=None, extra: dict | None = None) -> Path:
-    """Write a MAT policy to one msgpack file atomically (no pickle)."""
-    header = {
-        "format": MAT_FORMAT,
-        "format_version": MAT_FORMAT_VERSION,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(policy.config).items()},
-        "deterministic": policy.deterministic,
-        "spec": spec.to_dict() if spec is not None else None,
-        "extra": extra or {},
-    }
-    payload = {"header": json.dumps(header),
-               "params": serialization.to_state_dict(jax.tree.map(np.asarray, policy.params))}
-    return atomic_write_bytes(path, serialization.msgpack_serialize(payload))
-
-
-def load_mat_policy(path: str | os.PathLike) -> tuple[MATPolicy, dict]:
-    """Read a policy written by `save_mat_policy`. Returns (policy, header)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such MAT policy file")
-    try:
-        payload = serialization.msgpack_restore(path.read_bytes())
-        header = json.loads(payload["header"])
-    except Exception as exc:  # corrupt bytes of any kind
-        raise ValueError(f"{path}: not a teamsift MAT policy file ({type(exc).__name__}: {exc})") from None
-    if header.get("format") != MAT_FORMAT or header.get("format_version") != MAT_FORMAT_VERSION:
-        raise ValueError(f"{path}: field 'format' expected {MAT_FORMAT!r} version {MAT_FORMAT_VERSION}, "
-                         f"found {header.get('format')!r} version {header.get('format_version')!r}")
-    config = MATNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in header["config"].items()})
-    template = init_mat_params(config, jax.random.key(0))
-    params = jax.tree.map(jnp.asarray, serialization.from_state_dict(template, payload["params"]))
-    return MATPolicy(params, config, bool(header.get("deterministic", True))), header

@@ -10,28 +10,23 @@ its agents at once:
 `flax.struct` dataclasses, so they can be passed through `jit` and stacked and
 `vmap`ped (e.g. several seeds of one learner).
 
-Kinds here: `NetworkPolicy` (a parameter-shared agent network), `RandomPolicy`
-(uniform over available actions / uniform in [−1, 1]), `FunctionPolicy` (a scripted
-rule), and `PolicyBank` (one of K policies per agent slot, chosen per episode — a mixed team).
+Kinds here: `NetworkPolicy` (a parameter-shared agent network), `BCQPolicy` (greedy
+on Q among the actions a behaviour model finds familiar: MABCQ), `RandomPolicy` (uniform
+over available actions / uniform in [−1, 1]), `FunctionPolicy` (a scripted rule),
+`PolicyBank` (one of K policies per agent slot, chosen per episode — a mixed team) and
+`CheckpointBank`; `teamsift.nets.mat.MATPolicy` is the Multi-Agent Transformer's.
+Trained policies of every kind save to one file format (`teamsift.nets.policy_io`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import serialization, struct
+from flax import struct
 
-from teamsift.fileio import atomic_write_bytes
 from teamsift.nets import agent as agent_net
-
-POLICY_FORMAT = "teamsift-policy"
-POLICY_FORMAT_VERSION = 1
 
 
 def sample_discrete(key, logits, avail, deterministic: bool):
@@ -191,50 +186,40 @@ def slot_policy(policies) -> PolicyBank:
     return PolicyBank(tuple(policies)).assign(jnp.arange(len(policies)))
 
 
-# --- saving and loading (msgpack; never pickle) ------------------------------------------
+# --- MABCQ's policy -----------------------------------------------------------------------
 
-def save_policy(policy: NetworkPolicy, path: str | os.PathLike, *, spec=None, extra: dict | None = None) -> Path:
-    """Write a policy to one msgpack file atomically (temporary file, then rename)."""
-    header = {
-        "format": POLICY_FORMAT,
-        "format_version": POLICY_FORMAT_VERSION,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(policy.config).items()},
-        "deterministic": policy.deterministic,
-        "noise_std": policy.noise_std,
-        "spec": spec.to_dict() if spec is not None else None,
-        "extra": extra or {},
-    }
-    payload = {
-        "header": json.dumps(header),
-        "params": serialization.to_state_dict(jax.tree.map(np.asarray, policy.params)),
-    }
-    return atomic_write_bytes(path, serialization.msgpack_serialize(payload))
+def familiar_actions(behaviour_logits: jax.Array, avail: jax.Array | None, threshold: float) -> jax.Array:
+    """avail ∧ μ(a)/max μ > ζ  [..., nA] — the most likely available action is always familiar."""
+    probs = jax.nn.softmax(agent_net.masked_logits(behaviour_logits, avail), axis=-1)
+    familiar = probs / jnp.max(probs, axis=-1, keepdims=True) > threshold
+    return familiar if avail is None else familiar & avail
 
 
-class PolicyFileError(ValueError):
-    """A policy file that is missing, corrupt or of an unknown format."""
+def bcq_actions(q: jax.Array, behaviour_logits: jax.Array, avail: jax.Array | None, threshold: float) -> jax.Array:
+    """argmax of Q over the familiar available actions [..., nA] → int32 [...]."""
+    allowed = familiar_actions(behaviour_logits, avail, threshold)
+    return jnp.argmax(jnp.where(allowed, q, agent_net.NEG_INF), axis=-1).astype(jnp.int32)
 
 
-def load_policy(path: str | os.PathLike) -> tuple[NetworkPolicy, dict]:
-    """Read a policy written by `save_policy`. Returns (policy, header)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PolicyFileError(f"{path}: no such policy file")
-    try:
-        payload = serialization.msgpack_restore(path.read_bytes())
-        header = json.loads(payload["header"])
-    except Exception as exc:  # corrupt bytes of any kind
-        raise PolicyFileError(f"{path}: not a teamsift policy file ({type(exc).__name__}: {exc})") from None
-    if header.get("format") != POLICY_FORMAT or header.get("format_version") != POLICY_FORMAT_VERSION:
-        raise PolicyFileError(
-            f"{path}: field 'format' expected {POLICY_FORMAT!r} version {POLICY_FORMAT_VERSION}, "
-            f"found {header.get('format')!r} version {header.get('format_version')!r}"
-        )
-    config_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in header["config"].items()}
-    config = agent_net.AgentNetConfig(**config_dict)
-    template = agent_net.init_params(config, jax.random.key(0))
-    params = serialization.from_state_dict(template, payload["params"])
-    params = jax.tree.map(jnp.asarray, params)
-    policy = NetworkPolicy(params=params, config=config, deterministic=bool(header.get("deterministic", True)),
-                           noise_std=float(header.get("noise_std", 0.1)))
-    return policy, header
+@struct.dataclass
+class BCQPolicy:
+    """Greedy w.r.t. Q_i among familiar actions (MABCQ, SIT appendix B eq. 12). `params` =
+    {"q": …, "behaviour": …}, two networks of one `config`."""
+
+    params: Any
+    config: agent_net.AgentNetConfig = struct.field(pytree_node=False)
+    threshold: float = struct.field(pytree_node=False, default=0.3)
+    deterministic: bool = struct.field(pytree_node=False, default=True)
+
+    def initial_carry(self):
+        return agent_net.initial_carry(self.config), agent_net.initial_carry(self.config)
+
+    def act(self, key, obs, avail, carry):
+        del key  # greedy
+        q_carry, behaviour_carry = carry
+        q, q_carry = agent_net.apply_step(self.config, self.params["q"], obs, q_carry)
+        logits, behaviour_carry = agent_net.apply_step(self.config, self.params["behaviour"], obs, behaviour_carry)
+        return bcq_actions(q, logits, avail, self.threshold), (q_carry, behaviour_carry)
+
+    def replace_mode(self, deterministic: bool) -> "BCQPolicy":
+        return self  # always greedy

@@ -7,14 +7,25 @@ For every step t of episode k and agent i (parameters shared by all agents, SIT 
     r̂_tot    = Σ_i λ_i r_i                                                        (eq. 2)
     L(ψ)     = 1/M Σ_m (Σ_i λ_{i,m} r_{i,m} − r_tot)²       M ensemble members    (eq. 3)
 
-after training, over the whole dataset:
+    for update in 1 … U:                                   (the engine: lax loops inside jit)
+        draw a batch of 32 whole episodes (the run's sampler); every member sees it
+        for every member m:  ψ_m ← RMSProp(∇ of its own term of eq. 3), clipped to norm 10
+
+after training, over the whole dataset (`result`):
 
     r̂_i = mean_m λ_{i,m} r_{i,m}          weighted individual reward              (eq. 4)
     û_i = std_m  λ_{i,m} r_{i,m}          uncertainty (population std)            (eq. 5)
     ĝ_i^t = Σ_{t'≥t} γ^{t'−t} r̂_i^{t'}     individual Monte Carlo return           (eq. 6)
     p̂_i^k = 1/T Σ_t ĝ_i^{t,k}             trajectory priority (Algorithm 1, line 14)
 
-which DPER (`teamsift.value.dper`, eq. 7) turns into sampling probabilities.
+which DPER (`teamsift.data.dper`, eq. 7; the `teamsift.data.DPER` sampler) turns into
+sampling probabilities:
+
+    fitted = fit(ardnem.learner(config, dataset), dataset, key, RunConfig(updates=20_000))
+    stage1 = ardnem.result(config, fitted, dataset)            # ARDNEMResult: r̂, û, ĝ, p̂
+
+Defaults are SIT's Table 10 (lr 1e-4, RMSProp, reward network 64-64, batch 32 episodes,
+M = 5, 20 000 updates: the registry's budget) and the discount of Table 11.
 
 Ablations and the alternative of SIT's appendix E.1:
   * attention=False ("w/o attention"): λ_i ≡ 1, so r̂_tot = Σ_i r_i;
@@ -36,12 +47,13 @@ product): the same function class as eq. 1 (the factor can be absorbed into W_q,
 only a smaller initial scale, which keeps the softmax from saturating at
 initialisation — unscaled, the fit was markedly worse and the ranking of individual
 trajectories unreliable in our tests (`scaled_attention=False` restores it). Eq. 6 as
-printed has γ^{t−t'}; we use the intended γ^{t'−t}.
+printed has γ^{t−t'}; we use the intended γ^{t'−t}. Per-decision weights
+(`fit(..., weights=...)`) weigh each step's squared error by the mean weight of its
+agents (eq. 3 is a joint term).
 
-`train` runs the updates as `lax.scan` inside `jit`, in chunks of `log_every` with a
-progress bar, vmapping the M members; after each chunk it logs the mean r̂ per slot (and
-per ground-truth level, when the dataset has one) on a fixed probe batch of episodes —
-the data of SIT's Figure 3(a)/(d) (see `teamsift.value.plots`).
+At every log point the learner's probe reports the mean r̂ per slot (and per
+ground-truth level, when the dataset has one) on a fixed probe set of episodes — the data
+of SIT's Figure 3(a)/(d) (`ARDNEMResult.logs["probe"]`, `teamsift.value.plots`).
 """
 
 from __future__ import annotations
@@ -49,7 +61,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,14 +69,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from rich.progress import TextColumn
 
-from teamsift.data import sample_sequences, to_device
+from teamsift.checks import require_choice, require_positive, require_unit_interval
+from teamsift.data import gather_episodes, to_device
+from teamsift.engine import Learner
 from teamsift.nets.agent import MLP, with_agent_ids
-from teamsift.progress import progress_bar
+from teamsift.nets import ops
 
 MIXERS = ("attention", "monotonic")
 OPTIMIZERS = ("rmsprop", "adam")
+#: Metrics: "loss" (eq. 3, the members' mean) and "member_loss" [M] every update; the probe's
+#: at every log point: the mean r̂ per slot [A] and per ground-truth level.
+PROBE_SLOT = "probe_slot_mean"
+PROBE_LEVEL = "probe_level_mean/"  # + the ground-truth level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +90,6 @@ class ARDNEMConfig:
 
     learning_rate: float = 1e-4
     optimizer: str = "rmsprop"
-    num_updates: int = 20_000  # "Training epoch"
     max_grad_norm: float = 10.0
     reward_hidden: int = 64  # "Reward network dimension": f = MLP(64, 64) → 1
     attention_hidden: int = 64  # embeddings e_s, e_i and query/key width
@@ -90,27 +105,19 @@ class ARDNEMConfig:
     # Implementation (ours).
     rmsprop_decay: float = 0.99
     rmsprop_eps: float = 1e-5
-    log_every: int = 500  # updates per jitted chunk = per log point
-    probe_episodes: int = 64  # fixed probe batch for the per-slot reward log
-    inference_rows: int = 8192  # step rows per jitted inference call
+    probe_episodes: int = 64  # fixed probe set for the per-slot reward log
+    inference_rows: int = 8192  # step rows per jitted call of the decomposition pass
 
     def __post_init__(self):
-        def bad(name, expected):
-            raise ValueError(f"ARDNEMConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
-
-        if self.mixer not in MIXERS:
-            bad("mixer", f"one of {MIXERS}")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"one of {OPTIMIZERS}")
-        for name in ("num_updates", "reward_hidden", "attention_hidden", "batch_size", "ensemble_size",
-                     "mixer_hidden", "log_every", "probe_episodes", "inference_rows"):
+        require_choice(self, "mixer", MIXERS)
+        require_choice(self, "optimizer", OPTIMIZERS)
+        for name in ("reward_hidden", "attention_hidden", "batch_size", "ensemble_size", "mixer_hidden",
+                     "probe_episodes", "inference_rows"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                bad(name, "an integer >= 1")
-        if not 0.0 <= self.discount <= 1.0:
-            bad("discount", "a number in [0, 1]")
-        if not self.learning_rate > 0:
-            bad("learning_rate", "a positive number")
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ARDNEMConfig.{name}: expected an integer >= 1, got {value!r}")
+        require_unit_interval(self, ("discount",))
+        require_positive(self, ("learning_rate", "max_grad_norm"))
 
 
 class NetShape(NamedTuple):
@@ -217,13 +224,14 @@ def init_member(config: ARDNEMConfig, shape: NetShape, key: jax.Array):
     return model.init(key, inputs, jnp.zeros((shape.global_dim,), jnp.float32))
 
 
-def ensemble_rewards(config: ARDNEMConfig, shape: NetShape, params, obs, actions, state):
-    """Eqs. 4–5 over the M members (params with a leading M axis): (r̂ [..., A], û [..., A])."""
-    weighted = jax.vmap(lambda p: apply_member(config, shape, p, obs, actions, state).weighted)(params)
-    return weighted.mean(axis=0), weighted.std(axis=0)
+# --- the learner ----------------------------------------------------------------------------
 
 
-# --- training -------------------------------------------------------------------------------
+class ARDNEMState(NamedTuple):
+    """One seed's Stage I state: the M members' parameters and optimiser states (leading axis M)."""
+
+    params: Any
+    opt_state: optax.OptState
 
 
 def make_optimizer(config: ARDNEMConfig) -> optax.GradientTransformation:
@@ -236,37 +244,97 @@ def make_optimizer(config: ARDNEMConfig) -> optax.GradientTransformation:
 
 
 def member_loss(params, config: ARDNEMConfig, shape: NetShape, batch: dict) -> jax.Array:
-    """One member's term of eq. 3: masked mean over the batch's steps of (r̂_tot − r_tot)²."""
+    """One member's term of eq. 3: masked mean over the batch's steps of (r̂_tot − r_tot)²
+    (weighted by each step's mean decision weight when the batch has weights)."""
     total = apply_member(config, shape, params, batch["obs"], batch["actions"], batch.get("state")).total
-    mask = batch["mask"].astype(jnp.float32)
-    return jnp.sum(mask * (total - batch["reward"]) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
+    return ops.weighted_mean((total - batch["reward"]) ** 2, batch["mask"], ops.step_weight(batch))
+
+
+def check_dataset(dataset) -> None:
+    needed = ("obs", "actions", "reward") + (("state",) if dataset.spec.state_dim > 0 else ())
+    missing = [name for name in needed if name not in dataset.steps]
+    if missing:
+        raise ValueError(f"{dataset.path}: ARDNEM dataset: expected step fields {list(needed)}, missing {missing}")
+
+
+def probe_episodes(dataset, count: int) -> np.ndarray:
+    """The fixed probe set: `count` episodes evenly spread over the dataset (all if fewer)."""
+    count = min(count, dataset.num_episodes)
+    return np.unique(np.round(np.linspace(0, dataset.num_episodes - 1, count)).astype(np.int64))
+
+
+def behaviour_levels(dataset) -> tuple[str, ...]:
+    """The dataset's ground-truth levels (episodes["behaviour"] [E, A]), sorted; () if none."""
+    if "behaviour" not in dataset.episodes:
+        return ()
+    return tuple(str(level) for level in np.unique(np.asarray(dataset.episodes["behaviour"]).astype(str)))
+
+
+def prepare(config: ARDNEMConfig, levels: tuple[str, ...], dataset, inputs: dict) -> dict:
+    """The step fields eq. 3 reads, and the probe set: its step rows `probe_rows` [R] and,
+    per ground-truth level, the mask of its (row, slot)s `probe_levels` [L, R, A]."""
+    fields = ("obs", "actions", "reward") + (("state",) if dataset.spec.state_dim > 0 else ())
+    arrays = to_device(dataset, fields)
+    episodes = probe_episodes(dataset, config.probe_episodes)
+    lengths = dataset.lengths[episodes]
+    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(dataset.starts[episodes], lengths)])
+    arrays["probe_rows"] = jnp.asarray(rows, jnp.int32)
+    if levels:
+        behaviour = np.repeat(np.asarray(dataset.episodes["behaviour"]).astype(str)[episodes], lengths, axis=0)
+        arrays["probe_levels"] = jnp.asarray(np.stack([behaviour == level for level in levels]), jnp.float32)
+    return arrays
+
+
+def ensemble_rewards(config: ARDNEMConfig, shape: NetShape, params, obs, actions, state):
+    """Eqs. 4–5 over the M members (params with a leading M axis): (r̂ [..., A], û [..., A])."""
+    weighted = jax.vmap(lambda p: apply_member(config, shape, p, obs, actions, state).weighted)(params)
+    return weighted.mean(axis=0), weighted.std(axis=0)
 
 
 @functools.lru_cache(maxsize=None)
-def make_update(config: ARDNEMConfig, shape: NetShape):
-    """The pure update ((params[M], opt_state[M]), key, data) → (carry, losses[M])."""
+def make_learner(config: ARDNEMConfig, shape: NetShape, levels: tuple[str, ...] = ()) -> Learner:
+    """Stage I for `config` on data of `shape`; `levels` names the probe's ground-truth levels."""
     optimizer = make_optimizer(config)
 
-    def update(carry, key, data):
-        params, opt_state = carry
-        batch = sample_sequences(key, data, config.batch_size, shape.max_length, align="episode")
+    def init(key, arrays) -> ARDNEMState:
+        def member(member_key):
+            params = init_member(config, shape, member_key)
+            return params, optimizer.init(params)
+
+        return ARDNEMState(*jax.vmap(member)(jax.random.split(key, config.ensemble_size)))
+
+    def update(state: ARDNEMState, key, arrays, draw):
+        batch = gather_episodes(arrays, draw(key, config.batch_size), shape.max_length)
 
         def member_step(member_params, member_opt_state):
             loss, grads = jax.value_and_grad(member_loss)(member_params, config, shape, batch)
             updates, member_opt_state = optimizer.update(grads, member_opt_state, member_params)
             return optax.apply_updates(member_params, updates), member_opt_state, loss
 
-        params, opt_state, losses = jax.vmap(member_step)(params, opt_state)
-        return (params, opt_state), losses  # eq. 3 = losses.mean()
+        params, opt_state, losses = jax.vmap(member_step)(state.params, state.opt_state)
+        return ARDNEMState(params, opt_state), {"loss": losses.mean(), "member_loss": losses}  # eq. 3 = the mean
 
-    return update
+    def probe(state: ARDNEMState, arrays) -> dict:
+        rows = arrays["probe_rows"]
+        reward, _ = ensemble_rewards(config, shape, state.params, arrays["obs"][rows], arrays["actions"][rows],
+                                     arrays["state"][rows] if shape.state_dim > 0 else None)
+        out = {PROBE_SLOT: reward.mean(axis=0)}
+        for index, level in enumerate(levels):
+            mask = arrays["probe_levels"][index]
+            out[PROBE_LEVEL + level] = jnp.sum(reward * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return out
+
+    return Learner("ardnem", init, update, None, prepare=functools.partial(prepare, config, levels),
+                   unit="episode", probe=probe, config=config)
 
 
-@functools.partial(jax.jit, static_argnames=("update", "num_updates"), donate_argnums=(1,))
-def _run_chunk(update, carry, key, start, data, num_updates: int):
-    """`num_updates` scanned updates; update i uses fold_in(key, i) whatever the chunking."""
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num_updates))
-    return jax.lax.scan(lambda c, k: update(c, k, data), carry, keys)
+def learner(config: ARDNEMConfig, dataset) -> Learner:
+    """Stage I on `dataset` (obs, actions, the team reward, and the state where there is one)."""
+    check_dataset(dataset)
+    return make_learner(config, net_shape(dataset), behaviour_levels(dataset))
+
+
+# --- the decomposition pass (eqs. 4–6) --------------------------------------------------------
 
 
 @functools.partial(jax.jit, static_argnames=("config", "shape"))
@@ -274,43 +342,25 @@ def _ensemble_chunk(config: ARDNEMConfig, shape: NetShape, params, obs, actions,
     return ensemble_rewards(config, shape, params, obs, actions, state)
 
 
-def _rows_rewards(config, shape, params, steps, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def rows_rewards(config, shape, params, steps, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(r̂, û) [len(rows), A] for step rows, in jitted chunks of `size` rows (padded, then cut)."""
     means, stds = [], []
     for lo in range(0, len(rows), size):
         chunk = rows[lo: lo + size]
         padded = np.concatenate([chunk, np.full(size - len(chunk), chunk[-1], chunk.dtype)])
         state = steps["state"][padded] if shape.state_dim > 0 else np.zeros((size, 0), np.float32)
-        mean, std = _ensemble_chunk(_update_key(config), shape, params, steps["obs"][padded], steps["actions"][padded], state)
+        mean, std = _ensemble_chunk(config, shape, params, steps["obs"][padded], steps["actions"][padded], state)
         means.append(np.asarray(mean)[: len(chunk)])
         stds.append(np.asarray(std)[: len(chunk)])
     return np.concatenate(means), np.concatenate(stds)
 
 
-def _probe_rows(dataset, key: jax.Array, num_episodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed probe set: (step rows, episode of each row) of `num_episodes` random episodes."""
-    count = min(num_episodes, dataset.num_episodes)
-    episodes = np.sort(np.asarray(jax.random.permutation(key, dataset.num_episodes))[:count])
-    starts, lengths = dataset.starts[episodes], dataset.lengths[episodes]
-    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)]).astype(np.int64)
-    return rows, np.repeat(episodes, lengths)
-
-
 class ProbeLog(NamedTuple):
-    """Mean r̂ on the probe rows after each chunk (SIT Figure 3(a)/(d) data)."""
+    """Mean r̂ on the probe set at each log point (SIT Figure 3(a)/(d) data)."""
 
     updates: np.ndarray  # [L] number of updates done at each log point
     slot_mean: np.ndarray  # [L, A] mean r̂ per slot
     level_mean: dict  # level -> [L] mean r̂ over the (row, slot)s of that ground-truth level
-
-
-def _probe_means(reward: np.ndarray, levels: np.ndarray | None) -> tuple[np.ndarray, dict]:
-    slot_mean = reward.mean(axis=0)
-    level_mean = {}
-    if levels is not None:
-        for level in np.unique(levels):
-            level_mean[str(level)] = float(reward[levels == level].mean())
-    return slot_mean, level_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +375,7 @@ class ARDNEMResult:
     step_return: np.ndarray  # ĝ [N, A] (eq. 6)
     episode_return: np.ndarray  # ĝ at each trajectory's first step [E, A]
     priority: np.ndarray  # p̂ [E, A] = mean_t ĝ (Algorithm 1, line 14)
-    logs: dict  # loss [U], member_loss [U, M], probe: ProbeLog
+    logs: dict  # at the L log points: updates [L], loss [L], member_loss [L, M], elapsed [L]; probe: ProbeLog
 
 
 def individual_returns(reward: np.ndarray, starts: np.ndarray, lengths: np.ndarray, discount: float):
@@ -350,90 +400,60 @@ def individual_returns(reward: np.ndarray, starts: np.ndarray, lengths: np.ndarr
 
 
 def decompose(config: ARDNEMConfig, shape: NetShape, params, dataset) -> dict[str, np.ndarray]:
-    """Stage II inference with trained params: r̂, û, ĝ over all steps; per-trajectory ĝ and p̂."""
+    """The pass after training (eqs. 4–6) with trained params: r̂, û, ĝ over all steps;
+    per-trajectory ĝ and p̂."""
     rows = np.arange(dataset.num_steps, dtype=np.int64)
-    reward, uncertainty = _rows_rewards(config, shape, params, dataset.steps, rows,
-                                        _inference_size(config, dataset))
+    reward, uncertainty = rows_rewards(config, shape, params, dataset.steps, rows,
+                                       min(config.inference_rows, dataset.num_steps))
     step_return, episode_return, priority = individual_returns(reward, dataset.starts, dataset.lengths,
                                                                config.discount)
     return {"reward": reward, "uncertainty": uncertainty, "step_return": step_return,
             "episode_return": episode_return, "priority": priority}
 
 
-def _check_dataset(dataset) -> None:
-    needed = ("obs", "actions", "reward") + (("state",) if dataset.spec.state_dim > 0 else ())
-    missing = [name for name in needed if name not in dataset.steps]
-    if missing:
-        raise ValueError(f"ARDNEM dataset: expected step fields {list(needed)}, missing {missing}")
+def check_result(result: ARDNEMResult, dataset) -> None:
+    """A Stage I result (e.g. loaded from disk) fits `dataset`: r̂, û, ĝ [N, A], p̂ [E, A]."""
+    n, e, a = dataset.num_steps, dataset.num_episodes, dataset.num_agents
+    for name, shape in (("reward", (n, a)), ("uncertainty", (n, a)), ("step_return", (n, a)), ("priority", (e, a))):
+        found = np.shape(getattr(result, name, None))
+        if found != shape:
+            raise ValueError(f"stage1.{name}: expected shape {list(shape)} for {dataset.path}, got {list(found)} "
+                             f"(a Stage I result of another dataset?)")
 
 
-def _init_ensemble(config: ARDNEMConfig, shape: NetShape, key: jax.Array):
-    optimizer = make_optimizer(config)
-
-    def init(member_key):
-        params = init_member(config, shape, member_key)
-        return params, optimizer.init(params)
-
-    return jax.vmap(init)(jax.random.split(key, config.ensemble_size))
-
-
-def train(config: ARDNEMConfig, dataset, key: jax.Array, *, progress: bool = True) -> ARDNEMResult:
-    """Train the M-member ensemble on `dataset` (eq. 3), then decompose every step (eqs. 4–6)."""
-    _check_dataset(dataset)
+def result(config: ARDNEMConfig, fitted, dataset) -> ARDNEMResult:
+    """Stage I's result from a one-seed `fit` of `learner(config, dataset)`: the
+    decomposition of every step of `dataset` (eqs. 4–6) by the trained ensemble, and the
+    fit's logs (loss and probe at every log point)."""
+    if fitted.learner is not learner(config, dataset):
+        raise ValueError("ardnem.result: `fitted` is not a fit of ardnem.learner(config, dataset) for this config "
+                         "and dataset")
+    if fitted.seeds != 1:
+        raise ValueError(f"ardnem.result: Stage I is one ensemble (one seed), got a fit with {fitted.seeds} seeds")
     shape = net_shape(dataset)
-    init_key, update_key, probe_key = jax.random.split(key, 3)
-    fields = ("obs", "actions", "reward") + (("state",) if shape.state_dim > 0 else ())
-    data = to_device(dataset, fields)
-    carry = _init_ensemble(config, shape, init_key)
-    # Only the fields that shape the update take part in its (jit) cache key.
-    update = make_update(_update_key(config), shape)
-    probe_rows, probe_episodes = _probe_rows(dataset, probe_key, config.probe_episodes)
-    probe_levels = dataset.episodes["behaviour"][probe_episodes] if "behaviour" in dataset.episodes else None
+    params = jax.tree.map(lambda x: np.asarray(x[0]), fitted.state.params)
+    history = fitted.history
+    updates = np.asarray(history["update"], np.int64)
 
-    losses, log_updates, slot_means, level_means, seconds = [], [], [], [], []
-    chunk = min(config.log_every, config.num_updates)
-    with progress_bar(progress, TextColumn("loss {task.fields[loss]}")) as bar:
-        task = bar.add_task("ARDNEM", total=config.num_updates, loss="…")
-        done = 0
-        while done < config.num_updates:
-            size = min(chunk, config.num_updates - done)
-            began = time.perf_counter()
-            carry, chunk_losses = _run_chunk(update, carry, update_key, jnp.int32(done), data, size)
-            losses.append(np.asarray(chunk_losses))
-            seconds.append(time.perf_counter() - began)
-            done += size
-            probe_reward, _ = _rows_rewards(config, shape, carry[0], dataset.steps, probe_rows,
-                                            _inference_size(config, dataset))
-            slot_mean, level_mean = _probe_means(probe_reward, probe_levels)
-            log_updates.append(done)
-            slot_means.append(slot_mean)
-            level_means.append(level_mean)
-            bar.update(task, completed=done, loss=f"{float(losses[-1][-1].mean()):.4f}")
+    def logged(name, tail=()):
+        return np.asarray(history[name][0]) if name in history else np.zeros((len(updates),) + tail)
 
-    params = carry[0]
-    member_losses = np.concatenate(losses, axis=0)
-    levels = sorted({level for means in level_means for level in means})
-    probe = ProbeLog(np.asarray(log_updates), np.stack(slot_means),
-                     {level: np.asarray([m[level] for m in level_means]) for level in levels})
-    logs = {"loss": member_losses.mean(axis=1), "member_loss": member_losses, "probe": probe,
-            "chunk_seconds": np.asarray(seconds), "config": dataclasses.asdict(config)}
+    levels = behaviour_levels(dataset)
+    probe = ProbeLog(updates, logged(PROBE_SLOT, (shape.num_agents,)),
+                     {level: logged(PROBE_LEVEL + level) for level in levels})
+    logs = {"updates": updates, "loss": logged("loss"), "member_loss": logged("member_loss", (config.ensemble_size,)),
+            "elapsed": np.asarray(history.get("elapsed", np.zeros(0))), "probe": probe,
+            "config": dataclasses.asdict(config)}
     return ARDNEMResult(config=config, shape=shape, params=params, logs=logs,
                         **decompose(config, shape, params, dataset))
 
 
-def _inference_size(config: ARDNEMConfig, dataset) -> int:
-    """One chunk size for the probe and the full pass (one compilation)."""
-    return min(config.inference_rows, dataset.num_steps)
-
-
-def _update_key(config: ARDNEMConfig) -> ARDNEMConfig:
-    """The config with fields that do not change the update zeroed out (jit cache sharing)."""
-    return dataclasses.replace(config, num_updates=1, log_every=1, probe_episodes=1, inference_rows=1, discount=0.0)
-
-
 # --- saving and loading a Stage I result (msgpack, never pickle) ------------------------------
 
-RESULT_FORMAT = "teamsift-ardnem-result-1"
+RESULT_FORMAT = "teamsift-ardnem-result-2"
+#: Earlier formats `load_result` still reads: 1 logged the loss of every update (`logs["updates"]`
+#: is then 1 … U) and the seconds of each chunk, and its config had the schedule fields.
+OLD_FORMATS = ("teamsift-ardnem-result-1",)
 _RESULT_ARRAYS = ("reward", "uncertainty", "step_return", "episode_return", "priority")
 
 
@@ -451,8 +471,9 @@ def save_result(result: ARDNEMResult, path) -> Path:
         "shape": json.dumps(list(result.shape)),
         "params": serialization.to_state_dict(jax.tree.map(np.asarray, result.params)),
         "arrays": {name: np.asarray(getattr(result, name)) for name in _RESULT_ARRAYS},
-        "logs": {"loss": np.asarray(result.logs["loss"]), "member_loss": np.asarray(result.logs["member_loss"]),
-                 "chunk_seconds": np.asarray(result.logs["chunk_seconds"]),
+        "logs": {"updates": np.asarray(result.logs["updates"]), "loss": np.asarray(result.logs["loss"]),
+                 "member_loss": np.asarray(result.logs["member_loss"]),
+                 "elapsed": np.asarray(result.logs["elapsed"]),
                  "probe_updates": np.asarray(probe.updates), "probe_slot_mean": np.asarray(probe.slot_mean),
                  "probe_level_mean": {level: np.asarray(v) for level, v in probe.level_mean.items()}},
     }
@@ -460,8 +481,8 @@ def save_result(result: ARDNEMResult, path) -> Path:
 
 
 def load_result(path) -> ARDNEMResult:
-    """Read a Stage I result written by `save_result`; a file of another kind raises a
-    ValueError naming it."""
+    """Read a Stage I result written by `save_result` (or by the format before it); a file
+    of another kind raises a ValueError naming it."""
     from flax import serialization
 
     path = Path(path)
@@ -469,14 +490,21 @@ def load_result(path) -> ARDNEMResult:
         payload = serialization.msgpack_restore(path.read_bytes())
     except Exception as exc:  # msgpack raises several kinds on foreign bytes
         raise ValueError(f"{path}: not a teamsift ARDNEM result ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != RESULT_FORMAT:
-        raise ValueError(f"{path}: field 'format': expected {RESULT_FORMAT!r}, got "
-                         f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r}")
-    config = ARDNEMConfig(**json.loads(payload["config"]))
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != RESULT_FORMAT and found not in OLD_FORMATS:
+        raise ValueError(f"{path}: field 'format': expected {RESULT_FORMAT!r}, got {found!r}")
+    fields = {f.name for f in dataclasses.fields(ARDNEMConfig)}
+    config = ARDNEMConfig(**{k: v for k, v in json.loads(payload["config"]).items() if k in fields})
     shape = NetShape(*json.loads(payload["shape"]))
     logs = payload["logs"]
-    probe = ProbeLog(logs["probe_updates"], logs["probe_slot_mean"], dict(logs["probe_level_mean"]))
+    loss = np.asarray(logs["loss"])
+    if found == RESULT_FORMAT:
+        updates, elapsed = np.asarray(logs["updates"]), np.asarray(logs["elapsed"])
+    else:  # format 1: one loss per update, chunk seconds
+        updates, elapsed = np.arange(1, len(loss) + 1), np.cumsum(np.asarray(logs["chunk_seconds"]))
+    probe = ProbeLog(np.asarray(logs["probe_updates"]), np.asarray(logs["probe_slot_mean"]),
+                     {level: np.asarray(v) for level, v in dict(logs["probe_level_mean"]).items()})
     return ARDNEMResult(config=config, shape=shape, params=payload["params"],
-                        logs={"loss": logs["loss"], "member_loss": logs["member_loss"], "probe": probe,
-                              "chunk_seconds": logs["chunk_seconds"], "config": dataclasses.asdict(config)},
+                        logs={"updates": updates, "loss": loss, "member_loss": np.asarray(logs["member_loss"]),
+                              "elapsed": elapsed, "probe": probe, "config": dataclasses.asdict(config)},
                         **{name: payload["arrays"][name] for name in _RESULT_ARRAYS})

@@ -68,7 +68,7 @@ import jax
 import numpy as np
 
 from teamsift.value.accuracy import estimation_error
-from teamsift.value.exchange import EVResult, _json_float, _membership_contrast, dataset_scores, index_ids
+from teamsift.value.exchange import EVResult, json_float, membership_contrast, index_ids
 
 CLUSTER_VALUES = ("member_mean", "membership")
 
@@ -155,10 +155,10 @@ class ClusterResult:
             "method": f"ev-clustering/{self.cluster_value}",
             "score": self.score,
             "num_clusters": self.num_clusters,
-            "objective": _json_float(self.objective),
+            "objective": json_float(self.objective),
             "selection": {"rule": self.selection["rule"],
-                          "scores": {str(k): _json_float(v) for k, v in self.selection["scores"].items()}},
-            "clusters": [{"cluster": c, "value": _json_float(v), "stderr": _json_float(s), "size": int(n)}
+                          "scores": {str(k): json_float(v) for k, v in self.selection["scores"].items()}},
+            "clusters": [{"cluster": c, "value": json_float(v), "stderr": json_float(s), "size": int(n)}
                          for c, (v, s, n) in enumerate(zip(self.cluster_values, self.cluster_stderr,
                                                            self.cluster_sizes))],
             "ids": self.ids.tolist(),
@@ -349,14 +349,14 @@ def _problem(data, key: jax.Array, config: ClusterConfig, score: str | None) -> 
             raise ValueError(f"scores: expected {len(agent_ids)} finite scores (one per episode), "
                              f"got shape {scores.shape}")
     else:
-        agent_ids, scores = data.episodes["agent_ids"], dataset_scores(data, score)
+        agent_ids, scores = data.episodes["agent_ids"], data.episode_scores(score)
         features = behaviour_features(data, key, config.features)
         score = score or "return"
     ids, codes = index_ids(agent_ids)
     features = _align_features(features, ids)
     if not np.isfinite(features).all():
         raise ValueError("features: expected finite values")
-    values, _, counts = _membership_contrast(codes, scores, len(ids))
+    values, _, counts = membership_contrast(codes, scores, len(ids))
     return _Problem(ids, features, codes, scores, values, counts, score)
 
 
@@ -382,7 +382,7 @@ def _membership(problem: _Problem, labels: np.ndarray, k: int):
     """(values, stderr, sizes) per cluster: the dataset estimator on cluster membership
     (individuals labelled −1 are nobody's members)."""
     cluster_of = np.where(labels >= 0, labels, k)  # k = "unclustered"
-    values, stderr, _ = _membership_contrast(cluster_of[problem.codes], problem.scores, k + 1)
+    values, stderr, _ = membership_contrast(cluster_of[problem.codes], problem.scores, k + 1)
     sizes = np.bincount(labels[labels >= 0], minlength=k).astype(np.float64)
     return values[:k], stderr[:k], sizes
 

@@ -9,7 +9,7 @@ chosen other individual:
             = mean score of k-groups containing i − mean score of k-groups not containing i
             = n/(n−k) · ( mean score of k-groups containing i − mean score of all k-groups )
 
-Three estimators share one vectorised group-by (`_membership_contrast`):
+Three estimators share one vectorised group-by (`membership_contrast`):
 
 * `exact_ev`   — every k-group is scored once by a simulator (small n);
 * `sampled_ev` — uniformly random k-groups are scored by a simulator (e.g. 120
@@ -52,7 +52,7 @@ _SAMPLE_BATCH_ELEMENTS = 1 << 24
 # ---------------------------------------------------------------------------------------
 
 
-def _json_float(x: float) -> float | None:
+def json_float(x: float) -> float | None:
     """A float for JSON output: NaN and ±inf become None (JSON has no such numbers)."""
     x = float(x)
     return x if math.isfinite(x) else None
@@ -112,8 +112,8 @@ class EVResult:
         """One row per individual, best first: rank, id, value, stderr, count (JSON-safe)."""
         order = _ranking_order(self.values)
         return [
-            {"rank": r + 1, "id": self.ids[i].item(), "value": _json_float(self.values[i]),
-             "stderr": _json_float(self.stderr[i]), "count": int(self.counts[i])}
+            {"rank": r + 1, "id": self.ids[i].item(), "value": json_float(self.values[i]),
+             "stderr": json_float(self.stderr[i]), "count": int(self.counts[i])}
             for r, i in enumerate(order)
         ]
 
@@ -123,8 +123,8 @@ class EVResult:
             "method": self.method,
             "score": self.score,
             "ids": self.ids.tolist(),
-            "values": [_json_float(v) for v in self.values],
-            "stderr": [_json_float(v) for v in self.stderr],
+            "values": [json_float(v) for v in self.values],
+            "stderr": [json_float(v) for v in self.stderr],
             "counts": [int(c) for c in self.counts],
         }
 
@@ -183,7 +183,7 @@ def _sample_variance(sum_sq: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.
     return np.where(n >= 2, np.maximum(var, 0.0), np.nan)
 
 
-def _membership_contrast(codes: np.ndarray, scores: np.ndarray, num_ids: int):
+def membership_contrast(codes: np.ndarray, scores: np.ndarray, num_ids: int):
     """EV̂_i = mean{v : i ∈ G} − mean{v : i ∉ G} for codes 0..num_ids−1, all at once.
 
     `codes` [E, k] int, `scores` [E]. One bincount each for counts, sums and sums of
@@ -242,7 +242,7 @@ def exact_ev(population: int, group_size: int, score_groups: Callable[[np.ndarra
                          f"{max_groups}; use sampled_ev for populations this large")
     groups = all_groups(population, group_size)
     scores = _score_simulated(score_groups, groups)
-    values, _, counts = _membership_contrast(groups, scores, population)
+    values, _, counts = membership_contrast(groups, scores, population)
     return EVResult(np.arange(population), values, np.zeros(population), counts, method="exact")
 
 
@@ -279,7 +279,7 @@ def sampled_ev(population: int, group_size: int, score_groups: Callable[[np.ndar
     """
     groups = sample_groups(key, population, group_size, num_groups)
     scores = _score_simulated(score_groups, groups)
-    values, stderr, counts = _membership_contrast(groups, scores, population)
+    values, stderr, counts = membership_contrast(groups, scores, population)
     return EVResult(np.arange(population), values, stderr, counts, method="sampled")
 
 
@@ -335,25 +335,15 @@ def dataset_ev(agent_ids, scores, *, score: str | None = None) -> EVResult:
     """
     agent_ids, scores = _check_dataset_inputs(agent_ids, scores)
     ids, codes = index_ids(agent_ids)
-    values, stderr, counts = _membership_contrast(codes, scores, len(ids))
+    values, stderr, counts = membership_contrast(codes, scores, len(ids))
     return EVResult(ids, values, stderr, counts, method="dataset", score=score)
-
-
-def dataset_scores(dataset, score: str | None = None) -> np.ndarray:
-    """Episode scores of a `teamsift.data.Dataset`: the team return (score None or
-    "return") or a named score column; unknown names raise ValueError."""
-    if score is None or score == "return":
-        return np.asarray(dataset.returns, dtype=np.float64)
-    if score not in dataset.score_names:
-        raise ValueError(f"score: expected 'return' or one of {list(dataset.score_names)}, got {score!r}")
-    return np.asarray(dataset.score(score), dtype=np.float64)
 
 
 def dataset_ev_from(dataset, score: str | None = None, *, id_column: str = "agent_ids") -> EVResult:
     """`dataset_ev` on a loaded dataset: groups from `dataset.episodes[id_column]`
     ("agent_ids"; "policy_ids" gives the true individuals of anonymised data) and
-    scores from `dataset_scores(dataset, score)`."""
+    scores from `dataset.episode_scores(score)`."""
     if id_column not in dataset.episodes:
         raise ValueError(f"id_column: the dataset has no episode column {id_column!r} "
                          f"(columns: {sorted(dataset.episodes)})")
-    return dataset_ev(dataset.episodes[id_column], dataset_scores(dataset, score), score=score or "return")
+    return dataset_ev(dataset.episodes[id_column], dataset.episode_scores(score), score=score or "return")

@@ -1,7 +1,8 @@
 """SIT Figure 3 analogue: what ARDNEM and DPER learned (matplotlib, Agg canvas, no pyplot).
 
 * `plot_decomposition` — (a)/(d): the decomposed weighted reward r̂ per slot on ARDNEM's
-  fixed probe batch over training, and per ground-truth level when the data has one;
+  fixed probe set at every log point of its fit (`ARDNEMResult.logs["probe"]`), and per
+  ground-truth level when the data has one;
 * `plot_priorities` — (b)/(c)/(e)/(f): histograms of the rescaled priorities in each
   type-wise DPER buffer, coloured by the ground-truth level of each individual
   trajectory (or by slot when levels are unknown);
@@ -54,7 +55,7 @@ def slot_labels(dataset, num_agents: int) -> list[str]:
 
 
 def plot_decomposition(result, path: str | os.PathLike, dataset=None) -> Path:
-    """Mean decomposed weighted reward r̂ on the probe batch vs. number of updates."""
+    """Mean decomposed weighted reward r̂ on the probe set vs. number of updates."""
     probe = result.logs["probe"]
     panels = 2 if probe.level_mean else 1
     fig = _figure(5.5 * panels, 3.8)

@@ -18,6 +18,9 @@ from teamsift.value.accuracy import LEVEL_ORDER, auc, ground_truth_levels, level
 from teamsift.value.exchange import EVResult, dataset_ev_from
 
 METHODS = ("ev", "ev-cluster", "shapley", "ardnem")
+#: ARDNEM's default schedule here: SIT Table 10's 20 000 updates, a log point every 500.
+ARDNEM_UPDATES = 20_000
+ARDNEM_LOG_EVERY = 500
 
 
 def _truth(dataset) -> dict[str, str]:
@@ -125,16 +128,22 @@ def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = N
 
 
 def _ardnem_report(dataset, key, truth, *, score: str | None, progress: bool = True, out_dir=None,
+                   updates: int = ARDNEM_UPDATES, log_every: int = ARDNEM_LOG_EVERY, run=None, stage1_out=None,
                    **options) -> dict[str, Any]:
-    """SIT Stage I–II as a valuation: train ARDNEM on the team reward, then value every
-    individual by the mean priority p̂ (mean decomposed return ĝ) of its trajectories.
+    """SIT Stage I–II as a valuation: train ARDNEM on the team reward (`updates` updates, one
+    seed), then value every individual by the mean priority p̂ (mean decomposed return ĝ) of
+    its trajectories.
 
-    `options` are `ARDNEMConfig` fields (e.g. num_updates=2000). The report adds the
-    per-trajectory accuracy (every (episode, slot) against its `behaviour` label) and, with
-    `out_dir`, writes the SIT Figure 3 analogue (decomposed reward per slot over training,
-    DPER priority histograms per buffer).
+    `options` are `ARDNEMConfig` fields (e.g. ensemble_size=1). `run` (an `engine.RunConfig`)
+    replaces `updates` and `log_every` and may name a run directory (checkpoints, resume);
+    `stage1_out` saves the Stage I result there, for `train --stage1` to reuse. The report
+    adds the per-trajectory accuracy (every (episode, slot) against its `behaviour` label)
+    and, with `out_dir`, writes the SIT Figure 3 analogue (decomposed reward per slot over
+    training, DPER priority histograms per buffer).
     """
-    from teamsift.value import ardnem, dper
+    from teamsift.data import dper
+    from teamsift.engine import RunConfig, fit
+    from teamsift.value import ardnem
 
     if score not in (None, "return"):
         raise ValueError(f"score: ARDNEM decomposes the per-step team reward, so it values by 'return' only, "
@@ -143,7 +152,14 @@ def _ardnem_report(dataset, key, truth, *, score: str | None, progress: bool = T
     if unknown:
         raise ValueError(f"ardnem options: unknown ARDNEMConfig fields {unknown}")
     config = ardnem.ARDNEMConfig(**options)
-    result = ardnem.train(config, dataset, key, progress=progress)
+    if run is None:
+        run = RunConfig(updates=updates, log_every=max(1, min(log_every, updates)), progress=progress, label="ARDNEM")
+    updates = run.updates
+    result = ardnem.result(config, fit(ardnem.learner(config, dataset), dataset, key, run,
+                                       record={"hyperparameters": dataclasses.asdict(config), "stage": "ardnem"}),
+                           dataset)
+    if stage1_out is not None:
+        ardnem.save_result(result, stage1_out)
     priority = np.asarray(result.priority, np.float64)  # p̂ [E, A]
     ids = np.asarray(dataset.episodes["agent_ids"]).astype(str)  # [E, A]
     unique, codes = np.unique(ids.ravel(), return_inverse=True)
@@ -161,7 +177,11 @@ def _ardnem_report(dataset, key, truth, *, score: str | None, progress: bool = T
               "table": table, "accuracy": accuracy_report(unique, means, truth),
               "slot_mean_priority": priority.mean(axis=0).tolist(),
               "final_loss": float(np.mean(result.logs["loss"][-max(1, len(result.logs["loss"]) // 10):])),
-              "config": dataclasses.asdict(config)}
+              "config": dataclasses.asdict(config), "updates": updates}
+    if stage1_out is not None:
+        report["stage1"] = str(stage1_out)
+    if run.run_dir is not None:
+        report["run_dir"] = str(run.run_dir)
     if "behaviour" in dataset.episodes:
         labels = np.asarray(dataset.episodes["behaviour"]).astype(str)
         report["trajectory_accuracy"] = accuracy_report(np.arange(labels.size), priority.ravel(),

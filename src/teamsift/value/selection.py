@@ -1,7 +1,7 @@
 """From values to data selection: which agent decisions a filtered imitation learner keeps.
 
 Two granularities, one output: a weight per (step, slot) [N, A] that behaviour cloning
-multiplies into its loss (`teamsift.algos.bc.train(..., weights=...)`).
+multiplies into its loss (`teamsift.value.weights`, `teamsift.engine.fit(..., weights=...)`).
 
 * per individual (EV2BC, methods.md §1, Definition 4.5 of Select to Perfect): every slot
   an individual played gets that individual's weight —
@@ -79,13 +79,3 @@ def step_weights(dataset, episode_slot_weights: np.ndarray) -> np.ndarray:
         raise ValueError(f"weights: expected shape {list(expected)} (episodes, agents), "
                          f"found {list(episode_slot_weights.shape)}")
     return episode_slot_weights[dataset.episode_index]
-
-
-def episode_scores(dataset, score: str | None) -> np.ndarray:
-    """The DVF of every episode: the named score column, or the team return."""
-    if score is None or score == "return":
-        return np.asarray(dataset.returns, np.float64)
-    if score not in dataset.score_names:
-        raise ValueError(f"{dataset.path}: no score {score!r} in episodes.parquet "
-                         f"(available: {', '.join(('return',) + tuple(dataset.score_names))})")
-    return np.asarray(dataset.score(score), np.float64)

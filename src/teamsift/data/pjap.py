@@ -17,8 +17,10 @@ seen so far (1 at the start, so sampling starts uniform); no importance-sampling
 correction of the loss.
 
 The target policy's actions are an input (`target_actions`), so this module needs no
-learner: `teamsift.algos.maddpg_cql` computes them and calls `pjap_update`. Padded
-steps of a sequence (mask False) are left out of the mean over t.
+learner: a learner that reports proximity (`teamsift.algos.maddpg_cql`, `td3bc`, `omar`)
+returns d_τ of the items it drew, and the `PJAP` sampler (`teamsift.data.samplers`)
+calls `pjap_update` with them after the update. Padded steps of a sequence (mask False)
+are left out of the mean over t.
 
 Everything is a pure function of a `PJAPState` pytree (a sum-tree over ρ^α plus the
 largest ρ seen), usable inside `jit`, `lax.scan` and `vmap`.

@@ -1,0 +1,145 @@
+"""What the training engine costs: `fit` (with metrics rows, TensorBoard events, checkpoints
+and the run record) against a bare jitted loop of the same learner's update.
+
+    python benchmarks/run_engine_overhead.py                 # every learner, results/engine-overhead-<device>.{json,md}
+    python benchmarks/run_engine_overhead.py --quick         # tiny budgets (a smoke run, not recorded)
+
+For each learner, on a dataset from the committed pools:
+  * bare: `jax.jit(vmap over seeds(lax.scan over U updates of learner.update))`, drawing
+    uniform batches exactly as the engine's Uniform sampler does, collecting the per-update
+    metrics — the update's own arithmetic and nothing else;
+  * fit:  `engine.fit` for the same U updates and seeds, logging a metrics row every U/20
+    updates (metrics.csv and TensorBoard), checkpointing every U/4 with orbax, writing
+    config.json and one policy per seed.
+Both are timed after a first run that compiled them (compilation is the same program);
+the ratio is fit's updates/s over the bare loop's, in one process on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import teamsift  # noqa: F401  (XLA flags before JAX starts)
+from teamsift.algos import pipeline, registry
+from teamsift.collect.datasets import generate_from_spec
+from teamsift.collect.pools import load_pools
+from teamsift.data import Uniform, item_space, load_dataset
+from teamsift.engine import RunConfig, fit
+from teamsift.envs import make
+from teamsift.fileio import atomic_write_text
+from teamsift.machine import describe, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+#: learner, dataset (env, composition), updates (full / quick), seeds
+CASES = (
+    ("bc", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (6000, 60), 5),
+    ("icq", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (300, 6), 5),
+    ("macql", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (600, 6), 5),
+    ("td3bc", ("halfcheetah_2x3", "100%[r,e]"), (6000, 60), 5),
+)
+
+
+def dataset_for(env_id: str, spec: str, episodes: int, data_dir: Path):
+    path = data_dir / f"{env_id}-{episodes}"
+    if not (path / "meta.json").is_file():
+        pools = load_pools(env_id, ROOT / "pools")
+        env = make(env_id, **pools.env_kwargs)
+        generate_from_spec(env, pools, spec, episodes, jax.random.key(0), path, overwrite=True, progress=False)
+    return load_dataset(path)
+
+
+def bare_program(learner, updates: int):
+    sampler = Uniform()
+
+    def run(states, update_keys, arrays, sampler_arrays):
+        def one_seed(state, seed_key):
+            def body(s, i):
+                draw = lambda k, b: sampler.draw(sampler_arrays, None, k, b, learner.unit)  # noqa: E731
+                out = learner.update(s, jax.random.fold_in(seed_key, i), arrays, draw)
+                return out[0], out[1]
+
+            return jax.lax.scan(body, state, jnp.arange(updates, dtype=jnp.int32))
+
+        return jax.vmap(one_seed)(states, update_keys)
+
+    return jax.jit(run)
+
+
+def time_bare(learner, dataset, updates: int, seeds: int) -> float:
+    arrays = learner.prepare(dataset, {})
+    sampler_arrays = Uniform().arrays(item_space(dataset, learner.unit), dataset)
+    keys = jax.random.split(jax.random.key(0), (seeds, 2))
+    states = jax.jit(jax.vmap(lambda k: learner.init(k, arrays)))(keys[:, 0])
+    program = bare_program(learner, updates)
+    jax.block_until_ready(program(states, keys[:, 1], arrays, sampler_arrays))  # compile
+    started = time.perf_counter()
+    jax.block_until_ready(program(states, keys[:, 1], arrays, sampler_arrays))
+    return time.perf_counter() - started
+
+
+def time_fit(learner, dataset, updates: int, seeds: int) -> tuple[float, dict]:
+    def once(directory: Path) -> float:
+        run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 20),
+                        checkpoint_every=max(1, updates // 4), run_dir=str(directory), progress=False)
+        started = time.perf_counter()
+        fit(learner, dataset, jax.random.key(0), run)
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as tmp:
+        once(Path(tmp) / "compile")
+        seconds = once(Path(tmp) / "timed")
+        files = sorted(str(p.relative_to(Path(tmp) / "timed")) for p in (Path(tmp) / "timed").iterdir())
+    return seconds, {"run_dir": files}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="comma-separated learners")
+    parser.add_argument("--data-dir", type=Path, default=Path("datasets/bench-engine"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    rows = []
+    for name, (env_id, spec), budgets, seeds in CASES:
+        if args.only and name not in args.only.split(","):
+            continue
+        updates = budgets[1] if args.quick else budgets[0]
+        dataset = dataset_for(env_id, spec, 100 if args.quick else 1000, args.data_dir)
+        learner = registry.get(name).learner(pipeline.make_spec(name).hyperparameters, dataset)
+        bare = time_bare(learner, dataset, updates, seeds)
+        fitted, extra = time_fit(learner, dataset, updates, seeds)
+        rows.append({"learner": name, "env": env_id, "updates": updates, "seeds": seeds,
+                     "bare_seconds": bare, "fit_seconds": fitted, "bare_updates_per_s": updates / bare,
+                     "fit_updates_per_s": updates / fitted, "ratio": bare / fitted, **extra})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.quick:
+        return 0
+    info = machine()
+    report = {"machine": describe(info), "command": "python benchmarks/run_engine_overhead.py", "rows": rows}
+    lines = ["# Engine overhead: fit against a bare jitted loop of the same update", "",
+             f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
+             "fit logs a metrics row every U/20 updates (metrics.csv and TensorBoard events), checkpoints every U/4 "
+             "with orbax, and writes config.json and one policy per seed; both timed after a compiling run.", "",
+             "| learner | dataset | updates × seeds | bare updates/s | fit updates/s | fit / bare |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['learner']} | {r['env']} | {r['updates']:,} × {r['seeds']} | {r['bare_updates_per_s']:.1f} "
+                     f"| {r['fit_updates_per_s']:.1f} | {r['ratio']:.3f} |")
+    stem = f"engine-overhead-{info['device'].split(':')[0]}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out / f"{stem}.md", "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

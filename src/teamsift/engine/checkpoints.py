@@ -1,0 +1,68 @@
+"""Checkpoints of a run (orbax-checkpoint): the training state with its seed axis, the
+sampler's state, the logs so far and the learner's snapshots, one directory per update.
+
+Orbax writes a checkpoint into a temporary directory and renames it once every file is
+complete, so a process killed while writing leaves the previous checkpoint intact; the
+incomplete one is never listed (and orbax removes it on the next save). Saves are
+synchronous: the next chunk starts once the checkpoint is on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    def __init__(self, directory: Path, keep: int):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+        self.directory = Path(directory).absolute()
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, update: int, carry: Any, progress: dict, snapshots: Any | None) -> None:
+        items = {"carry": ocp.args.StandardSave(_storable(carry)), "progress": ocp.args.JsonSave(progress)}
+        if snapshots is not None:
+            items["snapshots"] = ocp.args.StandardSave(snapshots)
+        self.manager.save(update, args=ocp.args.Composite(**items), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, update: int, abstract_carry: Any) -> tuple[Any, dict, Any | None]:
+        has_snapshots = (self.directory / str(update) / "snapshots").is_dir()
+        items = {"carry": ocp.args.StandardRestore(_storable(abstract_carry)), "progress": ocp.args.JsonRestore()}
+        if has_snapshots:
+            items["snapshots"] = ocp.args.StandardRestore()
+        restored = self.manager.restore(update, args=ocp.args.Composite(**items))
+        carry = _restored(restored["carry"], abstract_carry)
+        snapshots = jax.tree.map(np.asarray, restored["snapshots"]) if has_snapshots else None
+        return carry, dict(restored["progress"]), snapshots
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _storable(tree):
+    """Typed PRNG keys as their raw key data (orbax stores plain arrays)."""
+    def convert(x):
+        if _is_key(x):
+            if isinstance(x, jax.ShapeDtypeStruct):
+                data = jax.eval_shape(jax.random.key_data, x)
+                return jax.ShapeDtypeStruct(data.shape, data.dtype)
+            return jax.random.key_data(x)
+        return x
+
+    return jax.tree.map(convert, tree)
+
+
+def _restored(tree, abstract):
+    return jax.tree.map(lambda x, a: jax.random.wrap_key_data(x) if _is_key(a) else x, tree, abstract)

@@ -1,0 +1,469 @@
+"""`fit`: the one training loop every learner runs through.
+
+    seed keys    (k_init[s], k_update[s]) = split(key, (seeds, 2))
+    state[s]     = learner.init(k_init[s], arrays[, start[s]])            vmapped over seeds
+    for update i = 0 … updates − 1:                                        chunks of lax loops under jit
+        state[s], metrics[s] = learner.update(state[s], fold_in(k_update[s], i), arrays, draw)
+    at every log point: the mean of each metric over the interval → metrics.csv, TensorBoard
+    at every evaluation point and at the end: each seed's policy in the environment
+    at every checkpoint point and at the end: orbax checkpoint of (state, sampler state, logs)
+
+Update i always uses fold_in(k_update[s], i), so the result does not depend on how the
+updates are chunked, and a run resumed from a checkpoint ends exactly where the
+uninterrupted run ends. The update of a learner compiles once: every chunk runs the same
+program (a loop with a dynamic trip count over a fixed-size metrics buffer), whatever the
+chunk lengths the log, evaluation and checkpoint intervals make. Every evaluation of seed s
+uses the key fold_in(eval_key, s): common random numbers, so an evaluation curve compares
+policies on the same episodes' randomness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.progress import TextColumn
+
+from teamsift.data.samplers import Uniform, item_space
+from teamsift.engine.learner import Learner
+from teamsift.engine.run import (
+    EVALUATIONS_FILE, METRICS_FILE, EventWriters, RunConfig, RunDir, json_ready, marl_eval, metrics_csv, versions,
+)
+from teamsift.fileio import atomic_write_text
+from teamsift.progress import progress_bar
+
+
+# --- the compiled programs -----------------------------------------------------------------------
+
+def _draw_fn(learner: Learner, sampler, sampler_arrays, sampler_state):
+    if learner.unit is None:
+        return None
+    return lambda key, batch_size: sampler.draw(sampler_arrays, sampler_state, key, batch_size, learner.unit)
+
+
+def _step_fn(learner: Learner, sampler):
+    """One update of one seed: (carry, key, i, arrays, sampler arrays) → (carry, metrics)."""
+
+    def step(carry, key, i, arrays, sampler_arrays):
+        state, sampler_state = carry
+        out = learner.update(state, key, arrays, _draw_fn(learner, sampler, sampler_arrays, sampler_state))
+        if learner.proximity:
+            state, metrics, feedback = out
+            if sampler.adaptive:
+                sampler_state, extra = sampler.feedback(sampler_state, feedback.items, feedback.distance, i)
+                metrics = {**metrics, **extra}
+        else:
+            state, metrics = out
+        return (state, sampler_state), metrics
+
+    return step
+
+
+@functools.lru_cache(maxsize=None)
+def _init_program(learner: Learner, sampler):
+    def init(seed_key, arrays, sampler_arrays, start):
+        state = learner.init(seed_key, arrays, start) if learner.needs_start else learner.init(seed_key, arrays)
+        return state, sampler.init(sampler_arrays)
+
+    return jax.jit(jax.vmap(init, in_axes=(0, None, None, 0)))
+
+
+@functools.lru_cache(maxsize=None)
+def _chunk_program(learner: Learner, sampler, capacity: int):
+    """`count` (≤ capacity, dynamic) updates for every seed, metrics into a [capacity] buffer."""
+    step = _step_fn(learner, sampler)
+
+    def run_chunk(carry, update_keys, start, count, arrays, sampler_arrays):
+        def one_seed(seed_carry, seed_key):
+            shapes = jax.eval_shape(lambda c: step(c, seed_key, start, arrays, sampler_arrays)[1], seed_carry)
+            buffer = jax.tree.map(lambda s: jnp.zeros((capacity,) + s.shape, s.dtype), shapes)
+
+            def body(j, val):
+                c, buf = val
+                i = start + j
+                c, metrics = step(c, jax.random.fold_in(seed_key, i), i, arrays, sampler_arrays)
+                buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, j, 0), buf, metrics)
+                return c, buf
+
+            return jax.lax.fori_loop(0, count, body, (seed_carry, buffer))
+
+        return jax.vmap(one_seed)(carry, update_keys)
+
+    return jax.jit(run_chunk, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_program(learner: Learner):
+    return jax.jit(jax.vmap(learner.probe, in_axes=(0, None)))
+
+
+@functools.lru_cache(maxsize=None)
+def _snapshot_program(learner: Learner):
+    return jax.jit(jax.vmap(learner.snapshot))
+
+
+# --- the result ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns. Arrays with a seed axis lead with it ([S, ...])."""
+
+    learner: Learner
+    state: Any  # final learner state [S, ...]
+    arrays: Any = dataclasses.field(repr=False)  # the device arrays it trained on
+    updates: int
+    seeds: int
+    history: dict[str, np.ndarray] = dataclasses.field(repr=False)  # name -> [S, L, ...]; "update" [L]
+    last: dict[str, np.ndarray] = dataclasses.field(repr=False)  # name -> [S, ...] at the final update
+    evaluations: list[dict] = dataclasses.field(repr=False)  # one row per evaluation point
+    snapshots: Any = dataclasses.field(default=None, repr=False)  # learner.snapshot [S, C, ...]
+    snapshot_updates: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    sampler_state: Any = dataclasses.field(default=None, repr=False)
+    seconds: float = 0.0  # wall time of this call (compilation included)
+    run_dir: Path | None = None
+    resumed_from: int | None = None  # the update a resumed run continued from
+
+    def seed_state(self, seed: int):
+        return jax.tree.map(lambda x: x[seed], self.state)
+
+    def policy(self, seed: int = 0):
+        """Seed `seed`'s policy (an object `teamsift.evaluate` runs)."""
+        if not 0 <= seed < self.seeds:
+            raise IndexError(f"seed {seed}: this run trained seeds 0 … {self.seeds - 1}")
+        if self.learner.policy is None:
+            raise TypeError(f"{self.learner.name} learns no policy (see its module for what it produces)")
+        return self.learner.policy(self.seed_state(seed), self.arrays)
+
+    def policies(self) -> list:
+        return [self.policy(s) for s in range(self.seeds)]
+
+    def final(self, name: str | None = None) -> np.ndarray:
+        """[S]: the metric (default: the learner's headline) at the final update."""
+        return np.asarray(self.last[name or self.learner.headline])
+
+    def final_returns(self) -> list[float] | None:
+        """Each seed's mean return at the last evaluation (None if there was none)."""
+        if not self.evaluations:
+            return None
+        return [float(np.mean(scores["return"])) for scores in self.evaluations[-1]["seed_scores"]]
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def _boundaries(run: RunConfig) -> list[int]:
+    return [x for x in (run.log_every, run.eval_every, run.checkpoint_every, run.snapshot_every) if x > 0]
+
+
+def _next_stop(done: int, run: RunConfig) -> int:
+    stops = [((done // every) + 1) * every for every in _boundaries(run)]
+    return min([run.updates] + stops)
+
+
+def _nanmean_rows(chunks: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
+    """Mean over updates (axis 1) of concatenated per-update metrics, NaN-aware."""
+    out = {}
+    for name in chunks[0][1]:
+        values = np.concatenate([c[1][name] for c in chunks], axis=1).astype(np.float64)
+        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            out[name] = np.nanmean(values, axis=1)
+    return out
+
+
+def step_weights(dataset, weights) -> np.ndarray:
+    """Per-(episode, slot) weights [E, A] → per-decision weights [N, A] (float32)."""
+    weights = np.asarray(weights, np.float32)
+    expected = (dataset.num_episodes, dataset.num_agents)
+    if weights.shape != expected:
+        raise ValueError(f"weights: expected one per (episode, slot), shape [E={expected[0]}, A={expected[1]}], "
+                         f"got {list(weights.shape)}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("weights: expected finite values >= 0")
+    if not np.any(weights > 0):
+        raise ValueError("weights: every weight is 0, so nothing would be learned")
+    return np.repeat(weights, dataset.lengths, axis=0)
+
+
+def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=None, weights=None,
+        inputs: dict | None = None, start=None, env=None, eval_key: jax.Array | None = None,
+        record: dict | None = None) -> FitResult:
+    """Train `learner` on `dataset` for `run.updates` updates with `run.seeds` seeds.
+
+    Args:
+        sampler: which items batches are drawn from (`teamsift.data.samplers`; default Uniform).
+        weights: [E, A] per-(episode, slot) weights of every agent decision in the losses
+            (a valuation's selection, e.g. EV2BC's); multiplied into any weight the learner sets.
+        inputs: host arrays from earlier stages, for `learner.prepare` (e.g. SIT's r̂, û).
+        start: a per-seed pytree (leading seed axis) for `learner.init` (`needs_start`).
+        env: evaluate every seed's policy here (with `run.eval_episodes`).
+        eval_key: the evaluation key (default: derived from `key`).
+        record: what the caller adds to the run record (hyperparameters, stage, command).
+    """
+    began = time.perf_counter()
+    sampler = Uniform() if sampler is None else sampler
+    if sampler.adaptive and not learner.proximity:
+        raise ValueError(f"sampler {sampler.name!r} needs a learner that reports joint-action proximity; "
+                         f"{learner.name} does not")
+    if learner.needs_start != (start is not None):
+        raise ValueError(f"{learner.name}: " + ("init needs `start` (per-seed parameters)" if learner.needs_start
+                                                else "takes no `start`"))
+    if run.eval_episodes and env is None:
+        raise ValueError("RunConfig.eval_episodes: evaluation needs an environment (env=...)")
+    if run.eval_episodes and learner.policy is None:
+        raise ValueError(f"RunConfig.eval_episodes: {learner.name} learns no policy to evaluate")
+    arrays = learner.prepare(dataset, inputs or {}) if learner.prepare is not None else {}
+    if weights is not None:
+        weight = jnp.asarray(step_weights(dataset, weights))
+        arrays["weight"] = weight if "weight" not in arrays else arrays["weight"] * weight
+    sampler_arrays = None
+    if learner.unit is not None:
+        window_start = np.asarray(arrays["window_start"]) if learner.unit == "window" else None
+        sampler_arrays = sampler.arrays(item_space(dataset, learner.unit, window_start), dataset)
+    seed_keys = jax.random.split(key, (run.seeds, 2))
+    eval_key = jax.random.fold_in(key, 0x5EED) if eval_key is None else eval_key
+    if start is None:
+        start = jnp.zeros((run.seeds,))
+    carry = _init_program(learner, sampler)(seed_keys[:, 0], arrays, sampler_arrays, start)
+    # Online and target networks often start equal: give every leaf its own buffer (the chunk
+    # program donates the carry, and one buffer cannot be donated twice).
+    carry = jax.tree.map(jnp.copy, carry)
+
+    loop = _Loop(learner, sampler, run, dataset, env, eval_key, arrays, sampler_arrays, carry, record)
+    done = loop.open()
+    capacity = max(1, min([run.updates] + _boundaries(run)))
+    program = _chunk_program(learner, sampler, capacity)
+    with progress_bar(run.progress, TextColumn(f"{learner.headline} {{task.fields[value]}}")) as bar:
+        task = bar.add_task(run.label or learner.name, total=run.updates, completed=done, value="…")
+        while done < run.updates:
+            stop = _next_stop(done, run)
+            loop.carry, metrics = program(loop.carry, seed_keys[:, 1], jnp.int32(done), jnp.int32(stop - done),
+                                          arrays, sampler_arrays)
+            metrics = jax.tree.map(lambda x: np.asarray(x)[:, : stop - done], metrics)
+            done = stop
+            loop.after_chunk(done, metrics)
+            value = loop.last.get(learner.headline)
+            bar.update(task, completed=done, value="…" if value is None else f"{float(np.nanmean(value)):.4g}")
+    return loop.finish(time.perf_counter() - began)
+
+
+class _Loop:
+    """The host side of `fit`: logs, evaluations, snapshots, checkpoints and the run record."""
+
+    def __init__(self, learner, sampler, run, dataset, env, eval_key, arrays, sampler_arrays, carry, record):
+        self.learner, self.sampler, self.run = learner, sampler, run
+        self.dataset, self.env, self.eval_key = dataset, env, eval_key
+        self.arrays, self.sampler_arrays, self.carry = arrays, sampler_arrays, carry
+        self.record = record or {}
+        self.log_updates: list[int] = []
+        self.log_elapsed: list[float] = []
+        self.log_rows: list[dict] = []
+        self.pending: list[tuple[int, dict]] = []  # per-update metrics since the last log point
+        self.last: dict[str, np.ndarray] = {}
+        self.evaluations: list[dict] = []
+        self.snapshots: list = []
+        self.snapshot_updates: list[int] = []
+        self.elapsed_before = 0.0  # training seconds of earlier (interrupted) processes
+        self.started = time.perf_counter()
+        self.resumed_from = None
+        self.run_dir = RunDir(run.run_dir) if run.run_dir else None
+        self.manager = None
+        self.events = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def config(self) -> dict:
+        import sys
+
+        from teamsift.machine import machine
+
+        hyperparameters = self.record.get("hyperparameters", self.learner.config)
+        config = {"learner": self.learner.name, "hyperparameters": json_ready(hyperparameters),
+                  "schedule": self.run.schedule(), "sampler": self.record.get("sampler", self.sampler.name),
+                  "weights": self.record.get("weights"), "stage": self.record.get("stage"),
+                  "command": self.record.get("command", " ".join(sys.argv)), "versions": versions(),
+                  "machine": machine(), **{k: v for k, v in self.record.items() if k not in
+                                           ("hyperparameters", "sampler", "weights", "stage", "command")}}
+        if self.dataset is not None:
+            from teamsift.data import dataset_fingerprint
+
+            config["dataset"] = str(self.dataset.path)
+            config["dataset_fingerprint"] = dataset_fingerprint(self.dataset)
+        return config
+
+    def open(self) -> int:
+        """Open the run directory; restore the last checkpoint when resuming. Returns the
+        number of updates already done."""
+        if self.run_dir is None:
+            if self.learner.snapshot is not None and self.run.snapshot_every:
+                self.take_snapshot(0)
+            return 0
+        resume = self.run_dir.open(self.config(), resume=self.run.resume, overwrite=self.run.overwrite)
+        from teamsift.engine.checkpoints import Checkpoints
+
+        self.manager = Checkpoints(self.run_dir.checkpoints, self.run.keep_checkpoints)
+        done = 0
+        if resume and self.manager.latest() is not None:
+            done = self.restore(self.manager.latest())
+        elif self.learner.snapshot is not None and self.run.snapshot_every:
+            self.take_snapshot(0)
+        self.events = EventWriters(self.run_dir.path, self.run.seeds, purge_step=done if resume else None)
+        # metrics.csv holds exactly the logged rows up to here (a resumed run drops what the
+        # interrupted one wrote after its last checkpoint); rows are appended as they come.
+        text = metrics_csv(self.log_updates, self.log_elapsed, self.log_rows, self.run.seeds) if self.log_rows else ""
+        atomic_write_text(self.run_dir.path / METRICS_FILE, text)
+        return done
+
+    # -- per chunk ------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def after_chunk(self, done: int, metrics: dict) -> None:
+        run = self.run
+        self.pending.append((done, metrics))
+        self.last = {name: value[:, -1] for name, value in metrics.items()}
+        if done % run.log_every == 0 or done == run.updates:
+            self.log(done)
+        if run.snapshot_every and self.learner.snapshot is not None and done % run.snapshot_every == 0:
+            self.take_snapshot(done)
+        if self.env is not None and run.eval_episodes and (
+                (run.eval_every and done % run.eval_every == 0) or done == run.updates):
+            self.evaluate(done)
+        if self.manager is not None and ((run.checkpoint_every and done % run.checkpoint_every == 0)
+                                         or done == run.updates):
+            self.save(done)
+
+    def log(self, done: int) -> None:
+        row = _nanmean_rows(self.pending)
+        if self.learner.probe is not None:
+            probe = _probe_program(self.learner)(self.carry[0], self.arrays)
+            row.update({name: np.asarray(value) for name, value in probe.items()})
+        self.pending = []
+        self.log_updates.append(done)
+        self.log_elapsed.append(self.elapsed())
+        self.log_rows.append(row)
+        if self.run_dir is not None:
+            text = metrics_csv([done], [self.log_elapsed[-1]], [row], self.run.seeds)
+            path = self.run_dir.path / METRICS_FILE
+            with open(path, "a") as handle:
+                handle.write(text if path.stat().st_size == 0 else text.split("\n", 1)[1])
+            self.events.add(done, row)
+
+    def take_snapshot(self, done: int) -> None:
+        params = _snapshot_program(self.learner)(self.carry[0])
+        self.snapshots.append(jax.tree.map(np.asarray, params))
+        self.snapshot_updates.append(done)
+
+    def seed_policy(self, seed: int):
+        return self.learner.policy(jax.tree.map(lambda x: x[seed], self.carry[0]), self.arrays)
+
+    def evaluate(self, done: int) -> None:
+        from teamsift.evaluate import evaluate
+
+        if self.evaluations and self.evaluations[-1]["update"] == done:
+            return
+        seed_scores = []
+        for seed in range(self.run.seeds):
+            result = evaluate(self.env, self.seed_policy(seed), jax.random.fold_in(self.eval_key, seed),
+                              self.run.eval_episodes)
+            seed_scores.append({name: np.asarray(v, np.float64).tolist() for name, v in result.per_episode.items()})
+        self.evaluations.append({"update": done, "elapsed": self.elapsed(), "seed_scores": seed_scores})
+        if self.events is not None:
+            self.events.add_evaluation(done, [float(np.mean(s["return"])) for s in seed_scores])
+        if self.run_dir is not None:
+            self.write_evaluations()
+
+    def write_evaluations(self) -> None:
+        from teamsift.envs.registry import entry
+
+        spec = self.env.spec
+        try:
+            family = entry(spec.env_id).family
+        except KeyError:
+            family = spec.env_id
+        final = self.evaluations[-1] if self.evaluations and self.evaluations[-1]["update"] == self.run.updates else None
+        self.run_dir.write_json(EVALUATIONS_FILE, marl_eval(family, spec.env_id, self.learner.name,
+                                                            self.evaluations, final))
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def progress_record(self, done: int) -> dict:
+        return json_ready({
+            "update": done, "elapsed": self.elapsed(),
+            "log": {"updates": self.log_updates, "elapsed": self.log_elapsed,
+                    "rows": [{k: v.tolist() for k, v in row.items()} for row in self.log_rows]},
+            "pending": [[u, {k: v.tolist() for k, v in m.items()}] for u, m in self.pending],
+            "last": {k: v.tolist() for k, v in self.last.items()},
+            "evaluations": self.evaluations, "snapshot_updates": self.snapshot_updates,
+        })
+
+    def save(self, done: int) -> None:
+        snapshots = None
+        if self.snapshots:
+            snapshots = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *self.snapshots)
+        self.manager.save(done, self.carry, self.progress_record(done), snapshots)
+
+    def restore(self, step: int) -> int:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self.carry)
+        carry, progress, snapshots = self.manager.restore(step, abstract)
+        self.carry = carry
+        log = progress["log"]
+        self.log_updates, self.log_elapsed = list(log["updates"]), list(log["elapsed"])
+        self.log_rows = [{k: np.asarray(v, np.float64) for k, v in row.items()} for row in log["rows"]]
+        self.pending = [(u, {k: np.asarray(v, np.float64) for k, v in m.items()}) for u, m in progress["pending"]]
+        self.last = {k: np.asarray(v) for k, v in progress["last"].items()}
+        self.evaluations = progress["evaluations"]
+        self.snapshot_updates = list(progress["snapshot_updates"])
+        if snapshots is not None:
+            count = len(self.snapshot_updates)
+            self.snapshots = [jax.tree.map(lambda x: np.asarray(x)[:, c], snapshots) for c in range(count)]
+        self.elapsed_before = float(progress["elapsed"])
+        self.started = time.perf_counter()
+        self.resumed_from = int(progress["update"])
+        return int(progress["update"])
+
+    # -- the end --------------------------------------------------------------------------------
+    def finish(self, seconds: float) -> FitResult:
+        run = self.run
+        if self.manager is not None and run.updates == 0 and self.manager.latest() is None:
+            self.save(0)
+        if self.env is not None and run.eval_episodes and not (self.evaluations
+                                                              and self.evaluations[-1]["update"] == run.updates):
+            self.evaluate(run.updates)
+        history = {"update": np.asarray(self.log_updates, np.int64), "elapsed": np.asarray(self.log_elapsed)}
+        if self.log_rows:
+            for name in self.log_rows[0]:
+                history[name] = np.stack([row[name] for row in self.log_rows], axis=1)
+        snapshots = None
+        if self.snapshots:
+            snapshots = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *self.snapshots)
+        result = FitResult(learner=self.learner, state=self.carry[0], arrays=self.arrays, updates=run.updates,
+                           seeds=run.seeds, history=history, last=self.last, evaluations=self.evaluations,
+                           snapshots=snapshots, snapshot_updates=np.asarray(self.snapshot_updates, np.int64),
+                           sampler_state=self.carry[1], seconds=seconds,
+                           run_dir=None if self.run_dir is None else self.run_dir.path,
+                           resumed_from=self.resumed_from)
+        if self.run_dir is not None and self.learner.policy is not None:
+            self.save_policies(result)
+            self.events.close()
+            self.manager.close()
+        return result
+
+    def save_policies(self, result: FitResult) -> None:
+        from teamsift.nets import save_policy
+
+        spec = None if self.dataset is None else self.dataset.spec
+        if spec is None and self.env is not None:
+            spec = self.env.spec
+        extra = {"learner": self.learner.name,
+                 "hyperparameters": json_ready(self.record.get("hyperparameters", self.learner.config)),
+                 "stage": self.record.get("stage")}
+        if self.dataset is not None:
+            extra.update(dataset=str(self.dataset.path), env_kwargs=self.dataset.meta.get("env_kwargs", {}))
+        elif self.env is not None:
+            extra.update(env_kwargs=dict(getattr(self.env, "kwargs", {}) or {}))
+        for seed in range(result.seeds):
+            save_policy(result.policy(seed), self.run_dir.policy_path(seed), spec=spec, extra={**extra, "seed": seed})
