@@ -26,7 +26,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import teamsift  # noqa: F401  (XLA flags before JAX starts)
 from teamsift.algos import pipeline, registry
@@ -39,13 +38,32 @@ from teamsift.fileio import atomic_write_text
 from teamsift.machine import describe, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-#: learner, dataset (env, composition), updates (full / quick), seeds
+#: name, dataset (env, composition) or None for an online learner, updates (full / quick), seeds
 CASES = (
-    ("bc", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (6000, 60), 5),
+    ("bc", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (1500, 20), 5),
     ("icq", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (300, 6), 5),
-    ("macql", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (600, 6), 5),
-    ("td3bc", ("halfcheetah_2x3", "100%[r,e]"), (6000, 60), 5),
+    ("sit", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (300, 6), 5),  # Stage III, w/o decomposition (no Stage I)
+    ("td3bc", ("halfcheetah_2x3", "100%[r,e]"), (5000, 50), 5),
+    ("maddpg_cql", ("halfcheetah_2x3", "100%[r,e]"), (200, 4), 5),
+    ("mappo", None, (None, None), 5),  # the pool trainer on CN_3ls3l: its config's budget
 )
+
+
+def build(name: str, dataset):
+    """(learner, inputs) of a case: the registry's learner with its paper defaults."""
+    if name == "mappo":
+        from teamsift.collect import ppo
+
+        env_id = "CN_3ls3l"
+        return ppo.make_learner(ppo.config_for(env_id), make(env_id)), {}
+    overrides = {"decomposition": False} if name == "sit" else {}
+    spec = pipeline.make_spec(name, overrides=overrides)
+    learner = registry.get(name).learner(spec.hyperparameters, dataset)
+    if name == "sit":
+        from teamsift.algos import sit
+
+        return learner, sit.stage_inputs(spec.hyperparameters, dataset)
+    return learner, {}
 
 
 def dataset_for(env_id: str, spec: str, episodes: int, data_dir: Path):
@@ -63,7 +81,8 @@ def bare_program(learner, updates: int):
     def run(states, update_keys, arrays, sampler_arrays):
         def one_seed(state, seed_key):
             def body(s, i):
-                draw = lambda k, b: sampler.draw(sampler_arrays, None, k, b, learner.unit)  # noqa: E731
+                draw = None if learner.unit is None else (  # noqa: E731
+                    lambda k, b: sampler.draw(sampler_arrays, None, k, b, learner.unit))
                 out = learner.update(s, jax.random.fold_in(seed_key, i), arrays, draw)
                 return out[0], out[1]
 
@@ -74,9 +93,12 @@ def bare_program(learner, updates: int):
     return jax.jit(run)
 
 
-def time_bare(learner, dataset, updates: int, seeds: int) -> float:
-    arrays = learner.prepare(dataset, {})
-    sampler_arrays = Uniform().arrays(item_space(dataset, learner.unit), dataset)
+def time_bare(learner, dataset, inputs: dict, updates: int, seeds: int) -> float:
+    arrays = learner.prepare(dataset, inputs) if learner.prepare is not None else {}
+    sampler_arrays = None
+    if learner.unit is not None:
+        window_start = arrays.get("window_start")
+        sampler_arrays = Uniform().arrays(item_space(dataset, learner.unit, window_start), dataset)
     keys = jax.random.split(jax.random.key(0), (seeds, 2))
     states = jax.jit(jax.vmap(lambda k: learner.init(k, arrays)))(keys[:, 0])
     program = bare_program(learner, updates)
@@ -86,12 +108,12 @@ def time_bare(learner, dataset, updates: int, seeds: int) -> float:
     return time.perf_counter() - started
 
 
-def time_fit(learner, dataset, updates: int, seeds: int) -> tuple[float, dict]:
+def time_fit(learner, dataset, inputs: dict, updates: int, seeds: int) -> tuple[float, dict]:
     def once(directory: Path) -> float:
         run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 20),
                         checkpoint_every=max(1, updates // 4), run_dir=str(directory), progress=False)
         started = time.perf_counter()
-        fit(learner, dataset, jax.random.key(0), run)
+        fit(learner, dataset, jax.random.key(0), run, inputs=inputs)
         return time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,14 +131,19 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     rows = []
-    for name, (env_id, spec), budgets, seeds in CASES:
+    for name, data, budgets, seeds in CASES:
         if args.only and name not in args.only.split(","):
             continue
+        dataset = None if data is None else dataset_for(*data, 100 if args.quick else 1000, args.data_dir)
+        learner, inputs = build(name, dataset)
         updates = budgets[1] if args.quick else budgets[0]
-        dataset = dataset_for(env_id, spec, 100 if args.quick else 1000, args.data_dir)
-        learner = registry.get(name).learner(pipeline.make_spec(name).hyperparameters, dataset)
-        bare = time_bare(learner, dataset, updates, seeds)
-        fitted, extra = time_fit(learner, dataset, updates, seeds)
+        if updates is None:  # an online learner: its config's budget (it shapes the learning-rate schedule)
+            from teamsift.collect import ppo
+
+            updates = ppo.config_for("CN_3ls3l").num_updates
+        bare = time_bare(learner, dataset, inputs, updates, seeds)
+        fitted, extra = time_fit(learner, dataset, inputs, updates, seeds)
+        env_id = "CN_3ls3l" if data is None else data[0]
         rows.append({"learner": name, "env": env_id, "updates": updates, "seeds": seeds,
                      "bare_seconds": bare, "fit_seconds": fitted, "bare_updates_per_s": updates / bare,
                      "fit_updates_per_s": updates / fitted, "ratio": bare / fitted, **extra})

@@ -119,9 +119,7 @@ class ICQState(NamedTuple):
 
 def resolve_config(config: ICQConfig, dataset) -> ICQConfig:
     """`config` with `reward_scale=None` resolved from the data (`oc.smac_reward_scale`)."""
-    if config.reward_scale is None:
-        config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
-    return config
+    return oc.resolve_reward_scale(config, dataset)
 
 
 def divergence_hint(config: ICQConfig) -> str:

@@ -33,6 +33,8 @@ states carry no clock, so values must not depend on the time left.
 
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from typing import Callable
 
@@ -42,7 +44,7 @@ import numpy as np
 import optax
 
 from teamsift.data import gather_episodes, to_device
-from teamsift.nets import AgentNetConfig, apply_sequence, ops
+from teamsift.nets import AgentNetConfig, apply_sequence
 from teamsift.nets.agent import NEG_INF
 
 #: Step fields the offline learners read (no next_* views: episodes are whole).
@@ -233,6 +235,14 @@ def critic_gradient_steps(loss_fn: Callable, params, opt_state, optimizer: optax
 # --- rewards and divergence ---------------------------------------------------------------
 
 SMAC_MAX_RETURN = 20.0  # PyMARL scales SMAC's rewards so that the best episode return is 20
+
+
+def resolve_reward_scale(config, dataset):
+    """`config` with `reward_scale=None` resolved from the data (`smac_reward_scale`): the
+    resolved config is what a learner is built from (and cached by)."""
+    if config.reward_scale is None:
+        config = dataclasses.replace(config, reward_scale=smac_reward_scale(dataset))
+    return config
 
 
 def smac_reward_scale(dataset, max_return: float = SMAC_MAX_RETURN) -> float:

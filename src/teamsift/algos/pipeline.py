@@ -275,8 +275,10 @@ def train(algorithm: str, dataset, key: jax.Array, run: RunConfig, *, spec: Trai
 
         inputs = sit.stage_inputs(spec.hyperparameters, dataset, stages.get("ardnem"))
     learner = entry.learner(spec.hyperparameters, dataset)
-    record = {"hyperparameters": spec.record(), "sampler": spec.sampler, "weights": spec.weights, "stage": "main",
-              "algorithm": algorithm}
+    record = {"algorithm": algorithm, "hyperparameters": spec.hyperparameters,
+              "sampler": {"name": spec.sampler, "config": spec.sampler_config},
+              "weights": None if spec.weights is None else {"valuation": spec.weights, "selection": spec.selection},
+              "stage1": spec.ardnem, "stage": "main"}
     if command is not None:
         record["command"] = command
     result = fit(learner, dataset, main_key, run, sampler=make_sampler(spec, stages.get("ardnem")),

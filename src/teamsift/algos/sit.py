@@ -565,9 +565,7 @@ def check_stage1(stage1, dataset) -> None:
 
 def resolve_config(config: SITConfig, dataset) -> SITConfig:
     """`config` with `reward_scale=None` resolved from the data (`oc.smac_reward_scale`)."""
-    if config.reward_scale is None:
-        config = dataclasses.replace(config, reward_scale=oc.smac_reward_scale(dataset))
-    return config
+    return oc.resolve_reward_scale(config, dataset)
 
 
 def divergence_hint(config: SITConfig) -> str:

@@ -32,7 +32,6 @@ import numpy as np
 from teamsift.algos import pipeline, registry
 from teamsift.bench import aggregate
 from teamsift.bench.report import merge_previous, named_key, write_report
-from teamsift.collect import ppo
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS

@@ -143,11 +143,15 @@ def train(
 
 
 def _render_train(r: dict) -> None:
-    STDERR.print(f"run {r['run_dir']}: {r['updates']:,} updates × {r['seeds']} seed(s); final {r['final_loss']}")
+    say = lambda text: STDERR.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    loss = ", ".join(f"{x:.4g}" for x in r["final_loss"])
+    say(f"{r['algo']}: {r['updates']:,} updates × {r['seeds']} seed(s), final loss per seed {loss}")
     if "eval" in r:
-        STDERR.print(f"return per seed {[round(e['scores']['return']['mean'], 3) for e in r['eval']]}")
-    STDERR.print(f"policies: {', '.join(r['policies'])}" + (f"; copied seed 0 to {r['policy']}" if "policy" in r
-                                                          else ""))
+        returns = ", ".join(f"{e['scores']['return']['mean']:.2f}" for e in r["eval"])
+        say(f"return per seed {returns} (mean {r['return_mean_over_seeds']:.2f})")
+    say(f"run directory {r['run_dir']}: config.json, metrics.csv, events/, evaluations.json, policies/, checkpoints/")
+    if "policy" in r:
+        say(f"seed 0's policy copied to {r['policy']}")
 
 
 @app.command()
@@ -159,18 +163,15 @@ def algos(as_json: bool = JSON_OPTION):
     rows = [entry.defaults() for entry in registry.algorithms().values()]
 
     def render(payload):
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="teamsift learners (teamsift algos --json: every default)")
-        for column in ("name", "method", "paper", "kind", "actions", "updates", "sampler / weights", "stages"):
-            table.add_column(column, overflow="fold")
+        lines = []
         for row in payload["algorithms"]:
-            uses = row["sampler"] + (f" / {row['weights']}" if row["weights"] else "")
-            stages = ", ".join(f"{k} {v:,}" for k, v in row["stages"].items()) or "—"
-            table.add_row(row["name"], row["title"], row["paper"], row["kind"], row["actions"],
-                          f"{row['updates']:,}" if row["updates"] else "env's", uses, stages)
-        Console().print(table)
+            budget = f"{row['updates']:,} updates" if row["updates"] else "the env's budget"
+            uses = [] if row["kind"] == "online" else [f"sampler {row['sampler']}"]
+            uses += [f"weights {row['weights']}"] if row["weights"] else []
+            uses += [f"stage {name} {updates:,}" for name, updates in row["stages"].items()]
+            lines.append(f"{row['name']:<16} {row['title']:<16} {row['kind']:<9} {row['actions']:<10} {budget}")
+            lines.append(f"{'':<16} {row['paper']}" + ("; " + ", ".join(uses) if uses else ""))
+        sys.stdout.write("\n".join(lines) + "\n")
 
     emit({"algorithms": rows}, as_json, render)
 

@@ -55,7 +55,8 @@ import optax
 
 from teamsift.checks import require_non_negative, require_positive, require_unit_interval
 from teamsift.collect.onpolicy import (
-    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, run_config, seed_view, vmap_env,
+    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, reward_params, run_config, seed_view,
+    vmap_env,
 )
 from teamsift.engine import FitResult, Learner, RunConfig, fit
 from teamsift.envs.base import Env
@@ -288,13 +289,6 @@ def mat_policy(net: MATNetConfig, params, deterministic: bool = False) -> MATPol
     return MATPolicy(params, net, deterministic=deterministic)
 
 
-def _reward_params(dataset, inputs: dict) -> dict:
-    if "reward_params" not in inputs:
-        raise ValueError("a MAT learner with a reward_fn reads its parameters from fit(..., "
-                         "inputs={'reward_params': ...})")
-    return {"reward_params": inputs["reward_params"]}
-
-
 @functools.lru_cache(maxsize=None)
 def make_learner(config: MATConfig, env: Env, reward_fn: Callable | None = None) -> Learner:
     """MAT's PPO as the engine's learner: `make_update` per update, no data drawn.
@@ -313,7 +307,7 @@ def make_learner(config: MATConfig, env: Env, reward_fn: Callable | None = None)
     def policy(ts: MATTrainState, arrays) -> MATPolicy:
         return mat_policy(net, ts.params, deterministic=False)
 
-    return Learner("mat", init, learner_update, policy, prepare=None if reward_fn is None else _reward_params,
+    return Learner("mat", init, learner_update, policy, prepare=None if reward_fn is None else reward_params,
                    unit=None, headline="actor_loss", snapshot=lambda ts: ts.params)
 
 

@@ -179,3 +179,12 @@ def checkpoint_params(checkpoints, num_seeds: int, index: int = -1, seed: int | 
     if num_seeds > 1:
         return jax.tree.map(lambda x: x[0 if seed is None else seed, index], checkpoints)
     return jax.tree.map(lambda x: x[index], checkpoints)
+
+
+def reward_params(dataset, inputs: dict) -> dict:
+    """The `prepare` of an online learner with a `reward_fn`: its parameters come in
+    `fit(..., inputs={"reward_params": p})` (arrays do not belong in the learner's cache key)."""
+    if "reward_params" not in inputs:
+        raise ValueError("an online learner with a reward_fn reads its parameters from fit(..., "
+                         "inputs={'reward_params': ...})")
+    return {"reward_params": inputs["reward_params"]}

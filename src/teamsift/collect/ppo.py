@@ -72,7 +72,8 @@ import optax
 
 from teamsift.checks import require_choice, require_non_negative, require_positive, require_unit_interval
 from teamsift.collect.onpolicy import (
-    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, run_config, seed_view, vmap_env,
+    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, reward_params, run_config, seed_view,
+    vmap_env,
 )
 from teamsift.engine import FitResult, Learner, RunConfig, fit
 from teamsift.envs.base import Env, EnvSpec
@@ -528,13 +529,6 @@ def make_update(config: PPOConfig, env: Env, reward_fn: Callable | None = None):
 
 # --- the engine's learner --------------------------------------------------------------------
 
-def _reward_params(dataset, inputs: dict) -> dict:
-    if "reward_params" not in inputs:
-        raise ValueError("a PPO learner with a reward_fn reads its parameters from fit(..., "
-                         "inputs={'reward_params': ...})")
-    return {"reward_params": inputs["reward_params"]}
-
-
 @functools.lru_cache(maxsize=None)
 def make_learner(config: PPOConfig, env: Env, reward_fn: Callable | None = None) -> Learner:
     """MAPPO / IPPO as the engine's learner: `make_update` per update, no data drawn.
@@ -554,7 +548,7 @@ def make_learner(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
     def policy(ts: TrainState, arrays) -> NetworkPolicy:
         return NetworkPolicy(export_actor(config, env, ts), net, deterministic=True)
 
-    return Learner(config.algo, init, learner_update, policy, prepare=None if reward_fn is None else _reward_params,
+    return Learner(config.algo, init, learner_update, policy, prepare=None if reward_fn is None else reward_params,
                    unit=None, headline="actor_loss", snapshot=lambda ts: export_actor(config, env, ts))
 
 

@@ -176,6 +176,13 @@ def _nanmean_rows(chunks: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
     return out
 
 
+def sampler_record(sampler) -> dict:
+    """A sampler as the run record describes it: its name and its configuration (the fields
+    that make two samplers the same; not arrays such as DPER's priorities)."""
+    fields = {f.name: getattr(sampler, f.name) for f in dataclasses.fields(sampler) if f.compare}
+    return {"name": sampler.name, **fields}
+
+
 def step_weights(dataset, weights) -> np.ndarray:
     """Per-(episode, slot) weights [E, A] → per-decision weights [N, A] (float32)."""
     weights = np.asarray(weights, np.float32)
@@ -238,8 +245,9 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
     done = loop.open()
     capacity = max(1, min([run.updates] + _boundaries(run)))
     program = _chunk_program(learner, sampler, capacity)
-    with progress_bar(run.progress, TextColumn(f"{learner.headline} {{task.fields[value]}}")) as bar:
-        task = bar.add_task(run.label or learner.name, total=run.updates, completed=done, value="…")
+    headline = learner.headline
+    with progress_bar(run.progress, TextColumn(f"{headline} {{task.fields[{headline}]}}")) as bar:
+        task = bar.add_task(run.label or learner.name, total=run.updates, completed=done, **{headline: "…"})
         while done < run.updates:
             stop = _next_stop(done, run)
             loop.carry, metrics = program(loop.carry, seed_keys[:, 1], jnp.int32(done), jnp.int32(stop - done),
@@ -247,8 +255,8 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
             metrics = jax.tree.map(lambda x: np.asarray(x)[:, : stop - done], metrics)
             done = stop
             loop.after_chunk(done, metrics)
-            value = loop.last.get(learner.headline)
-            bar.update(task, completed=done, value="…" if value is None else f"{float(np.nanmean(value)):.4g}")
+            value = loop.last.get(headline)
+            bar.update(task, completed=done, **{headline: "…" if value is None else f"{float(np.nanmean(value)):.4g}"})
     return loop.finish(time.perf_counter() - began)
 
 
@@ -283,10 +291,10 @@ class _Loop:
 
         hyperparameters = self.record.get("hyperparameters", self.learner.config)
         config = {"learner": self.learner.name, "hyperparameters": json_ready(hyperparameters),
-                  "schedule": self.run.schedule(), "sampler": self.record.get("sampler", self.sampler.name),
-                  "weights": self.record.get("weights"), "stage": self.record.get("stage"),
+                  "schedule": self.run.schedule(), "sampler": json_ready(self.record.get("sampler", sampler_record(self.sampler))),
+                  "weights": json_ready(self.record.get("weights")), "stage": self.record.get("stage"),
                   "command": self.record.get("command", " ".join(sys.argv)), "versions": versions(),
-                  "machine": machine(), **{k: v for k, v in self.record.items() if k not in
+                  "machine": machine(), **{k: json_ready(v) for k, v in self.record.items() if k not in
                                            ("hyperparameters", "sampler", "weights", "stage", "command")}}
         if self.dataset is not None:
             from teamsift.data import dataset_fingerprint

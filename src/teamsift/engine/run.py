@@ -40,7 +40,8 @@ METRICS_FILE = "metrics.csv"
 EVALUATIONS_FILE = "evaluations.json"
 RESULT_FILE = "result.json"
 #: config.json entries that must match for `--resume` to continue a run.
-RESUME_FIELDS = ("learner", "hyperparameters", "schedule", "sampler", "weights", "dataset_fingerprint", "stage")
+RESUME_FIELDS = ("learner", "hyperparameters", "schedule", "sampler", "weights", "stage1", "dataset_fingerprint",
+                 "stage")
 
 
 class RunDirError(ValueError):
