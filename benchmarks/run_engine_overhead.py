@@ -43,19 +43,19 @@ CASES = (
     ("bc", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (1500, 20), 5),
     ("icq", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (300, 6), 5),
     ("sit", ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]"), (300, 6), 5),  # Stage III, w/o decomposition (no Stage I)
-    ("td3bc", ("halfcheetah_2x3", "100%[r,e]"), (5000, 50), 5),
-    ("maddpg_cql", ("halfcheetah_2x3", "100%[r,e]"), (200, 4), 5),
-    ("mappo", None, (None, None), 5),  # the pool trainer on CN_3ls3l: its config's budget
+    ("td3bc", ("halfcheetah_2x3", "100%[r,e]"), (2000, 50), 5),
+    ("maddpg_cql", ("halfcheetah_2x3", "100%[r,e]"), (60, 4), 5),
+    ("mappo", None, (100_000, 10_000), 5),  # the pool trainer on CN_3ls3l; budget in env steps
 )
 
 
-def build(name: str, dataset):
+def build(name: str, dataset, budget: int):
     """(learner, inputs) of a case: the registry's learner with its paper defaults."""
-    if name == "mappo":
+    if name == "mappo":  # `budget` env steps shape the learning-rate schedule
         from teamsift.collect import ppo
 
         env_id = "CN_3ls3l"
-        return ppo.make_learner(ppo.config_for(env_id), make(env_id)), {}
+        return ppo.make_learner(ppo.config_for(env_id, total_timesteps=budget), make(env_id)), {}
     overrides = {"decomposition": False} if name == "sit" else {}
     spec = pipeline.make_spec(name, overrides=overrides)
     learner = registry.get(name).learner(spec.hyperparameters, dataset)
@@ -135,12 +135,13 @@ def main(argv=None) -> int:
         if args.only and name not in args.only.split(","):
             continue
         dataset = None if data is None else dataset_for(*data, 100 if args.quick else 1000, args.data_dir)
-        learner, inputs = build(name, dataset)
-        updates = budgets[1] if args.quick else budgets[0]
-        if updates is None:  # an online learner: its config's budget (it shapes the learning-rate schedule)
+        budget = budgets[1] if args.quick else budgets[0]
+        learner, inputs = build(name, dataset, budget)
+        updates = budget
+        if data is None:  # an online learner: `budget` env steps make its config's number of updates
             from teamsift.collect import ppo
 
-            updates = ppo.config_for("CN_3ls3l").num_updates
+            updates = ppo.config_for("CN_3ls3l", total_timesteps=budget).num_updates
         bare = time_bare(learner, dataset, inputs, updates, seeds)
         fitted, extra = time_fit(learner, dataset, inputs, updates, seeds)
         env_id = "CN_3ls3l" if data is None else data[0]
