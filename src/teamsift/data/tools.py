@@ -56,7 +56,7 @@ def check_output(out: str | os.PathLike, overwrite: bool, sources: Sequence[str 
     out = Path(out).absolute()
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
         replaceable(out)
     resolved = out.resolve()
     for source in sources:
