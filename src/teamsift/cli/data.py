@@ -320,9 +320,10 @@ def _parse_returns(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.replace(",", " ").split()]
     except ValueError:
-        raise typer.BadParameter(f"expected numbers separated by commas, got {text!r}") from None
+        raise typer.BadParameter(f"expected numbers separated by commas, got {text!r}",
+                                 param_hint="--target-returns") from None
     if not values:
-        raise typer.BadParameter("expected at least one return")
+        raise typer.BadParameter("expected at least one return", param_hint="--target-returns")
     return values
 
 
