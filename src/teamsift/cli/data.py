@@ -1,4 +1,5 @@
-"""Data commands: environments, generating and importing datasets, inspecting them."""
+"""Data commands: environments, generating and importing datasets, inspecting them, and the
+`teamsift data` tools (subsample, combine, split, export)."""
 
 from __future__ import annotations
 
@@ -13,49 +14,73 @@ from teamsift.progress import STDERR
 app = typer.Typer()
 import_app = typer.Typer(no_args_is_help=True, help="Bring your own data: convert files into a teamsift dataset.")
 
+data_app = typer.Typer(no_args_is_help=True,
+                       help="Dataset tools: subsample, combine, split (train/test), export to other formats.")
+export_app = typer.Typer(no_args_is_help=True, help="Write a dataset in another format.")
+data_app.add_typer(export_app, name="export")
+
+POOLS_HELP = ("Pools directory (default: the first of $TEAMSIFT_POOLS, ./pools and the pools shipped with teamsift "
+              "that has the environment's pools).")
+
 
 @app.command()
 def envs(
     family: Optional[str] = typer.Option(None, help="Only this family: mpe, overcooked, smax, mabrax, commons, poly."),
-    specs: bool = typer.Option(True, "--specs/--no-specs", help="Build each environment to show its spec."),
+    specs: bool = typer.Option(True, "--specs/--no-specs", help="Show each spec's sizes (or the descriptions)."),
     as_json: bool = JSON_OPTION,
 ):
-    """List the registered environments and their specs."""
-    from teamsift import envs as registry
+    """List the registered environments and their specs (agents, observation and state widths,
+    actions, episode length T, scores)."""
+    from teamsift.envs.specs import describe_envs
 
-    rows = []
-    for item in registry.list_envs(family):
-        row = {"env_id": item.env_id, "family": item.family, "description": item.description}
-        if specs:
-            spec = registry.make(item.env_id).spec
-            row.update(
-                agents=spec.num_agents, agent_types=sorted(set(spec.agent_types)), obs_dim=spec.obs_dim,
-                state_dim=spec.state_dim, actions=("discrete " if spec.discrete else "continuous ") + str(spec.num_actions),
-                episode_length=spec.episode_length, scores=list(spec.scores),
-                partially_observable=spec.partially_observable,
-            )
-        rows.append(row)
+    emit({"envs": describe_envs(family, specs=specs)}, as_json, lambda p: _render_envs(p["envs"], specs))
 
-    def render(payload):
-        from rich.console import Console
-        from rich.table import Table
 
-        table = Table(title="teamsift environments")
-        if not specs:
-            for column in ("env_id", "family", "description"):
-                table.add_column(column, no_wrap=column == "env_id")
-            for row in payload["envs"]:
-                table.add_row(row["env_id"], row["family"], row["description"])
-        else:
-            for column in ("env_id", "A", "agent types", "obs", "state", "actions", "T", "scores"):
-                table.add_column(column, no_wrap=column in ("env_id", "actions"))
-            for row in payload["envs"]:
-                table.add_row(row["env_id"], str(row["agents"]), ", ".join(row["agent_types"]), str(row["obs_dim"]),
-                              str(row["state_dim"]), row["actions"], str(row["episode_length"]),
-                              ", ".join(row["scores"]))
-        Console().print(table)
+#: Below this terminal width `teamsift envs` puts each spec in one wrapped cell.
+WIDE_ENVS_TABLE = 120
 
-    emit({"envs": rows}, as_json, render)
+
+def _render_envs(rows: list[dict], specs: bool) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="teamsift environments", box=box.SIMPLE_HEAD)
+    if not specs:
+        table.add_column("env_id", no_wrap=True)
+        table.add_column("family")
+        table.add_column("description", ratio=1)
+        for row in rows:
+            table.add_row(row["env_id"], row["family"], row["description"])
+        console.print(table)
+        return
+
+    def agents(row):
+        counts = row["agent_type_counts"]
+        if len(counts) > 2 and set(counts.values()) == {1}:  # one type per agent (MaBrax)
+            return f"{row['agents']}: {', '.join(counts)}"
+        return ", ".join(f"{count} {name}" for name, count in counts.items())
+
+    def actions(row):
+        kind, size = row["actions"].split()
+        return f"{size} discrete" if kind == "discrete" else f"{size}-dim continuous"
+
+    if console.width >= WIDE_ENVS_TABLE:
+        for column in ("env_id", "agents", "obs", "state", "actions", "T", "scores"):
+            table.add_column(column, no_wrap=column == "env_id",
+                             justify="right" if column in ("obs", "state", "T") else "left")
+        for row in rows:
+            table.add_row(row["env_id"], agents(row), str(row["obs_dim"]), str(row["state_dim"]), actions(row),
+                          str(row["episode_length"]), ", ".join(row["scores"]))
+    else:
+        table.add_column("env_id", no_wrap=True)
+        table.add_column("spec", ratio=1)
+        for row in rows:
+            table.add_row(row["env_id"], f"{agents(row)}; {actions(row)} actions; T {row['episode_length']}\n"
+                                         f"obs {row['obs_dim']}, state {row['state_dim']}; "
+                                         f"scores: {', '.join(row['scores'])}")
+    console.print(table)
 
 
 @app.command()
@@ -75,7 +100,7 @@ def generate(
     levels: str = typer.Option("r,m,e", help="Population from pools: levels given to individuals in turn."),
     kinds: str = typer.Option("sustainable,adaptive,greedy,erratic", help="commons population: scripted kinds in turn."),
     anonymise: bool = typer.Option(False, help="Population: one-time agent ids (true ids kept in policy_ids)."),
-    pools_dir: Optional[Path] = typer.Option(None, "--pools", help="Pools directory (default ./pools or $TEAMSIFT_POOLS)."),
+    pools_dir: Optional[Path] = typer.Option(None, "--pools", help=POOLS_HELP),
     seed: int = typer.Option(0, help="Seed of every random choice."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
     as_json: bool = JSON_OPTION,
@@ -118,7 +143,7 @@ def suite(
     only: Optional[str] = typer.Option(None, "--envs", help="Comma-separated subset of the suite's environments."),
     episodes: Optional[int] = typer.Option(None, min=1, help="Episodes per dataset (sit: 10000)."),
     transitions: Optional[int] = typer.Option(None, min=1, help="Transitions per expert dataset (expert: 100000)."),
-    pools_dir: Optional[Path] = typer.Option(None, "--pools"),
+    pools_dir: Optional[Path] = typer.Option(None, "--pools", help=POOLS_HELP),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False),
     as_json: bool = JSON_OPTION,
@@ -284,3 +309,170 @@ def _render_summary(summary: dict, max_rows: int = 20) -> None:
             console.print("levels: " + ", ".join(f"{short} = {name}" for name, short in abbreviations.items()))
     if "plot" in summary:
         console.print(f"plot: {summary['plot']}")
+
+
+# --- teamsift data: subsample, combine, split, export ------------------------------------
+
+TOOL_ERRORS = (KeyError, ValueError, FileExistsError)  # DatasetError is a ValueError
+
+
+def _parse_returns(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers separated by commas, got {text!r}",
+                                 param_hint="--target-returns") from None
+    if not values:
+        raise typer.BadParameter("expected at least one return", param_hint="--target-returns")
+    return values
+
+
+@data_app.command("subsample")
+def data_subsample(
+    src: Path = typer.Argument(..., help="Source dataset directory."),
+    out: Path = typer.Argument(..., help="Output dataset directory."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", "-n", min=1,
+                                           help="Episodes to keep (with a target: default, as many as targets)."),
+    match_returns: Optional[Path] = typer.Option(
+        None, "--match-returns", help="Follow the return distribution in FILE: a dataset directory, a .npy array "
+                                      "or a text file of numbers."),
+    target_returns: Optional[str] = typer.Option(None, "--target-returns", help="Follow these returns, e.g. '1,2.5,4'."),
+    bins: int = typer.Option(20, min=1, help="Return bins shared by source and target (with a target)."),
+    replace: bool = typer.Option(False, "--replace", help="Repeat episodes where a bin has too few (with a target)."),
+    seed: int = typer.Option(0, help="Seed of the draw."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
+    as_json: bool = JSON_OPTION,
+):
+    """Keep N episodes drawn uniformly, or episodes whose returns follow a target distribution."""
+    from teamsift.data.tools import subsample
+
+    if match_returns is not None and target_returns is not None:
+        fail("give at most one of --match-returns and --target-returns")
+    target = match_returns if match_returns is not None else (
+        _parse_returns(target_returns) if target_returns is not None else None)
+    if target is None and episodes is None:
+        fail("give --episodes N, or a target: --match-returns FILE or --target-returns R1,R2,...")
+    try:
+        result = subsample(src, out, episodes=episodes, target_returns=target, bins=bins, replace=replace,
+                           seed=seed, overwrite=overwrite)
+    except TOOL_ERRORS as exc:
+        fail(error_text(exc))
+    emit(result, as_json, _render_subsample)
+
+
+def _render_subsample(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"wrote {result['dataset']}: {result['episodes']} episodes, {result['steps']} steps, "
+                  f"mean return {result['return_mean']:.4g} (from {result['source']})", soft_wrap=True)
+    if result["mode"] != "match-returns":
+        return
+    table = Table(title="returns per bin")
+    for column in ("return bin", "target", "source has"):
+        table.add_column(column, justify="left" if column == "return bin" else "right")
+    edges = result["bin_edges"]
+    for b, (want, have) in enumerate(zip(result["target_counts"], result["source_counts"])):
+        if want or have:
+            table.add_row(f"{edges[b]:.4g} … {edges[b + 1]:.4g}", str(want), str(have))
+    console.print(table)
+    distance = result["wasserstein_to_target"]
+    console.print(f"distance to the target's returns (Wasserstein-1): source {distance['source']:.4g}, "
+                  f"output {distance['output']:.4g}; repeated episodes: {result['repeated_episodes']}")
+
+
+@data_app.command("combine")
+def data_combine(
+    sources: list[Path] = typer.Argument(..., help="Two or more source datasets, then the output directory."),
+    ids: str = typer.Option("keep", help="'keep': an agent id is the same individual in every source; 'separate': "
+                                         "prefix each source's ids with its position ('0:', '1:', ...)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset at OUT."),
+    as_json: bool = JSON_OPTION,
+):
+    """Write the episodes of several datasets of one environment into one dataset (the last path)."""
+    from teamsift.data.tools import combine
+
+    if len(sources) < 3:
+        fail(f"give at least two source datasets and the output directory, got {len(sources)} path(s)")
+    try:
+        result = combine(sources[:-1], sources[-1], ids=ids, overwrite=overwrite)
+    except TOOL_ERRORS as exc:
+        fail(error_text(exc))
+
+    def render(r):
+        from rich.console import Console
+
+        console = Console()
+        console.print(f"wrote {r['dataset']}: {r['episodes']} episodes ({' + '.join(map(str, r['episodes_per_source']))}),"
+                      f" {r['steps']} steps, mean return {r['return_mean']:.4g}", soft_wrap=True)
+        if r["shared_ids"] and r["ids"] == "keep":
+            console.print(f"{r['shared_ids']} agent ids appear in several sources and are taken as the same "
+                          "individuals (--ids separate keeps them apart)")
+        if r["dropped_columns"]:
+            console.print(f"dropped {', '.join(r['dropped_columns'])}: not in every source")
+
+    emit(result, as_json, render)
+
+
+@data_app.command("split")
+def data_split(
+    src: Path = typer.Argument(..., help="Source dataset directory."),
+    out: Path = typer.Argument(..., help="Output directory: receives the datasets train/ and test/."),
+    test_fraction: float = typer.Option(..., "--test-fraction", min=0.0, max=1.0,
+                                        help="Share of episodes (by episode) or of individuals (by individual) in test."),
+    by: str = typer.Option("episode", help="'episode', or 'individual': hold out agent ids; every episode where a "
+                                           "held-out id plays goes to test."),
+    mixed: str = typer.Option("test", help="By individual, episodes with held-out and other ids together: 'test' "
+                                           "(into test) or 'drop' (in neither part)."),
+    seed: int = typer.Option(0, help="Seed of the draw."),
+    overwrite: bool = typer.Option(False, help="Replace an existing split at OUT."),
+    as_json: bool = JSON_OPTION,
+):
+    """Split a dataset into train and test datasets, by episode or by individual."""
+    from teamsift.data.tools import split
+
+    try:
+        result = split(src, out, test_fraction=test_fraction, by=by, mixed=mixed, seed=seed, overwrite=overwrite)
+    except TOOL_ERRORS as exc:
+        fail(error_text(exc))
+
+    def render(r):
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{r['source']} split by {r['by']}")
+        for column in ("part", "dataset", "episodes", "steps", "mean return"):
+            table.add_column(column, justify="right" if column in ("episodes", "steps", "mean return") else "left")
+        for part in ("train", "test"):
+            table.add_row(part, r[part]["dataset"], str(r[part]["episodes"]), str(r[part]["steps"]),
+                          f"{r[part]['return_mean']:.4g}")
+        console = Console()
+        console.print(table)
+        if r["by"] == "individual":
+            console.print(f"held out {len(r['held_out_ids'])} of {r['individuals']} individuals; "
+                          f"{r['mixed_episodes']} episodes mix held-out and other ids "
+                          f"({'in test' if r['mixed'] == 'test' else 'dropped'})")
+
+    emit(result, as_json, render)
+
+
+@export_app.command("vault")
+def data_export_vault(
+    src: Path = typer.Argument(..., help="Source dataset directory."),
+    out: Path = typer.Argument(..., help="Vault directory (flashbax rel_dir/vault_name)."),
+    uid: str = typer.Option("teamsift", help="Vault uid (sub-directory of OUT)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing vault uid at OUT."),
+    as_json: bool = JSON_OPTION,
+):
+    """Write a dataset as an OG-MARL / flashbax Vault (readable by flashbax and `teamsift import vault`)."""
+    try:
+        from teamsift.data.importers import export_vault
+    except ImportError:
+        fail("this teamsift has no vault exporter (teamsift.data.importers.export_vault)")
+    try:
+        path = export_vault(src, out, vault_uid=uid, overwrite=overwrite)
+    except TOOL_ERRORS as exc:
+        fail(error_text(exc))
+    emit({"vault": str(path), "uid": uid, "dataset": str(src)}, as_json,
+         lambda p: typer.echo(f"wrote vault {p['vault']} (uid {p['uid']}) from {p['dataset']}"))

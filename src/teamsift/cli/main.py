@@ -18,6 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 for group in (data.app, value.app, train.app):
     app.registered_commands += group.registered_commands
 app.add_typer(data.import_app, name="import")
+app.add_typer(data.data_app, name="data")
 app.add_typer(pools.app, name="pools")
 app.add_typer(bench.app, name="bench")
 

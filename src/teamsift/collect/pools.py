@@ -13,7 +13,16 @@ A pool set is stored in one directory per environment:
     <root>/<env_id>/pools.json          metadata, evaluated returns, levels (human-readable)
     <root>/<env_id>/checkpoints.msgpack actor parameters of every checkpoint, stacked
 
-The default root is `./pools`, or `$TEAMSIFT_POOLS` when set.
+Where pools are looked for, in order (`search_roots`; the first holding the environment's
+pools wins):
+
+1. the directory given explicitly (`--pools DIR`, `root=`): only there;
+2. `$TEAMSIFT_POOLS`, when set;
+3. `./pools` in the current directory (where `teamsift pools train` writes by default);
+4. the pools shipped with teamsift: `teamsift/pools` inside an installed package, or
+   `pools/` at the root of a source checkout.
+
+New pools are written to `--dir`, else `$TEAMSIFT_POOLS`, else `./pools` (`default_root`).
 """
 
 from __future__ import annotations
@@ -49,7 +58,55 @@ class PoolError(ValueError):
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("TEAMSIFT_POOLS", "pools"))
+    """Where new pools are written: `$TEAMSIFT_POOLS`, else `./pools`."""
+    return Path(os.environ.get("TEAMSIFT_POOLS") or "pools")
+
+
+def shipped_root() -> Path | None:
+    """The pools shipped with teamsift: `teamsift/pools` in an installed package (package
+    data), or `pools/` at the root of the source checkout teamsift is imported from."""
+    package = Path(__file__).resolve().parents[1]
+    if (package / "pools").is_dir():
+        return package / "pools"
+    checkout = package.parents[1]
+    if package.parent.name == "src" and (checkout / "pyproject.toml").is_file() and (checkout / "pools").is_dir():
+        return checkout / "pools"
+    return None
+
+
+def search_roots(root: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """The pool directories looked in, in order, each with where it comes from."""
+    if root is not None:
+        return [(Path(root), "given")]
+    roots = []
+    if os.environ.get("TEAMSIFT_POOLS"):
+        roots.append((Path(os.environ["TEAMSIFT_POOLS"]), "$TEAMSIFT_POOLS"))
+    roots.append((Path("pools"), "current directory"))
+    shipped = shipped_root()
+    if shipped is not None:
+        roots.append((shipped, "shipped with teamsift"))
+    return roots
+
+
+def _has_pools(directory: Path) -> bool:
+    return (directory / "pools.json").is_file() and (directory / "checkpoints.msgpack").is_file()
+
+
+def find_pools(env_id: str, root: str | os.PathLike | None = None) -> Path:
+    """The directory holding `env_id`'s pools: the first of `search_roots(root)` that has them.
+
+    Raises PoolError listing every place looked in and the environments that have pools."""
+    roots = search_roots(root)
+    for base, _ in roots:
+        if _has_pools(base / env_id):
+            return base / env_id
+    looked = "; ".join(f"{(base / env_id).absolute()} ({origin})" for base, origin in roots)
+    if root is None and shipped_root() is None:
+        looked += "; this installation ships no pools"
+    available = list_pools(root)
+    hint = f"Pools exist for {', '.join(available)}" if available else "No pools there at all"
+    raise PoolError(f"no pools for {env_id}; looked in {looked}. {hint}. Point --pools or $TEAMSIFT_POOLS at a "
+                    f"pools directory, or train them: teamsift pools train {env_id}")
 
 
 @dataclasses.dataclass
@@ -215,6 +272,7 @@ def _jsonable(value):
 
 
 def pool_dir(env_id: str, root: str | os.PathLike | None = None) -> Path:
+    """Where `save_pools` writes `env_id`'s pools: under `root`, else `default_root()`."""
     return Path(root or default_root()) / env_id
 
 
@@ -233,10 +291,9 @@ def save_pools(pools: PoolSet, root: str | os.PathLike | None = None) -> Path:
 
 
 def load_pools(env_id: str, root: str | os.PathLike | None = None) -> PoolSet:
-    directory = pool_dir(env_id, root)
+    """`env_id`'s pools from `root`, or from the first of `search_roots()` that has them."""
+    directory = find_pools(env_id, root)
     meta_path, blob_path = directory / "pools.json", directory / "checkpoints.msgpack"
-    if not meta_path.is_file() or not blob_path.is_file():
-        raise PoolError(f"no pools for {env_id} in {directory.parent}/ (train them: teamsift pools train {env_id})")
     try:
         meta = json.loads(meta_path.read_text())
         params = serialization.msgpack_restore(blob_path.read_bytes())
@@ -258,7 +315,9 @@ def load_pools(env_id: str, root: str | os.PathLike | None = None) -> PoolSet:
 
 
 def list_pools(root: str | os.PathLike | None = None) -> list[str]:
-    root = Path(root or default_root())
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "pools.json").is_file())
+    """The environments with pools in `root`, or in any of `search_roots()`."""
+    names = set()
+    for base, _ in search_roots(root):
+        if base.is_dir():
+            names.update(p.name for p in base.iterdir() if _has_pools(p))
+    return sorted(names)
