@@ -192,8 +192,9 @@ def test_guidance_ev_on_anonymised_and_fixed_slot_data(tmp_path):
     assert advise(anonymous, "ev-cluster") == [] and advise(anonymous, "ardnem") == []
 
     fixed = _ids_dataset(tmp_path / "fixed", [["ann", "bob", "cy"]] * 6)
-    with pytest.raises(UnsuitableMethod, match=r"fixed slots.*undefined.*Not identifiable.*Identifiable"):
-        advise(fixed, "ev")
+    for method in ("ev", "ev-cluster"):
+        with pytest.raises(UnsuitableMethod, match=r"fixed slots.*undefined.*Not identifiable.*Identifiable.*ardnem"):
+            advise(fixed, method)
     [warning] = advise(fixed, "ardnem")
     assert "cannot separate the individual from its slot" in warning
 
@@ -219,3 +220,16 @@ def test_guidance_from_the_cli(tmp_path):
     assert len(report["warnings"]) == 1 and "x0, x1" in report["warnings"][0]
     assert report["out"] == str(tmp_path / "mixed-values-ev")  # the default: beside the dataset
     assert "warning: ev: 2 of 6 individuals appear in one episode only" in result.stderr
+
+
+def test_inspect_writes_its_plot_beside_the_dataset_never_into_it(tmp_path):
+    ds = _ids_dataset(tmp_path / "ds", [["ann", "bob", "cy"], ["bob", "cy", "dan"]]).path
+    before = _files(ds)
+    summary = run_json("inspect", str(ds))
+    assert summary["plot"] == str(tmp_path / "ds-summary.png") and (tmp_path / "ds-summary.png").is_file()
+    result = runner.invoke(app, ["inspect", str(ds)])
+    assert result.exit_code == 2 and "already exists (pass --overwrite" in result.stderr
+    assert run_json("inspect", str(ds), "--overwrite")["plot"] == summary["plot"]
+    result = runner.invoke(app, ["inspect", str(ds), "--plot", str(ds / "summary.png")])
+    assert result.exit_code == 2 and "inside the dataset directory" in result.stderr
+    assert _files(ds) == before

@@ -242,7 +242,8 @@ def inspect(
     from teamsift.data import DatasetError, load_dataset, plot_summary, summarize
 
     root = Path(dataset).resolve()
-    plot_path = Path(plot) if plot is not None else root.parent / f"{root.name}-summary.png"
+    shown = Path(dataset) if Path(dataset).name not in ("", ".", "..") else root
+    plot_path = Path(plot) if plot is not None else shown.parent / f"{shown.name}-summary.png"
     if plot_path.resolve() == root or root in plot_path.resolve().parents:
         fail(f"--plot {plot_path}: inside the dataset directory {dataset}; plots never go into a dataset")
     if plot_path.is_dir():

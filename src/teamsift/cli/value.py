@@ -41,8 +41,7 @@ def value(
     top: int = typer.Option(20, help="Rows shown in the table (all rows go to --out and --json)."),
     as_json: bool = JSON_OPTION,
 ):
-    """Value every individual (or slot) of a dataset, with uncertainty; write the values
-    (CSV, JSON) and plots to --out.
+    """Value every individual (or slot) of a dataset, with uncertainty, into --out (CSV, JSON, plots).
 
     Before any work it checks that the method fits the data: where the values would be
     meaningless (e.g. ev on data where every id appears once) it stops and names the
@@ -112,4 +111,6 @@ def _render_values(report: dict, top: int) -> None:
         console.print(f"  per trajectory: Spearman vs true level {trajectories['spearman']:.3f}"
                       + (f", AUC expert vs random {trajectories['auc_expert_vs_random']:.3f}"
                          if "auc_expert_vs_random" in trajectories else ""))
-    console.print(f"  written to {report['out']}: " + ", ".join(Path(p).name for p in report.get("files", [])))
+    out = Path(report["out"])
+    shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
+    console.print(f"  written to {shown}: " + ", ".join(Path(p).name for p in report.get("files", [])))

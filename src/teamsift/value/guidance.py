@@ -91,6 +91,14 @@ def advise(dataset, method: str, score: str | None = None) -> list[str]:
     layout = id_layout(dataset)
     warnings: list[str] = []
     n, e = len(layout.ids), layout.episodes
+    if method in SCORE_METHODS and layout.all_fixed:
+        clusters = " (and its cluster's)" if method == "ev-cluster" else ""
+        raise UnsuitableMethod(
+            f"{method}: each of the {layout.slots} slots holds the same individual in every episode (fixed slots: "
+            f"{_examples(layout.ids)}): no individual is ever absent, so its Exchange Value{clusters} is undefined. Not "
+            f"identifiable from the team score: how much each fixed individual, or its slot's role, adds. "
+            f"Identifiable: which trajectories of a slot went better, and each slot's share of the per-step team "
+            f"reward — --method ardnem. To value individuals, the data must vary who plays with whom")
     if method in SCORE_METHODS:
         scores = dataset.episode_scores(score)
         name = score or "return"
@@ -107,24 +115,16 @@ def advise(dataset, method: str, score: str | None = None) -> list[str]:
                 f"here every teammate would get its episode's score — nothing to exchange. Use --method "
                 f"ev-cluster (values clusters of similar behaviour, made for anonymised data) or --method ardnem "
                 f"(splits the per-step team reward between the agents)")
-        if layout.all_fixed:
-            raise UnsuitableMethod(
-                f"ev: each of the {layout.slots} slots holds the same individual in every episode (fixed slots: "
-                f"{_examples(layout.ids)}): no individual is ever absent, so its Exchange Value is undefined. "
-                f"Not identifiable from the team score: how much each fixed individual (or its slot's role) "
-                f"adds. Identifiable: which episodes of a slot went better — --method ardnem (per-step credit "
-                f"per slot and per trajectory) or --method ev-cluster (values behaviour clusters). To value "
-                f"individuals, the data must vary who plays with whom")
         if len(layout.everywhere):
             warnings.append(f"ev: {len(layout.everywhere)} of {n} individuals appear in every episode "
                             f"({_examples(layout.everywhere)}): their Exchange Value is undefined (shown as —)")
         if len(layout.once):
             warnings.append(f"ev: {len(layout.once)} of {n} individuals appear in one episode only "
-                            f"({_examples(layout.once)}): each gets its episode's score, with no standard error; "
+                            f"({_examples(layout.once)}): each value rests on one episode's score and has no standard error; "
                             f"--method ev-cluster pools them by behaviour")
-    elif method in ("ev-cluster", "ardnem") and layout.all_fixed:
-        what = "its trajectories' cluster values" if method == "ev-cluster" else "ARDNEM's priorities of its trajectories"
-        warnings.append(f"{method}: each slot holds the same individual in every episode (fixed slots): an "
-                        f"individual's value is the mean of {what}, which cannot separate the individual from its "
-                        f"slot's role; compare trajectories within a slot, not individuals across slots")
+    elif method == "ardnem" and layout.all_fixed:
+        warnings.append("ardnem: each slot holds the same individual in every episode (fixed slots): an individual's "
+                        "value is the mean priority of its slot's trajectories, which cannot separate the individual "
+                        "from its slot's role; compare trajectories within a slot (per-trajectory priorities), not "
+                        "individuals across slots")
     return warnings

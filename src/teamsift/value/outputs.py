@@ -30,8 +30,10 @@ CSV_COLUMNS = ("rank", "id", "value", "stderr", "count", "true_level")
 
 
 def default_out_dir(dataset_path: str | os.PathLike, method: str) -> Path:
-    """``<dataset>-values-<method>``, beside the dataset directory."""
-    path = Path(dataset_path).absolute()
+    """``<dataset>-values-<method>``, beside the dataset directory (relative if the dataset path is)."""
+    path = Path(dataset_path)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
     return path.parent / f"{path.name}-values-{method}"
 
 

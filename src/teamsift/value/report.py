@@ -235,14 +235,14 @@ def plot_values(report: dict[str, Any], out_dir) -> list:
     palette = _level_palette(levels)
     x = np.arange(len(rows))
     labelled = len(rows) <= MAX_ID_LABELS
-    fig = Figure(figsize=(min(16.0, max(6.5, 0.28 * len(rows) + 3.0)), 4.6 if labelled else 4.0), layout="constrained")
+    fig = Figure(figsize=(max(6.5, 0.28 * len(rows) + 3.0), 4.6) if labelled else (10.0, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     finite = np.isfinite(values)
     ax.bar(x[finite], values[finite], color=[palette[levels[i]] for i in np.flatnonzero(finite)], width=0.8)
     has_error = finite & np.isfinite(errors)
     ax.errorbar(x[has_error], values[has_error], yerr=errors[has_error], fmt="none", ecolor="black",
-                elinewidth=1.0, capsize=2.5)
+                elinewidth=1.0 if labelled else 0.6, capsize=2.5 if labelled else 0.0)
     ax.axhline(0.0, color="black", linewidth=0.8)
     for i in np.flatnonzero(~finite):  # undefined values: say so where the bar would be
         ax.text(x[i], 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="dimgray")
