@@ -48,7 +48,8 @@ def test_generate_inspect_train_eval_round_trip(tmp_path):
     assert made["episodes"] == 40 and made["steps"] == 4000
     assert set(made["behaviour"]["levels"]) == {"scripted:sustainable", "scripted:greedy"}
     summary = run_json("inspect", str(ds))
-    assert summary["episodes"] == 40 and (ds / "summary.png").exists()
+    assert summary["episodes"] == 40 and summary["plot"] == str(ds.parent / f"{ds.name}-summary.png")
+    assert Path(summary["plot"]).is_file() and not (ds / "summary.png").exists()
     policy = tmp_path / "bc.msgpack"
     trained = run_json("train", str(ds), "--algo", "bc", "--updates", "50", "--out", str(policy),
                        "--eval-episodes", "5", "--seeds", "2", "--run-dir", str(tmp_path / "run"))

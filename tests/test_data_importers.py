@@ -1,4 +1,4 @@
-"""Importers: npz archives and flashbax/OG-MARL vaults (written here with tensorstore)."""
+"""Importers: npz archives; flashbax/OG-MARL vaults (written with tensorstore, and by flashbax itself); export_vault."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from teamsift import data
 from teamsift.data import importers
-from teamsift.data.testing import tiny_spec, write_flashbax_vault
+from teamsift.data.testing import make_arrays, tiny_spec, write_flashbax_vault
 from teamsift.envs import Env
 
 # ---------------------------------------------------------------------------------------
@@ -206,3 +206,154 @@ def test_vault_errors(tmp_path):
     with pytest.raises(data.DatasetError, match="vault"):
         data.import_vault(tmp_path / "nowhere", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# vaults written and read by flashbax itself (OG-MARL's way), and `export_vault`
+# ---------------------------------------------------------------------------------------
+
+
+def _og_marl_episodes(seed=0, n=3, o=4, s=5, na=3, lengths=(4, 6, 3)):
+    """Episodes as OG-MARL stores them: per-agent rewards and 0/1 float flags, legals, state."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for length in lengths:
+        terminals = np.zeros((length, n), np.float32)
+        terminals[-1] = 1.0
+        team = rng.normal(size=length).astype(np.float32)
+        episodes.append({
+            "observations": rng.normal(size=(length, n, o)).astype(np.float32),
+            "actions": rng.integers(0, na, size=(length, n)).astype(np.int32),
+            "rewards": np.repeat(team[:, None], n, axis=1),
+            "terminals": terminals,
+            "truncations": np.zeros((length, n), np.float32),
+            "infos": {"legals": (rng.random((length, n, na)) < 0.7).astype(np.float32),
+                      "state": rng.normal(size=(length, s)).astype(np.float32)},
+        })
+    return episodes
+
+
+def test_vault_written_by_flashbax_is_imported(tmp_path):
+    import flashbax as fbx
+    import jax
+    from flashbax.vault import Vault
+
+    episodes = _og_marl_episodes()
+    tail = _og_marl_episodes(seed=1, lengths=(2,))[0]  # written, but its episode never ends
+    tail["terminals"][:] = 0.0
+    # As OG-MARL converts its datasets: a flat buffer, episodes added as sequences, one
+    # `Vault.write` (one `add` here for all of them: one compilation instead of four).
+    buffer = fbx.make_flat_buffer(max_length=64, min_length=1, sample_batch_size=1, add_sequences=True,
+                                  add_batch_size=None)
+    state = buffer.init(jax.tree.map(lambda x: x[0], episodes[0]))
+    state = buffer.add(state, jax.tree.map(lambda *xs: np.concatenate(xs), *episodes, tail))
+    vault = Vault(vault_name="smac_v1_3m.vlt", experience_structure=state.experience, rel_dir=str(tmp_path),
+                  vault_uid="Good", metadata={"scenario": "3m"})
+    assert vault.write(state) == 15
+
+    ds = data.load_dataset(data.import_vault(tmp_path / "smac_v1_3m.vlt", tmp_path / "ds"))
+    np.testing.assert_array_equal(ds.lengths, [4, 6, 3])
+
+    def cat(get):
+        return np.concatenate([get(e) for e in episodes])
+
+    np.testing.assert_array_equal(ds.steps["obs"], cat(lambda e: e["observations"]))
+    np.testing.assert_array_equal(ds.steps["actions"], cat(lambda e: e["actions"]))
+    np.testing.assert_array_equal(ds.steps["reward"], cat(lambda e: e["rewards"][:, 0]))
+    np.testing.assert_array_equal(ds.steps["state"], cat(lambda e: e["infos"]["state"]))
+    np.testing.assert_array_equal(ds.steps["avail"], cat(lambda e: e["infos"]["legals"]) == 1.0)
+    np.testing.assert_array_equal(np.flatnonzero(ds.steps["terminated"]), [3, 9, 12])
+    assert not ds.steps["truncated"].any()
+    assert ds.spec.discrete and ds.spec.num_agents == 3 and ds.spec.num_actions == 3 and ds.spec.state_dim == 5
+    prov = ds.meta["provenance"]
+    assert prov["vault_metadata"]["scenario"] == "3m" and prov["incomplete_steps_dropped"] == 2
+    assert prov["reward_reduce"] == "first" and "teamsift_export" not in prov
+
+
+def _dataset(tmp_path, discrete: bool, name="ds"):
+    spec = tiny_spec(discrete=discrete)
+    arrays = make_arrays(spec, [3, 5, 2, 4], seed=3)
+    arrays["terminated"][7] = arrays["truncated"][7] = False  # episode 1 ends without a flag
+    return data.load_dataset(data.write_dataset(tmp_path / name, discount=0.9, **arrays))
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_exported_vault_is_read_by_flashbax(tmp_path, discrete):
+    from flashbax.vault import Vault
+
+    ds = _dataset(tmp_path, discrete)
+    root = data.export_vault(ds.path, tmp_path / "vaults" / "tiny.vlt", vault_uid="Mixed")
+    assert root == tmp_path / "vaults" / "tiny.vlt" / "Mixed"
+    experience = Vault("tiny.vlt", rel_dir=str(tmp_path / "vaults"), vault_uid="Mixed").read().experience
+    got = {k: np.asarray(v)[0] for k, v in experience.items() if k != "infos"}
+    assert {k: v.shape[0] for k, v in got.items()} == dict.fromkeys(got, ds.num_steps)  # B = 1, T = N
+    np.testing.assert_array_equal(got["observations"], ds.steps["obs"])
+    np.testing.assert_array_equal(got["actions"], ds.steps["actions"])
+    np.testing.assert_array_equal(got["rewards"], np.repeat(ds.steps["reward"][:, None], 3, axis=1))
+    np.testing.assert_array_equal(got["terminals"][:, 0], ds.steps["terminated"])
+    ends = np.zeros(ds.num_steps, bool)
+    ends[ds.starts + ds.lengths - 1] = True
+    np.testing.assert_array_equal(got["terminals"][:, 0] + got["truncations"][:, 0], ends)  # one flag per end
+    np.testing.assert_array_equal(np.asarray(experience["infos"]["state"])[0], ds.steps["state"])
+    if discrete:
+        np.testing.assert_array_equal(np.asarray(experience["infos"]["legals"])[0], ds.steps["avail"])
+        assert got["actions"].dtype == np.int32
+    else:
+        assert "legals" not in experience["infos"]
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_export_import_round_trip_is_identical(tmp_path, discrete):
+    ds = _dataset(tmp_path, discrete)
+    data.export_vault(ds.path, tmp_path / "v")
+    back = data.load_dataset(data.import_vault(tmp_path / "v", tmp_path / "back"))
+    assert back.spec == ds.spec and back.discount == 0.9 and back.score_names == ds.score_names
+    assert back.meta["notes"] == ds.meta["notes"] and back.meta["env_kwargs"] == ds.meta["env_kwargs"]
+    assert set(back.steps) == set(ds.steps) and set(back.episodes) == set(ds.episodes)
+    for name in ds.steps:
+        np.testing.assert_array_equal(back.steps[name], ds.steps[name], err_msg=name)
+        assert back.steps[name].dtype == ds.steps[name].dtype
+    for name in ds.episodes:
+        np.testing.assert_array_equal(back.episodes[name], ds.episodes[name], err_msg=name)
+    prov = back.meta["provenance"]
+    assert prov["teamsift_export"] == "restored" and prov["exported_from"] == ds.meta["provenance"]
+    # meta.json differs only where it must: where the data came from, and when
+    assert {k: v for k, v in back.meta.items() if k not in ("provenance", "created")} == \
+        {k: v for k, v in ds.meta.items() if k not in ("provenance", "created")}
+
+
+def test_export_vault_overwrite_rules(tmp_path):
+    ds = _dataset(tmp_path, True)
+    other = _dataset(tmp_path, False, name="other")
+    base = tmp_path / "v"
+    data.export_vault(ds.path, base, vault_uid="a")
+    data.export_vault(other.path, base, vault_uid="b")
+    with pytest.raises(FileExistsError, match="already exists"):
+        data.export_vault(other.path, base, vault_uid="a")
+    assert data.load_dataset(data.import_vault(base, tmp_path / "a1", vault_uid="a")).spec.discrete
+    data.export_vault(other.path, base, vault_uid="a", overwrite=True)  # replaces a, keeps b
+    assert not data.load_dataset(data.import_vault(base, tmp_path / "a2", vault_uid="a")).spec.discrete
+    assert sorted(p.name for p in base.iterdir()) == ["a", "b"]  # no temporaries left
+    (base / "notes").mkdir()
+    (base / "notes" / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a flashbax vault"):
+        data.export_vault(ds.path, base, vault_uid="notes", overwrite=True)
+    assert (base / "notes" / "mine.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match="vault_uid"):
+        data.export_vault(ds.path, base, vault_uid="../x")
+    with pytest.raises(data.DatasetError):
+        data.export_vault(tmp_path / "missing", base, vault_uid="c")
+    assert not (base / "c").exists()
+
+
+def test_changed_exported_vault_falls_back_to_its_leaves(tmp_path):
+    ds = _dataset(tmp_path, True)
+    root = data.export_vault(ds.path, tmp_path / "v")
+    meta = json.loads((root / "metadata.json").read_text())
+    meta["teamsift"]["episode_lengths"][0] += 1  # as if the vault had been edited after export
+    (root / "metadata.json").write_text(json.dumps(meta))
+    back = data.load_dataset(data.import_vault(root, tmp_path / "back"))
+    assert back.meta["provenance"]["teamsift_export"].startswith("ignored: episode lengths differ")
+    assert back.spec.env_id == "custom" and back.score_names == ()
+    np.testing.assert_array_equal(back.steps["obs"], ds.steps["obs"])
+    np.testing.assert_array_equal(back.steps["final_obs"], ds.steps["obs"][ds.starts + ds.lengths - 1])

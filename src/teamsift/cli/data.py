@@ -258,22 +258,32 @@ def import_overcooked_human_cmd(
 @app.command()
 def inspect(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
-    plot: Optional[Path] = typer.Option(None, help="Where to write the summary plot (default DATASET/summary.png)."),
+    plot: Optional[Path] = typer.Option(None, help="Where to write the summary plot (default: DATASET-summary.png "
+                                                   "beside the dataset; never inside it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing plot file."),
     as_json: bool = JSON_OPTION,
 ):
     """Summarise a dataset: episodes, steps, agents, return and score distributions, per composition."""
     from teamsift.data import DatasetError, load_dataset, plot_summary, summarize
 
+    root = Path(dataset).resolve()
+    shown = Path(dataset) if Path(dataset).name not in ("", ".", "..") else root
+    plot_path = Path(plot) if plot is not None else shown.parent / f"{shown.name}-summary.png"
+    if plot_path.resolve() == root or root in plot_path.resolve().parents:
+        fail(f"--plot {plot_path}: inside the dataset directory {dataset}; plots never go into a dataset")
+    if plot_path.is_dir():
+        fail(f"--plot {plot_path}: is a directory; expected a file name such as summary.png")
+    if plot_path.exists() and not overwrite:
+        fail(f"--plot {plot_path}: already exists (pass --overwrite to replace it)")
     try:
         ds = load_dataset(dataset)
     except DatasetError as exc:
         fail(str(exc))
     summary = summarize(ds)
-    plot_path = plot or (Path(dataset) / "summary.png")
     try:
         plot_summary(ds, plot_path)
         summary["plot"] = str(plot_path)
-    except OSError as exc:  # read-only dataset directory: the summary still stands
+    except OSError as exc:  # e.g. read-only storage: the summary still stands
         STDERR.print(f"[yellow]could not write plot {plot_path}: {exc}[/]")
     emit(summary, as_json, _render_summary)
 

@@ -73,8 +73,9 @@ def train(
                                                      "proximity: td3bc, omar, maddpg_cql)."),
     weights: Optional[str] = typer.Option(None, help="Weigh every agent decision by a valuation: ev, ev-cluster, "
                                                      "group, ardnem, or none (ev2bc: ev; group_bc: group)."),
-    stage1: Optional[Path] = typer.Option(None, help="A Stage I result to reuse (`teamsift value --method ardnem "
-                                                     "--out FILE`) instead of training ARDNEM."),
+    stage1: Optional[Path] = typer.Option(None, help="A Stage I result to reuse (the ardnem-stage1.msgpack of "
+                                                     "`teamsift value --method ardnem --out DIR`) instead of "
+                                                     "training ARDNEM."),
     score: Optional[str] = typer.Option(None, help="Weights: the episode score (DVF) to value by (default: return)."),
     rule: Optional[str] = typer.Option(None, help="Weights: threshold | top_fraction | weighted."),
     threshold: Optional[float] = typer.Option(None, help="Weights (threshold rule): keep values above this."),

@@ -25,59 +25,70 @@ def value(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="ardnem: the run directory (config, metrics, "
                                                                   "checkpoints; resumable)."),
     resume: bool = typer.Option(False, "--resume", help="ardnem: continue the run in --run-dir."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="ardnem: replace what --run-dir holds."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier output in --out (and, for "
+                                                            "ardnem, what --run-dir holds)."),
     checkpoint_every: int = typer.Option(0, min=0, help="ardnem: checkpoint every this many updates (0: at the end)."),
-    stage1_out: Optional[Path] = typer.Option(None, "--out", help="ardnem: save the Stage I result here, for "
-                                                                  "`train --stage1 FILE` (SIT, --sampler dper)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for values.csv, values.json and the plots "
+                                                           "(default: DATASET-values-METHOD beside the dataset; never "
+                                                           "inside it). ardnem also saves its Stage I result there "
+                                                           "(ardnem-stage1.msgpack, for `train --stage1`)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", min=0.0,
                                                   help="ardnem: learning rate (default: SIT's 1e-4)."),
     ensemble: Optional[int] = typer.Option(None, min=1, help="ardnem: ensemble size M (default 5; 1 = w/o "
                                                              "ensemble)."),
     no_attention: bool = typer.Option(False, "--no-attention", help="ardnem: the 'w/o attention' ablation."),
-    plots: Optional[Path] = typer.Option(None, help="Directory for plots (default: DATASET/value-<method>)."),
     seed: int = typer.Option(0),
-    top: int = typer.Option(20, help="Rows shown in the table (all rows go to --json)."),
+    top: int = typer.Option(20, help="Rows shown in the table (all rows go to --out and --json)."),
     as_json: bool = JSON_OPTION,
 ):
-    """Value every individual (or slot) of a dataset, with uncertainty, and plot it.
+    """Value every individual (or slot) of a dataset, with uncertainty, into --out (CSV, JSON, plots).
 
-    Where the dataset carries ground truth (behaviour levels), the report includes the
-    mean value per level, the Spearman correlation with the level and the expert-vs-random AUC."""
-    from teamsift.data import DatasetError, load_dataset
-    from teamsift.value.report import plot_values, value_dataset
-
+    Before any work it checks that the method fits the data: where the values would be
+    meaningless (e.g. ev on data where every id appears once) it stops and names the
+    method that fits; where only part of them is, it warns on stderr (and in --json's
+    "warnings"). Where the dataset carries ground truth (behaviour levels), the report
+    includes the mean value per level, the Spearman correlation with the level and the
+    expert-vs-random AUC."""
+    from teamsift.data import DatasetError
     from teamsift.engine import RunConfig, RunDirError
+    from teamsift.value.outputs import value_to_dir
 
-    ardnem_options, run = {}, None
+    options: dict = {}
     if method == "ardnem":
-        ardnem_options = {name: value for name, value in (("ensemble_size", ensemble), ("learning_rate", learning_rate))
-                          if value is not None}
+        options = {name: value for name, value in (("ensemble_size", ensemble), ("learning_rate", learning_rate))
+                   if value is not None}
         if no_attention:
-            ardnem_options["attention"] = False
+            options["attention"] = False
         try:
-            run = RunConfig(updates=updates or 20_000, log_every=min(500, updates or 20_000),
-                            checkpoint_every=checkpoint_every if run_dir else 0,
-                            run_dir=None if run_dir is None else str(run_dir), resume=resume, overwrite=overwrite,
-                            progress=not as_json, label="ARDNEM")
+            options["run"] = RunConfig(updates=updates or 20_000, log_every=min(500, updates or 20_000),
+                                       checkpoint_every=checkpoint_every if run_dir else 0,
+                                       run_dir=None if run_dir is None else str(run_dir), resume=resume,
+                                       overwrite=overwrite, progress=not as_json, label="ARDNEM")
         except ValueError as exc:
             fail(str(exc))
-    elif run_dir is not None or resume or stage1_out is not None:
-        fail("--run-dir, --resume and --out belong to --method ardnem (the only valuation that trains)")
-    out_dir = plots or (Path(dataset) / f"value-{method}")
+    elif run_dir is not None or resume:
+        fail("--run-dir and --resume belong to --method ardnem (the only valuation that trains)")
+    elif method == "ev-cluster":
+        options["num_clusters"] = clusters
+    elif method == "shapley":
+        options["permutations"] = permutations
     try:
-        ds = load_dataset(dataset)
-        report = value_dataset(ds, method, key(seed), score=score, num_clusters=clusters,
-                               permutations=permutations, progress=not as_json, out_dir=out_dir, run=run,
-                               stage1_out=stage1_out, **ardnem_options)
-    except (DatasetError, ValueError, KeyError, RunDirError) as exc:
+        report = value_to_dir(dataset, method, key(seed), out=out, overwrite=overwrite, score=score,
+                              progress=not as_json, **options)
+    except (DatasetError, ValueError, KeyError, RunDirError, FileExistsError) as exc:
         fail(error_text(exc))
-    report["plots"] = [str(p) for p in plot_values(report, out_dir)] + report.pop("extra_plots", [])
+    from rich.markup import escape
+
+    for line in report["warnings"]:
+        STDERR.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     emit(report, as_json, lambda r: _render_values(r, top))
 
 
 def _render_values(report: dict, top: int) -> None:
+    from rich.console import Console
     from rich.table import Table
 
+    console = Console()
     rows = report.get("table", [])
     table = Table(title=f"{report['method']} on {report['dataset']} (score: {report['score']})")
     for column in ("rank", "id", "value", "stderr", "count", "true_level"):
@@ -85,20 +96,21 @@ def _render_values(report: dict, top: int) -> None:
     for row in rows[:top]:
         table.add_row(*[("—" if row.get(c) is None else f"{row[c]:.3f}" if isinstance(row[c], float) else
                          str(row[c])) for c in ("rank", "id", "value", "stderr", "count", "true_level")])
-    STDERR.print(table)
+    console.print(table)
     if len(rows) > top:
-        STDERR.print(f"… {len(rows) - top} more rows (--top, or --json for all)")
+        console.print(f"… {len(rows) - top} more rows (--top; all rows are in values.csv)")
     for name, stats in report.get("accuracy", {}).get("per_level", {}).items():
-        STDERR.print(f"  {name}: mean value {stats['mean_value']:.3f} over {stats['individuals']}")
+        console.print(f"  {name}: mean value {stats['mean_value']:.3f} over {stats['individuals']}")
     accuracy = report.get("accuracy", {})
-    if "spearman" in accuracy:
-        STDERR.print(f"  Spearman vs true level {accuracy['spearman']:.3f}"
-                     + (f", AUC expert vs random {accuracy['auc_expert_vs_random']:.3f}"
-                        if "auc_expert_vs_random" in accuracy else ""))
+    if accuracy.get("spearman") is not None:
+        console.print(f"  Spearman vs true level {accuracy['spearman']:.3f}"
+                      + (f", AUC expert vs random {accuracy['auc_expert_vs_random']:.3f}"
+                         if "auc_expert_vs_random" in accuracy else ""))
     trajectories = report.get("trajectory_accuracy", {})
-    if "spearman" in trajectories:
-        STDERR.print(f"  per trajectory: Spearman vs true level {trajectories['spearman']:.3f}"
-                     + (f", AUC expert vs random {trajectories['auc_expert_vs_random']:.3f}"
-                        if "auc_expert_vs_random" in trajectories else ""))
-    for path in report.get("plots", []):
-        STDERR.print(f"  plot: {path}")
+    if trajectories.get("spearman") is not None:
+        console.print(f"  per trajectory: Spearman vs true level {trajectories['spearman']:.3f}"
+                      + (f", AUC expert vs random {trajectories['auc_expert_vs_random']:.3f}"
+                         if "auc_expert_vs_random" in trajectories else ""))
+    out = Path(report["out"])
+    shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
+    console.print(f"  written to {shown}: " + ", ".join(Path(p).name for p in report.get("files", [])))

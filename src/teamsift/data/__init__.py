@@ -23,7 +23,7 @@ from teamsift.data.format import (
     load_dataset,
     write_dataset,
 )
-from teamsift.data.importers import NPZ_KEYS, VAULT_LEAVES, import_npz, import_vault
+from teamsift.data.importers import NPZ_KEYS, VAULT_LEAVES, export_vault, import_npz, import_vault
 from teamsift.data.overcooked_human import import_overcooked_human
 from teamsift.data.samplers import (
     DPER, PJAP, SAMPLERS, UNITS, Uniform, gather_episodes, gather_sequences, gather_transitions, gather_windows,
@@ -35,7 +35,7 @@ from teamsift.data.views import AgentTrajectories, AgentTrajectory, Sequences, T
 __all__ = [
     "DatasetError", "Dataset", "load_dataset", "write_dataset", "default_agent_ids",
     "FORMAT_NAME", "FORMAT_VERSION", "META_FILE", "EPISODES_FILE", "STEPS_DIR",
-    "import_npz", "import_vault", "import_overcooked_human", "NPZ_KEYS", "VAULT_LEAVES",
+    "import_npz", "import_vault", "export_vault", "import_overcooked_human", "NPZ_KEYS", "VAULT_LEAVES",
     "to_device", "sample_transitions", "sample_sequences", "gather_transitions", "gather_sequences",
     "gather_episodes", "gather_windows", "item_space", "Uniform", "DPER", "PJAP", "SAMPLERS", "UNITS", "dataset_fingerprint",
     "Transitions", "AgentTrajectories", "AgentTrajectory", "Sequences", "gather_steps",

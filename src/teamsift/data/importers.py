@@ -390,6 +390,17 @@ VAULT_INDEX = "vault_index"
 VAULT_METADATA = "metadata.json"
 #: Vault layout versions read here: flashbax's metadata "version" 1.0, 1.1 and 1.2 (major 1).
 SUPPORTED_VAULT_MAJOR = 1
+#: What `export_vault` keeps beside OG-MARL's leaves: a "teamsift" entry of metadata.json
+#: (spec, discount, per-episode ids, labels and scores, episode lengths) and zarr arrays
+#: "teamsift/<name>" in the same OCDBT store (final_obs, final_state, final_avail: one row
+#: per episode). They are outside the vault's structure, so flashbax and OG-MARL never open them.
+VAULT_EXTRAS_KEY = "teamsift"
+VAULT_EXTRAS_FORMAT = "teamsift-vault-extras/1"
+#: flashbax's layout constants: metadata version written, and the time-axis capacity of
+#: every leaf (flashbax's TIME_AXIS_MAX_LENGTH, so that flashbax can append to the vault).
+VAULT_VERSION = 1.2
+VAULT_TIME_CAPACITY = 10**13
+VAULT_COMPRESSION = {"id": "gzip", "level": 5}
 
 
 def _find_vault_dir(vault_path: Path, vault_uid: str | None) -> Path:
@@ -407,7 +418,8 @@ def _find_vault_dir(vault_path: Path, vault_uid: str | None) -> Path:
         return root
     if is_vault(vault_path):
         return vault_path
-    uids = sorted(p.name for p in vault_path.iterdir() if p.is_dir() and is_vault(p))
+    # names starting with "." are temporaries of an unfinished `export_vault`, never vaults
+    uids = sorted(p.name for p in vault_path.iterdir() if p.is_dir() and not p.name.startswith(".") and is_vault(p))
     if len(uids) == 1:
         return vault_path / uids[0]
     if not uids:
@@ -438,7 +450,7 @@ def _open_leaf(root: Path, name: str):
 
 
 def import_vault(vault_path: str | os.PathLike, out_dir: str | os.PathLike, *, vault_uid: str | None = None,
-                 env_id: str | None = None, spec: EnvSpec | None = None, discount: float = 0.99,
+                 env_id: str | None = None, spec: EnvSpec | None = None, discount: float | None = None,
                  reward_reduce: str = "auto", drop_incomplete: bool = True, overwrite: bool = False,
                  notes: str = "") -> Path:
     """Import an OG-MARL / flashbax Vault as a teamsift dataset, with tensorstore only.
@@ -467,6 +479,11 @@ def import_vault(vault_path: str | os.PathLike, out_dir: str | os.PathLike, *, v
     `reward_reduce`: "auto" (agent 0's when all agents' rewards are equal, else the
     mean), "mean", "sum" or "first". Actions are discrete when legals exist or the
     actions are integers (float-coded integers are accepted).
+
+    A vault written by `export_vault` also carries what OG-MARL's layout has no leaf for
+    (see `VAULT_EXTRAS`); when it still matches the leaves, the import restores it, so that
+    dataset -> `export_vault` -> `import_vault` gives the same dataset back. An explicit
+    `env_id`/`spec`/`discount` still wins; `discount` defaults to the exported one, else 0.99.
 
     Args:
         vault_path: the vault directory (``rel_dir/vault_name``) or one uid directory.
@@ -517,13 +534,71 @@ def import_vault(vault_path: str | os.PathLike, out_dir: str | os.PathLike, *, v
             raw[name] = np.asarray(ds[:, :t_len].read().result())
         except Exception as exc:  # noqa: BLE001
             raise DatasetError(f"{root}/{name}", name, "readable chunks", short_exc(exc)) from None
+    extras = _read_extras(root, vmeta)
     return _vault_to_dataset(root, raw, vmeta, leaves, t_len, out_dir, env_id=env_id, spec=spec, discount=discount,
                              reward_reduce=reward_reduce, drop_incomplete=drop_incomplete, overwrite=overwrite,
-                             notes=notes)
+                             notes=notes, extras=extras)
+
+
+def _read_extras(root: Path, vmeta: dict) -> dict | None:
+    """`export_vault`'s extras (metadata and arrays), or None for any other vault."""
+    info = vmeta.get(VAULT_EXTRAS_KEY)
+    if not isinstance(info, dict) or info.get("format") != VAULT_EXTRAS_FORMAT:
+        return None
+    arrays = {}
+    for name in info.get("arrays", []):
+        if name not in ("final_obs", "final_state", "final_avail"):
+            raise DatasetError(str(root / VAULT_METADATA), VAULT_EXTRAS_KEY, "arrays among final_obs, final_state, "
+                               "final_avail", repr(name))
+        key = f"{VAULT_EXTRAS_KEY}/{name}"
+        try:
+            arrays[name] = np.asarray(_open_leaf(root, key).read().result())
+        except DatasetError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DatasetError(f"{root}/{key}", key, "readable chunks", short_exc(exc)) from None
+    return {**info, "arrays": arrays}
+
+
+def _apply_extras(extras: dict, lengths: np.ndarray, num_agents: int) -> tuple[dict, str | None]:
+    """The dataset fields the extras restore, or ({}, why not) when they no longer match the leaves."""
+    e = len(lengths)
+    if extras.get("episode_lengths") != lengths.tolist():
+        return {}, "episode lengths differ from the exported ones (the vault was changed after export)"
+    out: dict[str, Any] = {}
+    try:
+        out["spec"] = EnvSpec.from_dict(extras["spec"])
+    except Exception as exc:  # noqa: BLE001
+        return {}, f"spec unreadable ({short_exc(exc)})"
+    for name in ("agent_ids", "behaviour", "policy_ids"):
+        if extras.get(name) is not None:
+            arr = np.asarray(extras[name], dtype=str)
+            if arr.shape != (e, num_agents):
+                return {}, f"{name} has shape {list(arr.shape)}, expected [{e}, {num_agents}]"
+            out[name] = arr
+    scores = {}
+    for name, values in (extras.get("scores") or {}).items():
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.shape != (e,):
+            return {}, f"score {name!r} has shape {list(arr.shape)}, expected [{e}]"
+        scores[name] = arr
+    out["scores"] = scores or None
+    for name, arr in extras["arrays"].items():
+        if arr.shape[:1] != (e,):
+            return {}, f"{name} has {arr.shape[0] if arr.ndim else 0} rows, expected {e}"
+        out[name] = arr
+    unmarked = np.asarray(extras.get("unmarked_ends", []), dtype=np.int64)
+    if unmarked.size and (unmarked.min() < 0 or unmarked.max() >= e):
+        return {}, "unmarked_ends out of range"
+    out["unmarked_ends"] = unmarked
+    for name in ("discount", "env_kwargs", "notes", "provenance"):
+        if name in extras:
+            out[name] = extras[name]
+    return out, None
 
 
 def _vault_to_dataset(root: Path, raw: dict, vmeta: dict, leaves: list, t_len: int, out_dir, *, env_id, spec,
-                      discount, reward_reduce, drop_incomplete, overwrite, notes) -> Path:
+                      discount, reward_reduce, drop_incomplete, overwrite, notes, extras=None) -> Path:
     def lab(name):
         return f"{root}/{name}"
 
@@ -629,12 +704,24 @@ def _vault_to_dataset(root: Path, raw: dict, vmeta: dict, leaves: list, t_len: i
     truncated = np.zeros(n, bool)
     truncated[last] = ~terminated[last]  # a kept unfinished episode counts as truncated
 
+    restored, extras_note = ({}, None) if extras is None else _apply_extras(extras, lengths, a)
+    if restored:
+        # export_vault marked unflagged episode ends as truncations: unmark them again
+        truncated[last[restored["unmarked_ends"]]] = False
+
     keymap = {"obs": "observations.", "state": "infos.state." if state is not None else "observations.",
               "actions": "actions.", "reward": "rewards.", "avail": "infos.legals.",
               "final_obs": "observations.", "final_state": "infos.state." if state is not None else "observations.",
               "final_avail": "infos.legals.", "terminated": "terminals.", "truncated": "truncations.",
               "length": "terminals."}
+    for name in ("final_obs", "final_state", "final_avail"):
+        if name in restored:
+            keymap[name] = f"{VAULT_EXTRAS_KEY}/{name}"
+    if spec is None and env_id is None and "spec" in restored:
+        spec = restored["spec"]
     resolved, how = _resolve_spec(env_id, spec)
+    if "spec" in restored and spec is restored["spec"]:
+        how = {"spec_source": "exported"}
     arrays = {"obs": obs_s, "state": state_s, "actions": act_s, "avail": avail_s}
     if resolved is not None:
         _check_against_spec(str(root), resolved, arrays, keymap)
@@ -644,7 +731,7 @@ def _vault_to_dataset(root: Path, raw: dict, vmeta: dict, leaves: list, t_len: i
         else:
             n_act = act.shape[3]
         resolved = _custom_spec(env_id, a, o, state_s.shape[1], discrete, n_act, int(lengths.max()), ())
-    extra_meta = {k: v for k, v in vmeta.items() if k not in ("structure_shape", "structure_dtype")}
+    extra_meta = {k: v for k, v in vmeta.items() if k not in ("structure_shape", "structure_dtype", VAULT_EXTRAS_KEY)}
     prov = {
         "source": "flashbax-vault",
         "vault": str(root.resolve()),
@@ -655,17 +742,185 @@ def _vault_to_dataset(root: Path, raw: dict, vmeta: dict, leaves: list, t_len: i
         "leaves_ignored": sorted(set(leaves) - set(raw)),
         "reward_reduce": reduce_used,
         "incomplete_steps_dropped": int(dropped),
-        "final_from_last_step": True,
+        "final_from_last_step": "final_obs" not in restored,
         **how,
     }
+    if extras is not None:
+        prov["teamsift_export"] = ("restored" if restored else f"ignored: {extras_note}")
+        if restored.get("provenance") is not None:
+            prov["exported_from"] = restored["provenance"]
     env_kwargs = prov.pop("env_kwargs", None)
+    if env_kwargs is None and how.get("spec_source") == "exported":
+        env_kwargs = restored.get("env_kwargs")
+    if discount is None:
+        discount = restored.get("discount", 0.99)
+    if not notes and restored.get("notes"):
+        notes = restored["notes"]
+    final_avail = avail_s[last] if avail_s is not None else None
     try:
         return write_dataset(
             out_dir, spec=resolved, obs=obs_s, state=state_s, actions=act_s, reward=rew[bi, ti],
-            terminated=terminated, truncated=truncated, episode_lengths=lengths, final_obs=obs_s[last],
-            final_state=state_s[last], avail=avail_s, final_avail=avail_s[last] if avail_s is not None else None,
-            env_kwargs=env_kwargs, discount=discount, provenance=prov, notes=notes, overwrite=overwrite)
+            terminated=terminated, truncated=truncated, episode_lengths=lengths,
+            final_obs=restored.get("final_obs", obs_s[last]), final_state=restored.get("final_state", state_s[last]),
+            avail=avail_s, final_avail=restored.get("final_avail", final_avail) if avail_s is not None else None,
+            scores=restored.get("scores"), agent_ids=restored.get("agent_ids"), behaviour=restored.get("behaviour"),
+            policy_ids=restored.get("policy_ids"), env_kwargs=env_kwargs, discount=discount, provenance=prov,
+            notes=notes, overwrite=overwrite)
     except DatasetError as exc:
         name = keymap.get(exc.field, exc.field)
         raise DatasetError(lab(name), name, exc.expected, exc.found) from None
 
+
+
+def _is_vault_dir(path: Path) -> bool:
+    try:
+        meta = json.loads((path / VAULT_METADATA).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001
+        return False
+    return isinstance(meta, dict) and "structure_shape" in meta
+
+
+def export_vault(dataset_dir: str | os.PathLike, vault_dir: str | os.PathLike, *, vault_uid: str = "teamsift",
+                 overwrite: bool = False) -> Path:
+    """Write a teamsift dataset as an OG-MARL-style flashbax Vault; return ``vault_dir/vault_uid``.
+
+    The vault is what flashbax's ``Vault(vault_name, rel_dir=..., vault_uid=...)`` reads
+    (``vault_dir`` = ``rel_dir/vault_name``): metadata version 1.2 and one stream (B = 1)
+    holding the N steps of every episode in order, with OG-MARL's leaves
+
+    * ``observations`` (1, N, A, O) float32, ``actions`` (1, N, A) int32 (discrete) or
+      (1, N, A, D) float32, ``rewards`` (1, N, A) float32 (the team reward, per agent),
+      ``terminals`` / ``truncations`` (1, N, A) float32 0/1 (an episode whose last step
+      has neither flag is marked truncated there, so that every episode ends with a flag),
+      ``infos.state`` (1, N, S) float32 and, for discrete actions, ``infos.legals``
+      (1, N, A, nA) float32;
+
+    each a gzip-compressed zarr array with flashbax's time capacity, in one OCDBT store,
+    plus the int32 ``vault_index`` (= N). What OG-MARL's layout has no leaf for goes into
+    `VAULT_EXTRAS_KEY` (see there), so that `import_vault` restores the dataset exactly.
+
+    Other uids in ``vault_dir`` are left alone; an existing ``vault_dir/vault_uid`` is
+    replaced only with overwrite=True and only if it is a vault (or empty). The vault is
+    written to a hidden sibling directory and renamed into place when complete.
+
+    Raises:
+        DatasetError: the dataset is invalid.
+        FileExistsError: the uid directory exists (overwrite=False) or is not a vault.
+        ValueError: `vault_uid` is not a plain directory name.
+    """
+    import shutil
+    import tempfile
+    import uuid
+
+    from teamsift.data.format import load_dataset
+
+    if not isinstance(vault_uid, str) or not vault_uid or vault_uid in (".", "..") or vault_uid.startswith(".") \
+            or "/" in vault_uid or os.sep in vault_uid:
+        raise ValueError(f"vault_uid: expected a plain directory name not starting with '.', got {vault_uid!r}")
+    target = Path(vault_dir).absolute() / vault_uid
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+        if target.is_symlink() or not target.is_dir() or (any(target.iterdir()) and not _is_vault_dir(target)):
+            raise FileExistsError(f"{target} exists and is not a flashbax vault; refusing to overwrite it")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise FileExistsError(f"{target.parent} exists and is not a directory")
+    ds = load_dataset(dataset_dir)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{vault_uid}.tmp-", dir=target.parent))
+    try:
+        _write_vault(ds, tmp)
+        if target.exists() or target.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"{target} appeared while writing (pass overwrite=True to replace it)")
+            old = target.parent / f".{vault_uid}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_vault(ds, root: Path) -> None:
+    """The vault's leaves, vault_index, extras and metadata.json (last) into `root`."""
+    import tensorstore as ts
+
+    n, a = ds.num_steps, ds.num_agents
+    lengths = np.asarray(ds.lengths, np.int64)
+    last = np.asarray(ds.starts, np.int64) + lengths - 1
+    steps = ds.steps
+    terminated = np.asarray(steps["terminated"], bool)
+    truncated = np.asarray(steps["truncated"], bool).copy()
+    unmarked = np.flatnonzero(~terminated[last] & ~truncated[last])
+    truncated[last[unmarked]] = True
+
+    def per_agent(flag: np.ndarray) -> np.ndarray:
+        return np.repeat(flag.astype(np.float32)[:, None], a, axis=1)
+
+    leaves: dict[str, np.ndarray] = {
+        "observations": np.asarray(steps["obs"], np.float32),
+        "actions": np.asarray(steps["actions"], np.int32 if ds.discrete else np.float32),
+        "rewards": per_agent(np.asarray(steps["reward"], np.float32)),
+        "terminals": per_agent(terminated),
+        "truncations": per_agent(truncated),
+        "infos.state": np.asarray(steps["state"], np.float32),
+    }
+    if ds.discrete:
+        leaves["infos.legals"] = np.asarray(steps["avail"], np.float32)
+
+    def spec(name: str, create: bool) -> dict:
+        out = _ts_spec(root, name)
+        if create:
+            out["metadata"] = {"compressor": dict(VAULT_COMPRESSION)}
+        return out
+
+    shapes: dict[str, Any] = {}
+    dtypes: dict[str, Any] = {}
+    for path, arr in leaves.items():
+        arr = arr[None]  # one stream: (1, N, ...)
+        node_s, node_d = shapes, dtypes
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node_s, node_d = node_s.setdefault(p, {}), node_d.setdefault(p, {})
+        node_s[leaf] = str(tuple(arr.shape))
+        node_d[leaf] = arr.dtype.name
+        store = ts.open(spec(path + ".", True), create=True, dtype=arr.dtype,
+                        shape=(1, VAULT_TIME_CAPACITY, *arr.shape[2:])).result()
+        store[:, :n].write(arr).result()
+    finals = ["final_obs", "final_state"] + (["final_avail"] if ds.discrete else [])
+    for name in finals:
+        arr = np.ascontiguousarray(steps[name])
+        store = ts.open(spec(f"{VAULT_EXTRAS_KEY}/{name}", True), create=True, dtype=arr.dtype,
+                        shape=arr.shape).result()
+        store.write(arr).result()
+    index = ts.open(spec(VAULT_INDEX, False), create=True, dtype=np.int32, shape=(1,)).result()
+    index.write(np.asarray([n], np.int32)).result()
+
+    episodes = ds.episodes
+    extras = {
+        "format": VAULT_EXTRAS_FORMAT,
+        "spec": ds.spec.to_dict(),
+        "env_kwargs": ds.meta.get("env_kwargs") or {},
+        "discount": ds.discount,
+        "episode_lengths": lengths.tolist(),
+        "unmarked_ends": unmarked.tolist(),
+        "agent_ids": np.asarray(episodes["agent_ids"]).astype(str).tolist(),
+        "behaviour": np.asarray(episodes["behaviour"]).astype(str).tolist() if "behaviour" in episodes else None,
+        "policy_ids": np.asarray(episodes["policy_ids"]).astype(str).tolist() if "policy_ids" in episodes else None,
+        "scores": {name: np.asarray(ds.score(name), np.float64).tolist() for name in ds.score_names},
+        "arrays": finals,
+        "notes": ds.meta.get("notes", ""),
+        "provenance": ds.meta.get("provenance") or {},
+    }
+    meta = {"version": VAULT_VERSION, "structure_shape": shapes, "structure_dtype": dtypes,
+            "source": "teamsift export_vault", "env_id": ds.spec.env_id, VAULT_EXTRAS_KEY: extras}
+    (root / VAULT_METADATA).write_text(json.dumps(meta, allow_nan=False), encoding="utf-8")
