@@ -1,23 +1,93 @@
 """Atomic file writes: a temporary file in the same directory, then one rename, so that a
-reader never sees half a file and an interrupted write never destroys the old one."""
+reader never sees half a file and an interrupted write never destroys the old one.
+
+A temporary is named after its target, the writing process and this host,
+``.<name>.tmp-<pid>-<host>-<random>``. A process killed mid-write (SIGKILL, power loss)
+cannot remove its temporary, so every write first removes the temporaries of its directory
+whose writer is gone: ours by name, written on this host, by a process that no longer
+exists. Anything else in the directory is left alone.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import re
+import secrets
+import shutil
+import socket
 from pathlib import Path
+
+#: Temporaries and set-aside directories: .<target>.<kind>-<pid>-<host>-<random>
+_OURS = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}(\.tmp)?$")
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temporary_name(target: str, kind: str = "tmp") -> str:
+    """The name of a temporary for `target` (kind "tmp": being written; "old": set aside while
+    a new version is renamed into place), recognisable by `remove_stale_temporaries`."""
+    return f".{target}.{kind}-{os.getpid()}-{_host()}-{secrets.token_hex(4)}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries in `directory` left by writers of this host that no longer run;
+    return what was removed. A set-aside old version whose target is missing (the writer died
+    between the two renames of a replacement) is renamed back instead of removed."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = [entry for entry in os.scandir(directory) if entry.name.startswith(".")]
+    except OSError:  # missing, unreadable: nothing of ours to clean
+        return removed
+    host = _host()
+    for entry in entries:
+        match = _OURS.match(entry.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        path = Path(entry.path)
+        target = directory / match["target"]
+        try:
+            if match["kind"] == "old" and not (target.exists() or target.is_symlink()):
+                os.replace(path, target)
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+        except OSError:  # read-only or otherwise not ours to change: leave it
+            continue
+        removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent)
+    tmp = path.parent / (temporary_name(path.name) + ".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             handle.write(blob)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

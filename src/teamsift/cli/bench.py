@@ -8,10 +8,40 @@ from typing import Optional
 
 import typer
 
-from teamsift.cli.common import JSON_OPTION, emit, fail
-from teamsift.progress import STDERR
+from teamsift.cli.common import JSON_OPTION, OUT, emit, fail
 
 app = typer.Typer(no_args_is_help=True, help="Benchmarks of the papers' tables on our environments.")
+
+OVERWRITE_HELP = "Replace result files of another budget in --out (a run of the same budget adds to them)."
+
+
+def _device_stem(prefix: str) -> str:
+    from teamsift.machine import machine
+
+    return f"{prefix}-{machine()['device'].split(':')[0]}"
+
+
+def _check_result_file(path: Path, config: dict, budget_fields: tuple[str, ...], overwrite: bool) -> None:
+    """Before any work: a run merges into an earlier result file of the same budget and
+    replaces one of another budget, which needs --overwrite."""
+    import json
+
+    from teamsift.bench.report import budget_differences
+
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    if not path.is_file():
+        fail(f"--out: {path} is not a file; give another --out")
+    try:
+        previous = json.loads(path.read_text())
+        differ = budget_differences({"config": config}, previous, budget_fields)
+    except (OSError, ValueError, AttributeError) as exc:
+        fail(f"--out: {path} is not a result file to add to ({exc}); pass --overwrite to replace it, or give "
+             f"another --out")
+    if differ:
+        was = ", ".join(f"{f} {previous.get('config', {}).get(f)} (now {config.get(f)})" for f in differ)
+        fail(f"--out: {path} holds results of another budget: {was}; pass --overwrite to replace them, or give "
+             f"another --out")
 
 
 @app.command("sit")
@@ -32,10 +62,15 @@ def bench_sit(
     pools_dir: Optional[Path] = typer.Option(None, "--pools"),
     out: Path = typer.Option(Path("benchmarks/results"), help="Directory for the result files."),
     seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     as_json: bool = JSON_OPTION,
 ):
-    """SIT's Table 1 on our environments: Behavior, BC, MABCQ, MACQL, ICQ, SIT and SIT* (continuous:
-    BC, TD3+BC, OMAR, MADDPG+CQL, SIT, SIT*), plus SIT's ablations, stress cases and α × β sweep."""
+    """SIT's Table 1 on our environments, with SIT's ablations, stress cases and α × β sweep.
+
+    Discrete: Behavior, BC, MABCQ, MACQL, ICQ, SIT and SIT*; continuous: BC, TD3+BC, OMAR,
+    MADDPG+CQL, SIT and SIT*."""
+    import dataclasses
+
     from teamsift.bench import sit as sit_bench
     from teamsift.machine import describe, machine
 
@@ -47,13 +82,14 @@ def bench_sit(
             pools_dir=str(pools_dir) if pools_dir else None, seed=seed, stress_env=stress_env)
         studies = tuple(s.strip() for s in study.split(","))
         info = machine()
+        stem = f"{name}-{info['device'].split(':')[0]}"
+        _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), sit_bench.BUDGET_FIELDS, overwrite)
         report = sit_bench.run(config, studies, progress=not as_json, machine=describe(info),
-                               command="teamsift bench sit " + " ".join(sys.argv[3:]), out_dir=out,
-                               stem=f"{name}-{info['device'].split(':')[0]}",
+                               command="teamsift bench sit " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
                                methods=tuple(m.strip() for m in methods.split(",")) if methods else None)
     except ValueError as exc:
         fail(str(exc))
-    emit(report, as_json, lambda r: STDERR.print(sit_bench.render(r)))
+    emit(report, as_json, lambda r: OUT.print(sit_bench.render(r)))
 
 
 @app.command("imitation")
@@ -69,9 +105,12 @@ def bench_imitation(
     pools_dir: Optional[Path] = typer.Option(None, "--pools"),
     out: Path = typer.Option(Path("benchmarks/results"), help="Directory for imitation-<device>.{json,md} and plots."),
     seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     as_json: bool = JSON_OPTION,
 ):
     """MILD²'s table: MILD², MILD²-GD, MAGAIL, BC and offline baselines on the expert datasets."""
+    import dataclasses
+
     from teamsift.bench import imitation
     from teamsift.machine import describe, machine
 
@@ -82,12 +121,13 @@ def bench_imitation(
             num_seeds=seeds, timesteps=timesteps, updates=updates, eval_episodes=eval_episodes,
             data_dir=str(data_dir), pools_dir=str(pools_dir) if pools_dir else None, seed=seed)
         info = machine()
+        stem = f"imitation-{info['device'].split(':')[0]}"
+        _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), imitation.BUDGET_FIELDS, overwrite)
         report = imitation.run(config, progress=not as_json, machine=describe(info),
-                               command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out,
-                               stem=f"imitation-{info['device'].split(':')[0]}")
+                               command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out, stem=stem)
     except ValueError as exc:
         fail(str(exc))
-    emit(report, as_json, lambda r: STDERR.print(imitation.render(r)))
+    emit(report, as_json, lambda r: OUT.print(imitation.render(r)))
 
 
 @app.command("pjap")
@@ -102,10 +142,15 @@ def bench_pjap(
     episodes: int = typer.Option(2_000, min=1, help="--mabrax: episodes per dataset (200 steps each)."),
     data_dir: Path = typer.Option(Path("datasets/bench-sit"), help="--mabrax: where datasets are cached."),
     out: Path = typer.Option(Path("benchmarks/results"), help="Directory for the result files and plots."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier result files in --out (--mabrax: "
+                                                              "those of another budget)."),
     as_json: bool = JSON_OPTION,
 ):
-    """PJAP's polynomial games: MADDPG (BRUD) vs MADDPG+PJAP, with the trajectory plots; with
-    --mabrax, MADDPG+CQL vs MADDPG+CQL+PJAP on MaBrax halfcheetah_2x3."""
+    """PJAP's polynomial games: MADDPG (BRUD) vs MADDPG+PJAP, with the trajectory plots.
+
+    With --mabrax instead: MADDPG+CQL vs MADDPG+CQL+PJAP on MaBrax halfcheetah_2x3."""
+    import dataclasses
+
     if mabrax:
         from teamsift.bench import sit as sit_bench
         from teamsift.machine import describe, machine
@@ -113,12 +158,17 @@ def bench_pjap(
         config = sit_bench.SITBenchConfig(envs=(sit_bench.PJAP_ENV,), episodes=episodes, num_seeds=mabrax_seeds,
                                           updates=mabrax_updates, data_dir=str(data_dir))
         info = machine()
+        stem = f"pjap-mabrax-{info['device'].split(':')[0]}"
+        _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), sit_bench.BUDGET_FIELDS, overwrite)
         report = sit_bench.run(config, ("pjap",), progress=not as_json, machine=describe(info),
-                               command="teamsift bench pjap " + " ".join(sys.argv[3:]), out_dir=out,
-                               stem=f"pjap-mabrax-{info['device'].split(':')[0]}")
-        emit(report, as_json, lambda r: STDERR.print(sit_bench.render(r)))
+                               command="teamsift bench pjap " + " ".join(sys.argv[3:]), out_dir=out, stem=stem)
+        emit(report, as_json, lambda r: OUT.print(sit_bench.render(r)))
         return
     from teamsift.bench import poly
 
+    stem = out / _device_stem("poly-pjap")
+    taken = [stem.with_suffix(s) for s in (".json", ".md", ".png") if stem.with_suffix(s).exists()]
+    if taken and not overwrite:
+        fail(f"--out: {taken[0]} already exists; pass --overwrite to replace the study's files, or give another --out")
     report = poly.run_study(quick=quick, num_updates=updates, num_seeds=seeds, out_dir=out)
-    emit(report, as_json, lambda r: STDERR.print(f"wrote {r['files']}"))
+    emit(report, as_json, lambda r: OUT.print(f"wrote {', '.join(r['files'])}", soft_wrap=True))

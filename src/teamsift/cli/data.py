@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from teamsift.cli.common import JSON_OPTION, emit, error_text, fail, key, load_dataset_or_fail
+from teamsift.cli.common import JSON_OPTION, check_output_dataset, emit, error_text, fail, key, load_dataset_or_fail
 from teamsift.progress import STDERR
 
 app = typer.Typer()
@@ -89,7 +89,7 @@ def generate(
     out: Path = typer.Argument(..., help="Output dataset directory."),
     episodes: Optional[int] = typer.Option(None, "--episodes", "-n", min=1,
                                            help="Number of episodes (default 1000; with --population: see --appearances)."),
-    policy: str = typer.Option("random", help=(
+    policy: Optional[str] = typer.Option(None, show_default="random", help=(
         "Behaviour: 'random', 'scripted:<rule>' or a policy file of any kind. A comma-separated list gives one "
         "behaviour per slot (as many as agents), or with --mix the candidates each slot draws from.")),
     mix: bool = typer.Option(False, help="Each episode, each slot draws its behaviour uniformly from --policy."),
@@ -113,8 +113,16 @@ def generate(
 
     if sum(x is not None for x in (spec, population)) > 1:
         fail("give at most one of --spec and --population")
-    if out.exists() and not overwrite:
-        fail(f"{out} already exists; pass --overwrite to replace it")
+    source = "--spec" if spec is not None else "--population" if population is not None else None
+    if source and (policy is not None or mix):
+        fail(f"{source} chooses every slot's behaviour; --policy and --mix are for per-slot behaviours, give one or "
+             f"the other")
+    alone = [name for name, given in (("--group-size", group_size), ("--appearances", appearances),
+                                      ("--anonymise", anonymise or None)) if given is not None]
+    if alone and population is None:
+        fail(f"{alone[0]} belongs to --population; give --population P, or leave {alone[0]} out")
+    policy = policy or "random"
+    check_output_dataset(out, overwrite)
     progress = not as_json
     try:
         if spec is not None:
@@ -193,12 +201,14 @@ def import_npz_cmd(
     file: Path = typer.Argument(..., help="NumPy archive with keys obs, actions, reward, episode_lengths, ..."),
     out: Path = typer.Argument(..., help="Output dataset directory."),
     env_id: Optional[str] = typer.Option(None, "--env", help="Check the arrays against this environment's spec."),
-    discount: float = typer.Option(0.99),
+    discount: float = typer.Option(0.99, min=0.0, max=1.0),
     overwrite: bool = typer.Option(False),
     as_json: bool = JSON_OPTION,
 ):
     """Build a dataset from a .npz archive (keys documented in `teamsift.data.import_npz`)."""
     from teamsift.data import DatasetError, import_npz, load_dataset, summarize
+
+    check_output_dataset(out, overwrite)
 
     try:
         path = import_npz(file, out, env_id=env_id, discount=discount, overwrite=overwrite)
@@ -220,6 +230,8 @@ def import_vault_cmd(
     """Convert an OG-MARL / flashbax Vault (read with tensorstore) into a dataset."""
     from teamsift.data import DatasetError, import_vault, load_dataset, summarize
 
+    check_output_dataset(out, overwrite)
+
     try:
         path = import_vault(vault, out, vault_uid=uid, overwrite=overwrite)
     except DatasetError as exc:
@@ -235,14 +247,22 @@ def import_overcooked_human_cmd(
     layout: str = typer.Option(..., help="cramped_room, asymmetric_advantages, coordination_ring, "
                                          "forced_coordination or counter_circuit."),
     split: str = typer.Option("train", help="train or test."),
-    horizon: Optional[int] = typer.Option(None, help="Cut every game to its first HORIZON steps."),
+    horizon: Optional[int] = typer.Option(None, min=1, help="Cut every game to its first HORIZON steps."),
     lenient: bool = typer.Option(False, help="Record replay mismatches instead of failing on the first."),
     overwrite: bool = typer.Option(False),
     as_json: bool = JSON_OPTION,
 ):
-    """The human–human Overcooked trials of Carroll et al. (2019), shipped with overcooked-ai,
-    replayed through the JaxMARL environment: one-time agent ids, the game score as DVF."""
-    from teamsift.data import DatasetError, import_overcooked_human, load_dataset, summarize
+    """Import the human–human Overcooked trials of Carroll et al. (2019), shipped with overcooked-ai.
+
+    The games are replayed through the JaxMARL environment: one-time agent ids, the game score as DVF."""
+    from teamsift.data import (
+        DatasetError,
+        import_overcooked_human,
+        load_dataset,
+        summarize,
+    )
+
+    check_output_dataset(out, overwrite)
 
     try:
         path = import_overcooked_human(layout, split, out, horizon=horizon, overwrite=overwrite,

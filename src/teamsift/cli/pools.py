@@ -48,19 +48,28 @@ def _render_pools(summary: dict) -> None:
 def pools_train(
     env_id: str = typer.Argument(..., help="Environment id."),
     pools_dir: Optional[Path] = typer.Option(None, "--dir", help="Pools directory (default ./pools or $TEAMSIFT_POOLS)."),
-    timesteps: Optional[int] = typer.Option(None, help="Environment steps of training (default: tuned per env)."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Environment steps of training (default: tuned per "
+                                                              "env)."),
     checkpoints: int = typer.Option(41, min=2, help="Checkpoints kept, evenly spaced (the untrained one included)."),
     eval_episodes: int = typer.Option(100, min=2, help="Episodes to evaluate each checkpoint."),
     cuts: Optional[str] = typer.Option(None, help="Explicit return cuts 'LOW,HIGH' instead of SIT's thirds."),
     seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the pools ENV already has in the directory."),
     as_json: bool = JSON_OPTION,
 ):
     """Train MAPPO on ENV, checkpoint it, evaluate every checkpoint and sort them into pools."""
     import dataclasses
 
     from teamsift.collect import ppo
-    from teamsift.collect.pools import save_pools, train_pools
+    from teamsift.collect.pools import pool_dir, save_pools, train_pools
     from teamsift.collect.suites import ENV_KWARGS
+
+    target = pool_dir(env_id, pools_dir)
+    if target.exists() and not target.is_dir():
+        fail(f"{target}: a file, where the pools of {env_id} would go; give another --dir")
+    if not overwrite and target.is_dir() and any(target.iterdir()):
+        fail(f"{target} already holds pools of {env_id}; pass --overwrite to replace them "
+             f"(or --dir elsewhere; `teamsift pools cut` re-sorts them without retraining)")
 
     env = make_env_or_fail(env_id, **ENV_KWARGS.get(env_id, {}))
     config = ppo.config_for(env_id)

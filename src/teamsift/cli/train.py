@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import datetime
-import shutil
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from teamsift.cli.common import JSON_OPTION, emit, error_text, fail, key, load_dataset_or_fail
+from teamsift.cli.common import JSON_OPTION, OUT, check_output_file, emit, error_text, fail, key, load_dataset_or_fail
 from teamsift.progress import STDERR
 
 app = typer.Typer()
@@ -39,13 +38,12 @@ def parse_stage_updates(text: Optional[str]) -> dict[str, int]:
 
 
 def copy_policy(source: Path, out: Path, overwrite: bool) -> Path:
-    if out.is_dir():
-        fail(f"--out {out}: a directory; give a file name, e.g. {out / 'policy.msgpack'}")
-    if out.exists() and not overwrite:
-        fail(f"--out {out}: already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, out)
-    return out
+    """Copy a trained policy to --out (checked with `check_output_file` before training; checked
+    again here, in case something appeared meanwhile), atomically."""
+    from teamsift.fileio import atomic_write_bytes
+
+    check_output_file("--out", out, overwrite)
+    return atomic_write_bytes(out, Path(source).read_bytes())
 
 
 @app.command()
@@ -90,8 +88,11 @@ def train(
                             "weights' (selection.temperature=0.5)."),
     as_json: bool = JSON_OPTION,
 ):
-    """Train a registered learner on a dataset; every seed's policy, metrics, evaluations and
-    checkpoints go to the run directory, and `--resume` continues a run killed at any point."""
+    """Train a registered learner on a dataset.
+
+    Every seed's policy, metrics, evaluations and checkpoints go to the run directory, and
+    `--resume` continues a run killed at any point."""
+    check_output_file("--out", out, overwrite or resume)
     from teamsift.algos import pipeline, registry
     from teamsift.engine import RunConfig, RunDirError, parse_assignment
 
@@ -117,8 +118,6 @@ def train(
         fail(str(exc))
     if resume and run_dir is None:
         fail("--resume: give the --run-dir of the run to continue")
-    if out is not None and out.exists() and not overwrite and not resume:
-        fail(f"--out {out}: already exists; pass --overwrite to replace it")
     ds = load_dataset_or_fail(dataset)
     run_dir = run_dir or default_run_dir(algo, dataset)
     total = updates or entry.updates
@@ -144,7 +143,7 @@ def train(
 
 
 def _render_train(r: dict) -> None:
-    say = lambda text: STDERR.print(text, soft_wrap=True, highlight=False)  # noqa: E731
+    say = lambda text: OUT.print(text, soft_wrap=True, highlight=False)  # noqa: E731
     loss = ", ".join(f"{x:.4g}" for x in r["final_loss"])
     say(f"{r['algo']}: {r['updates']:,} updates × {r['seeds']} seed(s), final loss per seed {loss}")
     if "eval" in r:
@@ -157,8 +156,9 @@ def _render_train(r: dict) -> None:
 
 @app.command()
 def algos(as_json: bool = JSON_OPTION):
-    """List every learner: its paper, kind, action space, default budget, sampler, weights and
-    hyperparameters."""
+    """List every learner with its paper and defaults.
+
+    For each: kind, action space, default budget, sampler, weights and hyperparameters."""
     from teamsift.algos import registry
 
     rows = [entry.defaults() for entry in registry.algorithms().values()]
@@ -210,7 +210,7 @@ def eval_cmd(
         fail(error_text(exc))
     result = evaluate(env, resolved, key(seed), episodes)
     emit(result.to_dict(), as_json,
-         lambda r: [STDERR.print(f"{name}: {summary}") for name, summary in result.scores.items()])
+         lambda r: [OUT.print(f"{name}: {summary}", soft_wrap=True) for name, summary in result.scores.items()])
 
 
 @app.command()
@@ -232,8 +232,10 @@ def imitate(
                                                                       "(e.g. disc_lr=1e-4, generator.lr=3e-4)."),
     as_json: bool = JSON_OPTION,
 ):
-    """Imitate expert demonstrations by interacting with the dataset's environment (MAGAIL,
-    MILD², MILD²-GD); prints the discriminator diagnostics and the evaluated return."""
+    """Imitate expert demonstrations by interacting with the dataset's environment.
+
+    MAGAIL, MILD² or MILD²-GD; prints the discriminator diagnostics and the evaluated return."""
+    check_output_file("--out", out, overwrite or resume)
     import numpy as np
 
     from teamsift.algos import pipeline
@@ -244,8 +246,6 @@ def imitate(
         fail(f"--algo: expected one of {', '.join(pipeline.IMITATORS)}, got {algo!r}")
     if resume and run_dir is None:
         fail("--resume: give the --run-dir of the run to continue")
-    if out is not None and out.exists() and not overwrite and not resume:
-        fail(f"--out {out}: already exists; pass --overwrite to replace it")
     ds = load_dataset_or_fail(dataset)
     try:
         assignments = dict(parse_assignment(text) for text in overrides or [])
@@ -278,7 +278,7 @@ def imitate(
         payload["return_per_seed"] = fitted.final_returns()
     if out is not None:
         payload["policy"] = str(copy_policy(Path(payload["policies"][0]), out, overwrite or resume))
-    emit(payload, as_json, lambda r: STDERR.print(
+    emit(payload, as_json, lambda r: OUT.print(
         f"run {r['run_dir']}: {r['env_steps']:,} env steps in {r['wall_seconds']:.0f} s; final disc loss "
         f"{r['final_disc_loss']:.3f}" + (f"; return per seed {[round(x, 2) for x in r['return_per_seed']]}"
                                          if "return_per_seed" in r else "")))

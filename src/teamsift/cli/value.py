@@ -18,7 +18,7 @@ def value(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
     method: str = typer.Option("ev", help="ev | ev-cluster | shapley | ardnem."),
     score: Optional[str] = typer.Option(None, help="The episode score (DVF) to value by (default: team return)."),
-    clusters: Optional[int] = typer.Option(None, help="ev-cluster: number of clusters (default: chosen by "
+    clusters: Optional[int] = typer.Option(None, min=1, help="ev-cluster: number of clusters (default: chosen by "
                                                       "held-out error)."),
     permutations: int = typer.Option(200, min=1, help="shapley: sampled permutations."),
     updates: Optional[int] = typer.Option(None, min=1, help="ardnem: training updates (default: SIT's 20000)."),
@@ -38,7 +38,7 @@ def value(
                                                              "ensemble)."),
     no_attention: bool = typer.Option(False, "--no-attention", help="ardnem: the 'w/o attention' ablation."),
     seed: int = typer.Option(0),
-    top: int = typer.Option(20, help="Rows shown in the table (all rows go to --out and --json)."),
+    top: int = typer.Option(20, min=0, help="Rows shown in the table (all rows go to --out and --json)."),
     as_json: bool = JSON_OPTION,
 ):
     """Value every individual (or slot) of a dataset, with uncertainty, into --out (CSV, JSON, plots).
@@ -68,7 +68,11 @@ def value(
             fail(str(exc))
     elif run_dir is not None or resume:
         fail("--run-dir and --resume belong to --method ardnem (the only valuation that trains)")
-    elif method == "ev-cluster":
+    elif updates is not None or learning_rate is not None or ensemble is not None or no_attention:
+        fail("--updates, --learning-rate, --ensemble and --no-attention belong to --method ardnem")
+    if clusters is not None and method != "ev-cluster":
+        fail(f"--clusters belongs to --method ev-cluster, not {method}")
+    if method == "ev-cluster":
         options["num_clusters"] = clusters
     elif method == "shapley":
         options["permutations"] = permutations

@@ -31,7 +31,8 @@ Rules the loader (and the writer, before writing anything) enforces: the meta ke
 their types; a known format and version; every file present; exact dtypes and shapes
 consistent with the spec and each other; episode offsets (start[0] == 0, contiguous,
 length >= 1 and <= spec.episode_length, sum(length) == N); finite float arrays and
-columns; discrete actions within each agent's action range; terminated/truncated only
+columns; discrete actions within each agent's action range and marked available in
+`avail` at their step; terminated/truncated only
 set at an episode's last step; list columns of length A without nulls; `return`
 matching the rewards. Every violation raises `DatasetError` naming the file, the field
 and what was expected vs found — never another exception type, never a hang.
@@ -49,8 +50,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -58,6 +57,7 @@ import numpy as np
 
 from teamsift.data.errors import DatasetError, describe_array, describe_shape, short_exc
 from teamsift.envs.base import EnvSpec
+from teamsift.fileio import remove_stale_temporaries, temporary_name
 
 FORMAT_NAME = "teamsift-dataset"
 FORMAT_VERSION = 1
@@ -224,6 +224,28 @@ def _check_action_range(file, spec: EnvSpec, actions: np.ndarray, where=None) ->
                 f"{int(chunk[r, slot])} at row {lo + r}, slot {slot}", where=where)
 
 
+def _check_actions_available(file_for, actions: np.ndarray, avail: np.ndarray, starts, where=None) -> None:
+    """Every logged discrete action must be one that `avail` marks available at its step."""
+    bad_steps, first = 0, None
+    for lo, mask in _row_chunks(avail):
+        chunk = np.asarray(actions[lo : lo + len(mask)], dtype=np.int64)
+        taken = np.take_along_axis(mask, chunk[..., None], axis=2)[..., 0]  # [rows, A]
+        if not taken.all():
+            bad_steps += int((~taken).any(axis=1).sum())
+            if first is None:
+                r, slot = np.argwhere(~taken)[0]
+                first = (lo + int(r), int(slot), int(chunk[r, slot]))
+    if first is None:
+        return
+    row, slot, action = first
+    starts = np.asarray(starts, np.int64)
+    episode = int(np.searchsorted(starts, row, side="right") - 1)
+    raise DatasetError(
+        file_for("actions"), "actions", f"logged actions that {file_for('avail')} marks available",
+        f"{bad_steps} of {len(avail)} steps with an unavailable logged action, the first at episode {episode}, "
+        f"t {row - int(starts[episode])}, agent {slot} (action {action})", where=where)
+
+
 def last_step_mask(starts: np.ndarray, lengths: np.ndarray, num_steps: int) -> np.ndarray:
     is_last = np.zeros(num_steps, dtype=bool)
     is_last[np.asarray(starts, np.int64) + np.asarray(lengths, np.int64) - 1] = True
@@ -290,6 +312,7 @@ def validate_steps(arrays: Mapping[str, np.ndarray], spec: EnvSpec, starts, leng
         check_finite(file_for(name), name, arrays[name], where=where)
     if spec.discrete:
         _check_action_range(file_for("actions"), spec, arrays["actions"], where=where)
+        _check_actions_available(file_for, arrays["actions"], arrays["avail"], starts, where=where)
     _check_flags(file_for, arrays, last_step_mask(starts, lengths, num_steps), where=where)
 
 
@@ -756,10 +779,7 @@ def write_dataset(
         FileExistsError: `out_dir` exists and overwrite is False (or it is not a dataset).
     """
     out = Path(out_dir).absolute()
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists (pass overwrite=True to replace it)")
-        _check_replaceable(out)
+    check_output_dir(out, overwrite)
     check_spec(spec)
     a = spec.num_agents
 
@@ -875,6 +895,19 @@ def _write_episodes(path: Path, columns: Mapping[str, np.ndarray]) -> None:
     pq.write_table(pa.table(data), path)
 
 
+def check_output_dir(out_dir: str | os.PathLike, overwrite: bool,
+                     hint: str = "pass overwrite=True to replace it") -> None:
+    """Raise `FileExistsError` if writing a dataset to `out_dir` would replace something:
+    anything without `overwrite` (the message ends with `hint`), and even with it anything but
+    a teamsift dataset (or an empty directory). Commands call this before any work, and
+    `write_dataset` again before writing."""
+    out = Path(out_dir)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; {hint}")
+        _check_replaceable(out)
+
+
 def _check_replaceable(out: Path) -> None:
     """Only an existing teamsift dataset (or an empty directory) may be overwritten."""
     if out.is_symlink() or not out.is_dir():
@@ -893,7 +926,9 @@ def _check_replaceable(out: Path) -> None:
 def _atomic_write(out: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
     """Run `write(tmp)` on a fresh sibling temp dir, then rename it to `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale_temporaries(out.parent)
+    tmp = out.parent / temporary_name(out.name)
+    tmp.mkdir()
     try:
         write(tmp)
         _fsync_dir(tmp)
@@ -901,7 +936,7 @@ def _atomic_write(out: Path, overwrite: bool, write: Callable[[Path], None]) -> 
             if not overwrite:
                 raise FileExistsError(f"{out} appeared while writing (pass overwrite=True to replace it)")
             _check_replaceable(out)
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = out.parent / temporary_name(out.name, "old")
             os.replace(out, old)
             try:
                 os.replace(tmp, out)

@@ -344,10 +344,16 @@ def import_npz(npz_path: str | os.PathLike, out_dir: str | os.PathLike, *, env_i
 
 
 def _read_npz(src: Path, label: str) -> dict[str, np.ndarray]:
+    with open(src, "rb") as handle:
+        head = handle.read(512)
+    if not head.startswith(b"PK\x03\x04") and not head.startswith(b"\x93NUMPY"):
+        raise DatasetError(label, "npz", "an .npz archive (a zip file of .npy arrays, as np.savez writes)",
+                           _what_file(head))
     try:
         npz = np.load(src, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - not a zip, truncated, a pickle...
-        raise DatasetError(label, "npz", "a readable .npz archive", short_exc(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - truncated, damaged...
+        kind = "a damaged or truncated zip file" if head.startswith(b"PK") else "a .npy file"
+        raise DatasetError(label, "npz", "a readable .npz archive", f"{kind} ({short_exc(exc)})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DatasetError(label, "npz", "an .npz archive of named arrays", f"a single {describe_array(npz)} array")
     data = {}
@@ -370,6 +376,30 @@ def _read_npz(src: Path, label: str) -> dict[str, np.ndarray]:
                 raise DatasetError(label, key, "a numeric, bool or unicode array", "an object array")
             data[key] = arr
     return data
+
+
+_MAGIC = ((b"\x1f\x8b", "a gzip file"), (b"\x89HDF", "an HDF5 file"), (b"BZh", "a bzip2 file"),
+          (b"\xfd7zXZ", "an xz file"), (b"PAR1", "a Parquet file"), (b"%PDF", "a PDF file"),
+          (b"\x89PNG", "a PNG image"), (b"7z\xbc\xaf", "a 7-Zip archive"))
+
+
+def _what_file(head: bytes) -> str:
+    """What the first bytes of a file say it is, for the "found" part of a message."""
+    if not head:
+        return "an empty file"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "a Python pickle (never loaded: a pickle can run code)"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of `head` is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None
+    if text is None or "\x00" in text:
+        return "binary data starting with bytes " + head[:8].hex(" ")
+    first = text.splitlines()[0] if text.strip() else ""
+    return f"a text file starting {first[:40]!r}" if first else "a text file of blank lines"
 
 
 # ---------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ def make_arrays(spec: EnvSpec, lengths, seed: int = 0, *, scores: bool = True, b
     if spec.discrete:
         out["actions"] = rng.integers(0, spec.num_actions, size=(n, a)).astype(np.int32)
         avail = rng.random((n, a, spec.num_actions)) < 0.8
+        np.put_along_axis(avail, out["actions"][..., None].astype(np.int64), True, axis=2)  # logged: available
         out["avail"] = avail
         out["final_avail"] = rng.random((e, a, spec.num_actions)) < 0.8
     else:
