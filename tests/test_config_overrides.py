@@ -21,6 +21,12 @@ def test_nested_fields_are_set_and_coerced():
     assert sit.SITConfig().beta == 0.1  # the default is untouched
 
 
+def test_optional_fields_take_a_value():
+    # BCConfig.recurrent defaults to None (chosen from the env); `--mlp` is recurrent=false
+    assert spec_of("recurrent=false", algo="bc").hyperparameters.recurrent is False
+    assert spec_of("recurrent=true", algo="bc").hyperparameters.recurrent is True
+
+
 def test_the_spec_follows_what_the_algorithm_needs():
     assert spec_of("decomposition=false").sampler == "uniform"  # SIT w/o decomp: uniform type-wise buffers
     assert spec_of("decomposition=false").ardnem is None  # ... and no Stage I

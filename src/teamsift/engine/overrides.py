@@ -36,6 +36,8 @@ def _override(config, path: list[str], value, full_name: str):
 
 
 def _coerce(current, value, full_name: str):
+    if current is None:  # an optional field at its default: the config's own validation checks the value
+        return value
     if isinstance(current, bool) or isinstance(value, bool):
         if isinstance(current, bool) and isinstance(value, bool):
             return value
@@ -45,7 +47,7 @@ def _coerce(current, value, full_name: str):
         return value
     elif isinstance(current, tuple) and isinstance(value, (list, tuple)):
         return tuple(value)
-    elif current is None or isinstance(value, type(current)):
+    elif isinstance(value, type(current)):
         return value
     raise ValueError(f"{full_name}: expected a value like {current!r} ({type(current).__name__}), "
                      f"got {value!r} ({type(value).__name__})")
