@@ -230,9 +230,10 @@ def run_behaviour(spec: TrainSpec, dataset, key: jax.Array, run: RunConfig, upda
 def train(algorithm: str, dataset, key: jax.Array, run: RunConfig, *, spec: TrainSpec | None = None,
           config=None, sampler: str | None = None, weights: str | None = None, overrides: dict | None = None,
           stage1=None, stage_updates: dict | None = None, env=None, eval_key: jax.Array | None = None,
-          command: str | None = None) -> TrainResult:
+          command: str | None = None, given_weights: Weights | None = None) -> TrainResult:
     """Train a registered algorithm (see the module docstring). `run.eval_episodes` > 0
-    evaluates every seed in `env` (default: the dataset's own environment)."""
+    evaluates every seed in `env` (default: the dataset's own environment). `given_weights`
+    (weights made elsewhere, e.g. an oracle's from known labels) replace the spec's valuation."""
     entry = registry.get(algorithm)
     spec = spec or make_spec(algorithm, config=config, sampler=sampler, weights=weights, overrides=overrides)
     check_actions(entry, dataset)
@@ -254,8 +255,8 @@ def train(algorithm: str, dataset, key: jax.Array, run: RunConfig, *, spec: Trai
                                                    run.progress and stage1 is None),
                                       stage1)
         seconds["ardnem"] = time.perf_counter() - started
-    valuation = None
-    if spec.weights is not None:
+    valuation = given_weights
+    if valuation is None and spec.weights is not None:
         priorities = stages["ardnem"].priority if spec.weights == "ardnem" else None
         value_key = stage_key if not spec.needs_stage1() else jax.random.fold_in(stage_key, 1)
         valuation = valuation_weights(spec.weights, dataset, value_key, spec.selection, priorities=priorities)
@@ -277,7 +278,7 @@ def train(algorithm: str, dataset, key: jax.Array, run: RunConfig, *, spec: Trai
     learner = entry.learner(spec.hyperparameters, dataset)
     record = {"algorithm": algorithm, "hyperparameters": spec.hyperparameters,
               "sampler": {"name": spec.sampler, "config": spec.sampler_config},
-              "weights": None if spec.weights is None else {"valuation": spec.weights, "selection": spec.selection},
+              "weights": None if valuation is None else {"valuation": valuation.valuation, "selection": spec.selection},
               "stage1": spec.ardnem, "stage": "main"}
     if command is not None:
         record["command"] = command

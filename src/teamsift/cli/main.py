@@ -132,15 +132,23 @@ app.add_typer(bench.app, name="bench")
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo-out"), help="Working directory for the demo's files."),
-    quick: bool = typer.Option(False, help="Smaller dataset and fewer updates (for tests)."),
+    out: Path = typer.Option(Path("demo-out"), help="Directory for the demo's datasets, plot, policies and results."),
+    quick: bool = typer.Option(False, help="Tiny sizes (for tests): seconds, not a minute."),
+    seed: int = typer.Option(0, help="Seed of the data, the training and the evaluation."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the demo's files in a non-empty --out."),
     as_json: bool = JSON_OPTION,
 ):
-    """A small end-to-end run: mixed-quality data → inspect → behaviour cloning → evaluation."""
-    from teamsift.cli.demo import run_demo
+    """Find the good individuals of a mixed population from the team score alone (Exchange
+    Values), then learn from them: BC, EV2BC, group-BC and an oracle, evaluated."""
+    from teamsift.bench.demo import DemoError, run_demo
+    from teamsift.cli.common import fail
+    from teamsift.cli.demo import render
 
-    result = run_demo(out, quick=quick, progress=not as_json)
-    emit(result, as_json, lambda r: None)
+    try:
+        result = run_demo(out, quick=quick, seed=seed, overwrite=overwrite, progress=not as_json)
+    except DemoError as exc:
+        fail(str(exc))
+    emit(result, as_json, render)
 
 
 def main() -> None:
