@@ -94,7 +94,7 @@ PARTS = (
 
 #: (row, registry name, what the weights are)
 LEARNERS = (("BC", "bc", "everyone"), ("EV2BC", "ev2bc", "EV > 0"), ("group-BC", "group_bc", "best half of episodes"),
-            ("oracle", "bc", "good hidden types"))
+            ("oracle", "bc", "good types (labels)"))
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -181,8 +181,8 @@ def run_part(part: Part, sizes: Sizes, out: Path, key: jax.Array, progress: bool
     began = time.perf_counter()
     say = STDERR.print if progress else (lambda *a, **k: None)
     env = envs.make(part.env_id)
-    counts = ", ".join(f"{sizes.population // len(part.types)}{'+' if i < sizes.population % len(part.types) else ''}"
-                       f" {part.type_name(t)}" for i, t in enumerate(part.types))
+    levels = cycle_levels(sizes.population, list(part.types))
+    counts = ", ".join(f"{levels.count(t)} {part.type_name(t)}" for t in part.types)
     say(f"[bold]{part.env_id}[/]: {sizes.episodes} episodes of groups of {env.spec.num_agents} drawn from "
         f"{sizes.population} individuals (secretly {counts})", highlight=False)
     path = out / f"{part.env_id}-population"
@@ -240,7 +240,7 @@ def plot_values(parts: list[dict], path: Path) -> Path:
         ax.bar(np.arange(len(ranking)), values, yerr=errors, color=[colour[r["type"]] for r in ranking], capsize=2)
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(ranking)), [r["id"] for r in ranking], rotation=90, fontsize=7)
-        ax.set_xlabel("individual, best Exchange Value first")
+        ax.set_xlabel("individual, best first (EV2BC imitates those above 0)")
         ax.set_ylabel(f"Exchange Value of {part['valuation']['score']}")
         ax.set_title(f"{part['env_id']}: AUC good vs bad {part['valuation']['auc_good_vs_bad']:.2f}")
         ax.legend([Patch(color=colour[n]) for n in population["types"]],

@@ -21,15 +21,15 @@ def render(report: dict) -> None:
                       f"{above['good']}/{valuation['good']} good and {above['bad']}/{valuation['bad']} bad",
                       highlight=False)
         console.print("ranking: " + " ".join(f"{r['id']}:{r['type']}" for r in valuation["ranking"]), highlight=False)
-        table = Table(title=f"{part['env_id']}: mean ± std over {sizes['seeds']} seeds "
-                            f"({sizes['eval_episodes']} evaluation episodes each, {sizes['updates']} updates)")
-        table.add_column("learner")
-        table.add_column("imitates")
-        table.add_column("data kept", justify="right")
-        table.add_column("good share", justify="right")
-        table.add_column(part["score"], justify="right")
+        table = Table(title=f"{part['env_id']}: mean ± std over {sizes['seeds']} seeds, {sizes['eval_episodes']} "
+                            f"episodes each", caption="kept: decisions trained on; good: their share from good types")
+        table.add_column("learner", no_wrap=True)
+        table.add_column("imitates", no_wrap=True)
+        table.add_column("kept", justify="right", no_wrap=True)
+        table.add_column("good", justify="right", no_wrap=True)
+        table.add_column(part["score"], justify="right", no_wrap=True)
         if part["score"] != "return":
-            table.add_column("return", justify="right")
+            table.add_column("return", justify="right", no_wrap=True)
         for row in part["rows"]:
             cells = [row["name"], row["selects"], f"{row['kept_fraction']:.0%}", f"{row['good_share']:.0%}",
                      f"{row['score']['mean']:.1f} ± {row['score']['std']:.1f}"]
