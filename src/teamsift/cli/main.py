@@ -138,8 +138,9 @@ def demo(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the demo's files in a non-empty --out."),
     as_json: bool = JSON_OPTION,
 ):
-    """Find the good individuals of a mixed population from the team score alone (Exchange
-    Values), then learn from them: BC, EV2BC, group-BC and an oracle, evaluated."""
+    """Find the good individuals of a mixed population from the team score alone, then learn from them.
+
+    Exchange Values, scored against the hidden types; then BC, EV2BC, group-BC and an oracle (docs/demo.md)."""
     from teamsift.bench.demo import DemoError, run_demo
     from teamsift.cli.common import fail
     from teamsift.cli.demo import render
