@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/teamsift demo
+	$(BIN)/teamsift demo --overwrite
 
 # Both tiers run TEST_JOBS processes at once (pytest-xdist, one test file per worker, for the
 # fast tier); the slow tier runs one process per test file, so that no process keeps every

@@ -29,8 +29,9 @@ def envs(
     specs: bool = typer.Option(True, "--specs/--no-specs", help="Show each spec's sizes (or the descriptions)."),
     as_json: bool = JSON_OPTION,
 ):
-    """List the registered environments and their specs (agents, observation and state widths,
-    actions, episode length T, scores)."""
+    """List the registered environments and their specs.
+
+    The specs: agents, observation and state widths, actions, episode length T, scores."""
     from teamsift.envs.specs import describe_envs
 
     emit({"envs": describe_envs(family, specs=specs)}, as_json, lambda p: _render_envs(p["envs"], specs))
