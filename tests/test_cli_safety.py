@@ -273,3 +273,14 @@ def test_version_and_every_help_is_a_full_sentence():
     for path, command in [("teamsift", root), *commands(root, "teamsift")]:
         summary = (command.help or "").strip().split("\n\n")[0]
         assert summary.endswith(".") and "\n" not in summary, f"{path}: {summary!r}"
+
+
+def test_suite_checks_every_output_before_generating_any(tmp_path):
+    # CN_3ls3l-low would be generated first; CN_3ls3l-medium is a user's file that
+    # --overwrite may not replace, so nothing may be generated at all
+    (tmp_path / "CN_3ls3l-medium").write_text("my notes")
+    result = runner.invoke(app, ["suite", "sit", "--envs", "CN_3ls3l", "--episodes", "2", "--out", str(tmp_path),
+                                 "--overwrite"])
+    assert result.exit_code == 2 and "CN_3ls3l-medium" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CN_3ls3l-medium"]
+    assert (tmp_path / "CN_3ls3l-medium").read_text() == "my notes"

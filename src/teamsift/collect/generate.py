@@ -19,6 +19,7 @@ from teamsift.collect.datasets import (
 from teamsift.collect.pools import PoolError, load_pools
 from teamsift.collect.rollouts import collect
 from teamsift.collect.suites import ENV_KWARGS, EXPERT_SUITE, EXPERT_TRANSITIONS, SIT_EPISODES, SIT_SUITE
+from teamsift.data.format import check_output_dir
 from teamsift.nets.policy import PolicyBank
 
 SUITES = {"sit": SIT_SUITE, "expert": EXPERT_SUITE}
@@ -117,9 +118,11 @@ def build_suite(name: str, out: str | os.PathLike, seed: int, *, envs: Sequence[
         raise ValueError(f"--envs: {unknown} not in suite {name!r} ({', '.join(entries)})")
     targets = {f"{env_id}-{quality}": spec for env_id in selected
                for quality, spec in (entries[env_id].items() if name == "sit" else [("expert", entries[env_id])])}
-    existing = [t for t in targets if (Path(out) / t).exists()]
-    if existing and not overwrite:
-        raise ValueError(f"{Path(out) / existing[0]} already exists; pass --overwrite to replace it")
+    for target in targets:  # every output before any work: a later one refused would waste the earlier ones
+        try:
+            check_output_dir(Path(out) / target, overwrite, hint="pass --overwrite to replace it")
+        except FileExistsError as exc:
+            raise ValueError(str(exc)) from None
     made, missing = {}, {}
     for index, env_id in enumerate(selected):
         try:
