@@ -518,7 +518,8 @@ def import_vault(vault_path: str | os.PathLike, out_dir: str | os.PathLike, *, v
     Args:
         vault_path: the vault directory (``rel_dir/vault_name``) or one uid directory.
         vault_uid: the uid sub-directory; optional when there is exactly one.
-        env_id, spec: as for `import_npz`.
+        env_id: as for `import_npz`.
+        spec: as for `import_npz`.
 
     Raises:
         DatasetError: naming the vault leaf (``<vault dir>/<leaf>``) and the problem.

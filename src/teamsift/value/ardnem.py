@@ -264,7 +264,7 @@ def probe_episodes(dataset, count: int) -> np.ndarray:
 
 
 def behaviour_levels(dataset) -> tuple[str, ...]:
-    """The dataset's ground-truth levels (episodes["behaviour"] [E, A]), sorted; () if none."""
+    """The dataset's ground-truth levels (`episodes["behaviour"]`, `[E, A]`), sorted; `()` if none."""
     if "behaviour" not in dataset.episodes:
         return ()
     return tuple(str(level) for level in np.unique(np.asarray(dataset.episodes["behaviour"]).astype(str)))
