@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,20 @@ demo: $(STAMP)
 # MaBrax, SMAX and learner program compiled at once. TEST_JOBS=1 runs them one by one.
 TEST_JOBS ?= 2
 SLOW_TEST_FILES := $(shell grep -l "mark.slow" tests/test_*.py)
+# The docs site (mkdocs.yml, docs/): --strict turns every warning into an error (a broken link in
+# the docs or the README, a page missing from the nav, a docstring the API reference cannot parse).
+MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-test: $(STAMP)  # the fast tier, then the slow tier
+test: $(STAMP)  # the fast tier, then the slow tier, then the docs
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not bench"
 	$(BIN)/python tests/run_slow_tier.py --jobs $(TEST_JOBS) $(SLOW_TEST_FILES)
+	$(MKDOCS_BUILD)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow and not bench"
+
+docs: $(STAMP)  # the docs site into site/ (open site/index.html; `mkdocs serve` previews while you edit)
+	$(MKDOCS_BUILD)
 
 bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours on 2 cores: the SIT table dominates)
 	$(BIN)/python -m pytest -q -m bench tests/test_pools_committed.py  # audits of the committed MaBrax and large SMAX pools
@@ -45,4 +52,4 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/teamsift bench imitation --timesteps 150000 --updates 1000
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site
