@@ -261,39 +261,51 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_diagnostics(row: dict, path: Path) -> Path | None:
-    import matplotlib
+def diagnostics_figure(row: dict):
+    """The figure `plot_diagnostics` saves (a matplotlib Figure, Agg canvas), or None when
+    no method of the row has diagnostics. Each method keeps its colour in every figure."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from teamsift import plotting
 
     runs = {m: c["diagnostics"] for m, c in row["cells"].items() if c.get("diagnostics")}
     if not runs:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for method, d in runs.items():
-        x = d.get("env_steps") or list(range(len(d.get("disc_loss", []))))
-        if d.get("generator_reward_var"):
-            axes[0].plot(x[:len(d["generator_reward_var"])], d["generator_reward_var"], label=method)
-        if d.get("disc_loss"):
-            axes[1].plot(x[:len(d["disc_loss"])], d["disc_loss"], label=method)
-        if d.get("final_reward_histogram"):
-            edges = np.asarray(d["histogram_edges"])
-            counts = np.asarray(d["final_reward_histogram"])
-            width = np.diff(edges)
-            axes[2].bar(edges[:-1], counts / max(counts.sum(), 1e-9) / width, width=width, align="edge", alpha=0.5,
-                        label=method)
-    axes[0].set(title="generator reward variance", xlabel="env steps")
-    axes[1].set(title="discriminator loss", xlabel="env steps")
-    axes[2].set(title="final generator reward distribution", xlabel="reward", ylabel="density")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.suptitle(row["env"], fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    known = list(dict.fromkeys(DISCRETE_METHODS + CONTINUOUS_METHODS))
+    colours = plotting.series_colours(known + sorted(set(runs) - set(known)))
+    fig = plotting.new_figure(14.0, 4.0)
+    with plotting.style():
+        axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+        for method in (m for m in colours if m in runs):
+            d, colour = runs[method], colours[method]
+            x = d.get("env_steps") or list(range(len(d.get("disc_loss", []))))
+            if d.get("generator_reward_var"):
+                axes[0].plot(x[:len(d["generator_reward_var"])], d["generator_reward_var"], color=colour)
+            if d.get("disc_loss"):
+                axes[1].plot(x[:len(d["disc_loss"])], d["disc_loss"], color=colour)
+            if d.get("final_reward_histogram"):
+                edges = np.asarray(d["histogram_edges"])
+                counts = np.asarray(d["final_reward_histogram"], np.float64)
+                axes[2].stairs(counts / max(counts.sum(), 1e-9) / np.diff(edges), edges, color=colour, linewidth=1.6)
+        axes[0].set(title="variance of the generator's reward", xlabel="env steps", ylabel="variance")
+        axes[1].set(title="discriminator loss", xlabel="env steps", ylabel="loss")
+        axes[2].set(title="generator's reward at the end", xlabel="discriminator reward", ylabel="density")
+        for ax in axes[:2]:
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 40k: no overlapping tick labels
+        plotting.figure_legend(fig, [Line2D([], [], color=colours[m], label=m) for m in colours if m in runs],
+                               title="method")
+        fig.suptitle(f"{row['env']}: adversarial imitation diagnostics (seed 0)")
+    return fig
+
+
+def plot_diagnostics(row: dict, path: Path) -> Path | None:
+    """MILD² Figures 3–5 analogues for one environment's row: generator-reward variance and
+    discriminator loss over training, final reward distribution. None without diagnostics."""
+    from teamsift.plotting import save
+
+    fig = diagnostics_figure(row)
+    return None if fig is None else save(fig, path, dpi=100)
 
 
 def save(report: dict, out_dir: Path, stem: str) -> None:

@@ -155,47 +155,74 @@ def landscape(env_id: str, resolution: int = 101):
     return x, y, np.asarray(reward_fn(env_id)(x, y))
 
 
+def trajectories_figure(results: list[dict], *, columns: int | None = None):
+    """The figure `plot_trajectories` saves (a matplotlib Figure, Agg canvas)."""
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle
+
+    from teamsift import plotting
+
+    columns = columns or len({r["method"] for r in results})
+    rows = -(-len(results) // columns)
+    fig = plotting.new_figure(3.4 * columns + 1.2, 3.3 * rows + 0.6)
+    outline = [patheffects.withStroke(linewidth=2.6, foreground="black")]
+    with plotting.style():
+        axes = fig.subplots(rows, columns, squeeze=False)
+        for index, (ax, result) in enumerate(zip(axes.flat, results)):
+            x, y, r = landscape(result["env_id"])
+            levels = np.linspace(max(r.min(), -2.0), r.max(), 21)  # the corners of twin peaks fall to −10
+            filled = ax.contourf(x, y, r, levels=levels, cmap="viridis", extend="min")
+            ax.contour(x, y, r, levels=[0.0], colors="black", linewidths=0.6, linestyles=":")
+            best = r.max()
+            ax.plot(x[r >= best - 1e-3], y[r >= best - 1e-3], "*", color="white", ms=9, markeredgecolor="black",
+                    clip_on=False, zorder=4)  # the sign game's optima are corners
+            cx, cy = result["centre"]
+            ax.add_patch(Circle((cx, cy), result["spread"], fill=False, ls="--", color="white", lw=1.0))
+            for seed_path in np.asarray(result["trajectory"]):
+                ax.plot(seed_path[:, 0], seed_path[:, 1], color="white", lw=1.2, path_effects=outline)
+                ax.plot(*seed_path[0], "o", color="white", markeredgecolor="black", ms=5)
+                ax.plot(*seed_path[-1], "X", color="black", markeredgecolor="white", ms=8, clip_on=False, zorder=5)
+            final = np.asarray(result["final_reward"])
+            ax.set_title(f"{result['env_id'].removeprefix('poly_')} σ={result['spread']}, {result['method']}\n"
+                         f"final R = {final.mean():.2f} ± {final.std():.2f} (±1 std, {len(final)} seeds)", fontsize=9)
+            ax.set_xlim(-1, 1)
+            ax.set_ylim(-1, 1)
+            ax.set_aspect("equal")
+            ax.set_xticks([-1, -0.5, 0, 0.5, 1])
+            ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+            ax.tick_params(labelsize=8)
+            if index % columns == 0:
+                ax.set_ylabel("y (agent 2's action)")
+            if index // columns == rows - 1 or index + columns >= len(results):
+                ax.set_xlabel("x (agent 1's action)")
+            if index % columns == columns - 1 or index == len(results) - 1:
+                fig.colorbar(filled, ax=ax, label="team reward R(x, y)", shrink=0.85,
+                             ticks=[levels[0], 0.0, levels[-1]], format="%.2g")
+        for ax in list(axes.flat)[len(results):]:
+            ax.axis("off")
+        handles = [Line2D([], [], color="white", lw=1.2, path_effects=outline,
+                          label="one seed's joint action over training"),
+                   Line2D([], [], marker="o", color="white", markeredgecolor="black", linestyle="none", label="start"),
+                   Line2D([], [], marker="X", color="black", markeredgecolor="white", linestyle="none", ms=8,
+                          label="end"),
+                   Line2D([], [], color="gray", ls="--", label="dataset: centre ± σ"),
+                   Line2D([], [], marker="*", color="white", markeredgecolor="black", linestyle="none", ms=10,
+                          label="optimum"),
+                   Line2D([], [], color="black", ls=":", lw=0.8, label="R = 0")]
+        plotting.figure_legend(fig, handles, below=True)
+    return fig
+
+
 def plot_trajectories(results: list[dict], path: str | os.PathLike, *, columns: int | None = None) -> Path:
     """One panel per (game, spread, method): reward contours, the dataset's centre and
     spread, and every seed's (x, y) over training (start ○, end ×).
 
     results: dicts with env_id, centre, spread, method, trajectory [S, U, 2], final_reward [S].
     """
-    import matplotlib
+    from teamsift.plotting import save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = columns or len({r["method"] for r in results})
-    rows = -(-len(results) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
-    for ax, result in zip(axes.flat, results):
-        x, y, r = landscape(result["env_id"])
-        levels = np.linspace(max(r.min(), -2.0), r.max(), 21)  # the corners of twin peaks fall to −10
-        ax.contourf(x, y, r, levels=levels, cmap="viridis", extend="min")
-        ax.contour(x, y, r, levels=[0.0], colors="white", linewidths=0.6)
-        best = r.max()
-        ax.plot(x[r >= best - 1e-3], y[r >= best - 1e-3], "*", color="white", ms=5)
-        cx, cy = result["centre"]
-        ax.add_patch(matplotlib.patches.Circle((cx, cy), result["spread"], fill=False, ls="--", color="w", lw=0.8))
-        for seed_path in np.asarray(result["trajectory"]):
-            ax.plot(seed_path[:, 0], seed_path[:, 1], color="orange", lw=1.0)
-            ax.plot(*seed_path[0], "o", color="orange", ms=4)
-            ax.plot(*seed_path[-1], "x", color="red", ms=6)
-        final = np.mean(result["final_reward"])
-        ax.set_title(f"{result['env_id'][5:]} σ={result['spread']}\n{result['method']}: R={final:.2f}", fontsize=8)
-        ax.set_xlim(-1, 1)
-        ax.set_ylim(-1, 1)
-        ax.set_aspect("equal")
-        ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(results):]:
-        ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(trajectories_figure(results, columns=columns), path, dpi=110)
 
 
 # --- the study (`teamsift bench pjap`, benchmarks/run_poly_pjap.py) ----------------------------

@@ -99,40 +99,118 @@ def summarize(dataset) -> dict:
     return out
 
 
-def plot_summary(dataset, png_path: str | os.PathLike, *, bins: int = 30, max_compositions: int = 8) -> Path:
-    """Save histograms: team return overall, per composition (the most frequent
-    `max_compositions`, when `behaviour` exists) and one per named score."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _short_compositions(behaviour: np.ndarray, ordered: bool) -> tuple[np.ndarray, dict[str, str]]:
+    """Composition label per episode from the figures' short labels ("s,a,g"), and the
+    abbreviation of each level."""
+    from teamsift.plotting import short_label
 
-    panels = ["return"]
-    comps = compositions(dataset, True)
-    if comps is not None:
-        panels.append("compositions")
+    levels = sorted(set(behaviour.ravel().tolist()))
+    abbr = behaviour_abbreviations([short_label(lv) for lv in levels])
+    code = {lv: abbr[short_label(lv)] for lv in levels}
+    rows = [[code[x] for x in row] for row in behaviour.tolist()]
+    if not ordered:
+        rows = [sorted(r) for r in rows]
+    return np.asarray([",".join(r) for r in rows], dtype=str), code
+
+
+def summary_figure(dataset, *, bins: int = 30, max_compositions: int = 12):
+    """The figure `plot_summary` saves (a matplotlib Figure, Agg canvas)."""
+    from teamsift import plotting
+    from teamsift.plotting import level_order, short_label
+
+    behaviour = dataset.episodes.get("behaviour")
+    panels, every_team = ["return"], ""
+    if behaviour is not None:
+        counts = np.stack([(behaviour == level).sum(axis=1) for level in np.unique(behaviour)])
+        if np.any(counts != counts[:, :1]):  # the number of some level varies between teams
+            panels.append("levels")
+        ordered_labels, code = _short_compositions(behaviour, ordered=True)
+        if len(set(ordered_labels.tolist())) > 1:
+            panels.append("compositions")
+        else:
+            levels = ", ".join(f"{code[lv]}: {short_label(lv)}" for lv in level_order(behaviour[0].tolist()))
+            every_team = f"; every team {ordered_labels[0]} ({levels})"
     panels += [f"score:{s}" for s in dataset.score_names]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(4.5 * cols, 3.4 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    ret = dataset.returns
-    edges = np.histogram_bin_edges(ret, bins=bins)
-    for i, panel in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        if panel == "return":
-            ax.hist(ret, bins=edges, color="tab:blue")
-            ax.set_title(f"team return ({dataset.num_episodes} episodes)")
-        elif panel == "compositions":
-            for key, _count in Counter(comps.tolist()).most_common(max_compositions):
-                ax.hist(ret[comps == key], bins=edges, histtype="step", linewidth=1.5, label=f"{key} ({_count})")
-            ax.set_title("team return per composition")
-            ax.legend(fontsize="small")
-        else:
-            name = panel.split(":", 1)[1]
-            ax.hist(dataset.score(name), bins=bins, color="tab:green")
-            ax.set_title(f"score {name}")
-        ax.set_ylabel("episodes")
-    fig.suptitle(f"{dataset.spec.env_id}: {dataset.path.name}")
-    out = Path(png_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return out
+    fig = plotting.new_figure(5.0 * cols + (2.0 if "levels" in panels else 0.0), 3.8 * rows)
+    ret = np.asarray(dataset.returns, np.float64)
+    with plotting.style():
+        for i, panel in enumerate(panels):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            if panel == "return":
+                ax.hist(ret, bins=np.histogram_bin_edges(ret, bins=bins), color=plotting.NEUTRAL)
+                ax.set_title("team return per episode")
+                ax.set_xlabel("team return (sum of rewards)")
+                ax.set_ylabel("episodes")
+            elif panel == "levels":
+                handles = _levels_panel(ax, behaviour, ret)
+                plotting.figure_legend(fig, handles + [plotting.interval_handle(plotting.CI95)], title="level")
+            elif panel == "compositions":
+                _compositions_panel(ax, behaviour, ret, max_compositions)
+            else:
+                name = panel.split(":", 1)[1]
+                score = np.asarray(dataset.score(name), np.float64)
+                ax.hist(score, bins=np.histogram_bin_edges(score, bins=bins), color=plotting.NEUTRAL)
+                ax.set_title(f"score '{name}' per episode")
+                ax.set_xlabel(name)
+                ax.set_ylabel("episodes")
+        fig.suptitle(f"{dataset.spec.env_id} dataset '{dataset.path.name}': {dataset.num_episodes} episodes, "
+                     f"{dataset.spec.num_agents} agents{every_team}")
+    return fig
+
+
+def _levels_panel(ax, behaviour: np.ndarray, ret: np.ndarray) -> list:
+    """Mean team return (95% CI) against how many agents of each level the team had;
+    returns the legend handles of the levels."""
+    from matplotlib.lines import Line2D
+
+    from teamsift.plotting import CI95, error_bars, level_palette, mean_ci95, short_label
+
+    _, code = _short_compositions(behaviour, ordered=False)
+    palette = level_palette(behaviour.ravel().tolist())
+    handles = []
+    for level, colour in palette.items():
+        counts = (behaviour == level).sum(axis=1)
+        present = np.unique(counts)
+        stats = np.array([mean_ci95(ret[counts == n]) for n in present])
+        ax.plot(present, stats[:, 0], marker="o", color=colour)
+        error_bars(ax, present, stats[:, 0], stats[:, 1], kind=CI95, color=colour)
+        handles.append(Line2D([], [], color=colour, marker="o",
+                              label=f"{short_label(level)} ({code[level]})"))
+    ax.set_xticks(np.arange(behaviour.shape[1] + 1))
+    ax.set_xlabel(f"agents of the level in the team (of {behaviour.shape[1]})")
+    ax.set_ylabel("mean team return")
+    ax.set_title("team return by how many of each level")
+    return handles
+
+
+def _compositions_panel(ax, behaviour: np.ndarray, ret: np.ndarray, max_compositions: int) -> None:
+    """Mean team return (95% CI) of the most frequent compositions, best on top."""
+    from teamsift import plotting
+    from teamsift.plotting import CI95, error_bars, id_axis, mean_ci95
+
+    ordered = len({tuple(r) for r in behaviour.tolist()}) <= max_compositions
+    labels, _ = _short_compositions(behaviour, ordered)
+    frequent = Counter(labels.tolist()).most_common(max_compositions)
+    stats = {key: (*mean_ci95(ret[labels == key]), count) for key, count in frequent}
+    keys = sorted(stats, key=lambda k: stats[k][0])  # best last: on top
+    y = np.arange(len(keys))
+    means = np.array([stats[k][0] for k in keys])
+    ax.barh(y, means, color=plotting.NEUTRAL, height=0.7)
+    error_bars(ax, means, y, [stats[k][1] for k in keys], kind=CI95, horizontal=True)
+    id_axis(ax, [f"{k} ({stats[k][2]})" for k in keys], axis="y",
+            what="composition (episodes)" if ordered else "composition, slot order ignored (episodes)")
+    ax.set_xlabel("mean team return")
+    shown = "" if len(keys) == len(set(labels.tolist())) else f", the {len(keys)} most frequent"
+    ax.set_title(f"team return per composition{shown}")
+
+
+def plot_summary(dataset, png_path: str | os.PathLike, *, bins: int = 30, max_compositions: int = 12) -> Path:
+    """Save a picture of the dataset: the team return per episode; with `behaviour`, the
+    mean team return by how many agents of each level a team had and per composition (the
+    `max_compositions` most frequent; slot order ignored when there are more), with 95%
+    intervals; and one histogram per named score. Colours: `teamsift.plotting`."""
+    from teamsift.plotting import save
+
+    return save(summary_figure(dataset, bins=bins, max_compositions=max_compositions), png_path, dpi=100)

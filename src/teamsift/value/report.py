@@ -195,78 +195,67 @@ def _ardnem_report(dataset, key, truth, *, score: str | None, progress: bool = T
     return report
 
 
-LEVEL_COLOURS = {"random": "tab:red", "medium": "tab:orange", "expert": "tab:green"}
-#: At most this many individuals get their id written under their bar.
-MAX_ID_LABELS = 40
+def values_figure(report: dict[str, Any]):
+    """The figure `plot_values` saves (a matplotlib Figure, Agg canvas), or None without rows."""
+    from pathlib import Path
 
+    from matplotlib.patches import Patch
 
-def _level_palette(levels: list[str]) -> dict[str, str]:
-    """One colour per level: r/m/e as everywhere in teamsift, others in order, unknown grey."""
-    palette = {level: LEVEL_COLOURS[level] for level in LEVEL_COLOURS if level in levels}
-    spare = iter(c for c in ("tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
-                 if c not in palette.values())
-    for level in sorted(set(levels) - set(palette) - {"unknown"}):
-        palette[level] = next(spare, "tab:blue")
-    if "unknown" in levels:
-        palette["unknown"] = "tab:gray"
-    return palette
+    from teamsift import plotting
+    from teamsift.plotting import CI95
+
+    rows = report.get("table", [])
+    if not rows:
+        return None
+    values = np.array([np.nan if r["value"] is None else r["value"] for r in rows], np.float64)
+    errors = np.array([np.nan if r["stderr"] is None or not np.isfinite(r["stderr"]) else 1.96 * r["stderr"]
+                       for r in rows], np.float64)
+    levels = [r.get("true_level") or plotting.UNKNOWN for r in rows]
+    has_truth = set(levels) != {plotting.UNKNOWN}
+    palette = plotting.level_palette(levels) if has_truth else {plotting.UNKNOWN: plotting.NEUTRAL}
+    x = np.arange(len(rows))
+    labelled = len(rows) <= plotting.MAX_ID_LABELS
+    fig = plotting.new_figure(max(7.0, 0.28 * len(rows) + 3.5) if labelled else 11.0, 4.8 if labelled else 4.2)
+    with plotting.style():
+        ax = fig.add_subplot()
+        finite = np.isfinite(values)
+        ax.bar(x[finite], values[finite], color=[palette[levels[i]] for i in np.flatnonzero(finite)], width=0.8)
+        bars = plotting.error_bars(ax, x[finite], values[finite], errors[finite], kind=CI95)
+        if bars is not None and not labelled:  # thin bars, no caps: many individuals side by side
+            for line in bars.lines[2]:
+                line.set_linewidth(0.6)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for i in np.flatnonzero(~finite):  # undefined values: say so where the bar would be
+            ax.text(x[i], 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="dimgray")
+        plotting.id_axis(ax, [r["id"] for r in rows], what="individual", order="best first")
+        ax.set_xlim(-0.7, len(rows) - 0.3)
+        ax.set_ylabel(f"{report['method']} value (units of {report['score']})")
+        ax.set_title(f"{report['method']} value of each individual, {Path(report['dataset']).name} "
+                     f"(score: {report['score']})")
+        counts = {level: levels.count(level) for level in palette}
+        if has_truth:
+            handles = plotting.level_handles(levels, counts=counts)
+        else:
+            handles = [Patch(color=plotting.NEUTRAL, label="value (no true levels)")]
+        if bars is not None:
+            handles.append(plotting.interval_handle(CI95))
+        undefined = int((~finite).sum()) + int((finite & ~np.isfinite(errors)).sum())
+        if undefined:
+            handles.append(Patch(color="none", label=f"{undefined} without\ninterval (one sample\nor undefined)"))
+        plotting.legend_outside(ax, handles, title="true level" if has_truth else None)
+    return fig
 
 
 def plot_values(report: dict[str, Any], out_dir) -> list:
     """Bar chart of every individual's value with its 95% interval (±1.96·stderr), best
-    first, one colour per true level; ids under the bars when there are at most
-    `MAX_ID_LABELS`; the legend beside the axes, clear of the bars."""
+    first, one colour per true level (`teamsift.plotting`); ids under the bars when there
+    are at most `plotting.MAX_ID_LABELS`; the legend beside the axes, clear of the bars.
+    Writes values.png into `out_dir`; returns [its path] ([] without rows)."""
     from pathlib import Path
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
+    from teamsift.plotting import save
 
-    rows = report.get("table", [])
-    if not rows:
+    fig = values_figure(report)
+    if fig is None:
         return []
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    values = np.array([np.nan if r["value"] is None else r["value"] for r in rows])
-    errors = np.array([np.nan if r["stderr"] is None or not np.isfinite(r["stderr"]) else 1.96 * r["stderr"]
-                       for r in rows])
-    levels = [r.get("true_level") or "unknown" for r in rows]
-    palette = _level_palette(levels)
-    x = np.arange(len(rows))
-    labelled = len(rows) <= MAX_ID_LABELS
-    fig = Figure(figsize=(max(6.5, 0.28 * len(rows) + 3.0), 4.6) if labelled else (10.0, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    finite = np.isfinite(values)
-    ax.bar(x[finite], values[finite], color=[palette[levels[i]] for i in np.flatnonzero(finite)], width=0.8)
-    has_error = finite & np.isfinite(errors)
-    ax.errorbar(x[has_error], values[has_error], yerr=errors[has_error], fmt="none", ecolor="black",
-                elinewidth=1.0 if labelled else 0.6, capsize=2.5 if labelled else 0.0)
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    for i in np.flatnonzero(~finite):  # undefined values: say so where the bar would be
-        ax.text(x[i], 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="dimgray")
-    if labelled:
-        ax.set_xticks(x, [str(r["id"]) for r in rows], rotation=90, fontsize=8)
-        ax.set_xlabel("individual (best first)")
-    else:
-        ax.set_xlabel(f"{len(rows)} individuals, best first")
-    ax.set_xlim(-0.7, len(rows) - 0.3)
-    ax.set_ylabel(f"{report['method']} value of {report['score']}")
-    ax.set_title(f"{report['method']} values, {Path(report['dataset']).name} (score: {report['score']})")
-    has_truth = set(palette) != {"unknown"}
-    if not has_truth:
-        palette["unknown"] = "tab:blue"
-        for patch in ax.patches:
-            patch.set_facecolor("tab:blue")
-    handles = [Patch(color=palette[level], label=level if has_truth else "value (no true levels)") for level in palette]
-    handles.append(Line2D([], [], color="black", marker="|", linestyle="none", markersize=10,
-                          label="95% interval\n(±1.96 stderr)"))
-    undefined = int((~finite).sum()) + int((finite & ~np.isfinite(errors)).sum())
-    if undefined:
-        handles.append(Patch(color="none", label=f"{undefined} without\ninterval (one sample\nor undefined)"))
-    ax.legend(handles=handles, title="true level" if has_truth else None, fontsize=8,
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    path = out_dir / "values.png"
-    fig.savefig(path, dpi=120)
-    return [path]
+    return [save(fig, Path(out_dir) / "values.png", dpi=120)]
