@@ -202,23 +202,21 @@ def mean_ci95(x) -> tuple[float, float]:
 
 
 def id_axis(ax, ids: Sequence, *, axis: str = "x", what: str = "individual", order: str = "") -> bool:
-    """Write every id on the axis when there are at most `MAX_ID_LABELS`, else only how
-    many there are. Returns whether the ids were written."""
-    positions = np.arange(len(ids))
+    """Write every id on the axis (item i at position i) when there are at most
+    `MAX_ID_LABELS`; else number the positions from 1 (ranks, when `order` says how they
+    are sorted) and say how many there are. Returns whether the ids were written."""
     written = len(ids) <= MAX_ID_LABELS
     suffix = f" ({order})" if order else ""
-    if axis == "x":
-        if written:
-            ax.set_xticks(positions, [str(i) for i in ids], rotation=90)
-            ax.set_xlabel(what + suffix)
-        else:
-            ax.set_xlabel(f"{len(ids)} {what}s{suffix}; ids in the table (over {MAX_ID_LABELS}, not written)")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if written:
+        target.set_ticks(np.arange(len(ids)), [str(i) for i in ids], rotation=90 if axis == "x" else 0)
+        label = what + suffix
     else:
-        if written:
-            ax.set_yticks(positions, [str(i) for i in ids])
-            ax.set_ylabel(what + suffix)
-        else:
-            ax.set_ylabel(f"{len(ids)} {what}s{suffix}")
+        step = next(n for n in (5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10 ** 9) if len(ids) / n <= 10)
+        ranks = [1] + list(range(step, len(ids) + 1, step))  # 1, 5, 10, …: position = rank − 1
+        target.set_ticks([r - 1 for r in ranks], [str(r) for r in ranks])
+        label = f"{'rank' if order else 'number'} of {len(ids)} {what}s{suffix}; ids not written (over {MAX_ID_LABELS})"
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label)
     return written
 
 
