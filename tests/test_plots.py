@@ -12,7 +12,7 @@ import pytest
 from matplotlib.colors import to_rgba
 
 from teamsift import data, plotting
-from teamsift.bench import imitation, poly
+from teamsift.bench import demo, imitation, poly
 from teamsift.data.summary import summary_figure
 from teamsift.data.testing import make_arrays, tiny_spec
 from teamsift.value import plots
@@ -95,6 +95,16 @@ def dper_state(episodes: int):
     return SimpleNamespace(buffers={"seeker": buffer})
 
 
+def demo_parts():
+    def part(env_id, types, good, score):
+        ranking = [{"id": f"ind{i}", "value": 1.0 - i, "stderr": 0.2, "type": t} for i, t in enumerate(types)]
+        return {"env_id": env_id, "population": {"types": list(types), "good_types": list(good)},
+                "valuation": {"ranking": ranking, "score": score, "auc_good_vs_bad": 1.0}}
+
+    return [part("commons", ("sustainable", "adaptive", "greedy", "erratic"), ("sustainable", "adaptive"), "v_final"),
+            part("CN_3ls3l", ("nearest", "random"), ("nearest",), "return")]
+
+
 # --- the palette ---------------------------------------------------------------------------------
 
 
@@ -152,10 +162,22 @@ def test_every_figure_draws_a_level_in_the_palette_colour(dataset):
     drawn = [patch.get_edgecolor() for patch in priorities.axes[0].patches]
     assert len(drawn) == 3 and all(same(c, expected[lv]) for c, lv in zip(drawn, LEVELS))
 
+    # the demo's hidden types: scripted behaviours and the random level, bad ones hatched
+    demo_fig = demo.values_figure(demo_parts())
+    commons, cn = demo_fig.axes
+    types = {"sustainable": "sustainable", "adaptive": "adaptive", "greedy": "greedy", "erratic": "erratic"}
+    for bar, name in zip(commons.patches, types):
+        assert same(bar.get_facecolor(), plotting.BEHAVIOUR_COLOURS[name])
+        assert bool(bar.get_hatch()) == (name in ("greedy", "erratic"))
+    assert same(cn.patches[0].get_facecolor(), plotting.BEHAVIOUR_COLOURS["scripted"])  # scripted:nearest
+    assert same(cn.patches[1].get_facecolor(), expected["random"])
+    assert any(c.get_label() == plotting.CI95 for c in cn.containers)
+
     # and every legend names the level with the same colour
-    for fig in (summary, values, decomposition, priorities):
+    for fig, levels in [(summary, LEVELS), (values, LEVELS), (decomposition, LEVELS), (priorities, LEVELS),
+                        (demo_fig, ("random",))]:
         entries = legend_entries(fig)
-        for level in LEVELS:
+        for level in levels:
             key = next(text for text in entries if text.split(" ")[0] == level)
             assert same(handle_colour(entries[key]), expected[level]), (fig, level)
 
@@ -227,6 +249,7 @@ def test_legends_are_outside_the_axes(dataset):
         values_figure(values_report(["expert", "random", "medium", None])),
         plots.decomposition_figure(decomposition_result(), fake_dataset([["random", "medium", "expert"]])),
         plots.priorities_figure(dper_state(4), fake_dataset(behaviour)),
+        demo.values_figure(demo_parts()),
         imitation.diagnostics_figure({"env": "mpe_spread", "cells": {"MILD²": {"diagnostics": diag}}}),
         poly.trajectories_figure([{"env_id": "poly_twin_peaks", "centre": (0.5, 0.5), "spread": 0.1,
                                    "method": m, "trajectory": trajectory, "final_reward": [0.5, 0.55]}

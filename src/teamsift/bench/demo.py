@@ -31,7 +31,6 @@ default on partially observable maps) would only take longer.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from teamsift.collect import behaviours
 from teamsift.collect.datasets import cycle_levels, generate_population
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig
-from teamsift.fileio import atomic_write_bytes, atomic_write_text
+from teamsift.fileio import atomic_write_text
 from teamsift.nets import PolicyBank, save_policy
 from teamsift.progress import STDERR
 from teamsift.value.accuracy import auc, ground_truth_levels
@@ -217,38 +216,51 @@ def run_part(part: Part, sizes: Sizes, out: Path, key: jax.Array, progress: bool
     }
 
 
-def plot_values(parts: list[dict], path: Path) -> Path:
-    """One panel per part: every individual's Exchange Value ± 1.96·stderr, best first,
-    coloured by its hidden type (greens good, reds bad); EV2BC keeps the bars above 0."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def values_figure(parts: list[dict]):
+    """The figure `plot_values` saves (a matplotlib Figure, Agg canvas)."""
     from matplotlib.patches import Patch
 
-    good_colours, bad_colours = ["#1a9850", "#91cf60"], ["#d73027", "#fc8d59"]
-    fig = Figure(figsize=(5.0 * len(parts), 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    for index, part in enumerate(parts):
-        ax = fig.add_subplot(1, len(parts), index + 1)
-        population = part["population"]
-        colour = {}
-        for name in population["types"]:
-            pool = good_colours if name in population["good_types"] else bad_colours
-            colour[name] = pool[sum(c in pool for c in colour.values()) % len(pool)]
-        ranking = part["valuation"]["ranking"]
-        values = [np.nan if r["value"] is None else r["value"] for r in ranking]
-        errors = [0.0 if r["stderr"] is None else 1.96 * r["stderr"] for r in ranking]
-        ax.bar(np.arange(len(ranking)), values, yerr=errors, color=[colour[r["type"]] for r in ranking], capsize=2)
-        ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(np.arange(len(ranking)), [r["id"] for r in ranking], rotation=90, fontsize=7)
-        ax.set_xlabel("individual, best first (EV2BC imitates those above 0)")
-        ax.set_ylabel(f"Exchange Value of {part['valuation']['score']}")
-        ax.set_title(f"{part['env_id']}: AUC good vs bad {part['valuation']['auc_good_vs_bad']:.2f}")
-        ax.legend([Patch(color=colour[n]) for n in population["types"]],
-                  [f"{n} ({'good' if n in population['good_types'] else 'bad'})" for n in population["types"]],
-                  title="hidden type", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
+    from teamsift import plotting
+
+    tokens = {part.env_id: {part.type_name(t): t for t in part.types} for part in PARTS}
+    fig = plotting.new_figure(5.5 * len(parts) + 2.0, 4.4)
+    handles = {}
+    with plotting.style():
+        for index, part in enumerate(parts):
+            ax = fig.add_subplot(1, len(parts), index + 1)
+            population = part["population"]
+            token = tokens.get(part["env_id"], {})
+            colour = {name: plotting.level_colour(token.get(name, name)) for name in population["types"]}
+            hatch = {name: "" if name in population["good_types"] else "//" for name in population["types"]}
+            ranking = part["valuation"]["ranking"]
+            values = np.array([np.nan if r["value"] is None else r["value"] for r in ranking], np.float64)
+            errors = np.array([np.nan if r["stderr"] is None else 1.96 * r["stderr"] for r in ranking], np.float64)
+            x = np.arange(len(ranking))
+            ax.bar(x, values, color=[colour[r["type"]] for r in ranking], hatch=[hatch[r["type"]] for r in ranking],
+                   edgecolor="white", linewidth=0.0)
+            plotting.error_bars(ax, x, values, errors, kind=plotting.CI95)
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            plotting.id_axis(ax, [r["id"] for r in ranking], what="individual",
+                             order="best first; EV2BC imitates those above 0")
+            ax.set_ylabel(f"Exchange Value (change in {part['valuation']['score']})")
+            ax.set_title(f"{part['env_id']}: AUC good vs bad {part['valuation']['auc_good_vs_bad']:.2f}")
+            for name in population["types"]:
+                good = "good" if name in population["good_types"] else "bad"
+                handles.setdefault(name, Patch(facecolor=colour[name], hatch=hatch[name], edgecolor="white",
+                                               label=f"{name} ({good})"))
+        plotting.figure_legend(fig, [*handles.values(), plotting.interval_handle(plotting.CI95)],
+                               title="hidden type")
+        fig.suptitle("Exchange Values from the team score alone, coloured by the hidden type")
+    return fig
+
+
+def plot_values(parts: list[dict], path: Path) -> Path:
+    """One panel per part: every individual's Exchange Value with its 95% interval
+    (±1.96·stderr), best first, in its hidden type's colour (`teamsift.plotting`), bad
+    types hatched; EV2BC keeps the bars above 0."""
+    from teamsift.plotting import save
+
+    return save(values_figure(parts), path, dpi=100)
 
 
 def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, overwrite: bool = False,
