@@ -24,8 +24,8 @@ import contextlib
 import io
 import os
 import zlib
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
