@@ -269,3 +269,14 @@ def test_plots_are_written_whole(dataset, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.png", "values.png"]
     assert plot_values({"table": []}, tmp_path / "none") == []
+
+
+def test_compositions_abbreviate_as_the_figures_do():
+    from teamsift.data.summary import behaviour_abbreviations
+
+    # "scripted:" is dropped first, so four scripted types keep their own letters
+    assert behaviour_abbreviations(["scripted:adaptive", "scripted:greedy", "scripted:sustainable", "random"]) == {
+        "scripted:adaptive": "a", "scripted:greedy": "g", "scripted:sustainable": "s", "random": "r"}
+    # an ambiguous first letter keeps the name
+    assert behaviour_abbreviations(["scripted:nearest", "scripted:noisy", "expert"]) == {
+        "scripted:nearest": "nearest", "scripted:noisy": "noisy", "expert": "e"}

@@ -28,10 +28,13 @@ def distribution(x) -> dict:
 
 
 def behaviour_abbreviations(levels) -> dict[str, str]:
-    """level -> short label: its first letter when that is unambiguous, else the name."""
+    """level -> short label: the first letter of its name as figures write it (without
+    "scripted:") when that is unambiguous, else that name."""
+    from teamsift.plotting import short_label
+
     levels = sorted(set(levels))
-    first = Counter(lv[:1] for lv in levels)
-    return {lv: (lv[:1] if lv and first[lv[:1]] == 1 else lv) for lv in levels}
+    first = Counter(short_label(lv)[:1] for lv in levels)
+    return {lv: (short_label(lv)[:1] if first[short_label(lv)[:1]] == 1 else short_label(lv)) for lv in levels}
 
 
 def compositions(dataset, ordered: bool = True) -> np.ndarray | None:
@@ -102,11 +105,7 @@ def summarize(dataset) -> dict:
 def _short_compositions(behaviour: np.ndarray, ordered: bool) -> tuple[np.ndarray, dict[str, str]]:
     """Composition label per episode from the figures' short labels ("s,a,g"), and the
     abbreviation of each level."""
-    from teamsift.plotting import short_label
-
-    levels = sorted(set(behaviour.ravel().tolist()))
-    abbr = behaviour_abbreviations([short_label(lv) for lv in levels])
-    code = {lv: abbr[short_label(lv)] for lv in levels}
+    code = behaviour_abbreviations(behaviour.ravel().tolist())
     rows = [[code[x] for x in row] for row in behaviour.tolist()]
     if not ordered:
         rows = [sorted(r) for r in rows]
