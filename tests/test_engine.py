@@ -134,6 +134,7 @@ SCRIPT = textwrap.dedent('''
         def killing_save(self, update, *args):
             save(self, update, *args)
             if update == 200:
+                self.wait()  # saves are asynchronous: until its files are complete
                 os.kill(os.getpid(), signal.SIGKILL)
         checkpoints.Checkpoints.save = killing_save
     elif mode == "kill-during":  # SIGKILL while the checkpoint of update 300 is written, before its rename

@@ -4,7 +4,9 @@ sampler's state, the logs so far and the learner's snapshots, one directory per 
 Orbax writes a checkpoint into a temporary directory and renames it once every file is
 complete, so a process killed while writing leaves the previous checkpoint intact; the
 incomplete one is never listed (and orbax removes it on the next save). Saves are
-synchronous: the next chunk starts once the checkpoint is on disk.
+asynchronous: `save` copies the state to host memory and returns, the files are written in
+the background while the next chunk trains, and a save waits for the one before it (and
+`close` for the last).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orbax.checkpoint as ocp
 
 class Checkpoints:
     def __init__(self, directory: Path, keep: int):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -27,10 +29,17 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, update: int, carry: Any, progress: dict, snapshots: Any | None) -> None:
-        items = {"carry": ocp.args.StandardSave(_storable(carry)), "progress": ocp.args.JsonSave(progress)}
+        # own host copies: the next chunk reuses the state's device buffers (donated) while
+        # these are written
+        carry = jax.tree.map(lambda x: np.array(x, copy=True), _storable(carry))
+        items = {"carry": ocp.args.StandardSave(carry), "progress": ocp.args.JsonSave(progress)}
         if snapshots is not None:
             items["snapshots"] = ocp.args.StandardSave(snapshots)
+        self.manager.wait_until_finished()  # one write at a time
         self.manager.save(update, args=ocp.args.Composite(**items), force=True)
+
+    def wait(self) -> None:
+        """Until the last checkpoint is on disk."""
         self.manager.wait_until_finished()
 
     def restore(self, update: int, abstract_carry: Any) -> tuple[Any, dict, Any | None]:
@@ -44,6 +53,7 @@ class Checkpoints:
         return carry, dict(restored["progress"]), snapshots
 
     def close(self) -> None:
+        self.manager.wait_until_finished()
         self.manager.close()
 
 

@@ -126,6 +126,7 @@ class FitResult:
     snapshot_updates: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     sampler_state: Any = dataclasses.field(default=None, repr=False)
     seconds: float = 0.0  # wall time of this call (compilation included)
+    train_seconds: float = 0.0  # of which the updates with their logs, evaluations and checkpoints (no set-up)
     run_dir: Path | None = None
     resumed_from: int | None = None  # the update a resumed run continued from
 
@@ -248,6 +249,7 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
     headline = learner.headline
     with progress_bar(run.progress, TextColumn(f"{headline} {{task.fields[{headline}]}}")) as bar:
         task = bar.add_task(run.label or learner.name, total=run.updates, completed=done, **{headline: "…"})
+        loop_started = time.perf_counter()
         while done < run.updates:
             stop = _next_stop(done, run)
             loop.carry, metrics = program(loop.carry, seed_keys[:, 1], jnp.int32(done), jnp.int32(stop - done),
@@ -257,7 +259,10 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
             loop.after_chunk(done, metrics)
             value = loop.last.get(headline)
             bar.update(task, completed=done, **{headline: "…" if value is None else f"{float(np.nanmean(value)):.4g}"})
-    return loop.finish(time.perf_counter() - began)
+        if loop.manager is not None:
+            loop.manager.wait()  # the last checkpoint's files
+        train_seconds = time.perf_counter() - loop_started
+    return loop.finish(time.perf_counter() - began, train_seconds)
 
 
 class _Loop:
@@ -434,7 +439,7 @@ class _Loop:
         return int(progress["update"])
 
     # -- the end --------------------------------------------------------------------------------
-    def finish(self, seconds: float) -> FitResult:
+    def finish(self, seconds: float, train_seconds: float) -> FitResult:
         run = self.run
         if self.manager is not None and run.updates == 0 and self.manager.latest() is None:
             self.save(0)
@@ -451,13 +456,14 @@ class _Loop:
         result = FitResult(learner=self.learner, state=self.carry[0], arrays=self.arrays, updates=run.updates,
                            seeds=run.seeds, history=history, last=self.last, evaluations=self.evaluations,
                            snapshots=snapshots, snapshot_updates=np.asarray(self.snapshot_updates, np.int64),
-                           sampler_state=self.carry[1], seconds=seconds,
+                           sampler_state=self.carry[1], seconds=seconds, train_seconds=train_seconds,
                            run_dir=None if self.run_dir is None else self.run_dir.path,
                            resumed_from=self.resumed_from)
-        if self.run_dir is not None and self.learner.policy is not None:
-            self.save_policies(result)
+        if self.run_dir is not None:
+            if self.learner.policy is not None:
+                self.save_policies(result)
             self.events.close()
-            self.manager.close()
+            self.manager.close()  # waits for the last checkpoint's files
         return result
 
     def save_policies(self, result: FitResult) -> None:
