@@ -221,13 +221,16 @@ def _og_marl_episodes(seed=0, n=3, o=4, s=5, na=3, lengths=(4, 6, 3)):
         terminals = np.zeros((length, n), np.float32)
         terminals[-1] = 1.0
         team = rng.normal(size=length).astype(np.float32)
+        actions = rng.integers(0, na, size=(length, n)).astype(np.int32)
+        legals = (rng.random((length, n, na)) < 0.7).astype(np.float32)
+        np.put_along_axis(legals, actions[..., None], 1.0, axis=-1)  # the logged action was available
         episodes.append({
             "observations": rng.normal(size=(length, n, o)).astype(np.float32),
-            "actions": rng.integers(0, na, size=(length, n)).astype(np.int32),
+            "actions": actions,
             "rewards": np.repeat(team[:, None], n, axis=1),
             "terminals": terminals,
             "truncations": np.zeros((length, n), np.float32),
-            "infos": {"legals": (rng.random((length, n, na)) < 0.7).astype(np.float32),
+            "infos": {"legals": legals,
                       "state": rng.normal(size=(length, s)).astype(np.float32)},
         })
     return episodes

@@ -75,4 +75,6 @@ def _storable(tree):
 
 
 def _restored(tree, abstract):
-    return jax.tree.map(lambda x, a: jax.random.wrap_key_data(x) if _is_key(a) else x, tree, abstract)
+    """Device arrays again (saved from host copies, orbax restores numpy arrays), typed keys as keys."""
+    return jax.tree.map(lambda x, a: jax.random.wrap_key_data(x) if _is_key(a) else jax.numpy.asarray(x, a.dtype),
+                        tree, abstract)
