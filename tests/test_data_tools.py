@@ -24,11 +24,6 @@ from teamsift.data import dataset_fingerprint, load_dataset, write_dataset
 from teamsift.data.testing import make_arrays, tiny_spec
 from teamsift.data.tools import apportion, combine, split, split_episodes, subsample
 
-try:
-    from teamsift.data.importers import export_vault
-except ImportError:
-    export_vault = None
-
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
@@ -265,25 +260,6 @@ def test_split_episodes_refuses_degenerate_splits():
 # --- export vault ----------------------------------------------------------------------
 
 
-def test_export_vault_command_calls_the_library_exporter(source, tmp_path, monkeypatch):
-    from teamsift.data import importers
-
-    calls = []
-
-    def fake_export(dataset_dir, vault_dir, *, vault_uid="teamsift", overwrite=False):
-        calls.append((Path(dataset_dir), Path(vault_dir), vault_uid, overwrite))
-        return Path(vault_dir)
-
-    monkeypatch.setattr(importers, "export_vault", fake_export, raising=False)
-    made = run_json("data", "export", "vault", str(source), str(tmp_path / "v"), "--uid", "mine", "--overwrite")
-    assert calls == [(source, tmp_path / "v", "mine", True)]
-    assert made == {"vault": str(tmp_path / "v"), "uid": "mine", "dataset": str(source)}
-    monkeypatch.delattr(importers, "export_vault")
-    assert "no vault exporter" in run_fails("data", "export", "vault", str(source), str(tmp_path / "w"))
-
-
-@pytest.mark.skipif(export_vault is None, reason="teamsift.data.importers.export_vault is not in this tree yet: "
-                                                 "the vault exporter is written alongside; `data export vault` calls it")
 def test_export_vault_round_trips_through_the_importer(source, tmp_path):
     made = run_json("data", "export", "vault", str(source), str(tmp_path / "vault"), "--uid", "mine")
     assert made["uid"] == "mine"

@@ -497,10 +497,8 @@ def data_export_vault(
     as_json: bool = JSON_OPTION,
 ):
     """Write a dataset as an OG-MARL / flashbax Vault (readable by flashbax and `teamsift import vault`)."""
-    try:
-        from teamsift.data.importers import export_vault
-    except ImportError:
-        fail("this teamsift has no vault exporter (teamsift.data.importers.export_vault)")
+    from teamsift.data.importers import export_vault
+
     try:
         path = export_vault(src, out, vault_uid=uid, overwrite=overwrite)
     except TOOL_ERRORS as exc:
