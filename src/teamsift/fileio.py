@@ -17,6 +17,7 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
+from typing import Any, Callable
 
 #: Temporaries and set-aside directories: .<target>.<kind>-<pid>-<host>-<random>
 _OURS = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}(\.tmp)?$")
@@ -94,3 +95,55 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_directory(target: str | os.PathLike, write: Callable[[Path], Any], *, overwrite: bool,
+                    check: Callable[[Path], None] | None = None) -> Any:
+    """Run `write(tmp)` in a fresh sibling temporary directory, then rename it to `target`
+    and return what `write` returned. An existing `target` is replaced only with `overwrite`
+    (after `check(target)`, which raises if it is not ours to replace): it is set aside, the
+    new one renamed in, then the old one removed, so that at every moment one complete
+    version is in place (a set-aside version whose writer died is renamed back by the next
+    write, see `remove_stale_temporaries`)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target.parent)
+    tmp = target.parent / temporary_name(target.name)
+    tmp.mkdir()
+    try:
+        result = write(tmp)
+        fsync_dir(tmp)
+        if target.exists() or target.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"{target} appeared while writing (pass overwrite=True to replace it)")
+            if check is not None:
+                check(target)
+            old = target.parent / temporary_name(target.name, "old")
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (renames) to disk, where the platform allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

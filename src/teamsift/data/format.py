@@ -49,7 +49,6 @@ import datetime as _dt
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -57,7 +56,7 @@ import numpy as np
 
 from teamsift.data.errors import DatasetError, describe_array, describe_shape, short_exc
 from teamsift.envs.base import EnvSpec
-from teamsift.fileio import remove_stale_temporaries, temporary_name
+from teamsift.fileio import write_directory
 
 FORMAT_NAME = "teamsift-dataset"
 FORMAT_VERSION = 1
@@ -925,45 +924,8 @@ def _check_replaceable(out: Path) -> None:
 
 def _atomic_write(out: Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
     """Run `write(tmp)` on a fresh sibling temp dir, then rename it to `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out.parent)
-    tmp = out.parent / temporary_name(out.name)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        _fsync_dir(tmp)
-        if out.exists() or out.is_symlink():
-            if not overwrite:
-                raise FileExistsError(f"{out} appeared while writing (pass overwrite=True to replace it)")
-            _check_replaceable(out)
-            old = out.parent / temporary_name(out.name, "old")
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-        _fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_directory(out, write, overwrite=overwrite, check=_check_replaceable)
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- fingerprint ---------------------------------------------------------------------------

@@ -839,11 +839,8 @@ def export_vault(dataset_dir: str | os.PathLike, vault_dir: str | os.PathLike, *
         FileExistsError: the uid directory exists (overwrite=False) or is not a vault.
         ValueError: `vault_uid` is not a plain directory name.
     """
-    import shutil
-    import tempfile
-    import uuid
-
     from teamsift.data.format import load_dataset
+    from teamsift.fileio import write_directory
 
     if not isinstance(vault_uid, str) or not vault_uid or vault_uid in (".", "..") or vault_uid.startswith(".") \
             or "/" in vault_uid or os.sep in vault_uid:
@@ -858,26 +855,7 @@ def export_vault(dataset_dir: str | os.PathLike, vault_dir: str | os.PathLike, *
         raise FileExistsError(f"{target.parent} exists and is not a directory")
     ds = load_dataset(dataset_dir)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{vault_uid}.tmp-", dir=target.parent))
-    try:
-        _write_vault(ds, tmp)
-        if target.exists() or target.is_symlink():
-            if not overwrite:
-                raise FileExistsError(f"{target} appeared while writing (pass overwrite=True to replace it)")
-            old = target.parent / f".{vault_uid}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_directory(target, lambda tmp: _write_vault(ds, tmp), overwrite=overwrite)
     return target
 
 

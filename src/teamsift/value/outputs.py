@@ -16,11 +16,10 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
+
+from teamsift.fileio import write_directory
 
 VALUES_FORMAT = "teamsift-values"
 VALUES_JSON = "values.json"
@@ -135,12 +134,9 @@ def value_to_dir(dataset_path: str | os.PathLike, method: str, key, *, out: str 
     dataset = load_dataset(dataset_path)
     warnings = advise(dataset, method, score)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        if method == "ardnem":
-            options = {**options, "stage1_out": tmp / STAGE1_FILE}
-        report = value_dataset(dataset, method, key, score=score, progress=progress, out_dir=tmp, **options)
+    def write(tmp: Path) -> dict:
+        stage_options = {**options, "stage1_out": tmp / STAGE1_FILE} if method == "ardnem" else options
+        report = value_dataset(dataset, method, key, score=score, progress=progress, out_dir=tmp, **stage_options)
         plots = [str(p) for p in plot_values(report, tmp)] + report.pop("extra_plots", [])
         report = _replace_paths(_jsonable({"format": VALUES_FORMAT, **report, "warnings": warnings,
                                            "plots": plots}), str(tmp), str(target))
@@ -148,19 +144,7 @@ def value_to_dir(dataset_path: str | os.PathLike, method: str, key, *, out: str 
         (tmp / VALUES_CSV).write_text(values_csv(report), encoding="utf-8")
         report["files"] = sorted([str(target / p.name) for p in tmp.iterdir()] + [str(target / VALUES_JSON)])
         (tmp / VALUES_JSON).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        if target.exists():
-            check_out_dir(target, dataset_path, overwrite)  # still ours to replace
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return report
+        return report
+
+    # still ours to replace when it appeared meanwhile
+    return write_directory(target, write, overwrite=overwrite, check=lambda t: check_out_dir(t, dataset_path, overwrite))
