@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "teamsift"
 LAYER = {"nets": 0, "envs": 0, "data": 0, "evaluate": 0, "engine": 1, "collect": 2, "value": 3, "algos": 4, "bench": 5,
          "cli": 5}
 # Package-level helpers usable from every layer.
-SHARED = {"progress", "fileio", "machine", "checks", "plotting"}
+SHARED = {"progress", "fileio", "machine", "checks", "plotting", "devices"}
 
 
 def imported_teamsift_modules(path: Path):
