@@ -35,6 +35,7 @@ from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.data import Uniform, item_space, load_dataset
 from teamsift.engine import RunConfig, fit
+from teamsift.engine.fit import draw_items
 from teamsift.envs import make
 from teamsift.fileio import atomic_write_text
 from teamsift.machine import describe, machine
@@ -83,9 +84,9 @@ def bare_program(learner, updates: int):
     def run(states, update_keys, arrays, sampler_arrays):
         def one_seed(state, seed_key):
             def body(s, i):
-                draw = None if learner.unit is None else (  # noqa: E731
-                    lambda k, b: sampler.draw(sampler_arrays, None, k, b, learner.unit))
-                out = learner.update(s, jax.random.fold_in(seed_key, i), arrays, draw)
+                key = jax.random.fold_in(seed_key, i)
+                items = draw_items(learner, sampler, sampler_arrays, None, key)
+                out = learner.update(s, key, arrays, items)
                 return out[0], out[1]
 
             return jax.lax.scan(body, state, jnp.arange(updates, dtype=jnp.int32))

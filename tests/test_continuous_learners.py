@@ -79,14 +79,18 @@ def test_continuous_learner_improves_on_its_initial_policy(twin_peaks, name):
     assert set(module.METRICS) <= set(trained.history)
 
 
-def test_td3bc_normalises_in_prepare_and_folds_the_statistics_into_its_policy(twin_peaks):
-    """The learner trains on (o − μ_D)/(σ_D + 1e-3); the policy it returns acts on raw o."""
+def test_td3bc_normalises_its_batches_and_folds_the_statistics_into_its_policy(twin_peaks):
+    """The learner trains on (o − μ_D)/(σ_D + 1e-3) (the data stays raw; each batch is
+    normalised); the policy it returns acts on raw o."""
     _, dataset = twin_peaks
     learner = td3bc.learner(td3bc.TD3BCConfig(actor_hidden=(16,), critic_hidden=(16,)), dataset)
     arrays = learner.prepare(dataset, {})
     raw = np.asarray(dataset.steps["obs"])  # the games' constant observation
     np.testing.assert_allclose(np.asarray(arrays["obs_stats"].std()), raw.reshape(-1, 1).std(0) + 1e-3, rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(arrays["obs"]), 0.0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(arrays["obs"]), raw)
+    batch = td3bc.normalized_batch(arrays, jnp.arange(8))
+    np.testing.assert_allclose(np.asarray(batch["obs"]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(batch["next_obs"]), 0.0, atol=1e-6)
     state = jax.jit(learner.init)(jax.random.key(0), arrays)
     stats = RunningStats(jnp.asarray([0.3]), jnp.asarray([4.0]), jnp.float32(10))  # σ = 2: a well-conditioned fold
     policy = learner.policy(state, {**arrays, "obs_stats": stats})
@@ -180,7 +184,7 @@ def test_weighted_losses_leave_out_zero_weight_decisions(twin_peaks):
 @pytest.mark.parametrize("name", list(SMALL))
 def test_feedback_is_the_target_policys_distance_to_the_drawn_items(twin_peaks, name):
     """d_τ of PJAP's eq. (1): mean |μ̄(o) − a^D| over agents and action dimensions (one-step
-    items), from the target actor before the update, for exactly the items `draw` gave."""
+    items), from the target actor before the update, for exactly the items it was given."""
     _, dataset = twin_peaks
     learner = MODULES[name].learner(SMALL[name], dataset)
     assert learner.proximity
@@ -190,8 +194,7 @@ def test_feedback_is_the_target_policys_distance_to_the_drawn_items(twin_peaks, 
     target = jax.tree.map(lambda x: x + 0.05, getattr(state, field))  # a target unlike the online actor
     state = state._replace(**{field: target})
     items = jnp.asarray([3, 17, 17, 42, 99, 150, 230, 499], jnp.int32)
-    draw = lambda key, batch_size: items[:batch_size]
-    _, metrics, feedback = jax.jit(lambda s: learner.update(s, jax.random.key(1), arrays, draw))(state)
+    _, metrics, feedback = jax.jit(lambda s: learner.update(s, jax.random.key(1), arrays, items))(state)
     rows = arrays["window_start"][items] if name == "maddpg_cql" else items
     net = learner.policy(state, arrays).config
     obs = jnp.asarray(dataset.steps["obs"])[rows]

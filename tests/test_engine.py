@@ -42,11 +42,12 @@ def test_chunking_does_not_change_the_result_and_the_update_compiles_once(common
     traces = []
     base = bc.make_learner(CONFIG, bc.net_config(CONFIG, dataset.spec), int(dataset.lengths.max()))
 
-    def counted_update(state, key, arrays, draw):
+    def counted_update(state, key, arrays, items):
         traces.append(1)  # runs when JAX traces the update, not when the compiled program runs
-        return base.update(state, key, arrays, draw)
+        return base.update(state, key, arrays, items)
 
-    learner = Learner("bc-counted", base.init, counted_update, base.policy, prepare=base.prepare, unit=base.unit)
+    learner = Learner("bc-counted", base.init, counted_update, base.policy, prepare=base.prepare, unit=base.unit,
+                      batch_size=base.batch_size)
     # log points every 7 updates and checkpoints-free chunks of 7, 7, 7, 7, 2: one program
     chunked = fit(learner, dataset, jax.random.key(3), RunConfig(updates=30, seeds=2, log_every=7, progress=False))
     traced_for_five_chunks = len(traces)

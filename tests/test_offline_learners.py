@@ -114,10 +114,8 @@ def weighted_update(name, dataset):
     else:
         state = learner.init(jax.random.key(0), arrays)
 
-    def draw(key, batch_size):
-        return jnp.arange(batch_size, dtype=jnp.int32)
-
-    update = jax.jit(lambda arrays: learner.update(state, key, arrays, draw))
+    items = jnp.arange(learner.batch_size, dtype=jnp.int32)  # the first episodes
+    update = jax.jit(lambda arrays: learner.update(state, key, arrays, items))
     rows = np.arange(dataset.starts[0], dataset.starts[0] + dataset.lengths[0])
     return update, arrays, rows
 

@@ -39,9 +39,11 @@ def devices() -> list:
 
 
 def batch_sharding(n: int, device_list: Sequence | None = None) -> NamedSharding | None:
-    """A sharding that splits a leading axis of `n` over the devices, or None when there is
-    one device or `n` is not a multiple of their number (then the default device runs it)."""
-    device_list = list(device_list or devices())
+    """A sharding that splits a leading axis of `n` over this process' devices, or None when
+    there is one device or `n` is not a multiple of their number (then the default device
+    runs it). Environment batches stay within a process: each process of a multi-process
+    run evaluates on its own devices."""
+    device_list = list(device_list or jax.local_devices())
     if len(device_list) < 2 or n % len(device_list):
         return None
     return NamedSharding(Mesh(np.asarray(device_list), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
@@ -97,7 +99,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         num_processes = int(os.environ[_ENV["num_processes"]])
     if process_id is None and os.environ.get(_ENV["process_id"]):
         process_id = int(os.environ[_ENV["process_id"]])
-    if coordinator is None and num_processes is None and "SLURM_JOB_ID" not in os.environ:
+    slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1) if "SLURM_JOB_ID" in os.environ else 1
+    if coordinator is None and num_processes is None and slurm_tasks < 2:
         return False
     if coordinator is not None and (num_processes is None or process_id is None):
         raise ValueError("--coordinator: also give --num-processes and --process-id "

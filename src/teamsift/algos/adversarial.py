@@ -260,17 +260,16 @@ def reward_histogram(reward: Array, discriminator: Discriminator, bins: int) -> 
 
 
 def make_disc_step(discriminator: Discriminator, batch_size: int):
-    """One discriminator step: (ω, opt), key, generator rows [M], expert sampler → (ω, opt), stats.
-
-    `sample_expert(key)` returns an expert batch of `batch_size` rows (`expert_batch`)."""
+    """One discriminator step: (ω, opt), key, generator rows [M], an expert batch of
+    `batch_size` rows (`expert_batch`) → (ω, opt), stats."""
     grad_fn = jax.value_and_grad(discriminator.loss, has_aux=True)
 
-    def disc_step(carry, key, generator_rows: dict, sample_expert: Callable[[Array], dict]):
+    def disc_step(carry, key, generator_rows: dict, expert: dict):
         params, opt = carry
-        k_gen, k_exp, k_loss = jax.random.split(key, 3)
+        k_gen, _, k_loss = jax.random.split(key, 3)
         num_rows = generator_rows["obs"].shape[0]
         gen_batch = take_rows(generator_rows, jax.random.randint(k_gen, (batch_size,), 0, num_rows))
-        (loss, stats), grads = grad_fn(params, sample_expert(k_exp), gen_batch, k_loss)
+        (loss, stats), grads = grad_fn(params, expert, gen_batch, k_loss)
         updates, opt = discriminator.optimizer.update(grads, opt, params)
         return (optax.apply_updates(params, updates), opt), {"disc_loss": loss, **stats}
 
@@ -293,8 +292,10 @@ def reward_diagnostics(discriminator: Discriminator, params, generator_rows, gen
 
 @functools.lru_cache(maxsize=None)
 def make_step(generator: Generator, discriminator: Discriminator, config: AdversarialConfig):
-    """The pure iteration: step(state, key, sample_expert) -> (state, metrics) (see the
-    module doc); `sample_expert(key)` gives config.disc_batch_size expert rows.
+    """The pure iteration: step(state, key, expert, items) -> (state, metrics) (see the
+    module doc); `expert(items[j])` gives the j-th of the 1 + K expert batches of
+    config.disc_batch_size rows that the run's sampler drew (items [1 + K, B]): the first
+    probes the rewards, one for each of the K discriminator steps.
 
     Metrics: "disc_loss" and the discriminator's own stats (means over the K steps),
     "generator_reward_mean/var", "expert_reward_mean/var", "generator_score_mean",
@@ -303,18 +304,18 @@ def make_step(generator: Generator, discriminator: Discriminator, config: Advers
     prefixed "gen_"."""
     disc_step = make_disc_step(discriminator, config.disc_batch_size)
 
-    def step(st: AdversarialState, key: Array, sample_expert: Callable[[Array], dict]):
-        k_roll, k_learn, k_disc, k_probe = jax.random.split(key, 4)
+    def step(st: AdversarialState, key: Array, expert: Callable[[Array], dict], items: Array):
+        k_roll, k_learn, k_disc, _ = jax.random.split(key, 4)
         gen_state, traj, batch, stats = generator.rollout(st.generator, k_roll)
         rows = flatten_batch(batch)
         reward = discriminator.reward(st.disc_params, rows)  # [L·N, A] under ω_u
         lead = batch["obs"].shape[:2]
         gen_state, gen_metrics = generator.learn(gen_state, traj, reward.reshape(lead + reward.shape[1:]), k_learn)
-        probe = sample_expert(k_probe)
+        probe = expert(items[0])
         diagnostics = reward_diagnostics(discriminator, st.disc_params, rows, reward, probe, config.histogram_bins)
         (params, opt), disc_stats = jax.lax.scan(
-            lambda c, k: disc_step(c, k, rows, sample_expert), (st.disc_params, st.disc_opt),
-            jax.random.split(k_disc, config.disc_steps))
+            lambda c, xs: disc_step(c, xs[0], rows, expert(xs[1])), (st.disc_params, st.disc_opt),
+            (jax.random.split(k_disc, config.disc_steps), items[1:]))
         logs = {
             **jax.tree.map(jnp.mean, disc_stats), **diagnostics, **stats,
             **{f"gen_{k}": v for k, v in gen_metrics.items()},
@@ -344,13 +345,14 @@ def make_learner(name: str, generator: Generator, discriminator: Discriminator, 
             state = state._replace(generator=generator.warm_start(state.generator, start))
         return state
 
-    def update(state: AdversarialState, key, arrays, draw):
-        return step(state, key, lambda k: expert_batch(arrays, draw(k, config.disc_batch_size)))
+    def update(state: AdversarialState, key, arrays, items):
+        return step(state, key, lambda rows: expert_batch(arrays, rows), items)
 
     def policy(state: AdversarialState, arrays):  # stochastic, as the generator trained
         return generator.policy(generator.export(state.generator), False)
 
-    return Learner(name, init, update, policy, prepare=prepare, unit="step", headline="disc_loss",
+    return Learner(name, init, update, policy, prepare=prepare, unit="step", batch_size=config.disc_batch_size,
+                   draws=1 + config.disc_steps, headline="disc_loss",
                    snapshot=lambda state: generator.export(state.generator), needs_start=warm_start)
 
 

@@ -113,11 +113,11 @@ def make_learner(config: BCConfig, net: AgentNetConfig, max_length: int) -> Lear
         params = init_params(net, key)
         return BCState(params, optimizer.init(params))
 
-    def update(state: BCState, key, arrays, draw):
+    def update(state: BCState, key, arrays, items):
         if net.recurrent:  # whole episodes from t = 0, padded
-            batch = gather_episodes(arrays, draw(key, config.batch_size), max_length)
+            batch = gather_episodes(arrays, items, max_length)
         else:  # joint transitions
-            batch = gather_transitions(arrays, draw(key, config.batch_size * 8))
+            batch = gather_transitions(arrays, items)
         loss, grads = jax.value_and_grad(bc_loss)(state.params, net, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return BCState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
@@ -126,7 +126,7 @@ def make_learner(config: BCConfig, net: AgentNetConfig, max_length: int) -> Lear
         return NetworkPolicy(params=state.params, config=net, deterministic=not (config.sample_actions and net.discrete))
 
     return Learner("bc", init, update, policy, prepare=prepare, unit="episode" if net.recurrent else "step",
-                   config=config)
+                   batch_size=config.batch_size if net.recurrent else config.batch_size * 8, config=config)
 
 
 def learner(config: BCConfig, dataset) -> Learner:

@@ -236,8 +236,8 @@ def make_learner(config: ICQConfig, actor: AgentNetConfig, critic: AgentNetConfi
         return ICQState(actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
                         critic_optimizer.init(critic_params), jnp.int32(0))
 
-    def update(state: ICQState, key, arrays, draw):
-        batch = oc.episode_batch(arrays, draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+    def update(state: ICQState, key, arrays, items):
+        batch = oc.episode_batch(arrays, items, max_length, config.bootstrap_truncated)
         targets = jax.lax.stop_gradient(critic_targets(actor, critic, mixer, state.actor, state.target, batch,
                                                        config))
         critic_params, critic_opt, steps, loss_q = train_critic(state.critic, state.critic_opt_state, batch, targets,
@@ -253,7 +253,8 @@ def make_learner(config: ICQConfig, actor: AgentNetConfig, critic: AgentNetConfi
     def policy(state: ICQState, arrays) -> NetworkPolicy:
         return NetworkPolicy(params=state.actor, config=actor, deterministic=not config.sample_actions)
 
-    return Learner("icq", init, update, policy, prepare=prepare, unit="episode", headline="critic_loss",
+    return Learner("icq", init, update, policy, prepare=prepare, unit="episode",
+                   batch_size=config.batch_size, headline="critic_loss",
                    config=config)
 
 

@@ -156,8 +156,8 @@ def make_learner(config: MABCQConfig, net: AgentNetConfig, mixer: MixerConfig, m
         params = {"agent": init_params(net, agent_key), "mixer": init_mixer(mixer, mixer_key)}
         return MABCQState(params, params, start, optimizer.init(params), jnp.int32(0))
 
-    def update(state: MABCQState, key, arrays, draw):
-        batch = oc.episode_batch(arrays, draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+    def update(state: MABCQState, key, arrays, items):
+        batch = oc.episode_batch(arrays, items, max_length, config.bootstrap_truncated)
         loss, grads = jax.value_and_grad(bcq_loss)(state.params, state.target, state.behaviour, batch, net, mixer,
                                                    config)
         params, opt_state = oc.apply_gradients(optimizer, state.params, state.opt_state, grads)
@@ -168,7 +168,8 @@ def make_learner(config: MABCQConfig, net: AgentNetConfig, mixer: MixerConfig, m
         return BCQPolicy(params={"q": state.params["agent"], "behaviour": state.behaviour}, config=net,
                          threshold=config.threshold)
 
-    return Learner("mabcq", init, update, policy, prepare=prepare, unit="episode", headline="loss",
+    return Learner("mabcq", init, update, policy, prepare=prepare, unit="episode",
+                   batch_size=config.batch_size, headline="loss",
                    needs_start=True, config=config)
 
 

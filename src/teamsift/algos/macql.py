@@ -154,8 +154,8 @@ def make_learner(config: MACQLConfig, net: AgentNetConfig, mixer: MixerConfig, m
         params = {"agent": init_params(net, agent_key), "mixer": init_mixer(mixer, mixer_key)}
         return MACQLState(params, params, optimizer.init(params), jnp.int32(0))
 
-    def update(state: MACQLState, key, arrays, draw):
-        batch = oc.episode_batch(arrays, draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+    def update(state: MACQLState, key, arrays, items):
+        batch = oc.episode_batch(arrays, items, max_length, config.bootstrap_truncated)
         loss, grads = jax.value_and_grad(macql_loss)(state.params, state.target, batch, net, mixer, config)
         params, opt_state = oc.apply_gradients(optimizer, state.params, state.opt_state, grads)
         target = oc.hard_update(state.target, params, state.step, state.step + 1, config.target_update_interval)
@@ -165,7 +165,8 @@ def make_learner(config: MACQLConfig, net: AgentNetConfig, mixer: MixerConfig, m
         """Greedy w.r.t. Q_i over the available actions."""
         return NetworkPolicy(params=state.params["agent"], config=net, deterministic=True)
 
-    return Learner("macql", init, update, policy, prepare=prepare, unit="episode", headline="loss",
+    return Learner("macql", init, update, policy, prepare=prepare, unit="episode",
+                   batch_size=config.batch_size, headline="loss",
                    config=config)
 
 

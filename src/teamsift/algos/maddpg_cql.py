@@ -300,9 +300,8 @@ def make_learner(config: MADDPGCQLConfig, net: AgentNetConfig, critic_cfg: Centr
         critic = init_central_critic(critic_cfg, critic_key)
         return MADDPGState(policy, policy, critic, critic, policy_opt.init(policy), critic_opt.init(critic))
 
-    def update(state: MADDPGState, key, arrays, draw):
-        item_key, cql_key = jax.random.split(key)
-        items = draw(item_key, config.batch_size)
+    def update(state: MADDPGState, key, arrays, items):
+        cql_key = jax.random.split(key)[1]
         batch = window_batch(arrays, items, config.seq_len)
         # Critic, eqs. (1)-(3).
         target_actions, next_target_actions = unroll_policy(net, state.policy_target, batch["obs"], batch["next_obs"])
@@ -340,7 +339,8 @@ def make_learner(config: MADDPGCQLConfig, net: AgentNetConfig, critic_cfg: Centr
 
     return Learner("maddpg_cql", init, update, policy,
                    prepare=lambda dataset, inputs: prepare_arrays(dataset, inputs, config.sample_period),
-                   unit="window", headline="critic_loss", proximity=True, probe=probe, needs_start=from_start)
+                   unit="window", batch_size=config.batch_size, span=config.seq_len,
+                   headline="critic_loss", proximity=True, probe=probe, needs_start=from_start)
 
 
 def learner(config: MADDPGCQLConfig, dataset, *, from_start: bool = False) -> Learner:

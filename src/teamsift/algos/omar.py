@@ -215,9 +215,8 @@ def make_learner(config: OMARConfig, net: AgentNetConfig, critic_cfg: AgentCriti
         critic = init_agent_critic(critic_cfg, critic_key)
         return OMARState(actor, actor, critic, critic, actor_opt.init(actor), critic_opt.init(critic), jnp.int32(0))
 
-    def update(state: OMARState, key, arrays, draw):
-        batch_key, cql_key, cem_key = jax.random.split(key, 3)
-        rows = draw(batch_key, config.batch_size)
+    def update(state: OMARState, key, arrays, rows):
+        _, cql_key, cem_key = jax.random.split(key, 3)
         batch = transition_batch(arrays, rows)
         obs, next_obs = batch["obs"], batch["next_obs"]
         # Critic, eqs. (1)-(3).
@@ -250,7 +249,8 @@ def make_learner(config: OMARConfig, net: AgentNetConfig, critic_cfg: AgentCriti
     def policy(state: OMARState, arrays) -> NetworkPolicy:
         return NetworkPolicy(params=state.actor, config=net, deterministic=True)
 
-    return Learner("omar", init, update, policy, prepare=prepare, unit="step", headline="critic_loss",
+    return Learner("omar", init, update, policy, prepare=prepare, unit="step",
+                   batch_size=config.batch_size, headline="critic_loss",
                    proximity=True)
 
 

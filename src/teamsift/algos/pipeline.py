@@ -139,6 +139,10 @@ class TrainResult:
                "sampler": self.spec.sampler, "weights": self.spec.weights,
                "final_loss": [float(x) for x in fit_result.final()] if fit_result.last else [],
                "seconds": self.seconds}
+        placement = fit_result.placement
+        if placement:  # where it ran: devices, mesh axes, processes, the data's placement
+            out.update({k: placement[k] for k in ("devices", "mesh", "processes", "platform", "data_placement")
+                        if k in placement})
         if dataset is not None:
             out["dataset"] = str(dataset.path)
         if fit_result.run_dir is not None:

@@ -395,7 +395,8 @@ def trajectory_batch(data: dict, episode: jax.Array, source: jax.Array, max_leng
     """One Stage III batch from the drawn (episode [B, A], source slot [B, A]) of the
     sampler's `draw` (DPER: Algorithm 1, line 18), gathered (`gather_individual`)."""
     batch = gather_individual(data, episode, source, max_length, bootstrap_truncated)
-    batch["episode"], batch["source"] = episode, source
+    batch["episode"] = data["page_episode"][episode] if "page_episode" in data else episode  # (streamed pages)
+    batch["source"] = source
     if "action_mask" in data:  # continuous: [A, D] real action dimensions of the trained agent i
         batch["action_mask"] = data["action_mask"]
     return batch
@@ -633,10 +634,10 @@ def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig,
         return SITState(actor_params, critic_params, critic_params, actor_optimizer.init(actor_params),
                         critic_optimizer.init(critic_params), jnp.int32(0))
 
-    def update(state: SITState, key, arrays, draw):
+    def update(state: SITState, key, arrays, items):
         actor_params, critic_opt = state.actor, state.critic_opt_state
         if critic.discrete:
-            batch = trajectory_batch(arrays, *draw(key, config.batch_size), max_length, config.bootstrap_truncated)
+            batch = trajectory_batch(arrays, *items, max_length, config.bootstrap_truncated)
             targets = jax.lax.stop_gradient(critic_targets(actor, critic, actor_params, state.target, batch, config))
             critic_params, critic_opt, loss_q = train_critic(state.critic, critic_opt, batch, targets, critic,
                                                              critic_optimizer, config)
@@ -644,9 +645,8 @@ def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig,
                                                             config)
             actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, state.actor_opt_state, grads)
         else:
-            batch_key, noise_key = jax.random.split(key)
-            batch = trajectory_batch(arrays, *draw(batch_key, config.batch_size), max_length,
-                                     config.bootstrap_truncated)
+            noise_key = jax.random.split(key)[1]
+            batch = trajectory_batch(arrays, *items, max_length, config.bootstrap_truncated)
             noise = jax.random.normal(noise_key, batch["mask"].shape + (config.action_samples, actor.num_actions))
             targets = jax.lax.stop_gradient(
                 continuous_critic_targets(actor, critic, actor_params, state.target, batch, config))
@@ -665,7 +665,7 @@ def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig,
         return NetworkPolicy(params=state.actor, config=actor, deterministic=not config.sample_actions)
 
     return Learner("sit", init, update, policy, prepare=functools.partial(prepare, config), unit="trajectory",
-                   headline="critic_loss", config=config)
+                   batch_size=config.batch_size, headline="critic_loss", config=config)
 
 
 def learner(config: SITConfig, dataset) -> Learner:

@@ -113,15 +113,23 @@ def actor_loss(actor, net, critic, critic_cfg, batch, alpha: float):
 
 
 def prepare_arrays(dataset, normalize_obs: bool) -> dict:
-    """Transitions on the device; with `normalize_obs` the observations normalised by the
-    dataset's statistics, which stay in the arrays ("obs_stats") for the returned policy."""
+    """Transitions on the device; with `normalize_obs` the dataset's observation statistics
+    ("obs_stats"), by which every batch's observations are normalised (`normalized_batch`)
+    and which the returned policy folds into its first layer."""
     arrays = to_device(dataset, TRANSITION_FIELDS)
     if normalize_obs:
-        stats = obs_statistics(dataset)
-        arrays["obs"] = stats.normalize(arrays["obs"])
-        arrays["final_obs"] = stats.normalize(arrays["final_obs"])
-        arrays["obs_stats"] = stats
+        arrays["obs_stats"] = obs_statistics(dataset)
     return arrays
+
+
+def normalized_batch(arrays: dict, rows: jax.Array) -> dict:
+    """The transitions at rows [B] (`transition_batch`), observations normalised by the
+    dataset's statistics when the arrays hold them (the data itself stays raw)."""
+    batch = transition_batch(arrays, rows)
+    if "obs_stats" in arrays:
+        for name in ("obs", "next_obs"):
+            batch[name] = arrays["obs_stats"].normalize(batch[name])
+    return batch
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,10 +143,9 @@ def make_learner(config: TD3BCConfig, net: AgentNetConfig, critic_cfg: AgentCrit
         critic = init_agent_critic(critic_cfg, critic_key)
         return TD3BCState(actor, actor, critic, critic, actor_opt.init(actor), critic_opt.init(critic), jnp.int32(0))
 
-    def update(state: TD3BCState, key, arrays, draw):
-        batch_key, noise_key = jax.random.split(key)
-        rows = draw(batch_key, config.batch_size)
-        batch = transition_batch(arrays, rows)
+    def update(state: TD3BCState, key, arrays, rows):
+        noise_key = jax.random.split(key)[1]
+        batch = normalized_batch(arrays, rows)
         # Critic: clipped double-Q target with target policy smoothing.
         next_actions = smoothed_target_actions(noise_key, net, state.actor_target, batch["next_obs"], config)
         next_q = jnp.min(agent_q(critic_cfg, state.critic_target, batch["next_obs"], next_actions), axis=0)
@@ -176,7 +183,8 @@ def make_learner(config: TD3BCConfig, net: AgentNetConfig, critic_cfg: AgentCrit
                              deterministic=True)
 
     return Learner("td3bc", init, update, policy, prepare=lambda dataset, inputs: prepare_arrays(
-        dataset, config.normalize_obs), unit="step", headline="critic_loss", proximity=True)
+        dataset, config.normalize_obs), unit="step", batch_size=config.batch_size, headline="critic_loss",
+                   proximity=True)
 
 
 def learner(config: TD3BCConfig, dataset) -> Learner:

@@ -4,6 +4,7 @@ errors as one line on stderr, outputs checked before any work, keys from `--seed
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -112,6 +113,28 @@ def make_env_or_fail(env_id: str, **kwargs):
         return make_env(env_id, **kwargs)
     except ValueError as exc:
         fail(str(exc))
+
+
+def start_processes(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Join a multi-process run (`teamsift.devices.initialize`) before JAX does anything, or
+    refuse inconsistent options in one line."""
+    from teamsift.devices import initialize
+
+    try:
+        joined = initialize(coordinator, num_processes, process_id)
+    except ValueError as exc:
+        fail(str(exc))
+    if joined:  # the collectives' libraries print to file descriptor 1: keep stdout for the results
+        results = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        sys.stdout = results
+
+
+def is_primary() -> bool:
+    """Whether this is process 0 (the one that reports) of a run."""
+    import jax
+
+    return jax.process_index() == 0
 
 
 def load_dataset_or_fail(path: Path):

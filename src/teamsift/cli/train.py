@@ -10,7 +10,10 @@ from typing import Optional
 
 import typer
 
-from teamsift.cli.common import JSON_OPTION, OUT, check_output_file, emit, error_text, fail, key, load_dataset_or_fail
+from teamsift.cli.common import (
+    JSON_OPTION, OUT, check_output_file, emit, error_text, fail, key, load_dataset_or_fail, start_processes,
+    is_primary,
+)
 from teamsift.progress import STDERR
 
 app = typer.Typer()
@@ -56,6 +59,16 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what --run-dir (and --out) holds."),
     checkpoint_every: int = typer.Option(0, min=0, help="Checkpoint every K updates (0: only at the end)."),
     keep_checkpoints: int = typer.Option(3, min=1, help="Checkpoints kept in --run-dir/checkpoints."),
+    data_placement: str = typer.Option("device", help="Where the data lives while training: device (copied once), "
+                                                      "stream (rows read from disk as batches need them: data larger "
+                                                      "than memory) or auto (device when it fits in half the device's "
+                                                      "memory). No result depends on it."),
+    data_parallel: Optional[int] = typer.Option(None, min=1, help="Devices per seed, each computing a share of the "
+                                                                  "batch (default: seeds spread over the devices)."),
+    coordinator: Optional[str] = typer.Option(None, help="HOST:PORT of process 0, for a run over several processes "
+                                                         "(hosts); also TEAMSIFT_COORDINATOR, or found under SLURM."),
+    num_processes: Optional[int] = typer.Option(None, min=1, help="Processes of a multi-process run."),
+    process_id: Optional[int] = typer.Option(None, min=0, help="This process' index (0 … num_processes − 1)."),
     out: Optional[Path] = typer.Option(None, help="Also copy seed 0's policy here."),
     updates: Optional[int] = typer.Option(None, min=1, help="Updates of the learner (default: the paper's; "
                                                             "earlier stages: --stage-updates)."),
@@ -93,6 +106,7 @@ def train(
     Every seed's policy, metrics, evaluations and checkpoints go to the run directory, and
     `--resume` continues a run killed at any point."""
     check_output_file("--out", out, overwrite or resume)
+    start_processes(coordinator, num_processes, process_id)
     from teamsift.algos import pipeline, registry
     from teamsift.engine import RunConfig, RunDirError, parse_assignment
 
@@ -125,7 +139,8 @@ def train(
         run = RunConfig(updates=total, seeds=seeds, log_every=min(log_every or entry.log_every, total),
                         eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
                         keep_checkpoints=keep_checkpoints, run_dir=str(run_dir), resume=resume, overwrite=overwrite,
-                        progress=not as_json, label=entry.title)
+                        progress=not as_json, label=entry.title, data_placement=data_placement,
+                        data_parallel=data_parallel)
         env = pipeline.dataset_env(ds) if eval_episodes else None
         if eval_episodes and env is None:
             STDERR.print(f"[yellow]{dataset}: environment {ds.meta.get('env_id')!r} is not registered; "
@@ -137,6 +152,8 @@ def train(
     except (ValueError, RunDirError) as exc:
         fail(error_text(exc))
     summary = result.summary(ds)
+    if summary.get("processes", 1) > 1 and not is_primary():
+        return  # process 0 reports (and copies --out) for a run over several processes
     if out is not None:
         summary["policy"] = str(copy_policy(Path(summary["policies"][0]), out, overwrite or resume))
     emit(summary, as_json, _render_train)

@@ -301,7 +301,7 @@ def make_learner(config: MATConfig, env: Env, reward_fn: Callable | None = None)
     def init(key, arrays) -> MATTrainState:
         return init_state(config, env, key)
 
-    def learner_update(ts: MATTrainState, key, arrays, draw):
+    def learner_update(ts: MATTrainState, key, arrays, items):
         return update(ts, key, arrays.get("reward_params"))
 
     def policy(ts: MATTrainState, arrays) -> MATPolicy:

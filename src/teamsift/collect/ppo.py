@@ -542,7 +542,7 @@ def make_learner(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
     def init(key, arrays) -> TrainState:
         return init_state(config, env, key)
 
-    def learner_update(ts: TrainState, key, arrays, draw):
+    def learner_update(ts: TrainState, key, arrays, items):
         return update(ts, key, arrays.get("reward_params"))
 
     def policy(ts: TrainState, arrays) -> NetworkPolicy:

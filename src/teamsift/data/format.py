@@ -55,6 +55,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from teamsift.data.errors import DatasetError, describe_array, describe_shape, short_exc
+from teamsift.data.pages import release
 from teamsift.envs.base import EnvSpec
 from teamsift.fileio import write_directory
 
@@ -92,7 +93,7 @@ META_KEYS: dict[str, tuple[type, ...]] = {
     "created": (str,),
 }
 
-_CHUNK_BYTES = 32 << 20  # value checks read the memory-maps this many bytes at a time
+_CHUNK_BYTES = 8 << 20  # value checks read the memory-maps this many bytes at a time (and let them go)
 
 
 def step_file(field: str) -> str:
@@ -195,6 +196,7 @@ def _row_chunks(arr: np.ndarray):
     step = max(1, _CHUNK_BYTES // row_bytes)
     for lo in range(0, rows, step):
         yield lo, np.asarray(arr[lo : lo + step])
+        release(arr, (lo, lo + step))  # nothing stays resident: checking 100 GB needs a chunk of memory
 
 
 def check_finite(file, field, arr: np.ndarray, where=None, row_name: str = "row") -> None:
@@ -228,6 +230,7 @@ def _check_actions_available(file_for, actions: np.ndarray, avail: np.ndarray, s
     bad_steps, first = 0, None
     for lo, mask in _row_chunks(avail):
         chunk = np.asarray(actions[lo : lo + len(mask)], dtype=np.int64)
+        release(actions, (lo, lo + len(mask)))
         taken = np.take_along_axis(mask, chunk[..., None], axis=2)[..., 0]  # [rows, A]
         if not taken.all():
             bad_steps += int((~taken).any(axis=1).sum())
@@ -254,6 +257,7 @@ def last_step_mask(starts: np.ndarray, lengths: np.ndarray, num_steps: int) -> n
 def _check_flags(file_for, arrays, is_last, where=None) -> None:
     for name in ("terminated", "truncated"):
         flag = np.asarray(arrays[name])
+        release(arrays[name])
         bad = flag & ~is_last
         if bad.any():
             r = int(np.argmax(bad))
@@ -658,6 +662,7 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True, *, check_values: bo
     if check_values:
         validate_steps(steps, spec, episodes["start"], episodes["length"], check_values=True, where=root)
         got = episode_returns(steps["reward"], episodes["start"])
+        release(steps["reward"])
         bad = ~np.isclose(episodes["return"], got, rtol=1e-4, atol=1e-4)
         if bad.any():
             r = int(np.argmax(bad))

@@ -37,6 +37,8 @@ the jitted, scanned and vmapped update loop; the same key always gives the same 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Iterable, NamedTuple
 
@@ -54,9 +56,24 @@ DEFAULT_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "t
 INDEX_FIELDS = ("episode_index", "episode_start", "episode_length")
 UNITS = ("step", "episode", "window", "trajectory")
 
+_ON_HOST = contextvars.ContextVar("teamsift_arrays_on_host", default=False)
+
+
+@contextlib.contextmanager
+def on_host():
+    """Within this block `to_device` leaves the step arrays where they are (the dataset's
+    memory-maps, nothing read) and returns numpy arrays: the streaming placement prepares a
+    learner's arrays this way and gathers pages from them (`teamsift.data.pages`)."""
+    token = _ON_HOST.set(True)
+    try:
+        yield
+    finally:
+        _ON_HOST.reset(token)
+
 
 def to_device(dataset, fields: Iterable[str] | None = None, device=None) -> dict[str, jax.Array]:
-    """Move step arrays (and the episode index arrays) to a JAX device.
+    """Move step arrays (and the episode index arrays) to a JAX device (inside `on_host()`:
+    numpy views of the memory-maps, and the index arrays but `episode_index`).
 
     Args:
         dataset: a loaded `Dataset`.
@@ -69,13 +86,18 @@ def to_device(dataset, fields: Iterable[str] | None = None, device=None) -> dict
     """
     explicit = fields is not None
     fields = tuple(DEFAULT_FIELDS if fields is None else fields)
+    host = _ON_HOST.get()
     out: dict[str, jax.Array] = {}
     for name in fields:
         if name not in dataset.steps:
             if explicit:
                 raise KeyError(f"dataset has no field {name!r}; it has {sorted(dataset.steps)}")
             continue
-        out[name] = jax.device_put(np.asarray(dataset.steps[name]), device)
+        out[name] = dataset.steps[name] if host else jax.device_put(np.asarray(dataset.steps[name]), device)
+    if host:
+        out["episode_start"] = dataset.starts.astype(np.int32)
+        out["episode_length"] = dataset.lengths.astype(np.int32)
+        return out
     out["episode_index"] = jax.device_put(dataset.episode_index.astype(np.int32), device)
     out["episode_start"] = jax.device_put(dataset.starts.astype(np.int32), device)
     out["episode_length"] = jax.device_put(dataset.lengths.astype(np.int32), device)
@@ -95,6 +117,10 @@ def gather_transitions(arrays: dict, rows: jax.Array) -> dict[str, jax.Array]:
     out["episode"] = ep
     out["t"] = rows - start
     out["index"] = rows
+    if "page_episode" in arrays:  # a streamed page: report the dataset's episodes, steps and rows
+        out["episode"] = arrays["page_episode"][ep]
+        out["t"] = out["t"] + arrays["page_t"][ep]
+        out["index"] = arrays["page_row"][ep] + rows - start
     return out
 
 
@@ -115,6 +141,9 @@ def gather_sequences(arrays: dict, episode: jax.Array, first: jax.Array, seq_len
     out["mask"] = mask
     out["episode"] = episode
     out["t"] = raw - start[:, None]
+    if "page_episode" in arrays:  # a streamed page: report the dataset's episodes and steps
+        out["episode"] = arrays["page_episode"][episode]
+        out["t"] = out["t"] + arrays["page_t"][episode][:, None]
     return out
 
 

@@ -7,7 +7,8 @@
     result.policy(0), result.history["loss"], result.evaluations
 
 See `teamsift.engine.fit` for the loop, `teamsift.engine.learner` for what a learner
-supplies and `teamsift.engine.run` for the run directory.
+supplies, `teamsift.engine.run` for the run directory and `teamsift.engine.placement` for
+where the data and the seeds live (streamed from disk, over devices and processes).
 """
 
 from teamsift.engine.fit import FitResult, fit, step_weights

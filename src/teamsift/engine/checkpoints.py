@@ -11,6 +11,8 @@ the background while the next chunk trains, and a save waits for the one before 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,24 @@ import orbax.checkpoint as ocp
 
 
 class Checkpoints:
-    def __init__(self, directory: Path, keep: int):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
+    """A run's checkpoints. With several processes every process reads them, and only the
+    `writer` (the primary process) writes: the state it saves is the whole state, gathered
+    from every process, so a checkpoint is written once."""
+
+    def __init__(self, directory: Path, keep: int, writer: bool = True):
         self.directory = Path(directory).absolute()
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        extra = {"create": True}
+        if jax.process_count() > 1:  # each process on its own: no barriers with the others
+            process = jax.process_index()
+            extra = {"create": False, "read_only": not writer,
+                     "multiprocessing_options": ocp.options.MultiprocessingOptions(
+                         primary_host=process, active_processes={process},
+                         barrier_sync_key_prefix=f"teamsift-{process}")}
+            if writer:
+                self.directory.mkdir(parents=True, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, **extra)
+        with _quiet(not writer):  # a reader's manager warns that it will not write: it is meant not to
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest(self) -> int | None:
         return self.manager.latest_step()
@@ -55,6 +71,18 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool):
+    logger = logging.getLogger("absl")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _is_key(x) -> bool:

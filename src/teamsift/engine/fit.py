@@ -30,7 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from rich.progress import TextColumn
 
+from jax.sharding import NamedSharding, PartitionSpec
+
 from teamsift.data.samplers import Uniform, item_space
+from teamsift.devices import DATA_AXIS, SEED_AXIS, seed_data_mesh
+from teamsift.engine import placement
 from teamsift.engine.learner import Learner
 from teamsift.engine.run import (
     EVALUATIONS_FILE, METRICS_FILE, EventWriters, RunConfig, RunDir, json_ready, marl_eval, metrics_csv, versions,
@@ -41,18 +45,43 @@ from teamsift.progress import progress_bar
 
 # --- the compiled programs -----------------------------------------------------------------------
 
-def _draw_fn(learner: Learner, sampler, sampler_arrays, sampler_state):
+def draw_items(learner: Learner, sampler, sampler_arrays, sampler_state, key):
+    """The items of one update: one batch of `learner.batch_size` (or `learner.draws`
+    batches, from split keys) drawn by the sampler with the update's key."""
     if learner.unit is None:
         return None
-    return lambda key, batch_size: sampler.draw(sampler_arrays, sampler_state, key, batch_size, learner.unit)
+
+    def one(k):
+        return sampler.draw(sampler_arrays, sampler_state, k, learner.batch_size, learner.unit)
+
+    return one(key) if learner.draws is None else jax.vmap(one)(jax.random.split(key, learner.draws))
 
 
-def _step_fn(learner: Learner, sampler):
-    """One update of one seed: (carry, key, i, arrays, sampler arrays) → (carry, metrics)."""
+def _data_parallel(learner: Learner, items, mesh):
+    """Lay a batch's item axis over the mesh's data axis: every device of the axis computes
+    its share of the batch, and the gradients (means over the batch) are summed across it."""
+    if items is None or mesh is None or mesh.shape[DATA_AXIS] == 1:
+        return items
+    axis = 0 if learner.draws is None else 1
 
-    def step(carry, key, i, arrays, sampler_arrays):
+    def constrain(x):
+        spec = [None] * x.ndim
+        spec[axis] = DATA_AXIS
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+    return jax.tree.map(constrain, items)
+
+
+def _step_fn(learner: Learner, sampler, mesh=None):
+    """One update of one seed: (carry, key, i, arrays, sampler arrays[, items]) → (carry, metrics).
+    Without `items` the update draws its own (the on-device placement)."""
+
+    def step(carry, key, i, arrays, sampler_arrays, items=None):
         state, sampler_state = carry
-        out = learner.update(state, key, arrays, _draw_fn(learner, sampler, sampler_arrays, sampler_state))
+        if items is None:
+            items = draw_items(learner, sampler, sampler_arrays, sampler_state, key)
+            items = _data_parallel(learner, items, mesh)
+        out = learner.update(state, key, arrays, items)
         if learner.proximity:
             state, metrics, feedback = out
             if sampler.adaptive:
@@ -65,24 +94,37 @@ def _step_fn(learner: Learner, sampler):
     return step
 
 
+def _vmap_seeds(fn, mesh, in_axes):
+    """vmap over seeds; on a mesh the seed axis is the mesh's (sharding constraints inside
+    the update then name it)."""
+    if mesh is None:
+        return jax.vmap(fn, in_axes=in_axes)
+    return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=SEED_AXIS)
+
+
 @functools.lru_cache(maxsize=None)
-def _init_program(learner: Learner, sampler):
+def _init_program(learner: Learner, sampler, mesh=None):
     def init(seed_key, arrays, sampler_arrays, start):
         state = learner.init(seed_key, arrays, start) if learner.needs_start else learner.init(seed_key, arrays)
         return state, sampler.init(sampler_arrays)
 
-    return jax.jit(jax.vmap(init, in_axes=(0, None, None, 0)))
+    out = None if mesh is None else NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+    return jax.jit(_vmap_seeds(init, mesh, (0, None, None, 0)), out_shardings=out)
+
+
+def _metrics_buffer(capacity, one_update):
+    shapes = jax.eval_shape(one_update)
+    return jax.tree.map(lambda s: jnp.zeros((capacity,) + s.shape, s.dtype), shapes)
 
 
 @functools.lru_cache(maxsize=None)
-def _chunk_program(learner: Learner, sampler, capacity: int):
+def _chunk_program(learner: Learner, sampler, capacity: int, mesh=None):
     """`count` (≤ capacity, dynamic) updates for every seed, metrics into a [capacity] buffer."""
-    step = _step_fn(learner, sampler)
+    step = _step_fn(learner, sampler, mesh)
 
     def run_chunk(carry, update_keys, start, count, arrays, sampler_arrays):
         def one_seed(seed_carry, seed_key):
-            shapes = jax.eval_shape(lambda c: step(c, seed_key, start, arrays, sampler_arrays)[1], seed_carry)
-            buffer = jax.tree.map(lambda s: jnp.zeros((capacity,) + s.shape, s.dtype), shapes)
+            buffer = _metrics_buffer(capacity, lambda: step(seed_carry, seed_key, start, arrays, sampler_arrays)[1])
 
             def body(j, val):
                 c, buf = val
@@ -93,9 +135,65 @@ def _chunk_program(learner: Learner, sampler, capacity: int):
 
             return jax.lax.fori_loop(0, count, body, (seed_carry, buffer))
 
-        return jax.vmap(one_seed)(carry, update_keys)
+        return _vmap_seeds(one_seed, mesh, (0, 0))(carry, update_keys)
 
-    return jax.jit(run_chunk, donate_argnums=(0,))
+    return jax.jit(run_chunk, donate_argnums=(0,), out_shardings=_chunk_shardings(mesh))
+
+
+def _chunk_shardings(mesh):
+    if mesh is None:
+        return None
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+
+@functools.lru_cache(maxsize=None)
+def _draw_program(learner: Learner, sampler, capacity: int, mesh=None):
+    """The streaming placement's draws: the items of updates start … start + capacity − 1
+    for every seed ([S, capacity, ...]), from the same keys and the same sampler code as the
+    on-device placement's updates, so both train on the same batches."""
+
+    def draws(update_keys, start, sampler_arrays):
+        def one_seed(seed_key):
+            def one(j):
+                return draw_items(learner, sampler, sampler_arrays, None, jax.random.fold_in(seed_key, start + j))
+
+            return jax.vmap(one)(jnp.arange(capacity, dtype=jnp.int32))
+
+        return jax.vmap(one_seed)(update_keys)
+
+    out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    return jax.jit(draws, out_shardings=out)
+
+
+@functools.lru_cache(maxsize=None)
+def _stream_program(learner: Learner, sampler, capacity: int, mesh=None):
+    """`count` updates for every seed on streamed pages ([S, capacity, ...] per seed and
+    update, with the items that index into them)."""
+    step = _step_fn(learner, sampler, mesh)
+
+    def run_chunk(carry, update_keys, start, count, arrays, sampler_arrays, pages, items):
+        def one_seed(seed_carry, seed_key, seed_pages, seed_items):
+            def at(j):
+                page = jax.tree.map(lambda x: x[j], seed_pages)
+                return {**arrays, **page}, _data_parallel(learner, jax.tree.map(lambda x: x[j], seed_items), mesh)
+
+            page0, items0 = at(0)
+            buffer = _metrics_buffer(capacity, lambda: step(seed_carry, seed_key, start, page0, sampler_arrays,
+                                                            items0)[1])
+
+            def body(j, val):
+                c, buf = val
+                i = start + j
+                page, page_items = at(j)
+                c, metrics = step(c, jax.random.fold_in(seed_key, i), i, page, sampler_arrays, page_items)
+                buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, j, 0), buf, metrics)
+                return c, buf
+
+            return jax.lax.fori_loop(0, count, body, (seed_carry, buffer))
+
+        return _vmap_seeds(one_seed, mesh, (0, 0, 0, 0))(carry, update_keys, pages, items)
+
+    return jax.jit(run_chunk, donate_argnums=(0,), out_shardings=_chunk_shardings(mesh))
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,6 +227,7 @@ class FitResult:
     train_seconds: float = 0.0  # of which the updates with their logs, evaluations and checkpoints (no set-up)
     run_dir: Path | None = None
     resumed_from: int | None = None  # the update a resumed run continued from
+    placement: dict = dataclasses.field(default_factory=dict)  # devices, mesh, processes, data placement
 
     def seed_state(self, seed: int):
         return jax.tree.map(lambda x: x[seed], self.state)
@@ -156,6 +255,23 @@ class FitResult:
 
 
 # --- the loop ------------------------------------------------------------------------------------
+
+def _sync(name: str) -> None:
+    """A barrier across processes (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _reads_only(fn, state, arrays) -> bool:
+    """Whether fn(state, arrays) runs on these arrays (a probe that reads step arrays does not)."""
+    try:
+        jax.eval_shape(jax.vmap(fn, in_axes=(0, None)), state, arrays)
+    except KeyError:
+        return False
+    return True
+
 
 def _boundaries(run: RunConfig) -> list[int]:
     return [x for x in (run.log_every, run.eval_every, run.checkpoint_every, run.snapshot_every) if x > 0]
@@ -212,6 +328,9 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
         env: evaluate every seed's policy here (with `run.eval_episodes`).
         eval_key: the evaluation key (default: derived from `key`).
         record: what the caller adds to the run record (hyperparameters, stage, command).
+
+    Where the data lives (`run.data_placement`) and how the seeds and batches are laid over
+    the devices (`run.data_parallel`) change no result: see `teamsift.engine.placement`.
     """
     began = time.perf_counter()
     sampler = Uniform() if sampler is None else sampler
@@ -225,51 +344,80 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
         raise ValueError("RunConfig.eval_episodes: evaluation needs an environment (env=...)")
     if run.eval_episodes and learner.policy is None:
         raise ValueError(f"RunConfig.eval_episodes: {learner.name} learns no policy to evaluate")
-    arrays = learner.prepare(dataset, inputs or {}) if learner.prepare is not None else {}
-    if weights is not None:
-        weight = jnp.asarray(step_weights(dataset, weights))
-        arrays["weight"] = weight if "weight" not in arrays else arrays["weight"] * weight
+    if learner.unit is not None and learner.batch_size < 1:
+        raise ValueError(f"{learner.name}: a learner with unit {learner.unit!r} needs batch_size >= 1")
+    if run.data_placement == "stream":
+        placement.check_stream(learner, sampler)
+    mesh = None
+    if len(jax.devices()) > 1:
+        mesh = seed_data_mesh(run.seeds, learner.batch_size or None, run.data_parallel)
+        mesh = None if mesh.devices.size == 1 and jax.process_count() == 1 else mesh
+    weight = None if weights is None else step_weights(dataset, weights)
+    data = placement.prepare(learner, dataset, inputs or {}, weight,
+                             "device" if sampler.adaptive else run.data_placement, run.device_memory_fraction, mesh)
+    arrays = data.arrays
     sampler_arrays = None
     if learner.unit is not None:
-        window_start = np.asarray(arrays["window_start"]) if learner.unit == "window" else None
-        sampler_arrays = sampler.arrays(item_space(dataset, learner.unit, window_start), dataset)
-    seed_keys = jax.random.split(key, (run.seeds, 2))
+        window_start = np.asarray(placement.to_host(data.pager.arrays["window_start"] if data.pager
+                                                    else arrays["window_start"])) if learner.unit == "window" else None
+        sampler_arrays = placement.put(sampler.arrays(item_space(dataset, learner.unit, window_start), dataset),
+                                       placement.replicated(mesh))
+    seed_keys = placement.put(jax.random.split(key, (run.seeds, 2)), placement.seed_sharded(mesh))
     eval_key = jax.random.fold_in(key, 0x5EED) if eval_key is None else eval_key
-    if start is None:
-        start = jnp.zeros((run.seeds,))
-    carry = _init_program(learner, sampler)(seed_keys[:, 0], arrays, sampler_arrays, start)
+    start = jnp.zeros((run.seeds,)) if start is None else start
+    carry = _init_program(learner, sampler, mesh)(seed_keys[:, 0], arrays, sampler_arrays,
+                                                  placement.put(start, placement.seed_sharded(mesh)))
     # Online and target networks often start equal: give every leaf its own buffer (the chunk
     # program donates the carry, and one buffer cannot be donated twice).
     carry = jax.tree.map(jnp.copy, carry)
 
-    loop = _Loop(learner, sampler, run, dataset, env, eval_key, arrays, sampler_arrays, carry, record)
+    loop = _Loop(learner, sampler, run, dataset, env, eval_key, arrays, sampler_arrays, carry, record, data, mesh)
     done = loop.open()
     capacity = max(1, min([run.updates] + _boundaries(run)))
-    program = _chunk_program(learner, sampler, capacity)
+    stream = None
+    if data.placement == "stream":
+        items = placement.items_per_update(learner, dataset.num_agents)
+        block = placement.block_length(data.pager, run.seeds, items, capacity)
+        stream = placement.Stream(data, _draw_program(learner, sampler, block, mesh),
+                                  _stream_program(learner, sampler, block, mesh), run.seeds, items, capacity, mesh)
+    else:
+        program = _chunk_program(learner, sampler, capacity, mesh)
     headline = learner.headline
-    with progress_bar(run.progress, TextColumn(f"{headline} {{task.fields[{headline}]}}")) as bar:
-        task = bar.add_task(run.label or learner.name, total=run.updates, completed=done, **{headline: "…"})
-        loop_started = time.perf_counter()
-        while done < run.updates:
-            stop = _next_stop(done, run)
-            loop.carry, metrics = program(loop.carry, seed_keys[:, 1], jnp.int32(done), jnp.int32(stop - done),
-                                          arrays, sampler_arrays)
-            metrics = jax.tree.map(lambda x: np.asarray(x)[:, : stop - done], metrics)
-            done = stop
-            loop.after_chunk(done, metrics)
-            value = loop.last.get(headline)
-            bar.update(task, completed=done, **{headline: "…" if value is None else f"{float(np.nanmean(value)):.4g}"})
-        if loop.manager is not None:
-            loop.manager.wait()  # the last checkpoint's files
-        train_seconds = time.perf_counter() - loop_started
+    try:
+        with progress_bar(run.progress and jax.process_index() == 0,
+                          TextColumn(f"{headline} {{task.fields[{headline}]}}")) as bar:
+            task = bar.add_task(run.label or learner.name, total=run.updates, completed=done, **{headline: "…"})
+            loop_started = time.perf_counter()
+            while done < run.updates:
+                stop = _next_stop(done, run)
+                if stream is not None:
+                    loop.carry, metrics = stream.run(loop.carry, seed_keys[:, 1], done, stop, sampler_arrays)
+                else:
+                    loop.carry, metrics = program(loop.carry, seed_keys[:, 1], jnp.int32(done), jnp.int32(stop - done),
+                                                  arrays, sampler_arrays)
+                    metrics = jax.tree.map(lambda x: placement.to_host(x)[:, : stop - done], metrics)
+                done = stop
+                loop.after_chunk(done, metrics)
+                value = loop.last.get(headline)
+                bar.update(task, completed=done,
+                           **{headline: "…" if value is None else f"{float(np.nanmean(value)):.4g}"})
+            if loop.manager is not None:
+                loop.manager.wait()  # the last checkpoint's files
+            train_seconds = time.perf_counter() - loop_started
+    finally:
+        if stream is not None:
+            stream.close()
     return loop.finish(time.perf_counter() - began, train_seconds)
 
 
 class _Loop:
     """The host side of `fit`: logs, evaluations, snapshots, checkpoints and the run record."""
 
-    def __init__(self, learner, sampler, run, dataset, env, eval_key, arrays, sampler_arrays, carry, record):
+    def __init__(self, learner, sampler, run, dataset, env, eval_key, arrays, sampler_arrays, carry, record,
+                 data=None, mesh=None):
         self.learner, self.sampler, self.run = learner, sampler, run
+        self.data, self.mesh = data, mesh
+        self.primary = jax.process_index() == 0  # the process that writes the run directory
         self.dataset, self.env, self.eval_key = dataset, env, eval_key
         self.arrays, self.sampler_arrays, self.carry = arrays, sampler_arrays, carry
         self.record = record or {}
@@ -287,6 +435,10 @@ class _Loop:
         self.run_dir = RunDir(run.run_dir) if run.run_dir else None
         self.manager = None
         self.events = None
+        self.probe = learner.probe
+        if self.probe is not None and data is not None and data.placement == "stream" and not _reads_only(
+                self.probe, carry[0], arrays):
+            self.probe = None  # it reads step arrays, which a streamed run keeps on the host
 
     # -- set-up ---------------------------------------------------------------------------------
     def config(self) -> dict:
@@ -306,7 +458,20 @@ class _Loop:
 
             config["dataset"] = str(self.dataset.path)
             config["dataset_fingerprint"] = dataset_fingerprint(self.dataset)
+        config["placement"] = self.placement_record()
         return config
+
+    def placement_record(self) -> dict:
+        """Where the run's data and seeds lived (not compared on resume: no result depends on it)."""
+        from teamsift.devices import mesh_record
+
+        record = {"devices": 1, "mesh": {}, "processes": jax.process_count(),
+                  "platform": jax.devices()[0].platform} if self.mesh is None else mesh_record(self.mesh)
+        if self.data is not None:
+            record.update(data_placement=self.data.placement, data_bytes=self.data.bytes)
+            if not self.probe and self.learner.probe is not None:
+                record["probe"] = "off: it reads step arrays, which stay on the host when streaming"
+        return record
 
     def open(self) -> int:
         """Open the run directory; restore the last checkpoint when resuming. Returns the
@@ -315,20 +480,25 @@ class _Loop:
             if self.learner.snapshot is not None and self.run.snapshot_every:
                 self.take_snapshot(0)
             return 0
-        resume = self.run_dir.open(self.config(), resume=self.run.resume, overwrite=self.run.overwrite)
         from teamsift.engine.checkpoints import Checkpoints
 
-        self.manager = Checkpoints(self.run_dir.checkpoints, self.run.keep_checkpoints)
+        if self.primary:
+            resume = self.run_dir.open(self.config(), resume=self.run.resume, overwrite=self.run.overwrite)
+        _sync("teamsift-run-dir-open")
+        if not self.primary:  # the primary process has checked (and written) the directory
+            resume = self.run.resume and self.run_dir.read_config() is not None
+        self.manager = Checkpoints(self.run_dir.checkpoints, self.run.keep_checkpoints, writer=self.primary)
         done = 0
         if resume and self.manager.latest() is not None:
             done = self.restore(self.manager.latest())
         elif self.learner.snapshot is not None and self.run.snapshot_every:
             self.take_snapshot(0)
-        self.events = EventWriters(self.run_dir.path, self.run.seeds, purge_step=done if resume else None)
-        # metrics.csv holds exactly the logged rows up to here (a resumed run drops what the
-        # interrupted one wrote after its last checkpoint); rows are appended as they come.
-        text = metrics_csv(self.log_updates, self.log_elapsed, self.log_rows, self.run.seeds) if self.log_rows else ""
-        atomic_write_text(self.run_dir.path / METRICS_FILE, text)
+        if self.primary:
+            self.events = EventWriters(self.run_dir.path, self.run.seeds, purge_step=done if resume else None)
+            # metrics.csv holds exactly the logged rows up to here (a resumed run drops what the
+            # interrupted one wrote after its last checkpoint); rows are appended as they come.
+            text = metrics_csv(self.log_updates, self.log_elapsed, self.log_rows, self.run.seeds) if self.log_rows else ""
+            atomic_write_text(self.run_dir.path / METRICS_FILE, text)
         return done
 
     # -- per chunk ------------------------------------------------------------------------------
@@ -352,14 +522,14 @@ class _Loop:
 
     def log(self, done: int) -> None:
         row = _nanmean_rows(self.pending)
-        if self.learner.probe is not None:
+        if self.probe is not None:
             probe = _probe_program(self.learner)(self.carry[0], self.arrays)
-            row.update({name: np.asarray(value) for name, value in probe.items()})
+            row.update({name: placement.to_host(value) for name, value in probe.items()})
         self.pending = []
         self.log_updates.append(done)
         self.log_elapsed.append(self.elapsed())
         self.log_rows.append(row)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.primary:
             text = metrics_csv([done], [self.log_elapsed[-1]], [row], self.run.seeds)
             path = self.run_dir.path / METRICS_FILE
             with open(path, "a") as handle:
@@ -368,11 +538,11 @@ class _Loop:
 
     def take_snapshot(self, done: int) -> None:
         params = _snapshot_program(self.learner)(self.carry[0])
-        self.snapshots.append(jax.tree.map(np.asarray, params))
+        self.snapshots.append(placement.to_host(params))
         self.snapshot_updates.append(done)
 
-    def seed_policy(self, seed: int):
-        return self.learner.policy(jax.tree.map(lambda x: x[seed], self.carry[0]), self.arrays)
+    def seed_policy(self, state, seed: int):
+        return self.learner.policy(jax.tree.map(lambda x: x[seed], state), self.arrays)
 
     def evaluate(self, done: int) -> None:
         from teamsift.evaluate import evaluate
@@ -380,14 +550,15 @@ class _Loop:
         if self.evaluations and self.evaluations[-1]["update"] == done:
             return
         seed_scores = []
+        state = self.carry[0] if jax.process_count() == 1 else placement.to_host(self.carry[0])
         for seed in range(self.run.seeds):
-            result = evaluate(self.env, self.seed_policy(seed), jax.random.fold_in(self.eval_key, seed),
+            result = evaluate(self.env, self.seed_policy(state, seed), jax.random.fold_in(self.eval_key, seed),
                               self.run.eval_episodes)
             seed_scores.append({name: np.asarray(v, np.float64).tolist() for name, v in result.per_episode.items()})
         self.evaluations.append({"update": done, "elapsed": self.elapsed(), "seed_scores": seed_scores})
         if self.events is not None:
             self.events.add_evaluation(done, [float(np.mean(s["return"])) for s in seed_scores])
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.primary:
             self.write_evaluations()
 
     def write_evaluations(self) -> None:
@@ -417,12 +588,14 @@ class _Loop:
         snapshots = None
         if self.snapshots:
             snapshots = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *self.snapshots)
-        self.manager.save(done, self.carry, self.progress_record(done), snapshots)
+        carry = self.carry if jax.process_count() == 1 else placement.to_host(self.carry)  # every process
+        if self.primary:
+            self.manager.save(done, carry, self.progress_record(done), snapshots)
 
     def restore(self, step: int) -> int:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self.carry)
         carry, progress, snapshots = self.manager.restore(step, abstract)
-        self.carry = carry
+        self.carry = placement.put(carry, placement.seed_sharded(self.mesh))
         log = progress["log"]
         self.log_updates, self.log_elapsed = list(log["updates"]), list(log["elapsed"])
         self.log_rows = [{k: np.asarray(v, np.float64) for k, v in row.items()} for row in log["rows"]]
@@ -453,17 +626,20 @@ class _Loop:
         snapshots = None
         if self.snapshots:
             snapshots = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *self.snapshots)
-        result = FitResult(learner=self.learner, state=self.carry[0], arrays=self.arrays, updates=run.updates,
+        state = self.carry[0] if jax.process_count() == 1 else placement.to_host(self.carry[0])
+        result = FitResult(learner=self.learner, state=state, arrays=self.arrays, updates=run.updates,
                            seeds=run.seeds, history=history, last=self.last, evaluations=self.evaluations,
                            snapshots=snapshots, snapshot_updates=np.asarray(self.snapshot_updates, np.int64),
                            sampler_state=self.carry[1], seconds=seconds, train_seconds=train_seconds,
                            run_dir=None if self.run_dir is None else self.run_dir.path,
-                           resumed_from=self.resumed_from)
+                           resumed_from=self.resumed_from, placement=self.placement_record())
         if self.run_dir is not None:
-            if self.learner.policy is not None:
+            if self.learner.policy is not None and self.primary:
                 self.save_policies(result)
-            self.events.close()
+            if self.events is not None:
+                self.events.close()
             self.manager.close()  # waits for the last checkpoint's files
+            _sync("teamsift-run-finished")
         return result
 
     def save_policies(self, result: FitResult) -> None:

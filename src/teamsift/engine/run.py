@@ -48,6 +48,10 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (exists, or does not match on resume)."""
 
 
+#: Where the training data lives (`RunConfig.data_placement`).
+PLACEMENTS = ("device", "stream", "auto")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """The run schedule: how long, how many seeds, and when to log, evaluate and checkpoint.
@@ -69,6 +73,10 @@ class RunConfig:
     overwrite: bool = False
     progress: bool = True
     label: str | None = None
+    # Where the data lives while training (none of these changes a result):
+    data_placement: str = "device"  # "device" | "stream" (pages from the host) | "auto"
+    device_memory_fraction: float = 0.5  # "auto": on the device when it takes at most this share
+    data_parallel: int | None = None  # devices per seed on the mesh's data axis (None: what the devices allow)
 
     def __post_init__(self):
         def bad(name, expected):
@@ -88,6 +96,13 @@ class RunConfig:
             raise ValueError("RunConfig: resume and overwrite exclude each other")
         if self.checkpoint_every and self.run_dir is None:
             bad("checkpoint_every", "0 without a run_dir (checkpoints live in the run directory)")
+        if self.data_placement not in PLACEMENTS:
+            bad("data_placement", f"one of {PLACEMENTS}")
+        if not 0 < self.device_memory_fraction <= 1:
+            bad("device_memory_fraction", "a fraction in (0, 1]")
+        if self.data_parallel is not None and (not isinstance(self.data_parallel, (int, np.integer))
+                                               or self.data_parallel < 1):
+            bad("data_parallel", "an integer >= 1 (or None)")
 
     def schedule(self) -> dict:
         """The fields that shape the result (recorded, and compared on resume)."""

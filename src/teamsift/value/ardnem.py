@@ -303,8 +303,8 @@ def make_learner(config: ARDNEMConfig, shape: NetShape, levels: tuple[str, ...] 
 
         return ARDNEMState(*jax.vmap(member)(jax.random.split(key, config.ensemble_size)))
 
-    def update(state: ARDNEMState, key, arrays, draw):
-        batch = gather_episodes(arrays, draw(key, config.batch_size), shape.max_length)
+    def update(state: ARDNEMState, key, arrays, items):
+        batch = gather_episodes(arrays, items, shape.max_length)
 
         def member_step(member_params, member_opt_state):
             loss, grads = jax.value_and_grad(member_loss)(member_params, config, shape, batch)
@@ -325,7 +325,7 @@ def make_learner(config: ARDNEMConfig, shape: NetShape, levels: tuple[str, ...] 
         return out
 
     return Learner("ardnem", init, update, None, prepare=functools.partial(prepare, config, levels),
-                   unit="episode", probe=probe, config=config)
+                   unit="episode", batch_size=config.batch_size, probe=probe, config=config)
 
 
 def learner(config: ARDNEMConfig, dataset) -> Learner:
