@@ -5,6 +5,10 @@ evaluation's episodes, a data-parallel batch) maps one leading axis over the dev
 of a `jax.sharding.Mesh`:
 
     batch_sharding(n)          n episodes (or seeds) split evenly over every device
+    constrain_batch(tree, n)   inside a jit: split the leading axis (a sharding constraint)
+    gather_batch(tree, n)      inside a jit: the same leaves whole on every device
+    batch_layout(n)            batch_sharding(n), or the batch axis of a mesh set with jax.set_mesh
+    batch_size_for(n)          n rounded up to a multiple of the device count (padded batches)
     seed_data_mesh(S, B)       the engine's 2-D mesh: seeds × data-parallel batch shards
     initialize(...)            `jax.distributed.initialize` for runs over several hosts
 
@@ -53,6 +57,61 @@ def put_batch(tree, n: int):
     """`tree`'s leaves (leading axis n) laid out over the devices (`batch_sharding`)."""
     sharding = batch_sharding(n)
     return tree if sharding is None else jax.device_put(tree, sharding)
+
+
+def _mesh_axis(mesh, n: int) -> str | None:
+    """The axis of a caller's mesh a batch of n goes on: "data" (else "batch") when it has
+    several devices and divides n."""
+    sizes = dict(mesh.shape)
+    for axis in (DATA_AXIS, BATCH_AXIS):
+        if sizes.get(axis, 1) > 1 and n % sizes[axis] == 0:
+            return axis
+    return None
+
+
+def batch_layout(n: int) -> NamedSharding | None:
+    """Outside a jitted program: the sharding of a batch of n. Under a mesh set with
+    `jax.set_mesh` (a caller laying out its own programs, as the engine's seed × data mesh
+    may be), its "data" or "batch" axis (`_mesh_axis`), or None: a layout over other devices
+    than the caller's would clash with it. Without one, `batch_sharding(n)`."""
+    if jax.sharding.get_abstract_mesh().empty:
+        return batch_sharding(n)
+    mesh = jax.sharding.get_mesh()
+    axis = _mesh_axis(mesh, n)
+    return None if axis is None else NamedSharding(mesh, PartitionSpec(axis))
+
+
+def _traced_layout(n: int):
+    """`batch_layout` inside a jitted program: (split, whole) specs, or None."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        sharding = batch_sharding(n)
+        return None if sharding is None else (sharding, NamedSharding(sharding.mesh, PartitionSpec()))
+    axis = _mesh_axis(mesh, n)
+    return None if axis is None else (PartitionSpec(axis), PartitionSpec())
+
+
+def constrain_batch(tree, n: int):
+    """Inside a jitted program: `tree`'s leaves (leading axis n) split over the devices
+    (as `batch_layout`; a `jax.lax.with_sharding_constraint`, a hint to XLA's partitioner);
+    `tree` itself with one device or when the devices do not divide n. Under `vmap` the
+    mapped axis is left to the partitioner."""
+    layout = _traced_layout(n)
+    return tree if layout is None else jax.lax.with_sharding_constraint(tree, layout[0])
+
+
+def gather_batch(tree, n: int):
+    """Inside a jitted program: `tree`'s leaves whole on every device (replicated), where
+    `constrain_batch(·, n)` splits them; `tree` itself where it does not."""
+    layout = _traced_layout(n)
+    return tree if layout is None else jax.lax.with_sharding_constraint(tree, layout[1])
+
+
+def batch_size_for(n: int, device_list: Sequence | None = None) -> int:
+    """`n` rounded up to a multiple of the device count (`n` itself with one device): the
+    size to run a batch of `n` at, padded, so that `batch_sharding` splits it."""
+    count = len(list(device_list or devices()))
+    return n if count < 2 else -(-n // count) * count
 
 
 def seed_data_mesh(seeds: int, batch: int | None = None, data_parallel: int | None = None,

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from teamsift.devices import constrain_batch
 from teamsift.engine import RunConfig
 from teamsift.envs.base import Env
 
@@ -56,8 +57,23 @@ class Transition(NamedTuple):
 
 
 def vmap_env(env: Env):
-    """(reset_all, step_all): the environment's reset and step vmapped over a leading [N] axis."""
-    return jax.vmap(env.reset), jax.vmap(env.step)
+    """(reset_all, step_all): the environment's reset and step vmapped over a leading [N] axis.
+
+    With several devices dividing N, the N environments are split over them
+    (`teamsift.devices.constrain_batch`): the runner between updates, the environment steps
+    and what the actor and critic compute per environment during a rollout stay on their
+    device. The trainers' rollouts then gather their `Transition` batch whole on every
+    device (`teamsift.devices.gather_batch`, one all-gather per update), so the PPO epochs,
+    which shuffle transitions across environments, run on the whole batch on every device."""
+    def reset_all(keys):
+        return constrain_batch(jax.vmap(env.reset)(constrain_batch(keys, keys.shape[0])), keys.shape[0])
+
+    def step_all(keys, env_state, actions):
+        n = keys.shape[0]
+        keys, env_state, actions = constrain_batch((keys, env_state, actions), n)
+        return constrain_batch(jax.vmap(env.step)(keys, env_state, actions), n)
+
+    return reset_all, step_all
 
 
 def where_env(cond: Array, a, b):

@@ -75,6 +75,7 @@ from teamsift.collect.onpolicy import (
     Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, reward_params, run_config, seed_view,
     vmap_env,
 )
+from teamsift.devices import gather_batch
 from teamsift.engine import FitResult, Learner, RunConfig, fit
 from teamsift.envs.base import Env, EnvSpec
 from teamsift.nets.agent import MLP, AgentNetConfig, apply_step, init_params, initial_carry, masked_logits
@@ -410,7 +411,7 @@ def make_rollout(config: PPOConfig, env: Env, reward_fn: Callable | None = None)
             return new_runner, transition
 
         runner, traj = jax.lax.scan(env_step, ts.runner, jax.random.split(key, config.rollout_length))
-        return ts._replace(runner=runner), traj
+        return ts._replace(runner=runner), gather_batch(traj, n)  # see `onpolicy.vmap_env`
 
     return rollout
 

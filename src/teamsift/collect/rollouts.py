@@ -1,9 +1,9 @@
 """Roll a joint policy out into a teamsift dataset, at the speed of the vectorised environment.
 
 Episodes are generated in jitted chunks (`teamsift.evaluate.rollout`: one scan per
-episode, vmapped over the chunk), their valid steps are packed on the host with one
-boolean index per array, and the result is written atomically with
-`teamsift.data.write_dataset`.
+episode, vmapped over the chunk, the chunk split over the devices when there are several),
+their valid steps are packed on the host with one boolean index per array, and the result
+is written atomically with `teamsift.data.write_dataset`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from teamsift.data import write_dataset
 from teamsift.envs.base import Env
-from teamsift.evaluate.rollout import Episodes, rollout
+from teamsift.evaluate.rollout import Episodes, rollout_to_host
 from teamsift.progress import progress_bar
 
 STEP_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "truncated")
@@ -26,7 +26,13 @@ FINAL_FIELDS = ("final_obs", "final_state", "final_avail")
 
 
 def default_chunk(env: Env, budget_bytes: int = 512 * 2**20) -> int:
-    """Episodes per jitted chunk so that one chunk's step arrays stay near `budget_bytes`."""
+    """Episodes per jitted chunk so that one chunk's step arrays stay near `budget_bytes`.
+
+    It does not depend on the device count: chunk c's episodes use the key fold_in(key, c),
+    so the chunk size decides which episodes a dataset holds, and a dataset is the same on
+    one device and on several. Over several devices each chunk runs padded to a multiple of
+    their number (`rollout_to_host`), at most devices − 1 episodes more (none for the
+    4096 cap and a power-of-two device count)."""
     spec = env.spec
     floats_per_step = spec.num_agents * (spec.obs_dim + spec.num_actions) + spec.state_dim + 4
     per_episode = 4 * floats_per_step * spec.episode_length
@@ -73,8 +79,10 @@ def collect_arrays(env: Env, policy, key: jax.Array, num_episodes: int, *, chunk
             if assignment is not None:
                 rows = np.arange(index * chunk, index * chunk + chunk) % num_episodes
                 chunk_assignment = np.asarray(assignment, np.int32)[rows]
-            # The last chunk is padded to full size so it reuses the compiled program.
-            episodes = rollout(env, policy, jax.random.fold_in(key, index), chunk, assignment=chunk_assignment)
+            # The last chunk is padded to full size so it reuses the compiled program; over several
+            # devices every chunk is split between them (padded to a multiple of their number).
+            episodes = rollout_to_host(env, policy, jax.random.fold_in(key, index), chunk,
+                                       assignment=chunk_assignment)
             if size < chunk:
                 episodes = jax.tree.map(lambda x: x[:size], episodes)
             parts.append(pack(episodes))

@@ -1,6 +1,6 @@
 """Vectorised rollouts of any joint policy; team return and every named score (DVF)."""
 
-from teamsift.evaluate.rollout import Episodes, rollout
+from teamsift.evaluate.rollout import Episodes, rollout, rollout_to_host
 from teamsift.evaluate.stats import EvalResult, ScoreSummary, evaluate
 
-__all__ = ["Episodes", "rollout", "evaluate", "EvalResult", "ScoreSummary"]
+__all__ = ["Episodes", "rollout", "rollout_to_host", "evaluate", "EvalResult", "ScoreSummary"]

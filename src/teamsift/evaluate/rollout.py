@@ -14,7 +14,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
+from teamsift.devices import batch_layout, batch_size_for
 from teamsift.envs.base import Env
 
 
@@ -91,15 +94,57 @@ def _run_episode(env: Env, policy, key, record: bool, assignment=None):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("env", "num_episodes", "record"))
+@functools.partial(jax.jit, static_argnames=("env", "num_episodes", "record", "sharding"))
+def _rollout(env: Env, policy, key: jax.Array, num_episodes: int, record: bool, assignment,
+             sharding=None) -> Episodes:
+    keys = jax.random.split(key, num_episodes)
+    if sharding is not None:  # one slice of the episodes per device; nothing else crosses devices
+        keys = jax.lax.with_sharding_constraint(keys, sharding)
+        if assignment is not None:
+            assignment = jax.lax.with_sharding_constraint(assignment, sharding)
+    if assignment is None:
+        return jax.vmap(lambda k: _run_episode(env, policy, k, record))(keys)
+    return jax.vmap(lambda k, a: _run_episode(env, policy, k, record, a))(keys, assignment)
+
+
 def rollout(env: Env, policy, key: jax.Array, num_episodes: int, record: bool = True,
             assignment: jax.Array | None = None) -> Episodes:
     """Run `num_episodes` independent episodes of `policy` in `env` (one jitted program).
 
     With `record=False` only rewards, validity and scores come back (for evaluation).
     `assignment` [E, A] (for a `PolicyBank`) says which policy plays each slot per episode.
+
+    With several devices and `num_episodes` a multiple of their number
+    (`teamsift.devices.batch_layout`: every device, or the "data" axis of a mesh set with
+    `jax.set_mesh`), the episodes are split evenly over the devices: the policy and key
+    are replicated on every device, each device runs its slice of the episodes, and the
+    returned arrays are sharded along their episode axis. Episode i's key is the same
+    either way. Otherwise everything runs on the default device, as the one-device program.
     """
-    keys = jax.random.split(key, num_episodes)
-    if assignment is None:
-        return jax.vmap(lambda k: _run_episode(env, policy, k, record))(keys)
-    return jax.vmap(lambda k, a: _run_episode(env, policy, k, record, a))(keys, assignment)
+    sharding = batch_layout(num_episodes)
+    if sharding is not None:
+        # Inputs committed to one device (a restored checkpoint, a device_put) would clash
+        # with the program's devices: lay them on the mesh first (replicated / by episode).
+        replicated = NamedSharding(sharding.mesh, PartitionSpec())
+        policy, key = jax.device_put((policy, key), replicated)
+        if assignment is not None:
+            assignment = jax.device_put(assignment, sharding)
+    return _rollout(env, policy, key, num_episodes, record, assignment, sharding)
+
+
+def rollout_to_host(env: Env, policy, key: jax.Array, num_episodes: int, record: bool = True,
+                    assignment=None) -> Episodes:
+    """`rollout`'s episodes as host (NumPy) arrays, run at a size every device divides.
+
+    With several devices the program runs `batch_size_for(num_episodes)` episodes (the
+    next multiple of the device count, so `rollout` splits them over every device; the
+    extra episodes repeat the first rows of `assignment`) and the extra ones are dropped
+    on the host. Episode i's key, `split(key, n)[i]`, does not depend on n (JAX's
+    partitionable threefry, the default), so the episodes kept are those that
+    `rollout(..., num_episodes)` returns on one device.
+    """
+    size = batch_size_for(num_episodes)
+    if assignment is not None and size != num_episodes:
+        assignment = assignment[np.arange(size) % num_episodes]
+    episodes = rollout(env, policy, key, size, record=record, assignment=assignment)
+    return jax.tree.map(lambda x: np.asarray(x)[:num_episodes], episodes)

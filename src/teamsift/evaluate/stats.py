@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from teamsift.envs.base import Env
-from teamsift.evaluate.rollout import rollout
+from teamsift.evaluate.rollout import rollout_to_host
 
 Z95 = 1.959963984540054
 
@@ -71,10 +71,12 @@ def evaluate(env: Env, policy, key: jax.Array, num_episodes: int = 100, chunk: i
         size = min(chunk, remaining)
         done = num_episodes - remaining
         part = None if assignment is None else jnp.asarray(assignment)[done:done + size]
-        episodes = rollout(env, policy, jax.random.fold_in(key, chunk_index), size, record=False, assignment=part)
+        # Over several devices, each chunk is split between them (padded to a multiple of their number).
+        episodes = rollout_to_host(env, policy, jax.random.fold_in(key, chunk_index), size, record=False,
+                                   assignment=part)
         for name, values in episodes.scores.items():
-            per_episode.setdefault(name, []).append(np.asarray(values))
-        lengths.append(np.asarray(episodes.lengths))
+            per_episode.setdefault(name, []).append(values)
+        lengths.append(episodes.valid.sum(axis=1))
         remaining -= size
         chunk_index += 1
     arrays = {name: np.concatenate(parts) for name, parts in per_episode.items()}

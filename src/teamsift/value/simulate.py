@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from teamsift.envs.base import Env
-from teamsift.evaluate.rollout import rollout
+from teamsift.evaluate.rollout import rollout, rollout_to_host
 
 
 def _check_groups(groups, group_size: int, population: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def _rollout_scores(env: Env, bank, key: jax.Array, assignment: np.ndarray, scor
     """Score of every row of `assignment` [M, k], one episode each."""
     total = len(assignment)
     if total <= max_episodes_per_call:
-        episodes = rollout(env, bank, key, total, record=False, assignment=assignment)
+        episodes = rollout_to_host(env, bank, key, total, record=False, assignment=assignment)
         return np.asarray(episodes.scores[score], dtype=np.float64)
     parts = []
     for index, lo in enumerate(range(0, total, max_episodes_per_call)):
