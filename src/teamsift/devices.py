@@ -110,7 +110,7 @@ def gather_batch(tree, n: int):
 def batch_size_for(n: int, device_list: Sequence | None = None) -> int:
     """`n` rounded up to a multiple of the device count (`n` itself with one device): the
     size to run a batch of `n` at, padded, so that `batch_sharding` splits it."""
-    count = len(list(device_list or devices()))
+    count = len(list(device_list or jax.local_devices()))
     return n if count < 2 else -(-n // count) * count
 
 

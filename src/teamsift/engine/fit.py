@@ -94,6 +94,21 @@ def _step_fn(learner: Learner, sampler, mesh=None):
     return step
 
 
+def _on_mesh(program, mesh):
+    """`program` traced and run with `mesh` set (`jax.set_mesh`), so that the batched
+    environments inside an update (MAPPO's, `teamsift.devices.constrain_batch`) lay
+    themselves out on the engine's mesh, not on one of their own."""
+    if mesh is None:
+        return program
+
+    @functools.wraps(program)
+    def run(*args):
+        with jax.set_mesh(mesh):
+            return program(*args)
+
+    return run
+
+
 def _vmap_seeds(fn, mesh, in_axes):
     """vmap over seeds; on a mesh the seed axis is the mesh's (sharding constraints inside
     the update then name it)."""
@@ -109,7 +124,7 @@ def _init_program(learner: Learner, sampler, mesh=None):
         return state, sampler.init(sampler_arrays)
 
     out = None if mesh is None else NamedSharding(mesh, PartitionSpec(SEED_AXIS))
-    return jax.jit(_vmap_seeds(init, mesh, (0, None, None, 0)), out_shardings=out)
+    return _on_mesh(jax.jit(_vmap_seeds(init, mesh, (0, None, None, 0)), out_shardings=out), mesh)
 
 
 def _metrics_buffer(capacity, one_update):
@@ -137,7 +152,7 @@ def _chunk_program(learner: Learner, sampler, capacity: int, mesh=None):
 
         return _vmap_seeds(one_seed, mesh, (0, 0))(carry, update_keys)
 
-    return jax.jit(run_chunk, donate_argnums=(0,), out_shardings=_chunk_shardings(mesh))
+    return _on_mesh(jax.jit(run_chunk, donate_argnums=(0,), out_shardings=_chunk_shardings(mesh)), mesh)
 
 
 def _chunk_shardings(mesh):
@@ -162,7 +177,7 @@ def _draw_program(learner: Learner, sampler, capacity: int, mesh=None):
         return jax.vmap(one_seed)(update_keys)
 
     out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-    return jax.jit(draws, out_shardings=out)
+    return _on_mesh(jax.jit(draws, out_shardings=out), mesh)
 
 
 @functools.lru_cache(maxsize=None)
@@ -193,7 +208,7 @@ def _stream_program(learner: Learner, sampler, capacity: int, mesh=None):
 
         return _vmap_seeds(one_seed, mesh, (0, 0, 0, 0))(carry, update_keys, pages, items)
 
-    return jax.jit(run_chunk, donate_argnums=(0,), out_shardings=_chunk_shardings(mesh))
+    return _on_mesh(jax.jit(run_chunk, donate_argnums=(0,), out_shardings=_chunk_shardings(mesh)), mesh)
 
 
 @functools.lru_cache(maxsize=None)
