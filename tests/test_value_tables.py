@@ -186,10 +186,10 @@ def test_shards_with_other_column_orders_and_widths_give_the_one_file_result(tmp
 def test_duckdb_keeps_to_the_memory_limit_and_threads_and_cleans_its_spill_directory(tmp_path):
     with connect(memory_limit="300MB", threads=1, temp_directory=tmp_path / "spill") as con:
         limit, threads, temp = con.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
-                                           "current_setting('temp_directory')").fetchone()
+                                           "current_setting('temp_directory')").fetchall()[0]
     assert limit.startswith("286.1 MiB") and threads == 1 and temp == str(tmp_path / "spill")
     with connect() as con:
-        own = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+        own = Path(con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0])
     assert own.name.startswith("teamsift-duckdb-") and not own.exists()
     with pytest.raises(ValueError, match="memory_limit: expected a size such as '2GB'"):
         with connect(memory_limit="lots"):
@@ -197,6 +197,11 @@ def test_duckdb_keeps_to_the_memory_limit_and_threads_and_cleans_its_spill_direc
     with pytest.raises(ValueError, match="threads: expected an integer >= 1"):
         with connect(threads=0):
             pass
+    table = write_list_table(tmp_path / "t.parquet", [["a", "b"], ["b", "c"]] * 50, np.arange(100.0))
+    with pytest.raises(MemoryError, match=r"DuckDB ran out of memory under memory_limit='1MB'.*raise memory_limit"):
+        table_ev(table, memory_limit="1MB", threads=1)
+    assert "ran out of memory" in run_fails("value", "--table", str(table), "--memory-limit", "1MB")
+    assert "memory_limit: expected a size" in run_fails("value", "--table", str(table), "--memory-limit", "lots")
 
 
 def test_statistics_are_the_sums_of_the_estimator(tmp_path):

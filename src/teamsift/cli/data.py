@@ -515,13 +515,19 @@ def data_export_table(
     overwrite: bool = typer.Option(False, help="Replace an earlier export at OUT."),
     as_json: bool = JSON_OPTION,
 ):
-    """Write a dataset's episode table (ids, return, scores; no steps) as Parquet shards, the
-    layout `teamsift value --table` values out of core."""
+    """Write a dataset's episode table (ids, return, scores; no steps) as Parquet shards.
+
+    The shards are the list layout `teamsift value --table` values out of core."""
     from teamsift.data.tools import export_table
 
     try:
         manifest = export_table(src, out, rows_per_shard=rows_per_shard, overwrite=overwrite)
     except TOOL_ERRORS as exc:
         fail(error_text(exc))
-    emit(manifest, as_json, lambda m: typer.echo(f"wrote {len(m['shards'])} shard(s), {m['episodes']} episodes, to "
-                                                 f"{m['out']} (columns: {', '.join(m['columns'])})"))
+    def render(m: dict) -> None:
+        shown = Path(m["out"])
+        shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
+        typer.echo(f"wrote {len(m['shards'])} shard(s), {m['episodes']} episodes, to {shown} "
+                   f"(columns: {', '.join(m['columns'])})")
+
+    emit(manifest, as_json, render)

@@ -43,8 +43,9 @@ def value(
                                                              "memory, instead of DATASET."),
     ids: Optional[str] = typer.Option(None, "--ids", help="--table: the list column of ids (default agent_ids), or "
                                                           "the id columns of a wide table, comma-separated (p0,p1,p2)."),
-    memory_limit: str = typer.Option("2GB", "--memory-limit", help="--table: DuckDB's memory limit; past it, DuckDB "
-                                                                   "spills to --temp-directory."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="--table: DuckDB's memory limit "
+                                                                            "(default 2GB); past it, DuckDB spills "
+                                                                            "to --temp-directory."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="--table: DuckDB's threads (default: every "
                                                                          "core)."),
     temp_directory: Optional[Path] = typer.Option(None, "--temp-directory", help="--table: where DuckDB spills "
@@ -84,7 +85,7 @@ def value(
         return
     if dataset is None:
         fail("give a DATASET directory, or an episode table with --table")
-    if ids is not None or threads is not None or temp_directory is not None or memory_limit != "2GB":
+    if ids is not None or threads is not None or temp_directory is not None or memory_limit is not None:
         fail("--ids, --memory-limit, --threads and --temp-directory belong to --table")
     options: dict = {}
     if method == "ardnem":

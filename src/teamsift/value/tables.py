@@ -72,6 +72,7 @@ DATASET_META = "meta.json"
 SCORE_PREFIX = "score_"
 LAYOUTS = ("list", "wide")
 _GLOB_CHARS = set("*?[")
+_CHUNK = 1 << 20  # individuals per chunk of `TableStatistics.ev`
 _FILE_COLUMN = "_teamsift_file"  # the column DuckDB adds with each row's file, to locate bad rows
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -326,8 +327,8 @@ def _first_bad_row(con, src: TableSource, condition: str, value: str):
     extra = f", filename = '{_FILE_COLUMN}', file_row_number = true"
     row = con.execute(f"SELECT {_FILE_COLUMN}, file_row_number, {value} FROM {_read(extra)} WHERE {condition} "
                       f"ORDER BY {_FILE_COLUMN}, file_row_number LIMIT 1",
-                      {"files": [str(f) for f in src.files]}).fetchone()
-    return row if row is not None else (src.files[0], "?", None)
+                      {"files": [str(f) for f in src.files]}).fetchall()
+    return row[0] if row else (src.files[0], "?", None)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -358,10 +359,15 @@ class TableStatistics:
     highest: float
 
     def ev(self) -> EVResult:
-        """The Exchange Values (`dataset_ev`'s result on the same episodes)."""
-        values, stderr, counts = contrast_from_sums(self.n1, self.s1, self.q1, self.episodes, self.total_sum,
-                                                    self.total_sq)
-        return EVResult(self.ids, values, stderr, counts, method="dataset", score=self.score)
+        """The Exchange Values (`dataset_ev`'s result on the same episodes), computed in
+        chunks of individuals so that a population of 10⁷ needs no 10⁷-sized temporaries."""
+        n = len(self.ids)
+        values, stderr = np.empty(n), np.empty(n)
+        for lo in range(0, n, _CHUNK):
+            part = slice(lo, lo + _CHUNK)
+            values[part], stderr[part], _ = contrast_from_sums(self.n1[part], self.s1[part], self.q1[part],
+                                                               self.episodes, self.total_sum, self.total_sq)
+        return EVResult(self.ids, values, stderr, self.n1, method="dataset", score=self.score)
 
 
 def table_statistics(source: Source, *, ids: str | Sequence[str] = "agent_ids", score: str = "return",
@@ -381,7 +387,7 @@ def table_statistics(source: Source, *, ids: str | Sequence[str] = "agent_ids", 
             # Scan 1: E, Σv, range, and the scores no estimate can use.
             episodes, total, lowest, highest, bad = con.execute(
                 f"SELECT count(*), fsum(v), min(v), max(v), count(*) FILTER (WHERE v IS NULL OR NOT isfinite(v)) "
-                f"FROM (SELECT {v} AS v FROM {_read()})", files).fetchone()
+                f"FROM (SELECT {v} AS v FROM {_read()})", files).fetchall()[0]
             if bad:
                 file, row, value = _first_bad_row(con, src, f"{v} IS NULL OR NOT isfinite({v})", v)
                 raise DatasetError(file, src.score_column, "finite scores (no null, NaN or ±inf)",
@@ -394,15 +400,15 @@ def table_statistics(source: Source, *, ids: str | Sequence[str] = "agent_ids", 
             params = {**files, "mean": mean}
             # Scan 2: Σx and Σx² over all episodes, x = v − mean.
             total_sum, total_sq = con.execute(
-                f"SELECT fsum(x), fsum(x * x) FROM (SELECT {v} - $mean AS x FROM {_read()})", params).fetchone()
+                f"SELECT fsum(x), fsum(x * x) FROM (SELECT {v} - $mean AS x FROM {_read()})", params).fetchall()[0]
             # Scan 3: per individual over the episodes containing it (ids de-duplicated per
             # episode); a malformed episode's row goes to the NULL id, reported below.
-            rows = con.execute(
+            rows = con.sql(
                 f"SELECT id, count(*) AS n1, fsum(x) AS s1, fsum(x * x) AS q1 FROM ("
                 f"  SELECT unnest(CASE WHEN {malformed} THEN [NULL] ELSE list_distinct({members}) END) AS id,"
                 f"         {v} - $mean AS x FROM {_read()}"
-                f") GROUP BY id ORDER BY id NULLS LAST", params).fetchnumpy()
-            if len(rows["id"]) and _is_null(rows["id"][-1]):
+                f") GROUP BY id ORDER BY id", params=params).to_arrow_table()  # Arrow: no second copy
+            if rows.column("id").null_count:
                 what = ("a non-empty list of ids without nulls" if src.layout == "list"
                         else "an id in every slot (no nulls)")
                 column = src.id_columns[0] if src.layout == "list" else None
@@ -419,22 +425,24 @@ def table_statistics(source: Source, *, ids: str | Sequence[str] = "agent_ids", 
         except duckdb.Error as exc:
             raise DatasetError(_describe(source), "(scan)", "readable Parquet files of one layout",
                                short_exc(exc)) from None
-    return TableStatistics(source=src, score=score, ids=_ids_array(rows["id"], src.id_kind),
-                           n1=np.asarray(rows["n1"], np.int64), s1=np.asarray(rows["s1"], np.float64),
-                           q1=np.asarray(rows["q1"], np.float64), episodes=int(episodes), mean=float(mean),
+    columns = {name: _column(rows, name) for name in ("n1", "s1", "q1")}
+    ids = _ids_array(rows, src.id_kind)
+    del rows
+    return TableStatistics(source=src, score=score, ids=ids, n1=columns["n1"].astype(np.int64, copy=False),
+                           s1=columns["s1"], q1=columns["q1"], episodes=int(episodes), mean=float(mean),
                            total_sum=float(total_sum), total_sq=float(total_sq), lowest=float(lowest),
                            highest=float(highest))
 
 
-def _is_null(x) -> bool:
-    return x is None or x is np.ma.masked or (isinstance(x, float) and np.isnan(x))
+def _column(table, name: str) -> np.ndarray:
+    chunks = table.column(name).chunks
+    return np.concatenate([c.to_numpy() for c in chunks]) if chunks else np.zeros(0)
 
 
-def _ids_array(column, kind: str) -> np.ndarray:
-    column = np.ma.getdata(column) if isinstance(column, np.ma.MaskedArray) else column
+def _ids_array(table, kind: str) -> np.ndarray:
     if kind == "string":
-        return np.asarray(column.tolist(), dtype=str) if len(column) else np.asarray([], dtype=str)
-    return np.asarray(column, dtype=np.int64)
+        return np.asarray(table.column("id").to_pylist(), dtype=str) if table.num_rows else np.asarray([], dtype=str)
+    return _column(table, "id").astype(np.int64, copy=False)
 
 
 def _describe(source: Source) -> str:
