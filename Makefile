@@ -42,6 +42,7 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/python benchmarks/run_engine_overhead.py
 	$(BIN)/python benchmarks/run_foundation.py
 	$(BIN)/python benchmarks/run_valuation.py
+	$(BIN)/python benchmarks/run_ev_tables.py  # 10⁸ episodes from Parquet: ~2 GB of scratch data and ~20 GB of DuckDB spill under /tmp
 	$(BIN)/python benchmarks/run_commons_ev2bc.py --updates 5000
 	$(BIN)/python benchmarks/run_overcooked_human.py
 	$(BIN)/python benchmarks/run_suites.py

@@ -195,6 +195,22 @@ def test_values_without_truth_use_one_neutral_colour():
     assert "value (no true levels)" in legend_entries(fig)
 
 
+def test_a_large_population_is_drawn_as_points_and_a_band_with_every_level_colour():
+    from teamsift.value.report import MAX_BARS
+
+    levels = (["expert", "random", None] * MAX_BARS)[:MAX_BARS + 1]
+    report = values_report(levels)
+    report["table"][-1]["value"] = None  # undefined values are counted, not drawn
+    ax = values_figure(report).axes[0]
+    assert not ax.patches  # no bar per individual
+    [points] = ax.collections[1:]
+    assert len(points.get_offsets()) == MAX_BARS
+    colours = {to_rgba(tuple(c)) for c in points.get_facecolors()}
+    assert colours == {to_rgba(plotting.level_colour(lv)) for lv in ("expert", "random", plotting.UNKNOWN)}
+    assert plotting.CI95 in legend_entries(ax.figure)
+    assert [t.get_text() for t in ax.get_xticklabels()][:3] == ["1", "250", "500"]
+
+
 def test_a_method_keeps_its_colour_whatever_else_ran():
     def row(methods):
         diag = {"disc_loss": [1.0, 0.5], "generator_reward_var": [0.1, 0.2], "env_steps": [10, 20],

@@ -212,7 +212,8 @@ def id_axis(ax, ids: Sequence, *, axis: str = "x", what: str = "individual", ord
         target.set_ticks(np.arange(len(ids)), [str(i) for i in ids], rotation=90 if axis == "x" else 0)
         label = what + suffix
     else:
-        step = next(n for n in (5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10 ** 9) if len(ids) / n <= 10)
+        step = next(n for n in (5, 10, 20, 25, 50, *(int(m * 10 ** e) for e in range(2, 12) for m in (1, 2, 2.5, 5)))
+                    if len(ids) / n <= 10)
         ranks = [1] + list(range(step, len(ids) + 1, step))  # 1, 5, 10, …: position = rank − 1
         target.set_ticks([r - 1 for r in ranks], [str(r) for r in ranks])
         label = f"{'rank' if order else 'number'} of {len(ids)} {what}s{suffix}; ids not written (over {MAX_ID_LABELS})"

@@ -505,3 +505,29 @@ def data_export_vault(
         fail(error_text(exc))
     emit({"vault": str(path), "uid": uid, "dataset": str(src)}, as_json,
          lambda p: typer.echo(f"wrote vault {p['vault']} (uid {p['uid']}) from {p['dataset']}"))
+
+
+@export_app.command("table")
+def data_export_table(
+    src: Path = typer.Argument(..., help="Source dataset directory."),
+    out: Path = typer.Argument(..., help="Directory for the shards (part-00000.parquet, …) and table.json."),
+    rows_per_shard: int = typer.Option(1_000_000, "--rows-per-shard", min=1, help="Episodes per Parquet shard."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export at OUT."),
+    as_json: bool = JSON_OPTION,
+):
+    """Write a dataset's episode table (ids, return, scores; no steps) as Parquet shards.
+
+    The shards are the list layout `teamsift value --table` values out of core."""
+    from teamsift.data.tools import export_table
+
+    try:
+        manifest = export_table(src, out, rows_per_shard=rows_per_shard, overwrite=overwrite)
+    except TOOL_ERRORS as exc:
+        fail(error_text(exc))
+    def render(m: dict) -> None:
+        shown = Path(m["out"])
+        shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
+        typer.echo(f"wrote {len(m['shards'])} shard(s), {m['episodes']} episodes, to {shown} "
+                   f"(columns: {', '.join(m['columns'])})")
+
+    emit(manifest, as_json, render)

@@ -15,7 +15,7 @@ app = typer.Typer()
 
 @app.command()
 def value(
-    dataset: Path = typer.Argument(..., help="Dataset directory."),
+    dataset: Optional[Path] = typer.Argument(None, help="Dataset directory (or give --table)."),
     method: str = typer.Option("ev", help="ev | ev-cluster | shapley | ardnem."),
     score: Optional[str] = typer.Option(None, help="The episode score (DVF) to value by (default: team return)."),
     clusters: Optional[int] = typer.Option(None, min=1, help="ev-cluster: number of clusters (default: chosen by "
@@ -37,6 +37,20 @@ def value(
     ensemble: Optional[int] = typer.Option(None, min=1, help="ardnem: ensemble size M (default 5; 1 = w/o "
                                                              "ensemble)."),
     no_attention: bool = typer.Option(False, "--no-attention", help="ardnem: the 'w/o attention' ablation."),
+    table: Optional[str] = typer.Option(None, "--table", help="ev out of core: an episode table in Parquet (a file, a "
+                                                             "directory of shards, a glob such as 'shards/*.parquet' "
+                                                             "or a dataset directory) valued by DuckDB in bounded "
+                                                             "memory, instead of DATASET."),
+    ids: Optional[str] = typer.Option(None, "--ids", help="--table: the list column of ids (default agent_ids), or "
+                                                          "the id columns of a wide table, comma-separated (p0,p1,p2)."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="--table: DuckDB's memory limit "
+                                                                            "(default 2GB); past it, DuckDB spills "
+                                                                            "to --temp-directory."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="--table: DuckDB's threads (default: every "
+                                                                         "core)."),
+    temp_directory: Optional[Path] = typer.Option(None, "--temp-directory", help="--table: where DuckDB spills "
+                                                                                 "(default: a fresh temporary "
+                                                                                 "directory, removed afterwards)."),
     seed: int = typer.Option(0),
     top: int = typer.Option(20, min=0, help="Rows shown in the table (all rows go to --out and --json)."),
     as_json: bool = JSON_OPTION,
@@ -48,11 +62,31 @@ def value(
     method that fits; where only part of them is, it warns on stderr (and in --json's
     "warnings"). Where the dataset carries ground truth (behaviour levels), the report
     includes the mean value per level, the Spearman correlation with the level and the
-    expert-vs-random AUC."""
+    expert-vs-random AUC.
+
+    With --table instead of DATASET, Exchange Values come from an episode table in Parquet
+    that need not fit in memory (one row per episode: a list column of ids, or one id column
+    per slot, and a score column; `teamsift data export table` writes one from a dataset),
+    computed by DuckDB under --memory-limit."""
     from teamsift.data import DatasetError
     from teamsift.engine import RunConfig, RunDirError
     from teamsift.value.outputs import value_to_dir
 
+    if table is not None:
+        if dataset is not None:
+            fail(f"give DATASET or --table, not both (got {dataset} and --table {table})")
+        if method != "ev":
+            fail(f"--table values by --method ev only (Exchange Values out of core), not {method}")
+        if clusters is not None or run_dir is not None or resume or updates is not None or learning_rate is not None \
+                or ensemble is not None or no_attention:
+            fail("--clusters, --run-dir, --resume, --updates, --learning-rate, --ensemble and --no-attention do not "
+                 "apply to --table")
+        _value_table(table, ids, score, out, overwrite, memory_limit, threads, temp_directory, top, as_json)
+        return
+    if dataset is None:
+        fail("give a DATASET directory, or an episode table with --table")
+    if ids is not None or threads is not None or temp_directory is not None or memory_limit is not None:
+        fail("--ids, --memory-limit, --threads and --temp-directory belong to --table")
     options: dict = {}
     if method == "ardnem":
         options = {name: value for name, value in (("ensemble_size", ensemble), ("learning_rate", learning_rate))
@@ -88,6 +122,25 @@ def value(
     emit(report, as_json, lambda r: _render_values(r, top))
 
 
+def _value_table(table, ids, score, out, overwrite, memory_limit, threads, temp_directory, top, as_json) -> None:
+    from teamsift.data import DatasetError
+    from teamsift.value.outputs import value_table_to_dir
+
+    id_columns = "agent_ids" if ids is None else [c.strip() for c in ids.split(",") if c.strip()]
+    if isinstance(id_columns, list) and len(id_columns) == 1:
+        id_columns = id_columns[0]
+    try:
+        report = value_table_to_dir(table, out=out, overwrite=overwrite, score=score, ids=id_columns,
+                                    memory_limit=memory_limit, threads=threads, temp_directory=temp_directory)
+    except (DatasetError, ValueError, FileExistsError, MemoryError) as exc:
+        fail(error_text(exc))
+    from rich.markup import escape
+
+    for line in report["warnings"]:
+        STDERR.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    emit(report, as_json, lambda r: _render_values(r, top))
+
+
 def _render_values(report: dict, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -115,6 +168,10 @@ def _render_values(report: dict, top: int) -> None:
         console.print(f"  per trajectory: Spearman vs true level {trajectories['spearman']:.3f}"
                       + (f", AUC expert vs random {trajectories['auc_expert_vs_random']:.3f}"
                          if "auc_expert_vs_random" in trajectories else ""))
+    source = report.get("table_source")
+    if source:
+        console.print(f"  {source['engine']} over {source['files']} file(s), {source['episodes']} episodes "
+                      f"({source['layout']} layout, memory limit {source['memory_limit']})")
     out = Path(report["out"])
     shown = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
     console.print(f"  written to {shown}: " + ", ".join(Path(p).name for p in report.get("files", [])))

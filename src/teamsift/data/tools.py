@@ -1,11 +1,12 @@
-"""Dataset tools: subsample, combine and split teamsift datasets.
+"""Dataset tools: subsample, combine and split teamsift datasets; export the episode table.
 
     subsample(src, out, episodes=N, seed=s)                  N episodes drawn uniformly
     subsample(src, out, target_returns=r, bins=20, seed=s)   to the distribution of returns r
     combine([a, b, ...], out)                                episodes of several datasets
     split(src, out, test_fraction=f, by="episode" | "individual", seed=s)   out/train, out/test
+    export_table(src, out, rows_per_shard=n)                 episodes.parquet as Parquet shards
 
-Every output is written through `write_dataset` (validated like any dataset, atomic) and
+Every dataset output is written through `write_dataset` (validated like any dataset, atomic) and
 refuses to replace an existing path unless `overwrite=True`, checked before any work; an
 output can never be one of its sources. The output's meta.json `provenance` records the
 tool, each source (path, `dataset_fingerprint`, episodes, and its own provenance), the seed,
@@ -445,3 +446,65 @@ def split(src: str | os.PathLike, out: str | os.PathLike, *, test_fraction: floa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"dir": str(out), "source": str(ds.path), **{part: brief(out / part) for part in SPLIT_PARTS}, **report}
+
+
+# ---------------------------------------------------------------------------------------
+# Export the episode table as Parquet shards (for `teamsift.value.tables`)
+# ---------------------------------------------------------------------------------------
+
+TABLE_FORMAT = "teamsift-episode-table"
+TABLE_MANIFEST = "table.json"
+#: Columns of episodes.parquet that only mean something beside the step arrays.
+TABLE_DROPPED = ("start", "length")
+
+
+def _check_table_replaceable(out: Path) -> None:
+    import json
+
+    try:
+        ours = json.loads((out / TABLE_MANIFEST).read_text(encoding="utf-8")).get("format") == TABLE_FORMAT
+    except Exception:  # noqa: BLE001
+        ours = False
+    if out.is_symlink() or not out.is_dir() or (any(out.iterdir()) and not ours):
+        raise FileExistsError(f"{out} exists and is not an episode table written by `teamsift data export table` "
+                              f"(no {TABLE_MANIFEST} of format {TABLE_FORMAT!r}); refusing to replace it")
+
+
+def export_table(src: str | os.PathLike, out: str | os.PathLike, *, rows_per_shard: int = 1_000_000,
+                 overwrite: bool = False, command: str | None = None) -> dict:
+    """Write a dataset's episode table as Parquet shards: ``out/part-00000.parquet``, … of
+    at most `rows_per_shard` episodes each, in episode order, plus ``table.json`` (format,
+    source path and `dataset_fingerprint`, episodes, shards, columns, command).
+
+    The shards keep every column of ``episodes.parquet`` but the step offsets (`start`,
+    `length`): `episode`, `return`, the ``score_<name>`` columns, `agent_ids` and the
+    ground-truth list columns — the list layout that `teamsift.value.tables` (and
+    ``teamsift value --table``) reads. Refuses an existing `out` unless `overwrite` and
+    an earlier export wrote it; written to a hidden sibling and renamed into place.
+    Returns the manifest."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from teamsift.data.format import EPISODES_FILE
+    from teamsift.fileio import write_directory
+
+    if not isinstance(rows_per_shard, (int, np.integer)) or isinstance(rows_per_shard, bool) or rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard: expected an integer >= 1, got {rows_per_shard!r}")
+    target = check_output(out, overwrite, [src], replaceable=_check_table_replaceable)
+    ds = load_dataset(src)
+    table = pq.read_table(Path(ds.path) / EPISODES_FILE)
+    table = table.select([name for name in table.column_names if name not in TABLE_DROPPED])
+    shards = max(1, -(-table.num_rows // int(rows_per_shard)))
+    manifest = {"format": TABLE_FORMAT, "source": source_record(ds), "episodes": table.num_rows,
+                "rows_per_shard": int(rows_per_shard), "columns": table.column_names,
+                "shards": [f"part-{i:05d}.parquet" for i in range(shards)],
+                "command": command_line() if command is None else command}
+
+    def write(tmp: Path) -> dict:
+        for i, name in enumerate(manifest["shards"]):
+            pq.write_table(table.slice(i * int(rows_per_shard), int(rows_per_shard)), tmp / name)
+        (tmp / TABLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return {**manifest, "out": str(target)}
+
+    return write_directory(target, write, overwrite=overwrite, check=_check_table_replaceable)

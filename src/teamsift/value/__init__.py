@@ -1,7 +1,8 @@
 """Valuation: who in a multi-agent dataset was good.
 
 * Exchange Values (`exchange`): exact, sampled (with a simulator) and the dataset
-  estimator with standard errors; EV-Clustering (`clustering`) for anonymised data.
+  estimator with standard errors, also over Parquet episode tables larger than memory
+  (`tables`, with DuckDB); EV-Clustering (`clustering`) for anonymised data.
 * Shapley values (`shapley`) by enumeration or permutation sampling.
 * Reward decomposition (`ardnem`), SIT Stage I (its priorities drive the DPER sampler,
   `teamsift.data.samplers`).
@@ -18,3 +19,4 @@ from teamsift.value.exchange import (EVResult, all_groups, dataset_ev, dataset_e
                                      index_ids, sample_groups, sampled_ev)
 from teamsift.value.shapley import exact_shapley, sampled_shapley
 from teamsift.value.simulate import group_scorer
+from teamsift.value.tables import table_ev, table_statistics

@@ -188,18 +188,37 @@ def membership_contrast(codes: np.ndarray, scores: np.ndarray, num_ids: int):
 
     `codes` [E, k] int, `scores` [E]. One bincount each for counts, sums and sums of
     squares over the flattened memberships; the "not containing" statistics are the
-    totals minus the "containing" ones. Scores are centred first so that sums of
-    squares lose no precision. Returns (values, stderr, counts).
+    totals minus the "containing" ones (`contrast_from_sums`). Scores are centred first
+    so that sums of squares lose no precision. Returns (values, stderr, counts).
     """
     centred = scores - scores.mean()
     members, episode = _episode_members(codes)
     x = centred[episode]
-    n1 = np.bincount(members, minlength=num_ids).astype(np.float64)
+    n1 = np.bincount(members, minlength=num_ids)
     s1 = np.bincount(members, weights=x, minlength=num_ids)
     q1 = np.bincount(members, weights=x * x, minlength=num_ids)
-    n0 = len(scores) - n1
-    s0 = centred.sum() - s1
-    q0 = float(np.dot(centred, centred)) - q1
+    return contrast_from_sums(n1, s1, q1, len(scores), centred.sum(), float(np.dot(centred, centred)))
+
+
+def contrast_from_sums(n1, s1, q1, episodes: int, total_sum: float, total_sq: float):
+    """The dataset estimator from its sufficient statistics (what `membership_contrast`
+    and the out-of-core `teamsift.value.tables` both compute):
+
+        n1, s1, q1   per id: episodes containing it, Σx and Σx² over them;
+        episodes, total_sum, total_sq   E, Σx and Σx² over all episodes,
+
+    where x = v − c are the scores shifted by one constant c (the mean, so that the sums
+    of squares lose no precision). The "not containing" side is the difference:
+    n0 = E − n1, s0 = Σx − s1, q0 = Σx² − q1. Then EV̂_i = s1/n1 − s0/n0 (the shift
+    cancels), s² = (q − n·mean²)/(n − 1) on each side and SE_i = sqrt(s₁²/n₁ + s₀²/n₀)
+    (Welch), with the edge cases of the module doc. Returns (values, stderr, counts).
+    """
+    n1 = np.asarray(n1).astype(np.float64)
+    s1 = np.asarray(s1, np.float64)
+    q1 = np.asarray(q1, np.float64)
+    n0 = episodes - n1
+    s0 = total_sum - s1
+    q0 = total_sq - q1
     with np.errstate(invalid="ignore", divide="ignore"):
         mean1 = s1 / n1
         mean0 = s0 / n0

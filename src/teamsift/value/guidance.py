@@ -90,7 +90,7 @@ def advise(dataset, method: str, score: str | None = None) -> list[str]:
     """
     layout = id_layout(dataset)
     warnings: list[str] = []
-    n, e = len(layout.ids), layout.episodes
+    e = layout.episodes
     if method in SCORE_METHODS and layout.all_fixed:
         clusters = " (and its cluster's)" if method == "ev-cluster" else ""
         raise UnsuitableMethod(
@@ -101,30 +101,50 @@ def advise(dataset, method: str, score: str | None = None) -> list[str]:
             f"reward — --method ardnem. To value individuals, the data must vary who plays with whom")
     if method in SCORE_METHODS:
         scores = dataset.episode_scores(score)
-        name = score or "return"
-        if e < 2:
-            raise UnsuitableMethod(f"{method}: needs at least two episodes to compare, the dataset has {e}")
-        if np.ptp(scores) == 0.0:
-            raise UnsuitableMethod(f"{method}: the score {name!r} is {scores[0]:g} in every episode, so every value "
-                                   f"would be 0; value by another score (--score)")
+        check_scores(method, e, float(np.min(scores)), float(np.max(scores)), score or "return")
     if method == "ev":
-        if layout.all_once:
-            raise UnsuitableMethod(
-                f"ev: every individual id appears in one episode only ({n} ids over {e} episodes, anonymised "
-                f"data): Exchange Values compare episodes with an individual against episodes without it, and "
-                f"here every teammate would get its episode's score — nothing to exchange. Use --method "
-                f"ev-cluster (values clusters of similar behaviour, made for anonymised data) or --method ardnem "
-                f"(splits the per-step team reward between the agents)")
-        if len(layout.everywhere):
-            warnings.append(f"ev: {len(layout.everywhere)} of {n} individuals appear in every episode "
-                            f"({_examples(layout.everywhere)}): their Exchange Value is undefined (shown as —)")
-        if len(layout.once):
-            warnings.append(f"ev: {len(layout.once)} of {n} individuals appear in one episode only "
-                            f"({_examples(layout.once)}): each value rests on one episode's score and has no standard error; "
-                            f"--method ev-cluster pools them by behaviour")
-    elif method == "ardnem" and layout.all_fixed:
+        warnings += ev_warnings(layout)
+    if method == "ardnem" and layout.all_fixed:
         warnings.append("ardnem: each slot holds the same individual in every episode (fixed slots): an individual's "
                         "value is the mean priority of its slot's trajectories, which cannot separate the individual "
                         "from its slot's role; compare trajectories within a slot (per-trajectory priorities), not "
                         "individuals across slots")
+    return warnings
+
+
+def check_scores(method: str, episodes: int, lowest: float, highest: float, name: str) -> None:
+    """Refuse a score-based method on fewer than two episodes or on a score that is the same
+    in every episode (every value would be 0)."""
+    if episodes < 2:
+        raise UnsuitableMethod(f"{method}: needs at least two episodes to compare, the dataset has {episodes}")
+    if lowest == highest:
+        raise UnsuitableMethod(f"{method}: the score {name!r} is {lowest:g} in every episode, so every value "
+                               f"would be 0; value by another score (--score)")
+
+
+def ev_warnings(layout: IdLayout) -> list[str]:
+    """The Exchange Value checks on how ids spread over episodes: raise `UnsuitableMethod`
+    when no value can stand (every id in one episode only, or every id in every episode);
+    return one warning per part that cannot (ids in every episode, ids in one episode)."""
+    n, e = len(layout.ids), layout.episodes
+    if layout.all_once:
+        raise UnsuitableMethod(
+            f"ev: every individual id appears in one episode only ({n} ids over {e} episodes, anonymised "
+            f"data): Exchange Values compare episodes with an individual against episodes without it, and "
+            f"here every teammate would get its episode's score — nothing to exchange. Use --method "
+            f"ev-cluster (values clusters of similar behaviour, made for anonymised data) or --method ardnem "
+            f"(splits the per-step team reward between the agents)")
+    if n and len(layout.everywhere) == n:
+        raise UnsuitableMethod(
+            f"ev: every individual appears in every episode ({_examples(layout.ids)}): no individual is ever "
+            f"absent, so every Exchange Value is undefined. To value individuals, the data must vary who plays "
+            f"with whom; each slot's share of the per-step team reward is identifiable — --method ardnem")
+    warnings = []
+    if len(layout.everywhere):
+        warnings.append(f"ev: {len(layout.everywhere)} of {n} individuals appear in every episode "
+                        f"({_examples(layout.everywhere)}): their Exchange Value is undefined (shown as —)")
+    if len(layout.once):
+        warnings.append(f"ev: {len(layout.once)} of {n} individuals appear in one episode only "
+                        f"({_examples(layout.once)}): each value rests on one episode's score and has no standard "
+                        f"error; --method ev-cluster pools them by behaviour")
     return warnings

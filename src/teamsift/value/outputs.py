@@ -126,7 +126,7 @@ def value_to_dir(dataset_path: str | os.PathLike, method: str, key, *, out: str 
     """
     from teamsift.data import load_dataset
     from teamsift.value.guidance import advise
-    from teamsift.value.report import METHODS, plot_values, value_dataset
+    from teamsift.value.report import METHODS, value_dataset
 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
@@ -134,17 +134,85 @@ def value_to_dir(dataset_path: str | os.PathLike, method: str, key, *, out: str 
     dataset = load_dataset(dataset_path)
     warnings = advise(dataset, method, score)
 
-    def write(tmp: Path) -> dict:
+    def make(tmp: Path) -> dict:
         stage_options = {**options, "stage1_out": tmp / STAGE1_FILE} if method == "ardnem" else options
-        report = value_dataset(dataset, method, key, score=score, progress=progress, out_dir=tmp, **stage_options)
+        return {**value_dataset(dataset, method, key, score=score, progress=progress, out_dir=tmp, **stage_options),
+                "warnings": warnings}
+
+    # still ours to replace when it appeared meanwhile
+    return _write_values(target, make, overwrite, check=lambda t: check_out_dir(t, dataset_path, overwrite))
+
+
+def _write_values(target: Path, make, overwrite: bool, check) -> dict[str, Any]:
+    """Write `make(tmp)`'s report into `target` atomically: values.csv, values.json and
+    values.png (plus the method's own plots, `extra_plots`); return the report with "out",
+    "files" and "plots"."""
+    from teamsift.value.report import plot_values
+
+    def write(tmp: Path) -> dict:
+        report = make(tmp)
         plots = [str(p) for p in plot_values(report, tmp)] + report.pop("extra_plots", [])
-        report = _replace_paths(_jsonable({"format": VALUES_FORMAT, **report, "warnings": warnings,
-                                           "plots": plots}), str(tmp), str(target))
+        report = _replace_paths(_jsonable({"format": VALUES_FORMAT, **report, "plots": plots}), str(tmp),
+                                str(target))
         report["out"] = str(target)
         (tmp / VALUES_CSV).write_text(values_csv(report), encoding="utf-8")
         report["files"] = sorted([str(target / p.name) for p in tmp.iterdir()] + [str(target / VALUES_JSON)])
         (tmp / VALUES_JSON).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return report
 
-    # still ours to replace when it appeared meanwhile
-    return write_directory(target, write, overwrite=overwrite, check=lambda t: check_out_dir(t, dataset_path, overwrite))
+    return write_directory(target, write, overwrite=overwrite, check=check)
+
+
+def value_table_to_dir(source, *, out: str | os.PathLike | None = None, overwrite: bool = False,
+                       score: str | None = None, ids="agent_ids", memory_limit=None, threads: int | None = None,
+                       temp_directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    """`value_to_dir` for an episode table too large for memory (`teamsift.value.tables`):
+    Exchange Values computed by DuckDB over Parquet shards under `memory_limit`, written
+    as the same files (values.csv, values.json, values.png) to `out` (default
+    ``<table>-values-ev`` beside the table's file, directory or a glob's directory).
+
+    The output directory is checked first; the guidance checks of `guidance.advise` that
+    the table's statistics allow (at least two episodes, a score that varies, not every
+    id in one episode only, not every id in every episode; warnings for the rest) run on
+    the statistics, so a refusal comes after the scans but before anything is written.
+    A table carries no ground truth: `true_level` is empty and there is no accuracy.
+    """
+    from teamsift.value.guidance import IdLayout, check_scores, ev_warnings
+    from teamsift.value.tables import DEFAULT_MEMORY_LIMIT, table_root, table_statistics
+
+    roots = [table_root(s) for s in ([source] if isinstance(source, (str, os.PathLike)) else source)]
+    if out is None:
+        if len(roots) != 1:
+            raise ValueError("--out: several table sources have no one place for outputs beside them; name --out")
+        out = default_out_dir(roots[0].with_suffix("") if roots[0].suffix == ".parquet" else roots[0], "ev")
+
+    def check(path) -> Path:
+        for root in roots:
+            checked = check_out_dir(path, root, overwrite)
+        return checked
+
+    target = check(out)
+    name = score or "return"
+    stats = table_statistics(source, ids=ids, score=name, memory_limit=memory_limit or DEFAULT_MEMORY_LIMIT,
+                             threads=threads, temp_directory=temp_directory)
+    check_scores("ev", stats.episodes, stats.lowest, stats.highest, name)
+    warnings = ev_warnings(IdLayout(episodes=stats.episodes, ids=stats.ids, appearances=stats.n1, fixed_slots=(),
+                                    slots=0))
+    result = stats.ev()
+    table = result.to_table()
+    for row in table:
+        row["true_level"] = None
+    described = str(source) if isinstance(source, (str, os.PathLike)) else ", ".join(map(str, source))
+    report = {"dataset": described, "method": "ev", "score": name, "individuals": len(result.ids), "table": table,
+              "accuracy": {}, "warnings": warnings,
+              "table_source": {"files": len(stats.source.files), "layout": stats.source.layout,
+                               "ids": list(stats.source.id_columns), "score_column": stats.source.score_column,
+                               "episodes": stats.episodes, "engine": _duckdb_version(),
+                               "memory_limit": str(memory_limit or DEFAULT_MEMORY_LIMIT), "threads": threads}}
+    return _write_values(target, lambda tmp: report, overwrite, check=check)
+
+
+def _duckdb_version() -> str:
+    import duckdb
+
+    return f"duckdb {duckdb.__version__}"

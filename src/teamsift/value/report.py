@@ -21,6 +21,9 @@ METHODS = ("ev", "ev-cluster", "shapley", "ardnem")
 #: ARDNEM's default schedule here: SIT Table 10's 20 000 updates, a log point every 500.
 ARDNEM_UPDATES = 20_000
 ARDNEM_LOG_EVERY = 500
+#: `values_figure` draws a bar per individual up to this many, then points and a band
+#: (10⁵ bars take minutes to draw).
+MAX_BARS = 2000
 
 
 def _truth(dataset) -> dict[str, str]:
@@ -219,14 +222,21 @@ def values_figure(report: dict[str, Any]):
     with plotting.style():
         ax = fig.add_subplot()
         finite = np.isfinite(values)
-        ax.bar(x[finite], values[finite], color=[palette[levels[i]] for i in np.flatnonzero(finite)], width=0.8)
-        bars = plotting.error_bars(ax, x[finite], values[finite], errors[finite], kind=CI95)
-        if bars is not None and not labelled:  # thin bars, no caps: many individuals side by side
-            for line in bars.lines[2]:
-                line.set_linewidth(0.6)
+        colours = [palette[levels[i]] for i in np.flatnonzero(finite)]
+        if len(rows) <= MAX_BARS:
+            ax.bar(x[finite], values[finite], color=colours, width=0.8)
+            bars = plotting.error_bars(ax, x[finite], values[finite], errors[finite], kind=CI95)
+            if bars is not None and not labelled:  # thin bars, no caps: many individuals side by side
+                for line in bars.lines[2]:
+                    line.set_linewidth(0.6)
+            for i in np.flatnonzero(~finite):  # undefined values: say so where the bar would be
+                ax.text(x[i], 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="dimgray")
+        else:  # a large population (e.g. an out-of-core table): one point each and a band, drawn in seconds
+            band = finite & np.isfinite(errors)
+            bars = ax.fill_between(x, values - errors, values + errors, where=band, color="0.6", alpha=0.5,
+                                   linewidth=0) if band.any() else None
+            ax.scatter(x[finite], values[finite], c=colours, s=3, linewidths=0)
         ax.axhline(0.0, color="black", linewidth=0.8)
-        for i in np.flatnonzero(~finite):  # undefined values: say so where the bar would be
-            ax.text(x[i], 0.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=8, color="dimgray")
         plotting.id_axis(ax, [r["id"] for r in rows], what="individual", order="best first")
         ax.set_xlim(-0.7, len(rows) - 0.3)
         ax.set_ylabel(f"{report['method']} value (units of {report['score']})")
@@ -238,7 +248,8 @@ def values_figure(report: dict[str, Any]):
         else:
             handles = [Patch(color=plotting.NEUTRAL, label="value (no true levels)")]
         if bars is not None:
-            handles.append(plotting.interval_handle(CI95))
+            handles.append(plotting.interval_handle(CI95) if len(rows) <= MAX_BARS
+                           else Patch(color="0.6", alpha=0.5, label=CI95))
         undefined = int((~finite).sum()) + int((finite & ~np.isfinite(errors)).sum())
         if undefined:
             handles.append(Patch(color="none", label=f"{undefined} without\ninterval (one sample\nor undefined)"))
@@ -248,7 +259,7 @@ def values_figure(report: dict[str, Any]):
 
 def plot_values(report: dict[str, Any], out_dir) -> list:
     """Bar chart of every individual's value with its 95% interval (±1.96·stderr), best
-    first, one colour per true level (`teamsift.plotting`); ids under the bars when there
+    first (above `MAX_BARS` individuals: a point each and the interval as a band), one colour per true level (`teamsift.plotting`); ids under the bars when there
     are at most `plotting.MAX_ID_LABELS`; the legend beside the axes, clear of the bars.
     Writes values.png into `out_dir`; returns [its path] ([] without rows)."""
     from pathlib import Path
