@@ -37,8 +37,8 @@ class Checkpoints:
                          barrier_sync_key_prefix=f"teamsift-{process}")}
             if writer:
                 self.directory.mkdir(parents=True, exist_ok=True)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, **extra)
         with _quiet(not writer):  # a reader's manager warns that it will not write: it is meant not to
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, **extra)
             self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest(self) -> int | None:
