@@ -40,6 +40,8 @@ docs: $(STAMP)  # the docs site into site/ (open site/index.html; `mkdocs serve`
 bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours on 2 cores: the SIT table dominates)
 	$(BIN)/python -m pytest -q -m bench tests/test_pools_committed.py  # audits of the committed MaBrax and large SMAX pools
 	$(BIN)/python benchmarks/run_engine_overhead.py
+	$(BIN)/python benchmarks/run_scaling.py  # streamed data (1 GB of synthetic data under /tmp), devices
+	$(BIN)/python benchmarks/run_sharded_envs.py
 	$(BIN)/python benchmarks/run_foundation.py
 	$(BIN)/python benchmarks/run_valuation.py
 	$(BIN)/python benchmarks/run_ev_tables.py  # 10⁸ episodes from Parquet: ~2 GB of scratch data and ~20 GB of DuckDB spill under /tmp

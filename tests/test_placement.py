@@ -185,3 +185,15 @@ def test_streaming_refuses_an_adaptive_sampler_and_auto_chooses_by_size(continuo
     assert fit(learner, continuous, jax.random.key(0), run).state is not None
     with pytest.raises(ValueError, match="data_placement"):
         dataclasses.replace(run, data_placement="disk")
+
+
+def test_the_cli_refuses_an_unknown_placement_and_a_coordinator_alone(discrete):
+    from typer.testing import CliRunner
+
+    from teamsift.cli.main import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", str(discrete.path), "--data-placement", "disk", "--updates", "1"])
+    assert bad.exit_code == 2 and "--data-placement: expected device, stream or auto, got 'disk'" in bad.output
+    alone = runner.invoke(app, ["train", str(discrete.path), "--coordinator", "127.0.0.1:1", "--updates", "1"])
+    assert alone.exit_code == 2 and "--coordinator: also give --num-processes and --process-id" in alone.output

@@ -106,6 +106,8 @@ def train(
     Every seed's policy, metrics, evaluations and checkpoints go to the run directory, and
     `--resume` continues a run killed at any point."""
     check_output_file("--out", out, overwrite or resume)
+    if data_placement not in ("device", "stream", "auto"):
+        fail(f"--data-placement: expected device, stream or auto, got {data_placement!r}")
     start_processes(coordinator, num_processes, process_id)
     from teamsift.algos import pipeline, registry
     from teamsift.engine import RunConfig, RunDirError, parse_assignment

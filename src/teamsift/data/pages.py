@@ -180,11 +180,11 @@ class Pager:
 
 #: Rows read from a memory-map between two releases of its pages. A read faults in the OS's
 #: read-around window (64 KiB), not one row, so this bounds what a gather keeps resident.
-GATHER_ROWS = 1024
+GATHER_ROWS = 512
 #: Memory-maps up to this size in all are left resident (nothing to bound: reading them
 #: whole costs less than the data itself on the device); larger ones are read
 #: `GATHER_ROWS` at a time and given back.
-RESIDENT_BYTES = 256 * 2**20
+RESIDENT_BYTES = 64 * 2**20
 
 
 def gather_rows(array, rows: np.ndarray, bounded: bool = True) -> np.ndarray:

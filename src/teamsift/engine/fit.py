@@ -3,7 +3,9 @@
     seed keys    (k_init[s], k_update[s]) = split(key, (seeds, 2))
     state[s]     = learner.init(k_init[s], arrays[, start[s]])            vmapped over seeds
     for update i = 0 … updates − 1:                                        chunks of lax loops under jit
-        state[s], metrics[s] = learner.update(state[s], fold_in(k_update[s], i), arrays, draw)
+        key_i       = fold_in(k_update[s], i)
+        items       = sampler.draw(key_i, learner.batch_size)              the run's sampler, not the learner
+        state[s], metrics[s] = learner.update(state[s], key_i, arrays, items)
     at every log point: the mean of each metric over the interval → metrics.csv, TensorBoard
     at every evaluation point and at the end: each seed's policy in the environment
     at every checkpoint point and at the end: orbax checkpoint of (state, sampler state, logs)
@@ -15,6 +17,12 @@ program (a loop with a dynamic trip count over a fixed-size metrics buffer), wha
 chunk lengths the log, evaluation and checkpoint intervals make. Every evaluation of seed s
 uses the key fold_in(eval_key, s): common random numbers, so an evaluation curve compares
 policies on the same episodes' randomness.
+
+Where the data and the seeds live changes none of this (`teamsift.engine.placement`): the
+seeds (and, with `data_parallel`, each seed's batch) are laid over a mesh of every device of
+every process, and with `data_placement="stream"` the items are drawn on the device ahead of
+the updates, their rows are gathered on the host into pages, and the update reads its batch
+from its page — the same batch, so the same result.
 """
 
 from __future__ import annotations
@@ -28,9 +36,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from rich.progress import TextColumn
-
 from jax.sharding import NamedSharding, PartitionSpec
+from rich.progress import TextColumn
 
 from teamsift.data.samplers import Uniform, item_space
 from teamsift.devices import DATA_AXIS, SEED_AXIS, seed_data_mesh
