@@ -159,6 +159,7 @@ def test_mappo_environments_split_over_four_devices(tmp_path):
     info_one, one = mappo_workload(str(tmp_path))
     info_four, four = _on_four_devices("mappo_workload", tmp_path / "four")
     assert info_one["runner"] == 1
-    # Seeds (vmapped) left to the partitioner, 2 of each seed's 8 environments per device.
-    assert info_four["runner"] == 4 and info_four["spec"] == "P(None, 'batch')"
+    # The engine's mesh: 2 seeds on its "seed" axis, each seed's 8 environments split over its
+    # "data" axis inside the update; between updates the engine keeps its state seed-sharded.
+    assert info_four["runner"] == 4 and info_four["spec"] == "P('seed',)"
     _assert_same(one, four)

@@ -86,8 +86,10 @@ class Pager:
 
     Args:
         arrays: the learner's prepared arrays on the host (`to_device` under `on_host()`).
-        starts, lengths: the dataset's episode offsets [E].
-        unit: the learner's unit; span: a window's span (unit "window").
+        starts: the dataset's episode start rows [E].
+        lengths: the dataset's episode lengths [E].
+        unit: the learner's unit.
+        span: a window's span (unit "window").
     """
 
     def __init__(self, arrays: dict, starts: np.ndarray, lengths: np.ndarray, unit: str, span: int | None = None):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -372,7 +373,11 @@ def fit(learner: Learner, dataset, key: jax.Array, run: RunConfig, *, sampler=No
         placement.check_stream(learner, sampler)
     mesh = None
     if len(jax.devices()) > 1:
-        mesh = seed_data_mesh(run.seeds, learner.batch_size or None, run.data_parallel)
+        data_parallel = run.data_parallel
+        if learner.unit is None and data_parallel is None:  # an online learner: the devices left over
+            count = len(jax.devices())                          # take its environments (its own batch)
+            data_parallel = count // math.gcd(count, run.seeds)
+        mesh = seed_data_mesh(run.seeds, learner.batch_size or None, data_parallel)
         mesh = None if mesh.devices.size == 1 and jax.process_count() == 1 else mesh
     weight = None if weights is None else step_weights(dataset, weights)
     data = placement.prepare(learner, dataset, inputs or {}, weight,
