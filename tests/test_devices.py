@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc
-from teamsift.data import load_dataset, write_dataset
-from teamsift.data.testing import make_arrays, tiny_spec
+from teamsift.data.testing import random_dataset
 from teamsift.engine import RunConfig, fit
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -37,10 +36,7 @@ CONFIG = bc.BCConfig(hidden=(16,), batch_size=4, recurrent=False, optimizer="ada
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    spec = tiny_spec(discrete=True, episode_length=9)
-    lengths = np.random.default_rng(0).integers(1, 10, size=40)
-    return load_dataset(write_dataset(tmp_path_factory.mktemp("devices") / "tiny",
-                                      **make_arrays(spec, lengths, seed=1)))
+    return random_dataset(tmp_path_factory.mktemp("devices") / "tiny", discrete=True, seed=0)
 
 
 def flat(tree) -> np.ndarray:

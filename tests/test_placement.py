@@ -13,27 +13,20 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc, icq, maddpg_cql, sit, td3bc
-from teamsift.data import load_dataset, write_dataset
 from teamsift.data.pages import Pager, release
 from teamsift.data.samplers import DPER, PJAP, gather_episodes, gather_transitions, gather_windows, on_host, to_device
-from teamsift.data.testing import make_arrays, tiny_spec
+from teamsift.data.testing import random_dataset
 from teamsift.engine import Learner, RunConfig, fit
 
 
 @pytest.fixture(scope="module")
-def discrete(tmp_path_factory):
-    spec = tiny_spec(discrete=True, episode_length=9)
-    lengths = np.random.default_rng(0).integers(1, 10, size=40)  # 1-step episodes included
-    return load_dataset(write_dataset(tmp_path_factory.mktemp("placement") / "discrete",
-                                      **make_arrays(spec, lengths, seed=1)))
+def discrete(tmp_path_factory):  # 1-step episodes included
+    return random_dataset(tmp_path_factory.mktemp("placement") / "discrete", discrete=True, seed=0)
 
 
 @pytest.fixture(scope="module")
 def continuous(tmp_path_factory):
-    spec = tiny_spec(discrete=False, episode_length=9)
-    lengths = np.random.default_rng(1).integers(1, 10, size=40)
-    return load_dataset(write_dataset(tmp_path_factory.mktemp("placement") / "continuous",
-                                      **make_arrays(spec, lengths, seed=2)))
+    return random_dataset(tmp_path_factory.mktemp("placement") / "continuous", discrete=False, seed=1)
 
 
 def flat(tree) -> np.ndarray:

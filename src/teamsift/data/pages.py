@@ -170,15 +170,6 @@ class Pager:
             return page, (local, source.astype(np.int32))
         return page, local
 
-    def release(self) -> None:
-        """Drop the memory-maps' resident pages (they stay in the OS page cache), so the
-        process' memory does not grow with the rows it has read (maps larger than
-        `RESIDENT_BYTES` in all; smaller ones stay)."""
-        if not self.bounded:
-            return
-        for name in self.layout.steps + self.layout.finals:
-            release(self.arrays[name])
-
 
 #: Rows read from a memory-map between two releases of its pages. A read faults in the OS's
 #: read-around window (64 KiB), not one row, so this bounds what a gather keeps resident.

@@ -77,6 +77,17 @@ def make_arrays(spec: EnvSpec, lengths, seed: int = 0, *, scores: bool = True, b
     return out
 
 
+def random_dataset(path: str | os.PathLike, discrete: bool = True, seed: int = 0, episodes: int = 40,
+                   episode_length: int = 9):
+    """A loaded `tiny_spec` dataset of random but valid steps, with episode lengths drawn from
+    1 … episode_length (one-step episodes included): lengths from `seed`, values from seed + 1."""
+    from teamsift.data.format import load_dataset, write_dataset
+
+    spec = tiny_spec(discrete=discrete, episode_length=episode_length)
+    lengths = np.random.default_rng(seed).integers(1, episode_length + 1, size=episodes)
+    return load_dataset(write_dataset(path, **make_arrays(spec, lengths, seed=seed + 1)))
+
+
 def write_flashbax_vault(vault_dir: str | os.PathLike, leaves: Mapping[str, np.ndarray], vault_index: int,
                          *, version: float = 1.2, time_capacity: int | None = None, extra_metadata=None) -> Path:
     """Write a vault in flashbax's on-disk layout (metadata "version" 1.x) with tensorstore.

@@ -165,8 +165,7 @@ class Stream:
     def _pages(self, drawn):
         items = jax.tree.map(lambda x: to_host(x)[self.local], drawn)  # [this process' seeds, block, ...]
         flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), items)
-        page, local = self.pager.page(flat)
-        self.pager.release()
+        page, local = self.pager.page(flat)  # gives large maps' pages back as it reads
         lead = (len(self.local), self.block)
         unflat = lambda x: x.reshape(lead + x.shape[1:])  # noqa: E731
         return jax.tree.map(unflat, page), jax.tree.map(unflat, local)
