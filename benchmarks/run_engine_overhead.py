@@ -86,7 +86,8 @@ def bare_program(learner, updates: int):
             def body(s, i):
                 key = jax.random.fold_in(seed_key, i)
                 items = draw_items(learner, sampler, sampler_arrays, None, key)
-                out = learner.update(s, key, arrays, items)
+                out = (learner.update(s, key, arrays, items, i) if learner.takes_step
+                       else learner.update(s, key, arrays, items))
                 return out[0], out[1]
 
             return jax.lax.scan(body, state, jnp.arange(updates, dtype=jnp.int32))

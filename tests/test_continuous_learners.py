@@ -8,6 +8,7 @@ Easy dataset: one-step twin-peaks data around (0.5, 0.5) with spread 0.1 (mean r
 0.46; optimum 0.5625 at (0.61, 0.61)).
 """
 
+import dataclasses
 import json
 
 import jax
@@ -275,3 +276,33 @@ def test_poly_study_runs_maddpg_and_pjap_from_the_initial_joint_policy(tmp_path)
                             cql_weight=0.0)
     assert stem.with_suffix(".png").stat().st_size > 0
     assert len(json.loads(stem.with_suffix(".json").read_text())["results"]) == 2
+
+
+def test_td3bc_delayed_actor_update_is_a_branch_under_the_seed_vmap(twin_peaks):
+    """TD3's delayed actor update does no work on the skipped updates when seeds are vmapped:
+    the engine's update number is one scalar for all seeds, so `lax.cond` stays a branch
+    (a per-seed counter would turn it into a select that computes both sides); and the
+    engine's runs equal those that branch on the state's own counter."""
+    _, dataset = twin_peaks
+    learner = td3bc.learner(SMALL["td3bc"], dataset)
+    assert learner.takes_step
+    arrays = learner.prepare(dataset, {})
+    states = jax.vmap(lambda k: learner.init(k, arrays))(jax.random.split(jax.random.key(0), 2))
+    items = jnp.zeros((2, 8), jnp.int32)
+    keys = jax.random.split(jax.random.key(1), 2)
+
+    def vmapped(step):
+        return jax.vmap(lambda s, k, i: learner.update(s, k, arrays, i, step), in_axes=(0, 0, 0))
+
+    jaxpr = str(jax.make_jaxpr(lambda s, k, i: vmapped(jnp.int32(1))(s, k, i))(states, keys, items))
+    assert "cond[" in jaxpr
+    per_seed = str(jax.make_jaxpr(lambda s, k, i: vmapped(None)(s, k, i))(states, keys, items))
+    assert "cond[" not in per_seed  # what the engine avoids: both branches, then a select
+
+    ours_program = jax.jit(lambda s, k, i, step: vmapped(step)(s, k, i))
+    counter_program = jax.jit(vmapped(None))
+    for step in (0, 1):  # the actor's update, then a skipped one
+        at = states._replace(step=jnp.full(2, step, jnp.int32))
+        ours, counter = ours_program(at, keys, items, jnp.int32(step)), counter_program(at, keys, items)
+        for a, b in zip(jax.tree.leaves(ours[:2]), jax.tree.leaves(counter[:2])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

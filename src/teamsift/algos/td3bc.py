@@ -143,7 +143,7 @@ def make_learner(config: TD3BCConfig, net: AgentNetConfig, critic_cfg: AgentCrit
         critic = init_agent_critic(critic_cfg, critic_key)
         return TD3BCState(actor, actor, critic, critic, actor_opt.init(actor), critic_opt.init(critic), jnp.int32(0))
 
-    def update(state: TD3BCState, key, arrays, rows):
+    def update(state: TD3BCState, key, arrays, rows, step=None):
         noise_key = jax.random.split(key)[1]
         batch = normalized_batch(arrays, rows)
         # Critic: clipped double-Q target with target policy smoothing.
@@ -155,7 +155,9 @@ def make_learner(config: TD3BCConfig, net: AgentNetConfig, critic_cfg: AgentCrit
         c_updates, critic_opt_state = critic_opt.update(c_grads, state.critic_opt, state.critic)
         critic = optax.apply_updates(state.critic, c_updates)
 
-        # Actor and targets: every `policy_delay` updates, with the freshly updated critic.
+        # Actor and targets: every `policy_delay` updates, with the freshly updated critic. The
+        # engine's `step` is one scalar for every seed, so under the seed vmap this stays a
+        # branch (the skipped updates do no actor work); a per-seed counter would make it a select.
         def delayed(_):
             (a_loss, (q_mean, bc)), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
                 state.actor, net, critic, critic_cfg, batch, config.alpha)
@@ -169,7 +171,7 @@ def make_learner(config: TD3BCConfig, net: AgentNetConfig, critic_cfg: AgentCrit
             return state.actor, state.actor_opt, state.actor_target, state.critic_target, nan, nan, nan
 
         actor, actor_opt_state, actor_target, critic_target, a_loss, q_mean, bc = jax.lax.cond(
-            state.step % config.policy_delay == 0, delayed, skip, None)
+            (state.step if step is None else step) % config.policy_delay == 0, delayed, skip, None)
         new_state = TD3BCState(actor, actor_target, critic, critic_target, actor_opt_state, critic_opt_state,
                                state.step + 1)
         metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q_mean": q_mean, "bc_mse": bc}
@@ -184,7 +186,7 @@ def make_learner(config: TD3BCConfig, net: AgentNetConfig, critic_cfg: AgentCrit
 
     return Learner("td3bc", init, update, policy, prepare=lambda dataset, inputs: prepare_arrays(
         dataset, config.normalize_obs), unit="step", batch_size=config.batch_size, headline="critic_loss",
-                   proximity=True)
+                   proximity=True, takes_step=True)
 
 
 def learner(config: TD3BCConfig, dataset) -> Learner:

@@ -89,7 +89,8 @@ def _step_fn(learner: Learner, sampler, mesh=None):
         if items is None:
             items = draw_items(learner, sampler, sampler_arrays, sampler_state, key)
             items = _data_parallel(learner, items, mesh)
-        out = learner.update(state, key, arrays, items)
+        out = (learner.update(state, key, arrays, items, i) if learner.takes_step
+               else learner.update(state, key, arrays, items))
         if learner.proximity:
             state, metrics, feedback = out
             if sampler.adaptive:

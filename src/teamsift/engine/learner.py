@@ -2,6 +2,7 @@
 
     state            = learner.init(seed_key, arrays[, start])     one seed (the engine vmaps seeds)
     state, metrics   = learner.update(state, key, arrays, items)   one update (jit, scan, vmap)
+                       learner.update(state, key, arrays, items, step)   with `takes_step`
     policy           = learner.policy(state, arrays)               one seed's policy for `evaluate`
 
 `arrays` is the pytree `learner.prepare(dataset, inputs)` built once per run. `items` are
@@ -14,7 +15,10 @@ of just the rows the items touch, gathered on the host, and `items` index into i
 same gathering code gives the same batch (`teamsift.data.pages`).
 
 `metrics` maps names to scalars (or small vectors): the engine logs their mean over each
-log interval. A learner with `proximity` returns a third value, `Feedback(items,
+log interval. A learner with `takes_step` is also given `step`, the run's update number:
+one scalar for all seeds, not vmapped, so that periodic work (TD3's delayed actor update,
+a target refresh) is a real branch under the seed vmap; a condition on a per-seed counter
+would be batched and vmap would compute both branches at every update. A learner with `proximity` returns a third value, `Feedback(items,
 distance)`, the joint-action distance of the items it was given, which an adaptive
 sampler (PJAP) learns from. The engine does the rest: keys, draws, seeds, devices,
 chunks, progress, logs, evaluations, checkpoints and resumption (`teamsift.engine.fit`).
@@ -52,6 +56,7 @@ class Learner:
     batch_size: int = 0  # items per draw
     draws: int | None = None  # None: one batch (items [batch_size]); D: D batches (items [D, batch_size])
     span: int | None = None  # unit "window": the steps a window reads from its start row
+    takes_step: bool = False  # update also takes the run's update number (the same for every seed)
     headline: str = "loss"  # the metric the progress bar and `final_loss` report
     proximity: bool = False  # the update also returns Feedback (PJAP can drive it)
     probe: Callable[[Any, Any], Metrics] | None = None  # (state, arrays) -> diagnostics at every log point
