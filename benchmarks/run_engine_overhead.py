@@ -97,15 +97,19 @@ def bare_program(learner, updates: int):
     return jax.jit(run)
 
 
-def bare_runner(learner, dataset, inputs: dict, updates: int, seeds: int):
-    """A compiled bare loop; calling the returned function times one run of it."""
+def bare_runner(learner, dataset, inputs: dict, updates: int, seeds: int, start=None):
+    """A compiled bare loop; calling the returned function times one run of it. `start`: the
+    per-seed pytree of a learner that `needs_start` (leading seed axis)."""
     arrays = learner.prepare(dataset, inputs) if learner.prepare is not None else {}
     sampler_arrays = None
     if learner.unit is not None:
         window_start = arrays.get("window_start")
         sampler_arrays = Uniform().arrays(item_space(dataset, learner.unit, window_start), dataset)
     keys = jax.random.split(jax.random.key(0), (seeds, 2))
-    states = jax.jit(jax.vmap(lambda k: learner.init(k, arrays)))(keys[:, 0])
+    if learner.needs_start:
+        states = jax.jit(jax.vmap(lambda k, s: learner.init(k, arrays, s)))(keys[:, 0], start)
+    else:
+        states = jax.jit(jax.vmap(lambda k: learner.init(k, arrays)))(keys[:, 0])
     program = bare_program(learner, updates)
     jax.block_until_ready(program(states, keys[:, 1], arrays, sampler_arrays))  # compile
 
@@ -117,7 +121,7 @@ def bare_runner(learner, dataset, inputs: dict, updates: int, seeds: int):
     return once
 
 
-def fit_runner(learner, dataset, inputs: dict, updates: int, seeds: int, tmp: Path):
+def fit_runner(learner, dataset, inputs: dict, updates: int, seeds: int, tmp: Path, start=None, env=None):
     """`fit` with logs and checkpoints into a fresh run dir; calling the returned function times one run:
     its updates with their logs and checkpoints (`FitResult.train_seconds`, up to the last checkpoint on
     disk), not the set-up that any run pays once (preparing the dataset's device arrays, initialising the
@@ -128,7 +132,7 @@ def fit_runner(learner, dataset, inputs: dict, updates: int, seeds: int, tmp: Pa
         run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 20),
                         checkpoint_every=max(1, updates // 4), run_dir=str(tmp / f"run-{next(runs)}"),
                         progress=False)
-        return fit(learner, dataset, jax.random.key(0), run, inputs=inputs).train_seconds
+        return fit(learner, dataset, jax.random.key(0), run, inputs=inputs, start=start, env=env).train_seconds
 
     once()  # compile
     return once
