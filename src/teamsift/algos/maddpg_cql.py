@@ -24,14 +24,18 @@ actions (BRUD, "best response under data").
              sampler makes ρ_τ = clip(exp(−(κ·min(1, k/K)·d_τ)²), ρ_min, 1) their priority  (6)
 
 Defaults are the reference's as methods.md §2 gives them: actor Linear 64 → ReLU →
-GRU 64 → ReLU → Linear → tanh with agent ids; critics MLP 256-256; RMSProp with
-critic lr 1e-3 and policy lr 3e-4; τ = 0.005; γ = 0.99; CQL weight w = 5 with M = 10
-samples of each kind and σ = 0.3; batch 64 windows of 20 steps taken every 10 steps;
-500 000 updates (the registry's budget); PJAP (`teamsift.data.PJAP`, `PJAPConfig`)
-κ = 4, K = 150 000, ρ_min = 1e-3, exponent 0.99.
+GRU 64 → ReLU → Linear → tanh with agent ids; RMSProp with critic lr 1e-3 and policy
+lr 3e-4; τ = 0.005; γ = 0.99; CQL weight w = 5 with M = 10 samples of each kind and
+σ = 0.3; batch 64 windows of 20 steps taken every 10 steps; 500 000 updates (the
+registry's budget); PJAP (`teamsift.data.PJAP`, `PJAPConfig`) κ = 4, K = 150 000,
+ρ_min = 1e-3, exponent 0.99. The critics are MLPs 128-128, from the reference code:
+PJAP's text gives no network sizes, and the reference's MADDPG+CQL with the
+prioritised buffer (og-marl's `pjap` branch) builds each critic as
+`snt.Linear(128) → ReLU → snt.Linear(128) → ReLU → snt.Linear(1)`, where methods.md
+says 256-256; `critic_hidden=(256, 256)` gives that.
 
 Choices where the reference and methods.md differ or are silent (documented, configurable):
-* the reference's critic was 128-128 on the `pjap` branch; methods.md says 256-256;
+* critic widths: 128-128 as the reference (above), not methods.md's 256-256;
 * the uniform log density in (2) is that of the joint action, −N·D·log 2 (the reference
   uses the per-agent D); the Gaussian term uses the log density of the noise, as there;
 * windows never cross an episode's end (padded and masked), where the reference's
@@ -81,7 +85,7 @@ OPTIMIZERS = {"rmsprop": optax.rmsprop, "adam": optax.adam}
 class MADDPGCQLConfig:
     recurrent: bool = True
     policy_hidden: tuple[int, ...] = (64,)  # GRU: Linear 64 → GRU 64 → Linear; MLP: hidden widths
-    critic_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[int, ...] = (128, 128)  # the reference's (og-marl `pjap`); methods.md: 256-256
     critic_lr: float = 1e-3
     policy_lr: float = 3e-4
     optimizer: str = "rmsprop"
