@@ -149,7 +149,7 @@ def _central_cases(dataset, keys, rows):
     return [("maddpg critic", lambda b: maddpg_cql.critic_loss(critic, critic_cfg, b, targets[b["keep"]],
                                                                sampled[b["keep"]], log_density[b["keep"]], config)[0],
              batch),
-            ("maddpg policy", lambda b: maddpg_cql.policy_loss(policy, net, critic, critic_cfg, b, config), batch)]
+            ("maddpg policy", lambda b: maddpg_cql.policy_loss(policy, net, critic, critic_cfg, b, config)[0], batch)]
 
 
 def _loss_cases(dataset):

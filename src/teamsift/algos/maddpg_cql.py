@@ -14,6 +14,8 @@ actions (BRUD, "best response under data").
         CQL: M joint actions of each kind — uniform in [−1, 1]^{N·D}, μ(o_t) + ε and
              μ(o'_t) + ε with ε ~ N(0, σ²), clipped — scored at s_t:
              R_k = log Σ_j exp(Q_k(s_t, a^j) − log p(a^j)) − Q_k(s_t, a^D_t)               (2)
+             (the 3M actions of a step share s_t: its part of the critics' first layer
+             is computed once, `central_q_actions`)
         L(φ) = ½·Σ_k E[½(Q_k(s_t, a^D_t) − y_t)² + w·R_k]                                  (3)
         BRUD: for agent i, â^i_t = (a^D_{1,t}, …, μ(o_{i,t}), …, a^D_{N,t})                (4)
         L(θ) = −E_{t,i}[min_k Q_k(s_t, â^i_t)] + 1e-3·E[μ(o_{i,t})²]                        (5)
@@ -22,14 +24,18 @@ actions (BRUD, "best response under data").
              sampler makes ρ_τ = clip(exp(−(κ·min(1, k/K)·d_τ)²), ρ_min, 1) their priority  (6)
 
 Defaults are the reference's as methods.md §2 gives them: actor Linear 64 → ReLU →
-GRU 64 → ReLU → Linear → tanh with agent ids; critics MLP 256-256; RMSProp with
-critic lr 1e-3 and policy lr 3e-4; τ = 0.005; γ = 0.99; CQL weight w = 5 with M = 10
-samples of each kind and σ = 0.3; batch 64 windows of 20 steps taken every 10 steps;
-500 000 updates (the registry's budget); PJAP (`teamsift.data.PJAP`, `PJAPConfig`)
-κ = 4, K = 150 000, ρ_min = 1e-3, exponent 0.99.
+GRU 64 → ReLU → Linear → tanh with agent ids; RMSProp with critic lr 1e-3 and policy
+lr 3e-4; τ = 0.005; γ = 0.99; CQL weight w = 5 with M = 10 samples of each kind and
+σ = 0.3; batch 64 windows of 20 steps taken every 10 steps; 500 000 updates (the
+registry's budget); PJAP (`teamsift.data.PJAP`, `PJAPConfig`) κ = 4, K = 150 000,
+ρ_min = 1e-3, exponent 0.99. The critics are MLPs 128-128, from the reference code:
+PJAP's text gives no network sizes, and the reference's MADDPG+CQL with the
+prioritised buffer (og-marl's `pjap` branch) builds each critic as
+`snt.Linear(128) → ReLU → snt.Linear(128) → ReLU → snt.Linear(1)`, where methods.md
+says 256-256; `critic_hidden=(256, 256)` gives that.
 
 Choices where the reference and methods.md differ or are silent (documented, configurable):
-* the reference's critic was 128-128 on the `pjap` branch; methods.md says 256-256;
+* critic widths: 128-128 as the reference (above), not methods.md's 256-256;
 * the uniform log density in (2) is that of the joint action, −N·D·log 2 (the reference
   uses the per-agent D); the Gaussian term uses the log density of the noise, as there;
 * windows never cross an episode's end (padded and masked), where the reference's
@@ -67,7 +73,7 @@ from teamsift.data import gather_windows, to_device
 from teamsift.data.pjap import sequence_distance
 from teamsift.engine import Feedback, Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, initial_carry
-from teamsift.nets.critic import CentralCriticConfig, central_q, init_central_critic, polyak_update
+from teamsift.nets.critic import CentralCriticConfig, central_q, central_q_actions, init_central_critic, polyak_update
 from teamsift.nets.ops import gaussian_log_density, masked_mean, weighted_mean
 
 SEQUENCE_FIELDS = ("obs", "state", "actions", "reward", "terminated", "truncated", "final_obs", "final_state")
@@ -79,7 +85,7 @@ OPTIMIZERS = {"rmsprop": optax.rmsprop, "adam": optax.adam}
 class MADDPGCQLConfig:
     recurrent: bool = True
     policy_hidden: tuple[int, ...] = (64,)  # GRU: Linear 64 → GRU 64 → Linear; MLP: hidden widths
-    critic_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[int, ...] = (128, 128)  # the reference's (og-marl `pjap`); methods.md: 256-256
     critic_lr: float = 1e-3
     policy_lr: float = 3e-4
     optimizer: str = "rmsprop"
@@ -236,7 +242,7 @@ def critic_loss(critic, critic_cfg, batch, targets, sampled, log_density, config
     q_mean = mean(jnp.mean(q_data, axis=0))
     if config.cql_weight == 0:
         return td, (td, jnp.float32(0.0), q_mean)
-    q_sampled = central_q(critic_cfg, critic, batch["state"][:, :, None], sampled)  # [K, B, T, 3M]
+    q_sampled = central_q_actions(critic_cfg, critic, batch["state"], sampled)  # [K, B, T, 3M]
     soft_max = jax.nn.logsumexp(q_sampled - log_density[None], axis=-1)  # [K, B, T]
     cql = jnp.mean(jax.vmap(lambda s, q: mean(s - q))(soft_max, q_data))
     return td + config.cql_weight * cql, (td, cql, q_mean)
@@ -245,16 +251,22 @@ def critic_loss(critic, critic_cfg, batch, targets, sampled, log_density, config
 # --- eq. (5): policy loss -------------------------------------------------------------------------
 
 def policy_loss(policy, net, critic, critic_cfg, batch, config: MADDPGCQLConfig):
-    """Eq. (5); agent i's terms weighted by `batch["weight"][..., i]` when present."""
-    actions, _ = unroll_policy(net, policy, batch["obs"])  # [B, T, N, D]
+    """Eq. (5); agent i's terms weighted by `batch["weight"][..., i]` when present.
+
+    Returns (loss, (μ(o_t), μ(o'_t))): the one unroll also gives the centres of the CQL
+    samples (with `next_obs` in the batch; else μ(o'_t) is None).
+    """
+    actions, next_actions = unroll_policy(net, policy, batch["obs"], batch.get("next_obs"))  # [B, T, N, D]
     joint = policy_joint_actions(actions, batch["actions"], config.policy_update)  # [B, T, N, N, D]
-    q = jnp.min(central_q(critic_cfg, critic, batch["state"][:, :, None], joint), axis=0)  # [B, T, N]
+    q = jnp.min(central_q_actions(critic_cfg, critic, batch["state"], joint), axis=0)  # [B, T, N]
     mask = batch["mask"][..., None]
     if "weight" in batch:
         weight = mask * batch["weight"]  # [B, T, N]
-        return -weighted_mean(q, True, weight) + config.action_l2 * weighted_mean(jnp.mean(actions**2, axis=-1), True,
+        loss = -weighted_mean(q, True, weight) + config.action_l2 * weighted_mean(jnp.mean(actions**2, axis=-1), True,
                                                                                   weight)
-    return -masked_mean(q, mask) + config.action_l2 * masked_mean(jnp.mean(actions**2, axis=-1), mask)
+    else:
+        loss = -masked_mean(q, mask) + config.action_l2 * masked_mean(jnp.mean(actions**2, axis=-1), mask)
+    return loss, (actions, next_actions)
 
 
 # --- the learner ----------------------------------------------------------------------------------
@@ -303,17 +315,19 @@ def make_learner(config: MADDPGCQLConfig, net: AgentNetConfig, critic_cfg: Centr
     def update(state: MADDPGState, key, arrays, items):
         cql_key = jax.random.split(key)[1]
         batch = window_batch(arrays, items, config.seq_len)
-        # Critic, eqs. (1)-(3).
+        # Bellman targets, eq. (1).
         target_actions, next_target_actions = unroll_policy(net, state.policy_target, batch["obs"], batch["next_obs"])
         next_q = jnp.min(central_q(critic_cfg, state.critic_target, batch["next_state"], next_target_actions), axis=0)
         not_terminal = 1.0 - batch["terminated"].astype(jnp.float32)
         targets = jax.lax.stop_gradient(batch["reward"] + config.gamma * not_terminal * next_q)
-        current, next_current = unroll_policy(net, state.policy, batch["obs"], batch["next_obs"])
+        # Policy, eqs. (4)-(5), against the critic of this step (both are updated together); its
+        # unroll of μ over the window also gives the centres μ(o_t), μ(o'_t) of the CQL samples.
+        (p_loss, (current, next_current)), p_grads = jax.value_and_grad(policy_loss, has_aux=True)(
+            state.policy, net, state.critic, critic_cfg, batch, config)
+        # Critic, eqs. (2)-(3).
         sampled, log_density = jax.lax.stop_gradient(cql_joint_samples(cql_key, current, next_current, config))
         (c_loss, (td, cql, q_mean)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
             state.critic, critic_cfg, batch, targets, sampled, log_density, config)
-        # Policy, eqs. (4)-(5), against the critic of this step (both are updated together).
-        p_loss, p_grads = jax.value_and_grad(policy_loss)(state.policy, net, state.critic, critic_cfg, batch, config)
         c_updates, critic_opt_state = critic_opt.update(c_grads, state.critic_opt, state.critic)
         p_updates, policy_opt_state = policy_opt.update(p_grads, state.policy_opt, state.policy)
         critic = optax.apply_updates(state.critic, c_updates)

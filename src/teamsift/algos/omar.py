@@ -10,6 +10,8 @@ actor imitates the better of its own action and a zeroth-order (CEM) search on Q
         CQL: M uniform actions u ~ U[−1,1]^D,  M actions π(o_i) + ε,  M actions π(o'_i) + ε,
              ε ~ N(0, σ_cql²), all clipped to [−1, 1] and scored at o_i:
              R_{i,k} = log Σ_j exp(Q_{i,k}(o_i, a^j) − log p(a^j)) − Q_{i,k}(o_i, a_i)       (2)
+             (the 3M actions share o_i: its part of the critics' first layer is computed
+             once, `agent_q_actions`; the same for the CEM samples below)
         L(φ) = Σ_k E_B[(Q_{i,k}(o_i, a_i) − y_i)²] + α_cql·Σ_k E_B[R_{i,k}]                (3)
         CEM on Q_{i,1}(o_i, ·): μ⁰ = 0, σ⁰ = 2; each iteration draws S actions
              clip(N(μ, σ²), −1, 1), ranks them together with the previous elites, keeps
@@ -32,6 +34,11 @@ coefficient c and the CQL weight α_cql are tuned per dataset there:
 
 We default to the HalfCheetah-medium pair, c = 0.7 and α_cql = 1.0 (our choice for
 mixed-quality data; set both per dataset).
+
+Network sizes: the OMAR paper's text is not among our sources and methods.md §4 gives
+none, so the reference code decides: its main.py sets `config.hidden_dim = 256` for
+HalfCheetah-v2 (default 64, the MPE setting), two hidden layers (utils/networks.py,
+fc1 → fc2 → fc3) for actor and critics: 256-256.
 
 Deviations from the reference code, all documented choices:
 * eq. (2) subtracts the Gaussian *log* density of the noise (the reference subtracts
@@ -65,7 +72,7 @@ from teamsift.algos.continuous import (
 from teamsift.data import to_device
 from teamsift.engine import Feedback, Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, init_params
-from teamsift.nets.critic import AgentCriticConfig, agent_q, init_agent_critic, polyak_update
+from teamsift.nets.critic import AgentCriticConfig, agent_q, agent_q_actions, init_agent_critic, one_head, polyak_update
 from teamsift.nets.ops import gaussian_log_density
 
 
@@ -88,8 +95,8 @@ class OMARConfig:
     critic_lr: float = 3e-4
     max_grad_norm: float = 0.5
     batch_size: int = 256
-    actor_hidden: tuple[int, ...] = (256, 256)
-    critic_hidden: tuple[int, ...] = (256, 256)
+    actor_hidden: tuple[int, ...] = (256, 256)  # reference code, HalfCheetah: hidden_dim = 256, two layers
+    critic_hidden: tuple[int, ...] = (256, 256)  # (the same)
     shared_critic: bool = False  # (ours) True: one critic network for all agents, with agent ids
 
     def __post_init__(self):
@@ -147,7 +154,7 @@ def critic_loss(critic, critic_cfg, batch, targets, sampled, log_density, config
         td = jnp.sum(jnp.mean((q_data - targets[None]) ** 2, axis=(1, 2)))
     else:
         td = jnp.sum(jax.vmap(lambda q: agent_mean((q - targets) ** 2, weight))(q_data))
-    q_sampled = agent_q(critic_cfg, critic, batch["obs"][:, None], sampled)  # [K, B, 3M, N]
+    q_sampled = agent_q_actions(critic_cfg, critic, batch["obs"], sampled)  # [K, B, 3M, N]
     cql = jnp.sum(cql_penalty(q_sampled, log_density, q_data, config.cql_temperature, weight))
     return td + config.cql_weight * cql, (td, cql)
 
@@ -179,7 +186,8 @@ def cem_search(key, q_fn, batch_shape: tuple[int, ...], action_dim: int, config:
 
 def rectified_targets(key, critic, critic_cfg, obs, policy_actions, config: OMARConfig):
     """Eq. (5): â = the better of π(o) and the CEM action under Q_{i,1} (no gradient)."""
-    q1 = lambda acts: agent_q(critic_cfg, critic, obs[:, None], acts)[0]  # [B, S, N]
+    first = one_head(critic_cfg, critic, 0)
+    q1 = lambda acts: agent_q_actions(critic_cfg, first, obs, acts)[0]  # [B, S, N]
     best, best_q = cem_search(key, q1, policy_actions.shape[:2], policy_actions.shape[-1], config)
     policy_q = q1(policy_actions[:, None])[:, 0]
     better = best_q > policy_q
@@ -223,16 +231,15 @@ def make_learner(config: OMARConfig, net: AgentNetConfig, critic_cfg: AgentCriti
         next_q = jnp.min(agent_q(critic_cfg, state.critic_target, next_obs,
                                  actor_actions(net, state.actor_target, next_obs)), axis=0)
         targets = jax.lax.stop_gradient(batch["reward"][:, None] + config.gamma * batch["not_terminal"][:, None] * next_q)
-        sampled, log_density = cql_samples(cql_key, actor_actions(net, state.actor, obs),
-                                           actor_actions(net, state.actor, next_obs), config)
+        policy_actions = actor_actions(net, state.actor, obs)  # π(o): CQL's and the rectification's
+        sampled, log_density = cql_samples(cql_key, policy_actions, actor_actions(net, state.actor, next_obs), config)
         sampled = jax.lax.stop_gradient(sampled)
         (c_loss, (td, cql)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
             state.critic, critic_cfg, batch, targets, sampled, log_density, config)
         c_updates, critic_opt_state = critic_opt.update(c_grads, state.critic_opt, state.critic)
         critic = optax.apply_updates(state.critic, c_updates)
         # Actor, eqs. (4)-(6), against the updated critic.
-        rectified, cem_better = rectified_targets(cem_key, critic, critic_cfg, obs,
-                                                  actor_actions(net, state.actor, obs), config)
+        rectified, cem_better = rectified_targets(cem_key, critic, critic_cfg, obs, policy_actions, config)
         (a_loss, q_mean), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
             state.actor, net, critic, critic_cfg, obs, rectified, config, batch.get("weight"))
         a_updates, actor_opt_state = actor_opt.update(a_grads, state.actor_opt, state.actor)

@@ -12,6 +12,13 @@ gives the Bellman target):
 
 Heads are MLPs (default 256-256, ReLU) with a scalar output; outputs put the head axis
 first: [K, ...].
+
+Many actions at one input (CQL's sampled actions, a CEM search, BRUD's N joint actions):
+`central_q_actions` and `agent_q_actions` score M actions per state or observation with
+the first layer split by rows of its kernel, W₁ᵀ[x; a] + b₁ = (W_xᵀx + b₁) + W_aᵀa: the
+state's part is computed once and added to every action's part, so no [.., M, S] copy of
+the input is made. They read the parameters of `central_q` and `agent_q` (the same
+checkpoints) and equal them up to float rounding.
 """
 
 from __future__ import annotations
@@ -76,6 +83,39 @@ def central_q(config: CentralCriticConfig, params, state: jax.Array, joint_actio
     return QHeads(config.hidden, config.num_heads).apply(params, x)
 
 
+def central_q_actions(config: CentralCriticConfig, params, state: jax.Array, joint_actions: jax.Array) -> jax.Array:
+    """Q_k(s, a^j) of M joint actions per state: state[..., S], joint_actions[..., M, N, D] → q[K, ..., M].
+
+    Equals `central_q(config, params, state[..., None, :], joint_actions)`; the state's share
+    of the first layer is computed once per state (see the module docstring).
+    """
+    flat = joint_actions.reshape(joint_actions.shape[:-2] + (config.num_agents * config.action_dim,))
+    return split_input_heads(params, state, flat)
+
+
+# --- many actions at one input: the first layer split ----------------------------------------
+
+def split_input_heads(params, shared: jax.Array, per_action: jax.Array) -> jax.Array:
+    """`QHeads` (params of K heads) on inputs [shared; a^j] for M actions per shared input.
+
+    shared[..., I_x] and per_action[..., M, I_a] (leading axes broadcast; the kernel's first
+    I_x rows belong to `shared`) → q[K, ..., M]. Per head, every layer is one matmul over
+    all inputs and actions.
+    """
+    layers = params["params"]["VmapMLP_0"]
+    names = sorted(layers, key=lambda name: int(name.rsplit("_", 1)[1]))  # Dense_0, Dense_1, …
+    width = shared.shape[-1]
+
+    def head(layers):
+        kernel, bias = layers[names[0]]["kernel"], layers[names[0]]["bias"]  # [I_x + I_a, H], [H]
+        z = (shared @ kernel[:width] + bias)[..., None, :] + per_action @ kernel[width:]  # [..., M, H]
+        for name in names[1:]:  # ReLU, then the next Dense (the last one's output is the scalar q)
+            z = jax.nn.relu(z) @ layers[name]["kernel"] + layers[name]["bias"]
+        return z[..., 0]
+
+    return jax.vmap(head)(layers)
+
+
 # --- per-agent critics Q_i(o_i, a_i) ------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +157,27 @@ def agent_q(config: AgentCriticConfig, params, obs: jax.Array, actions: jax.Arra
         return module.apply(params, x)
     # One network per agent: map agent i's parameters over slot i (axis −2 of the input).
     return jax.vmap(module.apply, in_axes=(0, -2), out_axes=-1)(params, x)
+
+
+def agent_q_actions(config: AgentCriticConfig, params, obs: jax.Array, actions: jax.Array) -> jax.Array:
+    """Q_{i,k}(o_i, a^j_i) of M actions per observation: obs[..., N, O], actions[..., M, N, D] → q[K, ..., M, N].
+
+    Equals `agent_q(config, params, obs[..., None, :, :], actions)`; each observation's share
+    of the first layer (with its agent id when `shared`) is computed once.
+    """
+    if config.shared:
+        obs = with_agent_ids(obs, config.num_agents)
+        return jnp.moveaxis(split_input_heads(params, obs, jnp.moveaxis(actions, -3, -2)), -1, -2)
+    # One network per agent: map agent i's parameters over its observation and actions.
+    per_agent = jax.vmap(split_input_heads, in_axes=(0, -2, -2), out_axes=-1)  # → [K, ..., M, N]
+    return per_agent(params, obs, actions)
+
+
+def one_head(config: CentralCriticConfig | AgentCriticConfig, params, k: int):
+    """Head k's parameters alone, for `central_q_actions` / `agent_q_actions` (which then
+    return q[1, ...]) when only that head is read."""
+    axis = 1 if isinstance(config, AgentCriticConfig) and not config.shared else 0  # per agent: [N, K, ...]
+    return jax.tree.map(lambda x: jax.lax.slice_in_dim(x, k, k + 1, axis=axis), params)
 
 
 # --- target networks ----------------------------------------------------------------------
