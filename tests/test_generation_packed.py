@@ -9,7 +9,12 @@ import pytest
 
 from teamsift import envs
 from teamsift.collect.rollouts import collect_arrays, concatenate, pack
-from teamsift.data import DatasetError, load_dataset, write_dataset, write_dataset_chunks
+from teamsift.data import (
+    DatasetError,
+    load_dataset,
+    write_dataset,
+    write_dataset_chunks,
+)
 from teamsift.data.testing import make_arrays, tiny_spec
 from teamsift.evaluate import rollout_to_host
 from teamsift.nets import AgentNetConfig, CheckpointBank, init_params
