@@ -1,14 +1,16 @@
 """Roll a joint policy out into a teamsift dataset, at the speed of the vectorised environment.
 
-Episodes are generated in jitted chunks (`teamsift.evaluate.rollout`: one scan per
-episode, vmapped over the chunk, the chunk split over the devices when there are several),
-their valid steps are packed on the host with one boolean index per array, and the result
-is written atomically with `teamsift.data.write_dataset`.
+Episodes are played packed (`teamsift.evaluate.packed`: a fixed number of environment
+slots, each starting the next episode as soon as its last one ends, the slots split over
+the devices when there are several) and streamed to disk in order as they finish
+(`teamsift.data.write_dataset_chunks`, atomic), so memory does not grow with the number of
+episodes. Episode g's randomness is fixed by its index and the key-block size (`chunk`):
+block b of `chunk` episodes uses the key fold_in(key, b), as when each block was one
+`teamsift.evaluate.rollout` call.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,9 +18,10 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from teamsift.data import write_dataset
+from teamsift.data import write_dataset_chunks
 from teamsift.envs.base import Env
-from teamsift.evaluate.rollout import Episodes, rollout_to_host
+from teamsift.evaluate.packed import packed_episodes
+from teamsift.evaluate.rollout import Episodes
 from teamsift.progress import progress_bar
 
 STEP_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "truncated")
@@ -26,13 +29,11 @@ FINAL_FIELDS = ("final_obs", "final_state", "final_avail")
 
 
 def default_chunk(env: Env, budget_bytes: int = 512 * 2**20) -> int:
-    """Episodes per jitted chunk so that one chunk's step arrays stay near `budget_bytes`.
-
-    It does not depend on the device count: chunk c's episodes use the key fold_in(key, c),
-    so the chunk size decides which episodes a dataset holds, and a dataset is the same on
-    one device and on several. Over several devices each chunk runs padded to a multiple of
-    their number (`rollout_to_host`), at most devices − 1 episodes more (none for the
-    4096 cap and a power-of-two device count)."""
+    """Episodes per key block (block c's episodes use the key fold_in(key, c)), so the
+    block size decides which episodes a dataset holds. It is what an unpacked rollout of
+    a block with step arrays near `budget_bytes` would hold (capped at 4096), kept so
+    that a seed gives the datasets it always gave; it does not depend on the device count,
+    so a dataset is the same on one device and on several."""
     spec = env.spec
     floats_per_step = spec.num_agents * (spec.obs_dim + spec.num_actions) + spec.state_dim + 4
     per_episode = 4 * floats_per_step * spec.episode_length
@@ -62,31 +63,44 @@ def concatenate(parts: Sequence[dict]) -> dict:
     return merged
 
 
-def collect_arrays(env: Env, policy, key: jax.Array, num_episodes: int, *, chunk: int | None = None,
-                   assignment: np.ndarray | None = None, progress: bool = False) -> dict:
-    """Generate `num_episodes` episodes of `policy` and return them packed (see `pack`).
+#: Environment slots played at once by default (`teamsift.evaluate.packed_episodes`).
+DEFAULT_SLOTS = 1024
 
-    `assignment` [E, A] (with a `PolicyBank`) picks the policy of each slot per episode.
+
+def collected_chunks(env: Env, policy, key: jax.Array, num_episodes: int, *, chunk: int | None = None,
+                     assignment: np.ndarray | None = None, slots: int | None = None, progress: bool = False):
+    """Yield `num_episodes` episodes of `policy` in order, a batch of whole episodes at a
+    time, packed as `pack` packs them (plus "first_episode").
+
+    `assignment` [E, A] (with a `PolicyBank` or `CheckpointBank`) picks the policy of each
+    slot per episode. A `CheckpointBank` is cut down to the checkpoints `assignment` uses
+    (known before anything runs), so the networks evaluated per step do not grow with the
+    bank.
     """
     chunk = min(chunk or default_chunk(env), num_episodes)
-    num_chunks = math.ceil(num_episodes / chunk)
-    parts = []
+    if assignment is not None:
+        assignment = np.asarray(assignment, np.int32)
+        if hasattr(policy, "subset"):
+            used, assignment = np.unique(assignment, return_inverse=True)
+            policy = policy.subset(used)
+            assignment = assignment.reshape(num_episodes, -1).astype(np.int32)
     with progress_bar(progress) as bar:
         task = bar.add_task(f"collect {env.spec.env_id}", total=num_episodes)
-        for index in range(num_chunks):
-            size = min(chunk, num_episodes - index * chunk)
-            chunk_assignment = None
-            if assignment is not None:
-                rows = np.arange(index * chunk, index * chunk + chunk) % num_episodes
-                chunk_assignment = np.asarray(assignment, np.int32)[rows]
-            # The last chunk is padded to full size so it reuses the compiled program; over several
-            # devices every chunk is split between them (padded to a multiple of their number).
-            episodes = rollout_to_host(env, policy, jax.random.fold_in(key, index), chunk,
-                                       assignment=chunk_assignment)
-            if size < chunk:
-                episodes = jax.tree.map(lambda x: x[:size], episodes)
-            parts.append(pack(episodes))
-            bar.update(task, advance=size)
+        for batch in packed_episodes(env, policy, key, num_episodes, block=chunk, assignment=assignment,
+                                     slots=slots or DEFAULT_SLOTS):
+            bar.update(task, advance=len(batch["episode_lengths"]))
+            yield batch
+
+
+def collect_arrays(env: Env, policy, key: jax.Array, num_episodes: int, *, chunk: int | None = None,
+                   assignment: np.ndarray | None = None, slots: int | None = None, progress: bool = False) -> dict:
+    """Generate `num_episodes` episodes of `policy` and return them packed (see `pack`),
+    all in memory. `assignment` [E, A] (with a `PolicyBank`) picks the policy of each slot
+    per episode."""
+    parts = list(collected_chunks(env, policy, key, num_episodes, chunk=chunk, assignment=assignment,
+                                  slots=slots, progress=progress))
+    for part in parts:
+        del part["first_episode"]
     return concatenate(parts)
 
 
@@ -106,6 +120,7 @@ def collect(
     discount: float = 0.99,
     overwrite: bool = False,
     chunk: int | None = None,
+    slots: int | None = None,
     progress: bool = False,
 ) -> Path:
     """Roll `policy` out for `num_episodes` episodes and write them as a dataset at `out_dir`.
@@ -113,15 +128,23 @@ def collect(
     `assignment` [E, A] (with a `PolicyBank`) picks the policy of each slot per episode.
     `agent_ids`, `behaviour` and `policy_ids` ([E, A] strings) record who acted in each
     slot; when omitted, `behaviour`/`policy_ids` are not stored and agent ids default to
-    one-time ids.
+    one-time ids. `chunk` is the key-block size (`default_chunk`), `slots` the number of
+    environments played at once; neither changes what is held in memory much, which does
+    not grow with `num_episodes` beyond the episode table.
     """
-    arrays = collect_arrays(env, policy, key, num_episodes, chunk=chunk, assignment=assignment, progress=progress)
-    scores = {name: values for name, values in arrays.pop("scores").items() if name != "return"}
-    return write_dataset(
+
+    def chunks():
+        for batch in collected_chunks(env, policy, key, num_episodes, chunk=chunk, assignment=assignment,
+                                      slots=slots, progress=progress):
+            batch.pop("first_episode")
+            batch["scores"] = {name: values for name, values in batch["scores"].items() if name != "return"}
+            yield batch
+
+    return write_dataset_chunks(
         out_dir,
+        chunks(),
         spec=env.spec,
         env_kwargs=dict(env.kwargs),
-        scores=scores,
         agent_ids=agent_ids,
         behaviour=behaviour,
         policy_ids=policy_ids,
@@ -129,5 +152,4 @@ def collect(
         notes=notes,
         discount=discount,
         overwrite=overwrite,
-        **arrays,
     )

@@ -50,7 +50,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -785,7 +785,6 @@ def write_dataset(
     out = Path(out_dir).absolute()
     check_output_dir(out, overwrite)
     check_spec(spec)
-    a = spec.num_agents
 
     try:
         lengths = np.asarray(episode_lengths)
@@ -799,28 +798,54 @@ def write_dataset(
     num_steps = int(lengths.sum())
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
-    expected = expected_arrays(spec, num_steps, num_episodes)
     given = dict(obs=obs, state=state, actions=actions, reward=reward, terminated=terminated, truncated=truncated,
                  final_obs=final_obs, final_state=final_state, avail=avail, final_avail=final_avail)
+    arrays = _checked_steps(spec, given, starts, lengths)
+    expected = expected_arrays(spec, num_steps, num_episodes)
+    returns = episode_returns(arrays["reward"], starts)
+    columns, meta = _table_and_meta(spec, lengths, returns, scores, agent_ids, behaviour, policy_ids, env_kwargs,
+                                    discount, provenance, notes)
+
+    def write(tmp: Path) -> None:
+        (tmp / STEPS_DIR).mkdir()
+        for name in expected:
+            _write_npy(tmp / step_file(name), arrays[name])
+        _write_episodes(tmp / EPISODES_FILE, columns)
+        _write_text(tmp / META_FILE, json.dumps(meta, indent=2, allow_nan=False) + "\n")
+
+    return _atomic_write(out, overwrite, write)
+
+
+def _checked_steps(spec: EnvSpec, given: Mapping[str, Any], starts, lengths, where=None) -> dict[str, np.ndarray]:
+    """The step and final arrays of episodes `lengths` in their stored dtypes, validated."""
+    expected = expected_arrays(spec, int(np.sum(lengths)), len(lengths))
     arrays: dict[str, np.ndarray] = {}
     for name, value in given.items():
         if value is None:
             continue
         if name in DISCRETE_ONLY and not spec.discrete:
             raise DatasetError(step_file(name), name, "None (continuous actions have no available-action mask)",
-                               describe_array(np.asarray(value)))
+                               describe_array(np.asarray(value)), where=where)
         arrays[name] = coerce_array(step_file(name), name, value, expected[name][1])
     if spec.discrete:
         for name in DISCRETE_ONLY:
             if name not in arrays:
                 arrays[name] = np.ones(_shape_of(expected[name][0]), dtype=bool)
-    validate_steps(arrays, spec, starts, lengths, check_values=True)
+    validate_steps(arrays, spec, starts, lengths, check_values=True, where=where)
+    return arrays
 
+
+def _table_and_meta(spec: EnvSpec, lengths, returns, scores, agent_ids, behaviour, policy_ids, env_kwargs, discount,
+                    provenance, notes) -> tuple[dict[str, np.ndarray], dict]:
+    """The episode table's columns and meta.json's content, validated."""
+    a = spec.num_agents
+    num_episodes, num_steps = len(lengths), int(np.sum(lengths))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     columns: dict[str, np.ndarray] = {
         "episode": np.arange(num_episodes, dtype=np.int64),
         "start": starts,
         "length": lengths,
-        "return": episode_returns(arrays["reward"], starts),
+        "return": returns,
     }
     check_finite(EPISODES_FILE, "return", columns["return"])
     score_names: list[str] = []
@@ -861,15 +886,110 @@ def write_dataset(
     if not isinstance(meta["discount"], (int, float)):
         raise DatasetError(META_FILE, "discount", "a number in [0, 1]", repr(discount))
     _check_meta_values(meta, META_FILE)
+    return columns, meta
+
+
+def write_dataset_chunks(
+    out_dir: str | os.PathLike,
+    chunks: Iterable[Mapping[str, Any]],
+    *,
+    spec: EnvSpec,
+    agent_ids=None,
+    behaviour=None,
+    policy_ids=None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    discount: float = 0.99,
+    provenance: Mapping[str, Any] | None = None,
+    notes: str = "",
+    overwrite: bool = False,
+) -> Path:
+    """`write_dataset` for data that arrive in pieces: `chunks` yields whole episodes at a
+    time, each a mapping with `write_dataset`'s array arguments for those episodes
+    (`episode_lengths`, the step and final arrays, `scores`). The dataset written is the
+    one `write_dataset` writes from all chunks concatenated; only one chunk is held in
+    memory at a time (plus the episode table). `agent_ids`, `behaviour` and `policy_ids`
+    cover every episode ([E, A]).
+
+    Each chunk is validated as it comes and appended to the step files of a temporary
+    sibling directory, which is renamed into place once the last chunk and the episode
+    table are written: as with `write_dataset`, a failure (of the data or of whatever
+    produces the chunks) leaves no partial dataset, and an existing `out_dir` is replaced
+    only with `overwrite=True`.
+    """
+    out = Path(out_dir).absolute()
+    check_output_dir(out, overwrite)
+    check_spec(spec)
 
     def write(tmp: Path) -> None:
         (tmp / STEPS_DIR).mkdir()
-        for name in expected:
-            _write_npy(tmp / step_file(name), arrays[name])
+        expected = expected_arrays(spec, 0, 0)
+        files = {name: _NpyAppender(tmp / step_file(name), dtype, _shape_of(dims)[1:])
+                 for name, (dims, dtype) in expected.items()}
+        lengths, returns, scores = [], [], {}
+        try:
+            for chunk in chunks:
+                first = int(sum(len(x) for x in lengths))
+                where = f"chunk of episodes {first}..."
+                chunk_lengths = np.asarray(chunk["episode_lengths"])
+                if chunk_lengths.ndim != 1 or chunk_lengths.dtype.kind not in "iu" or len(chunk_lengths) == 0:
+                    raise DatasetError(EPISODES_FILE, "length", "a non-empty integer array [e] per chunk",
+                                       describe_array(chunk_lengths), where=where)
+                chunk_lengths = chunk_lengths.astype(np.int64)
+                check_offsets(EPISODES_FILE, None, chunk_lengths, int(chunk_lengths.sum()), spec.episode_length,
+                              where=where)
+                starts = np.concatenate([[0], np.cumsum(chunk_lengths)[:-1]]).astype(np.int64)
+                given = {name: chunk.get(name) for name in expected}
+                arrays = _checked_steps(spec, given, starts, chunk_lengths, where=where)
+                for name, handle in files.items():
+                    handle.append(arrays[name])
+                lengths.append(chunk_lengths)
+                returns.append(episode_returns(arrays["reward"], starts))
+                for name, value in (chunk.get("scores") or {}).items():
+                    scores.setdefault(name, []).append(np.asarray(value))
+        finally:
+            for handle in files.values():
+                handle.close()
+        if not lengths:
+            raise DatasetError(EPISODES_FILE, "length", "at least one episode", "0 episodes")
+        all_lengths = np.concatenate(lengths)
+        columns, meta = _table_and_meta(spec, all_lengths, np.concatenate(returns),
+                                        {name: np.concatenate(parts) for name, parts in scores.items()},
+                                        agent_ids, behaviour, policy_ids, env_kwargs, discount, provenance, notes)
         _write_episodes(tmp / EPISODES_FILE, columns)
         _write_text(tmp / META_FILE, json.dumps(meta, indent=2, allow_nan=False) + "\n")
 
     return _atomic_write(out, overwrite, write)
+
+
+class _NpyAppender:
+    """A .npy file written a block of rows at a time: a fixed-size header is reserved first
+    and filled in with the final shape on `close`, so the rows need not be known (or held)
+    up front. The result is an ordinary version 1.0 .npy file."""
+
+    HEADER_BYTES = 256  # magic, version, length and the header dict, padded: room for any shape
+
+    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
+        self.dtype, self.row_shape, self.rows = np.dtype(dtype), tuple(row_shape), 0
+        self.handle = open(path, "wb")
+        self.handle.write(b"\0" * self.HEADER_BYTES)
+
+    def append(self, arr: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(arr, self.dtype).data)
+        self.rows += len(arr)
+
+    def close(self) -> None:
+        if self.handle.closed:
+            return
+        described = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                     "shape": (self.rows, *self.row_shape)}
+        text = repr(described)
+        size = self.HEADER_BYTES - 10  # after the magic string, the version and the length field
+        header = b"\x93NUMPY\x01\x00" + size.to_bytes(2, "little") + (text.ljust(size - 1) + "\n").encode("latin1")
+        self.handle.seek(0)
+        self.handle.write(header)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:

@@ -181,6 +181,98 @@ class CheckpointBank:
         return jnp.clip(out, -1.0, 1.0), carry
 
 
+    # --- many environments at once, grouped by checkpoint -------------------------------------
+
+    def subset(self, indices) -> "CheckpointBank":
+        """The bank of checkpoints `indices` only (in that order), e.g. those a dataset uses."""
+        indices = jnp.asarray(indices, jnp.int32)
+        return self.replace(params=jax.tree.map(lambda x: x[indices], self.params), assignment=None)
+
+    def plan(self, assignment, block: int = 64) -> "BankPlan":
+        """How `act_planned` evaluates slots [M, A] (`assignment`: checkpoint per slot): the
+        M·A rows are ordered by checkpoint and cut into blocks of `block` rows that share one
+        checkpoint, each group padded to whole blocks. A block is then one dense matrix
+        product per layer instead of one matrix-vector product per row with its own
+        gathered weights. The number of blocks, (M·A + K·(block − 1)) // block for a bank
+        of K checkpoints (enough for any assignment), depends only on the shapes, so one
+        compiled program serves every assignment."""
+        rows = assignment.size
+        groups = self.size
+        checkpoint = jnp.asarray(assignment, jnp.int32).reshape(rows)
+        member = checkpoint[:, None] == jnp.arange(groups)  # [R, K]
+        rank = jnp.take_along_axis(jnp.cumsum(member, axis=0), checkpoint[:, None], axis=1)[:, 0] - 1
+        blocks_per_group = (jnp.sum(member, axis=0) + block - 1) // block
+        group_end = jnp.cumsum(blocks_per_group)
+        position = (group_end - blocks_per_group)[checkpoint] * block + rank  # row r's place in block order
+        num_blocks = (rows + groups * (block - 1)) // block
+        # Padding places read row 0 and are never read back.
+        source = jnp.zeros(num_blocks * block, jnp.int32).at[position].set(jnp.arange(rows, dtype=jnp.int32))
+        block_group = jnp.minimum(jnp.searchsorted(group_end, jnp.arange(num_blocks), side="right"), groups - 1)
+        return BankPlan(source=source, position=position,
+                        params=jax.tree.map(lambda x: x[block_group], self.params))
+
+    def act_planned(self, plan: "BankPlan", keys, obs, avail, carry):
+        """`act` for M environments at once (keys [M], obs [M, A, O], avail [M, A, nA],
+        carry [M, A, H] | None), slot (m, i) played by the checkpoint `plan` was made for.
+        Each environment samples with its own key exactly as `act` does."""
+        num_envs, num_agents = obs.shape[:2]
+        rows = num_envs * num_agents
+        inputs = obs
+        if self.config.agent_ids:
+            inputs = agent_net.with_agent_ids(obs, num_agents)
+        num_blocks = jax.tree.leaves(plan.params)[0].shape[0]
+        block = plan.source.shape[0] // num_blocks
+        blocked = inputs.reshape(rows, -1)[plan.source].reshape(num_blocks, block, -1)
+        net = agent_net.build(self.config)
+        if self.config.recurrent:
+            slot_carry = carry.reshape(rows, -1)[plan.source].reshape(num_blocks, block, -1)
+            new_carry, out = jax.vmap(net.apply)(plan.params, slot_carry, blocked)
+            carry = new_carry.reshape(num_blocks * block, -1)[plan.position].reshape(carry.shape)
+        else:
+            out = jax.vmap(net.apply)(plan.params, blocked)
+        out = out.reshape(num_blocks * block, -1)[plan.position].reshape(num_envs, num_agents, -1)
+        if self.config.discrete:
+            actions = jax.vmap(lambda k, o, a: sample_discrete(k, o, a, self.deterministic))(keys, out, avail)
+            return actions, carry
+        if not self.deterministic:
+            if self.config.learned_std:
+                block_std = jax.vmap(lambda p: agent_net.action_std(self.config, p))(plan.params)  # [blocks, D]
+                std = jnp.repeat(block_std, block, axis=0)[plan.position].reshape(out.shape)
+            else:
+                std = self.noise_std
+            noise = jax.vmap(lambda k: jax.random.normal(k, out.shape[1:]))(keys)
+            out = out + std * noise
+        return jnp.clip(out, -1.0, 1.0), carry
+
+
+@struct.dataclass
+class BankPlan:
+    """A `CheckpointBank`'s slots ordered into blocks of one checkpoint (`CheckpointBank.plan`)."""
+
+    source: Any  # [blocks * block] row read into each block place
+    position: Any  # [rows] block place of each row
+    params: Any  # leaves [blocks, ...]: the checkpoint of each block
+
+
+def plan_batch(policy, assignment):
+    """What `act_batch` needs for environments [M] whose slots are played as `assignment`
+    [M, A] says (None: the policy plays every slot): a `BankPlan` for a `CheckpointBank`,
+    else the assignment itself."""
+    if isinstance(policy, CheckpointBank):
+        return policy.plan(assignment)
+    return assignment
+
+
+def act_batch(policy, plan, keys, obs, avail, carry):
+    """`policy.act` for M environments at once (leading [M] on keys, obs, avail, carry),
+    environment m with its own key; `plan` from `plan_batch`."""
+    if isinstance(policy, CheckpointBank):
+        return policy.act_planned(plan, keys, obs, avail, carry)
+    if plan is None:
+        return jax.vmap(policy.act)(keys, obs, avail, carry)
+    return jax.vmap(lambda a, k, o, v, c: policy.assign(a).act(k, o, v, c))(plan, keys, obs, avail, carry)
+
+
 def slot_policy(policies) -> PolicyBank:
     """A fixed mixed team: slot i is always played by `policies[i]`."""
     return PolicyBank(tuple(policies)).assign(jnp.arange(len(policies)))
