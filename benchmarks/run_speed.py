@@ -9,9 +9,9 @@ dataset generation against the raw environment, and the peak memory of `train` a
 Parts:
 * learners — `engine.fit` (a metrics row every U/10 updates, an orbax checkpoint every U/2)
   against `jit(vmap over seeds(scan over U updates of learner.update))` drawing the same
-  uniform batches (`run_engine_overhead.bare_program`), 5 seeds, on CN_3ls3l (discrete
-  learners, the online ones) and halfcheetah_2x3 (continuous); compiled first, then
-  alternating rounds, the fastest of each.
+  uniform batches (`run_engine_overhead.bare_program`), 5 seeds (2 for the online
+  learners), on CN_3ls3l (discrete learners, the online ones) and halfcheetah_2x3
+  (continuous); compiled first, then alternating rounds, the fastest of each.
 * d3rlpy — BC and TD3+BC at the same networks (256-256 MLPs), optimiser and batch (512
   agent decisions: 256 joint transitions of the 2 agents for teamsift, 512 single-agent
   transitions for d3rlpy, whose input is an agent's observation and one-hot id, as
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -40,32 +39,32 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax  # noqa: E402
+import jax
+import run_engine_overhead as overhead
 
-import teamsift  # noqa: E402,F401  (XLA flags before JAX starts)
-import run_engine_overhead as overhead  # noqa: E402
-from teamsift.fileio import atomic_write_text  # noqa: E402
-from teamsift.machine import describe, machine  # noqa: E402
+import teamsift  # noqa: F401  (XLA flags before JAX starts)
+from teamsift.fileio import atomic_write_text
+from teamsift.machine import describe, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 D3RLPY_VENV = ROOT / "benchmarks" / ".venv-d3rlpy"
 D3RLPY_PINS = ("torch==2.13.0", "d3rlpy==2.8.1")
 CN = ("CN_3ls3l", "50%[r,r,r] + 50%[r,r,m]")
 HC = ("halfcheetah_2x3", "100%[r,e]")
-#: learner, dataset (env, composition), updates (full, quick), seeds. Budgets: about 10 s a run.
+#: learner, dataset (env, composition), updates (full, quick), seeds. Budgets: about 10 s a run;
+#: the online learners (environment rollouts in every update) with 2 seeds.
 LEARNERS = (
-    ("bc", CN, (300, 10)), ("mabcq", CN, (100, 6)), ("macql", CN, (150, 6)), ("icq", CN, (100, 6)),
-    ("sit", CN, (100, 6)), ("ardnem", CN, (200, 6)), ("td3bc", HC, (300, 10)), ("omar", HC, (40, 4)),
-    ("maddpg_cql", HC, (20, 4)), ("magail", CN, (10, 2)), ("mild2", CN, (6, 2)), ("mappo", None, (10, 2)),
+    ("bc", CN, (300, 10), 5), ("mabcq", CN, (100, 6), 5), ("macql", CN, (150, 6), 5), ("icq", CN, (100, 6), 5),
+    ("sit", CN, (100, 6), 5), ("ardnem", CN, (200, 6), 5), ("td3bc", HC, (300, 10), 5), ("omar", HC, (40, 4), 5),
+    ("maddpg_cql", HC, (20, 4), 5), ("magail", CN, (6, 2), 2), ("mild2", CN, (4, 2), 2), ("mappo", None, (10, 2), 2),
 )
-SEEDS = 5
 
 
 # --- learners against bare loops ------------------------------------------------------------------
 
-def build(name: str, dataset, updates: int):
+def build(name: str, dataset, updates: int, seeds: int):
     """(learner, inputs, start, env) of a case, with the learner's paper defaults."""
-    from teamsift.algos import bc, magail, mabcq, mild2, pipeline, registry
+    from teamsift.algos import bc, mabcq, magail, mild2, pipeline
     from teamsift.collect import ppo
     from teamsift.envs import make
 
@@ -85,7 +84,7 @@ def build(name: str, dataset, updates: int):
         spec = pipeline.make_spec(name)
         behaviour = bc.learner(mabcq.behaviour_config(spec.hyperparameters), dataset)
         arrays = behaviour.prepare(dataset, {})
-        keys = jax.random.split(jax.random.key(1), SEEDS)
+        keys = jax.random.split(jax.random.key(1), seeds)
         start = jax.jit(jax.vmap(lambda k: behaviour.init(k, arrays).params))(keys)
     return learner, inputs, start, None
 
@@ -106,18 +105,18 @@ def fit_runner(learner, dataset, inputs, updates: int, seeds: int, tmp: Path, st
 
 def learner_rows(quick: bool, rounds: int, only: set[str] | None, data_dir: Path) -> list[dict]:
     rows = []
-    for name, data, budgets in LEARNERS:
+    for name, data, budgets, seeds in LEARNERS:
         if only and name not in only:
             continue
         dataset = None if data is None else overhead.dataset_for(*data, 100 if quick else 1000, data_dir)
         updates = budgets[1] if quick else budgets[0]
-        learner, inputs, start, env = build(name, dataset, updates)
+        learner, inputs, start, env = build(name, dataset, updates, seeds)
         with tempfile.TemporaryDirectory() as tmp:
-            bare = overhead.bare_runner(learner, dataset, inputs, updates, SEEDS, start)
-            fitted = fit_runner(learner, dataset, inputs, updates, SEEDS, Path(tmp), start, env)
+            bare = overhead.bare_runner(learner, dataset, inputs, updates, seeds, start)
+            fitted = fit_runner(learner, dataset, inputs, updates, seeds, Path(tmp), start, env)
             bare_times, fit_times = overhead.interleaved(bare, fitted, rounds)
         rows.append({"learner": name, "env": "CN_3ls3l" if data is None else data[0], "updates": updates,
-                     "seeds": SEEDS, "bare_seconds": bare_times, "fit_seconds": fit_times,
+                     "seeds": seeds, "bare_seconds": bare_times, "fit_seconds": fit_times,
                      "bare_updates_per_s": updates / min(bare_times), "fit_updates_per_s": updates / min(fit_times),
                      "ratio": min(bare_times) / min(fit_times)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -143,7 +142,7 @@ def export_agent_transitions(dataset, path: Path) -> int:
     as terminal or timeout. Returns the number of rows."""
     obs, actions = np.asarray(dataset.steps["obs"]), np.clip(np.asarray(dataset.steps["actions"]), -1, 1)
     reward = np.asarray(dataset.steps["reward"])
-    terminated, truncated = np.asarray(dataset.steps["terminated"]), np.asarray(dataset.steps["truncated"])
+    terminated = np.asarray(dataset.steps["terminated"])
     agents = obs.shape[1]
     parts = {"observations": [], "actions": [], "rewards": [], "terminals": [], "timeouts": []}
     for first, length in zip(dataset.starts, dataset.lengths):
@@ -240,9 +239,9 @@ def render(report: dict) -> str:
     rows = report.get("learners")
     if rows:
         lines += ["## Learners against a bare loop of their update", "",
-                  f"`fit` (a metrics row every U/10 updates, an orbax checkpoint every U/2) against "
-                  f"`jit(vmap(scan(update)))` drawing the same batches; {SEEDS} seeds; the fastest of "
-                  "alternating rounds after compiling.", "",
+                  "`fit` (a metrics row every U/10 updates, an orbax checkpoint every U/2) against "
+                  "`jit(vmap(scan(update)))` drawing the same batches; the fastest of alternating rounds "
+                  "after compiling.", "",
                   "| learner | dataset | updates × seeds | bare updates/s | fit updates/s | fit / bare |",
                   "|---|---|---|---|---|---|"]
         for r in rows:
@@ -309,7 +308,7 @@ def main(argv=None) -> int:
     if "learners" in parts:
         fresh = learner_rows(args.quick, args.rounds, only, args.data_dir)
         kept = [r for r in report.get("learners", []) if only and r["learner"] not in only]
-        order = [name for name, _, _ in LEARNERS]
+        order = [case[0] for case in LEARNERS]
         report["learners"] = sorted(kept + fresh, key=lambda r: order.index(r["learner"]))
     if "d3rlpy" in parts:
         report["d3rlpy"] = d3rlpy_rows(args.quick, args.rounds, args.data_dir)
