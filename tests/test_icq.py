@@ -84,3 +84,52 @@ def test_the_default_reward_scale_brings_the_best_return_to_smac_s_20():
 def test_reward_scale_must_be_positive():
     with pytest.raises(ValueError, match="reward_scale"):
         icq.ICQConfig(reward_scale=0.0)
+
+
+def test_one_update_equals_the_update_written_from_its_parts(tmp_path):
+    """The update (π unrolled once, its vjp giving the actor's gradient; the critic's inputs
+    and one-hots built once for the per-step loop) against the same update written from its
+    parts as before: π unrolled for the targets and again for the actor loss, and a critic
+    loss that scores Q_i from (obs, state) and picks the data's action. Episodes of 1–9
+    steps, so the loop also meets steps past every episode's end."""
+    import jax
+    from teamsift.data import testing
+
+    dataset = testing.random_dataset(tmp_path / "data", episodes=24)
+    config = icq.resolve_config(icq.ICQConfig(hidden=(8,), critic_hidden=(16, 16), batch_size=8,
+                                              critic_learning_rate=1e-2), dataset)
+    spec = dataset.spec
+    actor, critic, mixer = icq.actor_net_config(config, spec), icq.critic_net_config(config, spec), \
+        icq.mixer_config(config, spec)
+    learner = icq.learner(config, dataset)
+    arrays = learner.prepare(dataset, {})
+    state = learner.init(jax.random.key(0), arrays)
+    items = jnp.asarray(np.flatnonzero(dataset.lengths < dataset.lengths.max())[:8])
+    new_state, metrics = jax.jit(learner.update)(state, jax.random.key(1), arrays, items)
+
+    def reference(state):
+        max_length = int(dataset.lengths.max())
+        assert int(np.max(dataset.lengths[np.asarray(items)])) < max_length  # some steps are past every end
+        batch = oc.episode_batch(arrays, items, max_length)
+        targets = icq.critic_targets(actor, critic, mixer, state.actor, state.target, batch, config)
+
+        def critic_loss(params, obs, state_, actions, targets, mask):
+            q_tot = icq.mix(mixer, params["mixer"], oc.taken(icq.critic_values(critic, params["critic"], obs, state_),
+                                                             actions), state_)
+            return jnp.sum(mask * (q_tot - targets) ** 2) / jnp.maximum(jnp.sum(mask), 1)
+
+        optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
+        fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
+        params, _, steps, loss_q = oc.critic_gradient_steps(critic_loss, state.critic, state.critic_opt_state,
+                                                            optimizer, fields, True)
+        loss_pi, grads = jax.value_and_grad(icq.actor_loss)(state.actor, params, batch, actor, critic, mixer, config)
+        actor_params, _ = oc.apply_gradients(oc.rmsprop(config.actor_learning_rate, config.max_grad_norm),
+                                             state.actor, state.actor_opt_state, grads)
+        return params, actor_params, steps, loss_q, loss_pi
+
+    params, actor_params, steps, loss_q, loss_pi = jax.jit(reference)(state)
+    assert int(new_state.critic_steps) == int(steps) < int(dataset.lengths.max())
+    np.testing.assert_allclose(float(metrics["critic_loss"]), float(loss_q), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["actor_loss"]), float(loss_pi), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves((new_state.critic, new_state.actor)), jax.tree.leaves((params, actor_params))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from teamsift.algos import bc, sit
+from teamsift.algos import offline_common as oc
 from teamsift.data import DPER, Uniform, dper, item_space, testing
 from teamsift.engine import RunConfig, fit, step_weights
 from teamsift.nets import apply_sequence
@@ -321,3 +322,67 @@ def test_bad_input_names_the_field(dataset, stage1):
         sit.stage_inputs(FAST, dataset, None)  # decomposition needs Stage I's result
     with pytest.raises(ValueError, match="stage_inputs"):
         fit(sit.learner(FAST, dataset), dataset, STAGE3_KEY, FAST_RUN)  # no r̂, no η/û
+
+
+@pytest.mark.parametrize("heads, self_loops, masked", [(1, True, False), (2, False, True)])
+def test_gat_query_row_equals_the_full_layer_at_that_node(heads, self_loops, masked):
+    """GATLayer(..., query=i) (what SIT's critic reads: its own node only) is row i of the full layer."""
+    layer = GATLayer(features=5, num_heads=heads, self_loops=self_loops, concat_heads=heads == 1)
+    nodes = jax.random.normal(jax.random.key(0), (6, 4, 3))
+    node_mask = jnp.arange(4) < jnp.array([4, 3, 2, 4, 1, 3])[:, None] if masked else None
+    query = jnp.array([0, 2, 1, 3, 0, 1])
+    params = layer.init(jax.random.key(1), nodes)
+    out, attention = layer.apply(params, nodes, node_mask)
+    row_out, row_attention = layer.apply(params, nodes, node_mask, query=query)
+    rows = np.arange(6)
+    np.testing.assert_allclose(np.asarray(row_out), np.asarray(out)[rows, np.asarray(query)], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(row_attention), np.asarray(attention)[rows, :, np.asarray(query)],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_one_update_equals_the_update_written_from_its_parts(tmp_path):
+    """The update (only the data's action scored in eq. 9 and its targets, every action only
+    at the final observation and in eq. 10's baseline; π unrolled once, its vjp giving the
+    actor's gradient) against the same update from every action's values as before: targets
+    and losses picking the data's action out of `critic_values`, π unrolled twice. Episodes
+    of 1–9 steps: truncated ends, padding and steps past every episode's end."""
+    dataset = testing.random_dataset(tmp_path / "data", episodes=24)
+    config = sit.resolve_config(dataclasses.replace(FAST, decomposition=False, batch_size=4), dataset)
+    learner = sit.learner(config, dataset)
+    spec = dataset.spec
+    actor, critic = sit.actor_config(config, spec), sit.critic_config(config, spec)
+    arrays = learner.prepare(dataset, sit.stage_inputs(config, dataset))
+    state = learner.init(jax.random.key(0), arrays)
+    items = draw(Uniform(), dataset, jax.random.key(2), 4)
+    new_state, metrics = jax.jit(learner.update)(state, jax.random.key(1), arrays, items)
+
+    def reference(state):
+        max_length = int(dataset.lengths.max())
+        batch = sit.trajectory_batch(arrays, *items, max_length, True)
+        q_next = sit.critic_values(critic, state.target, batch)[:, 1:]
+        pi_next = jax.nn.softmax(sit.policy_logits(actor, state.actor, batch["obs_ext"], batch["avail_ext"])[:, 1:])
+        expected = jnp.sum(pi_next * jnp.where(batch["avail_ext"][:, 1:], q_next, 0.0), axis=-1)
+        next_value = jnp.where(batch["has_next"], oc.taken(q_next, batch["actions_next"]), expected)
+        targets = sit.td_targets(batch["reward"], next_value, batch["continues"], config.gamma)
+        local = sit.critic_inputs(critic, batch["obs_ext"][:, :max_length], batch["last_actions_ext"][:, :max_length],
+                                  batch["has_last_ext"][:, :max_length])
+
+        def critic_loss(params, local, nodes, self_index, actions, targets, weights, mask):
+            q = sit.GATCritic(critic).apply(params, local, nodes, self_index)
+            return sit.weighted_td_loss(oc.taken(q, actions), targets, weights, mask)
+
+        fields = (local, batch["nodes_ext"][:, :max_length], batch["self_index_ext"][:, :max_length], batch["actions"],
+                  targets, batch["weight"], batch["mask"])
+        params, _, _, loss_q = oc.critic_gradient_steps(critic_loss, state.critic, state.critic_opt_state,
+                                                        oc.rmsprop(config.critic_learning_rate, config.max_grad_norm),
+                                                        fields, True)
+        loss_pi, grads = jax.value_and_grad(sit.actor_loss)(state.actor, params, batch, actor, critic, config)
+        actor_params, _ = oc.apply_gradients(oc.rmsprop(config.actor_learning_rate, config.max_grad_norm),
+                                             state.actor, state.actor_opt_state, grads)
+        return params, actor_params, loss_q, loss_pi
+
+    params, actor_params, loss_q, loss_pi = jax.jit(reference)(state)
+    np.testing.assert_allclose(float(metrics["critic_loss"]), float(loss_q), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["actor_loss"]), float(loss_pi), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves((new_state.critic, new_state.actor)), jax.tree.leaves((params, actor_params))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)

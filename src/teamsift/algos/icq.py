@@ -70,7 +70,8 @@ import optax
 from teamsift.algos import offline_common as oc
 from teamsift.checks import require_discrete, require_positive, require_unit_interval
 from teamsift.engine import Learner
-from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, masked_logits
+from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, masked_logits, with_agent_ids
+from teamsift.nets.agent import build
 from teamsift.nets.mixer import MixerConfig, init_mixer, mix, mixing_weights
 from teamsift.nets import ops
 
@@ -150,6 +151,12 @@ def critic_values(critic: AgentNetConfig, params, obs: jax.Array, state: jax.Arr
     return apply_step(critic, params, oc.with_state(obs, state), None)[0]
 
 
+def critic_inputs(critic: AgentNetConfig, obs: jax.Array, state: jax.Array) -> jax.Array:
+    """Q_i's input [..., A, S + O (+ A)]: [state, obs_i, one-hot id] (what `critic_values` feeds)."""
+    inputs = oc.with_state(obs, state)
+    return with_agent_ids(inputs, critic.num_agents) if critic.agent_ids else inputs
+
+
 def weighted_td_targets(q_tot_next: jax.Array, batch: dict, config: ICQConfig) -> jax.Array:
     """G_t = TD(λ) over X_{t+1} = |B|·softmax_B(Q'_tot,t+1/β_c)·Q'_tot,t+1 (eq. 14) with the
     rewards times `reward_scale`; the softmax runs over the episodes of the batch that
@@ -160,13 +167,23 @@ def weighted_td_targets(q_tot_next: jax.Array, batch: dict, config: ICQConfig) -
                                 config.td_lambda)
 
 
+def policy_logits(actor: AgentNetConfig, actor_params, batch) -> jax.Array:
+    """π's masked logits [B, T + 1, A, nA] over τ_0 … τ_T (the final observation last)."""
+    return masked_logits(oc.unroll(actor, actor_params, batch["obs_ext"]), batch["avail_ext"])
+
+
 def critic_targets(actor, critic, mixer, actor_params, target, batch, config: ICQConfig) -> jax.Array:
     """G_t of eq. 14 from the target critic at the data's next actions a_{t+1}.
 
     After the last step of a truncated episode the data has no action: there the next
     value is Σ_a π_i(a|τ_i,T) Q'_i(s_T, a), under the current actor (ours)."""
+    return targets_from_logits(critic, mixer, policy_logits(actor, actor_params, batch), target, batch, config)
+
+
+def targets_from_logits(critic, mixer, logits_ext, target, batch, config: ICQConfig) -> jax.Array:
+    """`critic_targets` given π's masked logits [B, T + 1, A, nA]."""
     q_next = critic_values(critic, target["critic"], batch["obs_ext"], batch["state_ext"])[:, 1:]
-    logits_next = masked_logits(oc.unroll(actor, actor_params, batch["obs_ext"]), batch["avail_ext"])[:, 1:]
+    logits_next = logits_ext[:, 1:]
     expected = jnp.sum(jax.nn.softmax(logits_next, axis=-1) * jnp.where(batch["avail_ext"][:, 1:], q_next, 0.0),
                        axis=-1)
     per_agent = jnp.where(batch["has_next"][..., None], oc.taken(q_next, batch["actions_next"]), expected)
@@ -174,26 +191,31 @@ def critic_targets(actor, critic, mixer, actor_params, target, batch, config: IC
     return weighted_td_targets(q_tot_next, batch, config)
 
 
-def critic_loss(critic_params, obs, state, actions, targets, mask, critic, mixer, weight=None):
-    """E[(Q_tot(s, a) − G)²] over the valid entries (eq. 14); `weight` (the steps' mean
-    decision weight) makes it the weighted mean."""
-    q_tot = mix(mixer, critic_params["mixer"], oc.taken(critic_values(critic, critic_params["critic"], obs, state),
-                                                        actions), state)
+def critic_loss(critic_params, inputs, state, action_one_hot, targets, mask, critic, mixer, weight=None):
+    """E[(Q_tot(s, a) − G)²] over the valid entries (eq. 14), from Q_i's `critic_inputs` and
+    the data's actions as one-hots; `weight` (the steps' mean decision weight) makes it the
+    weighted mean."""
+    q = build(critic).apply(critic_params["critic"], inputs)
+    q_tot = mix(mixer, critic_params["mixer"], jnp.sum(q * action_one_hot, axis=-1), state)
     return ops.weighted_mean((q_tot - targets) ** 2, mask, weight)
 
 
 def train_critic(critic_params, opt_state, batch, targets, critic, mixer, optimizer, config: ICQConfig):
     """Critic steps on one batch: one per time step, in order (the reference), or one on the
-    whole batch. Returns (params, opt_state, number of gradient steps taken, mean loss)."""
+    whole batch. What does not depend on the critic's parameters (its inputs, the actions'
+    one-hots) is built once for every step. Returns (params, opt_state, number of gradient
+    steps taken, mean loss)."""
     weight = ops.step_weight(batch)
+    inputs = critic_inputs(critic, batch["obs"], batch["state"])
+    one_hot = jax.nn.one_hot(batch["actions"], critic.num_actions, dtype=inputs.dtype)
     if weight is None:
-        fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
+        fields = (inputs, batch["state"], one_hot, targets, batch["mask"])
         loss_fn = functools.partial(critic_loss, critic=critic, mixer=mixer)
     else:
-        fields = (batch["obs"], batch["state"], batch["actions"], targets, weight, batch["mask"])
+        fields = (inputs, batch["state"], one_hot, targets, weight, batch["mask"])
 
-        def loss_fn(params, obs, state, actions, targets, weight, mask):
-            return critic_loss(params, obs, state, actions, targets, mask, critic, mixer, weight)
+        def loss_fn(params, inputs, state, one_hot, targets, weight, mask):
+            return critic_loss(params, inputs, state, one_hot, targets, mask, critic, mixer, weight)
 
     return oc.critic_gradient_steps(loss_fn, critic_params, opt_state, optimizer, fields,
                                     config.critic_step_per_time_step)
@@ -203,7 +225,12 @@ def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic
     """−E[Σ_i k_i(s)·|B|·softmax_B((Q_i − Σ_a π_i Q_i)/β)·log π_i(a_i|τ_i)] (each agent's
     term weighted by its decision weight when the batch has one)."""
     logits = masked_logits(oc.unroll(actor, actor_params, batch["obs"]), batch["avail"])
-    log_pi = jax.nn.log_softmax(logits, axis=-1)
+    return logits_actor_loss(logits, critic_params, batch, critic, mixer, config)
+
+
+def logits_actor_loss(logits, critic_params, batch, critic, mixer, config: ICQConfig):
+    """`actor_loss` on π's masked logits [B, T (or T + 1: the last is unused), A, nA]."""
+    log_pi = jax.nn.log_softmax(logits[:, :batch["actions"].shape[1]], axis=-1)
     q = jax.lax.stop_gradient(critic_values(critic, critic_params["critic"], batch["obs"], batch["state"]))
     q_taken = oc.taken(q, batch["actions"])
     pi = jax.lax.stop_gradient(jnp.exp(log_pi))
@@ -238,12 +265,15 @@ def make_learner(config: ICQConfig, actor: AgentNetConfig, critic: AgentNetConfi
 
     def update(state: ICQState, key, arrays, items):
         batch = oc.episode_batch(arrays, items, max_length, config.bootstrap_truncated)
-        targets = jax.lax.stop_gradient(critic_targets(actor, critic, mixer, state.actor, state.target, batch,
-                                                       config))
+        # One unroll of π over τ_0 … τ_T serves the targets (π at the final observation) and,
+        # through its vjp, the actor's gradient (steps 0 … T−1).
+        logits, logits_vjp = jax.vjp(lambda params: policy_logits(actor, params, batch), state.actor)
+        targets = jax.lax.stop_gradient(targets_from_logits(critic, mixer, logits, state.target, batch, config))
         critic_params, critic_opt, steps, loss_q = train_critic(state.critic, state.critic_opt_state, batch, targets,
                                                                 critic, mixer, critic_optimizer, config)
-        loss_pi, grads = jax.value_and_grad(actor_loss)(state.actor, critic_params, batch, actor, critic, mixer,
-                                                        config)
+        loss_pi, logits_grad = jax.value_and_grad(logits_actor_loss)(logits, critic_params, batch, critic, mixer,
+                                                                     config)
+        grads = logits_vjp(logits_grad)[0]
         actor_params, actor_opt = oc.apply_gradients(actor_optimizer, state.actor, state.actor_opt_state, grads)
         target = oc.hard_update(state.target, critic_params, state.critic_steps, state.critic_steps + steps,
                                 config.target_update_interval)

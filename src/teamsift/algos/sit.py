@@ -238,10 +238,11 @@ class GATCritic(nn.Module):
     """Q_i(τ_j, a, o_{−j}) for K candidate actions: (local [..., L], nodes [..., N, O],
     self index [...], actions [..., K, D]) → [..., K].
 
-    e_global = GAT(nodes)[self index] (eq. 8) or, w/o GAT, a linear embedding of the
-    concatenated nodes; e_local = f_local([local; a]) for each candidate a;
-    Q = f_agg([e_local; e_global]). Without `actions` the candidates are the one-hots of
-    every discrete action (K = D = nA): one output per action."""
+    e_global = GAT(nodes)[self index] (eq. 8; only the self node's attention row is
+    computed) or, w/o GAT, a linear embedding of the concatenated nodes;
+    e_local = f_local([local; a]) for each candidate a; Q = f_agg([e_local; e_global]).
+    Discrete actions are one-hots (D = nA): `actions` [..., 1, nA] scores one action;
+    without `actions` the candidates are every action (K = nA): one output per action."""
 
     config: CriticConfig
 
@@ -249,8 +250,8 @@ class GATCritic(nn.Module):
     def __call__(self, local, nodes, self_index, actions=None):
         c = self.config
         if c.use_gat:
-            out, _ = GATLayer(c.hidden, c.gat_heads, c.negative_slope, name="gat")(nodes)
-            e_global = jnp.take_along_axis(out, self_index[..., None, None].astype(jnp.int32), axis=-2)[..., 0, :]
+            e_global, _ = GATLayer(c.hidden, c.gat_heads, c.negative_slope, name="gat")(
+                nodes, query=self_index.astype(jnp.int32))
         else:
             e_global = nn.Dense(c.hidden, name="joint")(nodes.reshape(nodes.shape[:-2] + (-1,)))
         if actions is None:
@@ -293,6 +294,30 @@ def critic_values(critic: CriticConfig, params, batch: dict, steps: slice = slic
                           batch["has_last_ext"][:, steps])
     return GATCritic(critic).apply(params, local, batch["nodes_ext"][:, steps], batch["self_index_ext"][:, steps],
                                    actions)
+
+
+def taken_values(critic: CriticConfig, params, local, nodes, self_index, actions) -> jax.Array:
+    """Q_i(τ_j, a_j, o_{−j}) of one action per entry (the data's): discrete actions [...]
+    are scored as their one-hot alone, continuous ones [..., D] as themselves → [...]."""
+    if critic.discrete:
+        actions = jax.nn.one_hot(actions, critic.num_actions, dtype=local.dtype)
+    return GATCritic(critic).apply(params, local, nodes, self_index, actions[..., None, :])[..., 0]
+
+
+def at_steps(x: jax.Array, steps: jax.Array) -> jax.Array:
+    """x [B, T', A, ...] at step steps[b, i] of each trajectory → [B, A, ...]."""
+    index = steps.reshape(steps.shape[:1] + (1,) + steps.shape[1:] + (1,) * (x.ndim - 3))
+    return jnp.take_along_axis(x, index.astype(jnp.int32), axis=1)[:, 0]
+
+
+def final_step_values(critic: CriticConfig, params, batch: dict) -> jax.Array:
+    """Q_i(τ_j^L, a, o^L) [B, A, nA] for every discrete action at each trajectory's final
+    observation (ext index L = its length)."""
+    final = jnp.sum(batch["mask"], axis=1)  # [B, A]
+    local = critic_inputs(critic, at_steps(batch["obs_ext"], final), at_steps(batch["last_actions_ext"], final),
+                          at_steps(batch["has_last_ext"], final))
+    return GATCritic(critic).apply(params, local, at_steps(batch["nodes_ext"], final),
+                                   at_steps(batch["self_index_ext"], final))
 
 
 # --- the two losses (pure, on values) -------------------------------------------------------
@@ -412,59 +437,80 @@ def policy_logits(actor: AgentNetConfig, params, obs: jax.Array, avail: jax.Arra
 def critic_targets(actor, critic, actor_params, target_params, batch, config: SITConfig) -> jax.Array:
     """y of eq. 9 from the target critic at the data's next action a_j^{t+1}; after the
     last step of a truncated episode, Σ_a π_i(a|τ_j^T) Q'_i(τ_j^T, a) (ours)."""
-    q_next = critic_values(critic, target_params, batch)[:, 1:]
-    pi_next = jax.nn.softmax(policy_logits(actor, actor_params, batch["obs_ext"], batch["avail_ext"])[:, 1:], axis=-1)
-    expected = jnp.sum(pi_next * jnp.where(batch["avail_ext"][:, 1:], q_next, 0.0), axis=-1)
-    next_value = jnp.where(batch["has_next"], oc.taken(q_next, batch["actions_next"]), expected)
+    logits = policy_logits(actor, actor_params, batch["obs_ext"], batch["avail_ext"])
+    return targets_from_logits(critic, logits, target_params, batch, config)
+
+
+def targets_from_logits(critic: CriticConfig, logits_ext: jax.Array, target_params, batch, config: SITConfig):
+    """`critic_targets` given the actor's masked logits [B, T + 1, A, nA]. Eq. 9 reads
+    Q'(τ^{t+1}, a^{t+1}) alone, so only the data's next action is scored; every action
+    (for Σ_a π Q') only at the final observation, the one step that uses it."""
+    local, nodes, self_index = critic_fields(critic, batch, steps=slice(1, None))
+    q_next = taken_values(critic, target_params, local, nodes, self_index, batch["actions_next"])
+    final = jnp.sum(batch["mask"], axis=1)  # [B, A]: the final observation's ext index L
+    pi_final = jax.nn.softmax(at_steps(logits_ext, final), axis=-1)
+    q_final = final_step_values(critic, target_params, batch)
+    expected = jnp.sum(pi_final * jnp.where(at_steps(batch["avail_ext"], final), q_final, 0.0), axis=-1)
+    # `expected` is read where no next step exists: after the last step (t = L − 1, where it
+    # is the final value) and on padding (where κ_t = 0 drops it).
+    next_value = jnp.where(batch["has_next"], q_next, expected[:, None, :])
     return td_targets(batch["reward"], next_value, batch["continues"], config.gamma)
 
 
-def critic_fields(critic: CriticConfig, batch: dict, targets: jax.Array) -> tuple:
-    """Eq. 9's inputs at steps 0 … T−1, each [B, T, A, ...] and the mask [B, T, A] last:
-    (local input of τ_j, nodes o_1 … o_N, self index j, a_j, y, η/û, mask)."""
-    max_length = batch["actions"].shape[1]
-    steps = slice(0, max_length)
+def critic_fields(critic: CriticConfig, batch: dict, steps: slice | None = None) -> tuple:
+    """The critic's inputs at `steps` of the T + 1 (default 0 … T−1), each [B, T, A, ...]:
+    (local input of τ_j, nodes o_1 … o_N, self index j)."""
+    steps = slice(0, batch["actions"].shape[1]) if steps is None else steps
     local = critic_inputs(critic, batch["obs_ext"][:, steps], batch["last_actions_ext"][:, steps],
                           batch["has_last_ext"][:, steps])
-    return (local, batch["nodes_ext"][:, steps], batch["self_index_ext"][:, steps], batch["actions"], targets,
-            batch["weight"], batch["mask"])
+    return local, batch["nodes_ext"][:, steps], batch["self_index_ext"][:, steps]
 
 
 def fields_td_loss(critic_params, local, nodes, self_index, actions, targets, weights, mask,
                    critic: CriticConfig) -> jax.Array:
-    """Eq. 9 on `critic_fields` (whole batch or one time step of it)."""
-    if critic.discrete:
-        q = oc.taken(GATCritic(critic).apply(critic_params, local, nodes, self_index), actions)
-    else:
-        q = GATCritic(critic).apply(critic_params, local, nodes, self_index, actions[..., None, :])[..., 0]
-    return weighted_td_loss(q, targets, weights, mask)
+    """Eq. 9 on the critic's inputs (whole batch or one time step of it): it reads
+    Q_i(τ_j^t, a_j^t) alone, so only the data's action is scored."""
+    return weighted_td_loss(taken_values(critic, critic_params, local, nodes, self_index, actions), targets, weights,
+                            mask)
 
 
 def critic_loss(critic_params, batch, targets, critic: CriticConfig) -> jax.Array:
     """Eq. 9 on a whole batch, discrete or continuous actions."""
-    return fields_td_loss(critic_params, *critic_fields(critic, batch, targets), critic)
+    return fields_td_loss(critic_params, *critic_fields(critic, batch), batch["actions"], targets, batch["weight"],
+                          batch["mask"], critic)
 
 
 def train_critic(critic_params, opt_state, batch, targets, critic: CriticConfig, optimizer, config: SITConfig):
     """Critic steps on one batch (one, or one per time step: `critic_step_per_time_step`).
     Returns (params, opt_state, mean loss)."""
     loss_fn = functools.partial(fields_td_loss, critic=critic)
-    critic_params, opt_state, _, loss = oc.critic_gradient_steps(
-        loss_fn, critic_params, opt_state, optimizer, critic_fields(critic, batch, targets),
-        config.critic_step_per_time_step)
+    fields = critic_fields(critic, batch) + (batch["actions"], targets, batch["weight"], batch["mask"])
+    critic_params, opt_state, _, loss = oc.critic_gradient_steps(loss_fn, critic_params, opt_state, optimizer, fields,
+                                                                 config.critic_step_per_time_step)
     return critic_params, opt_state, loss
 
 
 def actor_loss(actor_params, critic_params, batch, actor: AgentNetConfig, critic: CriticConfig,
                config: SITConfig) -> jax.Array:
+    """Eq. 10 for the discrete actor (`logits_actor_loss` on its logits)."""
     max_length = batch["actions"].shape[1]
     logits = policy_logits(actor, actor_params, batch["obs_ext"][:, :max_length], batch["avail_ext"][:, :max_length])
-    log_pi = jax.nn.log_softmax(logits, axis=-1)
-    q = jax.lax.stop_gradient(critic_values(critic, critic_params, batch, slice(0, max_length)))
-    advantage = oc.taken(q, batch["actions"])
+    return logits_actor_loss(logits, critic_params, batch, critic, config)
+
+
+def logits_actor_loss(logits, critic_params, batch, critic: CriticConfig, config: SITConfig) -> jax.Array:
+    """Eq. 10 on the actor's masked logits [B, T (or T + 1: the last is unused), A, nA].
+    The baseline Σ_a π Q needs every action's value; without it only a_j is scored."""
+    max_length = batch["actions"].shape[1]
+    log_pi = jax.nn.log_softmax(logits[:, :max_length], axis=-1)
+    fields = critic_fields(critic, batch)
     if config.advantage_baseline:
+        q = jax.lax.stop_gradient(GATCritic(critic).apply(critic_params, *fields))
         pi = jax.lax.stop_gradient(jnp.exp(log_pi))
-        advantage = advantage - jnp.sum(pi * jnp.where(batch["avail_ext"][:, :max_length], q, 0.0), axis=-1)
+        advantage = oc.taken(q, batch["actions"]) - jnp.sum(
+            pi * jnp.where(batch["avail_ext"][:, :max_length], q, 0.0), axis=-1)
+    else:
+        advantage = jax.lax.stop_gradient(taken_values(critic, critic_params, *fields, batch["actions"]))
     filter_weights = crr_filter(advantage, batch["mask"], config.filter, config.beta, config.weight_clip)
     return filtered_bc_loss(oc.taken(log_pi, batch["actions"]), filter_weights, batch["weight"], batch["mask"])
 
@@ -638,11 +684,16 @@ def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig,
         actor_params, critic_opt = state.actor, state.critic_opt_state
         if critic.discrete:
             batch = trajectory_batch(arrays, *items, max_length, config.bootstrap_truncated)
-            targets = jax.lax.stop_gradient(critic_targets(actor, critic, actor_params, state.target, batch, config))
+            # One unroll of the actor over τ^0 … τ^T serves the targets (π at the final
+            # observation) and, through its vjp, eq. 10's gradient (steps 0 … T−1).
+            logits, logits_vjp = jax.vjp(
+                lambda params: policy_logits(actor, params, batch["obs_ext"], batch["avail_ext"]), actor_params)
+            targets = jax.lax.stop_gradient(targets_from_logits(critic, logits, state.target, batch, config))
             critic_params, critic_opt, loss_q = train_critic(state.critic, critic_opt, batch, targets, critic,
                                                              critic_optimizer, config)
-            loss_pi, grads = jax.value_and_grad(actor_loss)(actor_params, critic_params, batch, actor, critic,
-                                                            config)
+            loss_pi, logits_grad = jax.value_and_grad(logits_actor_loss)(logits, critic_params, batch, critic,
+                                                                         config)
+            grads = logits_vjp(logits_grad)[0]
             actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, state.actor_opt_state, grads)
         else:
             noise_key = jax.random.split(key)[1]
