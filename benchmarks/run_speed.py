@@ -7,7 +7,8 @@ dataset generation against the raw environment, and the peak memory of `train` a
     python benchmarks/run_speed.py --quick               # tiny budgets (a smoke run, not recorded)
 
 Parts:
-* learners — `engine.fit` (a metrics row every U/10 updates, an orbax checkpoint every U/2)
+* learners — `engine.fit` (a metrics row every U/10 updates, U/2 for the online learners,
+  whose few updates each run rollouts; an orbax checkpoint every U/2)
   against `jit(vmap over seeds(scan over U updates of learner.update))` drawing the same
   uniform batches (`run_engine_overhead.bare_program`), 5 seeds (2 for the online
   learners), on CN_3ls3l (discrete learners, the online ones) and halfcheetah_2x3
@@ -89,13 +90,15 @@ def build(name: str, dataset, updates: int, seeds: int):
     return learner, inputs, start, None
 
 
-def fit_runner(learner, dataset, inputs, updates: int, seeds: int, tmp: Path, start, env):
+def fit_runner(learner, dataset, inputs, updates: int, seeds: int, tmp: Path, start, env, logs: int = 10):
+    """`fit` with `logs` metrics rows (and probes) and 2 checkpoints; calling the returned
+    function times one run (`FitResult.train_seconds`)."""
     from teamsift.engine import RunConfig, fit
 
     runs = iter(range(10**6))
 
     def once() -> float:
-        run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 10),
+        run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // logs),
                         checkpoint_every=max(1, updates // 2), run_dir=str(tmp / f"run-{next(runs)}"), progress=False)
         return fit(learner, dataset, jax.random.key(0), run, inputs=inputs, start=start, env=env).train_seconds
 
@@ -113,7 +116,8 @@ def learner_rows(quick: bool, rounds: int, only: set[str] | None, data_dir: Path
         learner, inputs, start, env = build(name, dataset, updates, seeds)
         with tempfile.TemporaryDirectory() as tmp:
             bare = overhead.bare_runner(learner, dataset, inputs, updates, seeds, start)
-            fitted = fit_runner(learner, dataset, inputs, updates, seeds, Path(tmp), start, env)
+            logs = 10 if data is not None and env is None else 2  # the online learners: a few long updates
+            fitted = fit_runner(learner, dataset, inputs, updates, seeds, Path(tmp), start, env, logs)
             bare_times, fit_times = overhead.interleaved(bare, fitted, rounds)
         rows.append({"learner": name, "env": "CN_3ls3l" if data is None else data[0], "updates": updates,
                      "seeds": seeds, "bare_seconds": bare_times, "fit_seconds": fit_times,
@@ -239,7 +243,8 @@ def render(report: dict) -> str:
     rows = report.get("learners")
     if rows:
         lines += ["## Learners against a bare loop of their update", "",
-                  "`fit` (a metrics row every U/10 updates, an orbax checkpoint every U/2) against "
+                  "`fit` (a metrics row every U/10 updates, U/2 for the online learners; an orbax checkpoint "
+                  "every U/2) against "
                   "`jit(vmap(scan(update)))` drawing the same batches; the fastest of alternating rounds "
                   "after compiling.", "",
                   "| learner | dataset | updates × seeds | bare updates/s | fit updates/s | fit / bare |",
