@@ -539,7 +539,13 @@ def batch_action_mask(batch: dict) -> jax.Array:
 def continuous_critic_targets(actor, critic, actor_params, target_params, batch, config: SITConfig) -> jax.Array:
     """y of eq. 9 from the target critic at the data's next action a_j^{t+1}; after the
     last step of a truncated episode, at the current actor's mean action μ_i(τ_j^T) (ours)."""
-    mean_next = oc.unroll(actor, actor_params, batch["obs_ext"])[:, 1:] * batch_action_mask(batch)
+    return targets_from_means(critic, oc.unroll(actor, actor_params, batch["obs_ext"]), target_params, batch, config)
+
+
+def targets_from_means(critic: CriticConfig, means_ext: jax.Array, target_params, batch,
+                       config: SITConfig) -> jax.Array:
+    """`continuous_critic_targets` from the actor's means μ_i(τ_j^0 … τ_j^T) [B, T + 1, A, D]."""
+    mean_next = means_ext[:, 1:] * batch_action_mask(batch)
     next_actions = jnp.where(batch["has_next"][..., None], batch["actions_next"], mean_next)
     q_next = critic_values(critic, target_params, batch, slice(1, None), next_actions[..., None, :])[..., 0]
     return td_targets(batch["reward"], q_next, batch["continues"], config.gamma)
@@ -551,15 +557,20 @@ def continuous_actor_loss(actor_params, critic_params, batch, noise, actor: Agen
     a_k = clip(μ + σ·ε_k, −1, 1) from `noise` ε [B, T, A, m, D] (no gradient through them),
     L_π = −E[ η/û · f(A) · log N(a_j; μ_i(τ_j), σ_i²) ]."""
     max_length = batch["actions"].shape[1]
-    mask_d = batch_action_mask(batch)
     mean = oc.unroll(actor, actor_params, batch["obs_ext"][:, :max_length])
-    log_std = actor_params["params"]["log_std"]
+    return means_actor_loss(mean, actor_params["params"]["log_std"], critic_params, batch, noise, critic, config)
+
+
+def means_actor_loss(mean: jax.Array, log_std: jax.Array, critic_params, batch, noise, critic: CriticConfig,
+                     config: SITConfig) -> jax.Array:
+    """`continuous_actor_loss` from the actor's means μ_i(τ_j) [B, T, A, D] and its log σ [D]."""
+    mask_d = batch_action_mask(batch)
     log_pi = gaussian_log_density(batch["actions"], mean, log_std, mask=mask_d)
     candidates = batch["actions"][..., None, :]  # a_j, then the m samples a_k
     if config.advantage_baseline:
         sampled = policy_samples(noise, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_std), mask_d)
         candidates = jnp.concatenate([candidates, sampled], axis=-2)
-    q = jax.lax.stop_gradient(critic_values(critic, critic_params, batch, slice(0, max_length), candidates))
+    q = jax.lax.stop_gradient(critic_values(critic, critic_params, batch, slice(0, mean.shape[1]), candidates))
     advantage = q[..., 0] - jnp.mean(q[..., 1:], axis=-1) if config.advantage_baseline else q[..., 0]
     filter_weights = crr_filter(advantage, batch["mask"], config.filter, config.beta, config.weight_clip)
     return filtered_bc_loss(log_pi, filter_weights, batch["weight"], batch["mask"])
@@ -699,12 +710,20 @@ def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig,
             noise_key = jax.random.split(key)[1]
             batch = trajectory_batch(arrays, *items, max_length, config.bootstrap_truncated)
             noise = jax.random.normal(noise_key, batch["mask"].shape + (config.action_samples, actor.num_actions))
-            targets = jax.lax.stop_gradient(
-                continuous_critic_targets(actor, critic, actor_params, state.target, batch, config))
+            # One unroll of the actor over τ^0 … τ^T serves the targets (μ at the final
+            # observation) and, through its vjp, eq. 10's gradient (steps 0 … T−1); log σ
+            # enters eq. 10 directly, not through the means.
+            means, means_vjp = jax.vjp(lambda params: oc.unroll(actor, params, batch["obs_ext"]), actor_params)
+            targets = jax.lax.stop_gradient(targets_from_means(critic, means, state.target, batch, config))
             critic_params, critic_opt, loss_q = train_critic(state.critic, critic_opt, batch, targets, critic,
                                                              critic_optimizer, config)
-            loss_pi, grads = jax.value_and_grad(continuous_actor_loss)(actor_params, critic_params, batch, noise,
-                                                                       actor, critic, config)
+            steps = batch["actions"].shape[1]
+            loss_pi, (means_grad, log_std_grad) = jax.value_and_grad(
+                lambda means, log_std: means_actor_loss(means[:, :steps], log_std, critic_params, batch, noise,
+                                                        critic, config), argnums=(0, 1))(
+                means, actor_params["params"]["log_std"])
+            grads = means_vjp(means_grad)[0]
+            grads = {**grads, "params": {**grads["params"], "log_std": grads["params"]["log_std"] + log_std_grad}}
             actor_params, actor_opt = oc.apply_gradients(actor_optimizer, actor_params, state.actor_opt_state, grads)
             actor_params = clip_log_std(actor_params, config.log_std_min, config.log_std_max)
         step = state.updates
