@@ -22,8 +22,10 @@ Parts:
   (benchmarks/.venv-d3rlpy, made on first use) through `benchmarks/d3rlpy_reference.py`.
 * generation — `benchmarks/speed_generation.py`: generation from the committed pools
   against a jitted vmap + scan of the same environment with random actions.
-* memory — peak resident memory of `teamsift train` (BC, data on the device) and of
-  `teamsift generate` at three dataset sizes, each command in its own process.
+* memory — peak resident memory of `teamsift train` (BC on synthetic CN_3ls3l-shaped
+  data, on the device and streamed; `run_scaling.memory_rows`) and of `teamsift generate`
+  (CN_3ls3l from the pools; `speed_generation.generate_memory_rows`) at three dataset
+  sizes, each command in its own process.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ def export_agent_transitions(dataset, path: Path) -> int:
     return len(arrays["rewards"])
 
 
-def teamsift_rates(algo: str, dataset, updates: int, rounds: int, tmp: Path) -> dict:
-    """teamsift's `fit` and bare loop, 1 seed, at the comparison's networks and batch."""
+def teamsift_runners(algo: str, dataset, updates: int, tmp: Path):
+    """teamsift's bare loop and `fit` (1 seed) at the comparison's networks and batch."""
     from teamsift.algos import bc, td3bc
 
     if algo == "td3bc":
@@ -177,29 +179,42 @@ def teamsift_rates(algo: str, dataset, updates: int, rounds: int, tmp: Path) -> 
     else:
         learner = bc.learner(bc.BCConfig(hidden=(256, 256), recurrent=False, optimizer="adam", batch_size=32),
                              dataset)  # MLP batches: 32 · 8 = 256 joint transitions
-    bare = overhead.bare_runner(learner, dataset, {}, updates, 1)
-    fitted = fit_runner(learner, dataset, {}, updates, 1, tmp, None, None)
-    bare_times, fit_times = overhead.interleaved(bare, fitted, rounds)
-    return {"bare_seconds": bare_times, "fit_seconds": fit_times}
+    return overhead.bare_runner(learner, dataset, {}, updates, 1), fit_runner(learner, dataset, {}, updates, 1, tmp,
+                                                                              None, None)
+
+
+def d3rlpy_round(python: Path, data: Path, algo: str, batch: int, updates: int) -> dict:
+    """One process of `d3rlpy_reference.py`: a warm-up `fit`, then one timed `fit` and one
+    timed update loop."""
+    done = subprocess.run([str(python), str(ROOT / "benchmarks" / "d3rlpy_reference.py"), str(data), "--algo", algo,
+                           "--batch", str(batch), "--updates", str(updates), "--rounds", "1"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"d3rlpy_reference.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def d3rlpy_rows(quick: bool, rounds: int, data_dir: Path) -> list[dict]:
+    """Rounds alternate between teamsift (bare loop, fit) and d3rlpy (fit, update loop), so
+    that whatever else the machine does hits both alike; the fastest of each is kept."""
     dataset = overhead.dataset_for(*HC, 100 if quick else 1000, data_dir)
-    agents = dataset.spec.num_agents
-    batch = 256 * agents  # agent decisions per update
+    batch = 256 * dataset.spec.num_agents  # agent decisions per update
     python = d3rlpy_python()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "agents.npz"
         export_agent_transitions(dataset, data)
         for algo, updates in (("bc", 50 if quick else 1000), ("td3bc", 20 if quick else 500)):
-            ours = teamsift_rates(algo, dataset, updates, rounds, Path(tmp) / algo)
-            done = subprocess.run([str(python), str(ROOT / "benchmarks" / "d3rlpy_reference.py"), str(data),
-                                   "--algo", algo, "--batch", str(batch), "--updates", str(updates),
-                                   "--rounds", str(rounds)], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"d3rlpy_reference.py failed:\n{done.stderr[-3000:]}")
-            theirs = json.loads(done.stdout.strip().splitlines()[-1])
+            bare, fitted = teamsift_runners(algo, dataset, updates, Path(tmp) / algo)
+            ours = {"bare_seconds": [], "fit_seconds": []}
+            theirs = {"fit_seconds": [], "update_seconds": []}
+            for _ in range(rounds):
+                ours["bare_seconds"].append(bare())
+                ours["fit_seconds"].append(fitted())
+                one = d3rlpy_round(python, data, algo, batch, updates)
+                theirs["fit_seconds"] += one["fit_seconds"]
+                theirs["update_seconds"] += one["update_seconds"]
+            theirs.update({k: one[k] for k in ("torch", "d3rlpy", "threads")})
             samples = batch * updates
             row = {"algo": algo, "updates": updates, "batch_decisions": batch, "hidden": [256, 256],
                    "teamsift_fit_samples_per_s": samples / min(ours["fit_seconds"]),
@@ -227,10 +242,10 @@ def memory_rows(quick: bool) -> list[dict]:
     import run_scaling
     import speed_generation
 
-    sizes = [50, 200] if quick else [2_000, 8_000, 32_000]
+    sizes = [50, 200] if quick else [5_000, 20_000, 80_000]
     with tempfile.TemporaryDirectory() as tmp:
-        train = [{**row, "command": "train"} for row in run_scaling.memory_rows(Path(tmp), sizes, 20 if quick else 200)
-                 if row["placement"] == "device"]
+        train = [{**row, "command": f"train (data on the {row['placement']})" if row["placement"] == "device"
+                  else "train (streamed)"} for row in run_scaling.memory_rows(Path(tmp), sizes, 20 if quick else 200)]
     generate = [{**row, "command": "generate"} for row in speed_generation.generate_memory_rows(sizes)]
     return train + generate
 
