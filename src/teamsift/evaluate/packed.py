@@ -139,15 +139,19 @@ def _segment(env: Env, policy, key, assignment, slots: Slots, num_episodes: int,
     def constrain(tree):
         return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
+    groups = slots.ended.shape[0]
+
     def body(slots, index):
-        refill = jnp.any(slots.ended) & (index % refill_every == 0)
+        # Once the queue is empty a refill would only give slots nothing to play: skip its
+        # resets (the tail of a run, while the last episodes end, costs less).
+        queued = jnp.any(slots.started * groups + jnp.arange(groups) < num_episodes)
+        refill = jnp.any(slots.ended) & queued & (index % refill_every == 0)
         slots = jax.lax.cond(refill, lambda s: _start(env, policy, key, assignment, num_episodes, block, s),
                              lambda s: s, slots)
         slots, record = _step(env, policy, constrain(slots))
         return slots, record
 
     slots, records = jax.lax.scan(body, constrain(slots), jnp.arange(steps))
-    groups = slots.ended.shape[0]
     finished = jnp.all(slots.ended) & jnp.all(slots.started * groups + jnp.arange(groups) >= num_episodes)
     return slots, records, finished
 
