@@ -26,6 +26,7 @@ from typing import Any, Iterator, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from teamsift.devices import batch_layout, batch_size_for
 from teamsift.envs.base import Env
@@ -217,6 +218,11 @@ def packed_episodes(env: Env, policy, key: jax.Array, num_episodes: int, *, bloc
     steps = max(refill_every, steps - steps % refill_every)
     sharding = batch_layout(groups) if groups > 1 else None
     assignment = None if assignment is None else jnp.asarray(assignment, jnp.int32)
+    if sharding is not None:
+        # Inputs committed to one device (a restored checkpoint, a device_put) would clash
+        # with the groups' devices: replicate them on the mesh first.
+        replicated = NamedSharding(sharding.mesh, PartitionSpec())
+        policy, key, assignment = jax.device_put((policy, key, assignment), replicated)
     state = _empty_slots(env, policy, key, assignment, groups=groups, per_group=per_group)
     run = functools.partial(_segment, env, policy, key, assignment, num_episodes=num_episodes, block=block,
                             steps=steps, refill_every=refill_every, sharding=sharding)
