@@ -127,9 +127,8 @@ def generation_rows(quick: bool) -> list[dict]:
     for env_id in SPECS:
         episodes = 4000 if quick else 10000
         env, generate = make_generation(env_id, episodes)
-        # The environments generation plays at once: its slots (before packing: one key
-        # block of episodes, all vmapped).
-        parallel = getattr(rollouts, "DEFAULT_SLOTS", None) or min(episodes, rollouts.default_chunk(env))
+        # The environments generation plays at once: its slots for this many episodes.
+        parallel = min(episodes, rollouts.default_slots(episodes))
         raw = make_raw(env, parallel, env.spec.episode_length * (1 if quick else 2))
         best = {"generation": 0.0, "raw": 0.0}
         for _ in range(rounds):

@@ -137,10 +137,10 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def load_dataset_or_fail(path: Path):
+def load_dataset_or_fail(path: Path, check_values: bool = True):
     from teamsift.data import DatasetError, load_dataset
 
     try:
-        return load_dataset(path)
+        return load_dataset(path, check_values=check_values)
     except DatasetError as exc:
         fail(str(exc))

@@ -139,7 +139,10 @@ def generate(
                                        overwrite=overwrite, progress=progress)
     except (KeyError, ValueError, composition.SpecError, PoolError, PolicyFileError) as exc:
         fail(error_text(exc))
-    summary = summarize(load_dataset_or_fail(path))
+    # The summary reads only the episode table. The step arrays were checked chunk by chunk
+    # as they were written; streaming through them again would map every page of the
+    # dataset into this process, so its memory would grow with the dataset.
+    summary = summarize(load_dataset_or_fail(path, check_values=False))
     emit({"dataset": str(path), **summary}, as_json,
          lambda p: STDERR.print(f"wrote {p['dataset']}: {p['episodes']} episodes, {p['steps']} steps, "
                                 f"mean return {p['return']['mean']:.3f}"))
@@ -171,7 +174,7 @@ def suite(
     for env_id, entries in SUITES[name].items():
         for quality, spec in (entries.items() if name == "sit" else [("expert", entries)]):
             specs[f"{env_id}-{quality}"] = spec
-    datasets = {label: {"spec": specs[label], **_brief(summarize(load_dataset_or_fail(path)))}
+    datasets = {label: {"spec": specs[label], **_brief(summarize(load_dataset_or_fail(path, check_values=False)))}
                 for label, path in made.items()}
     emit({"suite": name, "datasets": datasets, "missing_pools": missing}, as_json, _render_suite)
 

@@ -63,8 +63,16 @@ def concatenate(parts: Sequence[dict]) -> dict:
     return merged
 
 
-#: Environment slots played at once by default (`teamsift.evaluate.packed_episodes`).
+#: Environment slots played at once at most by default (`teamsift.evaluate.packed_episodes`).
 DEFAULT_SLOTS = 1024
+
+
+def default_slots(num_episodes: int) -> int:
+    """Environment slots for `num_episodes` episodes: enough that each plays about 16
+    episodes, between 256 and `DEFAULT_SLOTS`. When the queue runs out, every slot still
+    steps until the last episodes end (up to an episode length, whatever the others do),
+    so more slots than that mostly add idle steps at the end."""
+    return int(min(DEFAULT_SLOTS, max(256, num_episodes // 16)))
 
 
 def collected_chunks(env: Env, policy, key: jax.Array, num_episodes: int, *, chunk: int | None = None,
@@ -87,7 +95,7 @@ def collected_chunks(env: Env, policy, key: jax.Array, num_episodes: int, *, chu
     with progress_bar(progress) as bar:
         task = bar.add_task(f"collect {env.spec.env_id}", total=num_episodes)
         for batch in packed_episodes(env, policy, key, num_episodes, block=chunk, assignment=assignment,
-                                     slots=slots or DEFAULT_SLOTS):
+                                     slots=slots or default_slots(num_episodes)):
             bar.update(task, advance=len(batch["episode_lengths"]))
             yield batch
 

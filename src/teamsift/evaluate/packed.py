@@ -26,6 +26,7 @@ from typing import Any, Iterator, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from teamsift.devices import batch_layout, batch_size_for
 from teamsift.envs.base import Env
@@ -139,15 +140,19 @@ def _segment(env: Env, policy, key, assignment, slots: Slots, num_episodes: int,
     def constrain(tree):
         return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
+    groups = slots.ended.shape[0]
+
     def body(slots, index):
-        refill = jnp.any(slots.ended) & (index % refill_every == 0)
+        # Once the queue is empty a refill would only give slots nothing to play: skip its
+        # resets (the tail of a run, while the last episodes end, costs less).
+        queued = jnp.any(slots.started * groups + jnp.arange(groups) < num_episodes)
+        refill = jnp.any(slots.ended) & queued & (index % refill_every == 0)
         slots = jax.lax.cond(refill, lambda s: _start(env, policy, key, assignment, num_episodes, block, s),
                              lambda s: s, slots)
         slots, record = _step(env, policy, constrain(slots))
         return slots, record
 
     slots, records = jax.lax.scan(body, constrain(slots), jnp.arange(steps))
-    groups = slots.ended.shape[0]
     finished = jnp.all(slots.ended) & jnp.all(slots.started * groups + jnp.arange(groups) >= num_episodes)
     return slots, records, finished
 
@@ -213,6 +218,11 @@ def packed_episodes(env: Env, policy, key: jax.Array, num_episodes: int, *, bloc
     steps = max(refill_every, steps - steps % refill_every)
     sharding = batch_layout(groups) if groups > 1 else None
     assignment = None if assignment is None else jnp.asarray(assignment, jnp.int32)
+    if sharding is not None:
+        # Inputs committed to one device (a restored checkpoint, a device_put) would clash
+        # with the groups' devices: replicate them on the mesh first.
+        replicated = NamedSharding(sharding.mesh, PartitionSpec())
+        policy, key, assignment = jax.device_put((policy, key, assignment), replicated)
     state = _empty_slots(env, policy, key, assignment, groups=groups, per_group=per_group)
     run = functools.partial(_segment, env, policy, key, assignment, num_episodes=num_episodes, block=block,
                             steps=steps, refill_every=refill_every, sharding=sharding)
