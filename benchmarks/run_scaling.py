@@ -71,7 +71,10 @@ def peak_rss_mib(args: list[str], workdir: Path) -> tuple[float, float]:
     """(peak RSS MiB, seconds) of one `teamsift` command in its own process."""
     out = workdir / "peak.txt"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK.format(out=str(out), args=args)],
+    # Through `sh`, which forks the command: Linux carries a process's peak RSS across exec, so
+    # a command started straight from a large benchmark process would report that process's peak.
+    done = subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c",
+                           PEAK.format(out=str(out), args=args)],
                           env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:

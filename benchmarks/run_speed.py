@@ -254,7 +254,7 @@ def memory_rows(quick: bool) -> list[dict]:
 
 def render(report: dict) -> str:
     lines = ["# Speed: learners, d3rlpy, generation, memory", "", f"Machine: {report['machine']}", "",
-             f"Command: `{report['command']}`", ""]
+             "Commands: " + ", ".join(f"`{c}`" for c in report["commands"]), ""]
     rows = report.get("learners")
     if rows:
         lines += ["## Learners against a bare loop of their update", "",
@@ -273,7 +273,8 @@ def render(report: dict) -> str:
         theirs = rows[0]["d3rlpy"]
         lines += ["## BC and TD3+BC against d3rlpy", "",
                   f"halfcheetah_2x3 data; 256-256 MLPs; {rows[0]['batch_decisions']} agent decisions per update; "
-                  f"1 seed; d3rlpy {theirs['d3rlpy']} on PyTorch {theirs['torch']} ({theirs['threads']} threads). "
+                  f"1 seed; d3rlpy {theirs['d3rlpy']} on PyTorch {theirs['torch']} ({theirs['threads']} threads; teamsift's "
+                  "XLA:CPU runs each program on one thread, `teamsift.XLA_CPU_FLAGS`). "
                   "Samples/s = agent decisions trained per second.", "",
                   "| learner | teamsift fit | d3rlpy fit | fit speed-up | teamsift update loop | d3rlpy update loop "
                   "| update speed-up |", "|---|---|---|---|---|---|---|"]
@@ -337,7 +338,10 @@ def main(argv=None) -> int:
     if "memory" in parts:
         report["memory"] = memory_rows(args.quick)
     report["machine"] = describe(info)
-    report["command"] = "python benchmarks/run_speed.py"
+    command = "python benchmarks/run_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report.setdefault("commands", [])
+    if command.strip() not in report["commands"]:
+        report["commands"].append(command.strip())
     print(render(report))
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     if not args.quick:
