@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from teamsift import envs
-from teamsift.collect.rollouts import collect_arrays, concatenate, pack
+from teamsift.collect.rollouts import collect_arrays, pack
 from teamsift.data import (
     DatasetError,
     load_dataset,
@@ -17,6 +17,7 @@ from teamsift.data import (
 )
 from teamsift.data.testing import make_arrays, tiny_spec
 from teamsift.evaluate import rollout_to_host
+from teamsift.evaluate.packed import concat_parts
 from teamsift.nets import AgentNetConfig, CheckpointBank, init_params
 
 
@@ -37,7 +38,7 @@ def _unpacked(env, policy, key, num_episodes, block, assignment):
                                    assignment=assignment[rows])
         size = min(block, num_episodes - index * block)
         parts.append(pack(jax.tree.map(lambda x: x[:size], episodes)))
-    return concatenate(parts)
+    return concat_parts(parts)
 
 
 def test_packed_generation_gives_the_episodes_of_the_plain_rollout():

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import numpy as np
 
 from teamsift.data import write_dataset_chunks
 from teamsift.envs.base import Env
-from teamsift.evaluate.packed import packed_episodes
+from teamsift.evaluate.packed import concat_parts, packed_episodes
 from teamsift.evaluate.rollout import Episodes
 from teamsift.progress import progress_bar
 
@@ -55,12 +54,6 @@ def pack(episodes: Episodes) -> dict[str, np.ndarray]:
     packed["episode_lengths"] = valid.sum(axis=1).astype(np.int64)
     packed["scores"] = {name: np.asarray(v, np.float64) for name, v in episodes.scores.items()}
     return packed
-
-
-def concatenate(parts: Sequence[dict]) -> dict:
-    merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0] if name != "scores"}
-    merged["scores"] = {name: np.concatenate([p["scores"][name] for p in parts]) for name in parts[0]["scores"]}
-    return merged
 
 
 #: Environment slots played at once at most by default (`teamsift.evaluate.packed_episodes`).
@@ -109,7 +102,7 @@ def collect_arrays(env: Env, policy, key: jax.Array, num_episodes: int, *, chunk
                                   slots=slots, progress=progress))
     for part in parts:
         del part["first_episode"]
-    return concatenate(parts)
+    return concat_parts(parts)
 
 
 def collect(

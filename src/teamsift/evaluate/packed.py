@@ -21,7 +21,7 @@ and on `episode_length`, not on the number of episodes.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -268,8 +268,8 @@ class _InOrder:
             stop += 1
         if stop == self.next_episode:
             return
-        steps, self.steps = _split(_concat(self.steps), stop)
-        ends, self.ends = _split(_concat(self.ends), stop)
+        steps, self.steps = _split(concat_parts(self.steps), stop)
+        ends, self.ends = _split(concat_parts(self.ends), stop)
         step_order = np.argsort(steps["episode"].astype(np.int64) * self.length + steps["t"], kind="stable")
         end_order = np.argsort(ends["episode"], kind="stable")
         batch = {name: value[step_order] for name, value in steps.items() if name in STEP_FIELDS}
@@ -281,14 +281,10 @@ class _InOrder:
         yield batch
 
 
-def _concat(parts: list[dict]) -> dict:
-    out = {}
-    for name, first in parts[0].items():
-        if isinstance(first, dict):
-            out[name] = {k: np.concatenate([p[name][k] for p in parts]) for k in first}
-        else:
-            out[name] = np.concatenate([p[name] for p in parts])
-    return out
+def concat_parts(parts: Sequence[dict]) -> dict:
+    """Host arrays of several parts (nested dicts of arrays with the same keys) joined along
+    their first axis."""
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
 def _split(rows: dict, stop: int) -> tuple[dict, list[dict]]:
@@ -299,4 +295,4 @@ def _split(rows: dict, stop: int) -> tuple[dict, list[dict]]:
     return take, [keep]
 
 
-__all__ = ["FINAL_FIELDS", "STEP_FIELDS", "Slots", "packed_episodes", "record_bytes"]
+__all__ = ["FINAL_FIELDS", "STEP_FIELDS", "Slots", "concat_parts", "packed_episodes", "record_bytes"]
