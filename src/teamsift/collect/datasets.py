@@ -51,7 +51,7 @@ def generate_from_spec(env: Env, pools: PoolSet, spec: str | Composition, num_ep
         raise ValueError(f"pools are for {pools.env_id}, the environment is {env.spec.env_id}")
     assign_key, rollout_key = jax.random.split(key)
     assignment, levels, terms = draw_assignment(composition, pools, assign_key, num_episodes)
-    ids = np.char.add("ckpt", assignment.astype(str))
+    ids = np.char.add("ckpt", np.arange(int(assignment.max()) + 1).astype(str))[assignment]  # [E, A], the shortest dtype
     provenance = {
         "kind": "composition", "spec": composition.text, "episodes_per_term": composition.episode_counts(num_episodes).tolist(),
         "pools": {"env_id": pools.env_id, "cuts": list(pools.cuts), "cut_rule": pools.cut_rule,

@@ -579,7 +579,7 @@ def _read_episodes(root: Path, meta: dict, spec: EnvSpec) -> dict[str, np.ndarra
             r = int(np.argmax(flat.is_null().to_numpy(zero_copy_only=False))) // a
             raise DatasetError(f, name, f"a list of A={a} strings", f"a null string at row {r}", where=root)
         values = flat.to_numpy(zero_copy_only=False)
-        cols[name] = np.asarray(values.tolist() if len(values) else [], dtype=str).reshape(num_episodes, a)
+        cols[name] = values.astype(str).reshape(num_episodes, a)
 
     episode = cols["episode"]
     if (episode < 0).any() or len(np.unique(episode)) != len(episode):
@@ -1012,8 +1012,9 @@ def _write_episodes(path: Path, columns: Mapping[str, np.ndarray]) -> None:
 
     data = {}
     for name, col in columns.items():
-        if name in LIST_COLUMNS:
-            data[name] = pa.array(col.tolist(), type=pa.list_(pa.string()))
+        if name in LIST_COLUMNS:  # [E, A] strings: A per episode, converted without a Python object each
+            offsets = pa.array(np.arange(0, col.size + 1, max(1, col.shape[1]), dtype=np.int32))
+            data[name] = pa.ListArray.from_arrays(offsets, pa.array(col.reshape(-1), type=pa.string()))
         else:
             data[name] = pa.array(col)
     pq.write_table(pa.table(data), path)
