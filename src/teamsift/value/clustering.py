@@ -10,14 +10,29 @@ within clusters.
 
 Steps (choices marked "ours" in methods.md, kept configurable):
 
-1. **Behaviour features** per individual (`behaviour_features`). Discrete actions:
-   action-frequency histograms conditioned on coarse observation bins — the bins are a
-   k-means partition (`FeatureConfig.num_obs_bins` centres) of a sample of the agents'
-   observations, each dimension scaled by its standard deviation; a bin an individual
-   never visited gets its own action distribution over all bins (so where a group
-   drove the environment does not masquerade as behaviour). Continuous actions:
-   mean and standard deviation of every action and observation dimension (z-scored
-   across individuals).
+1. **Behaviour features** per individual (`behaviour_features`), of the kind
+   `FeatureConfig.kind` names (ours, methods.md §1; never built from ground truth):
+   * ``"histogram"`` (default). Discrete actions: action-frequency histograms
+     conditioned on coarse observation bins — the bins are a k-means partition
+     (`FeatureConfig.num_obs_bins` centres) of a sample of the agents' observations, each
+     dimension scaled by its standard deviation; a bin an individual never visited gets
+     its own action distribution over all bins (so where a group drove the environment
+     does not masquerade as behaviour). Continuous actions: mean and standard deviation
+     of every action and observation dimension (z-scored across individuals).
+   * ``"policy-mixture"`` (discrete actions): the responsibilities of a mixture of
+     `mixture_components` behaviour-cloning policies, fitted by EM without labels. The
+     start is one policy fitted to every decision and each individual's mean "surprise"
+     under it, log π(a|o) + H(π(·|o)); each EM round fits one policy per component to all
+     decisions weighted by their makers' responsibilities, and an individual's
+     responsibilities become the posterior of its whole trajectory, ∝ w_m Π_t π_m(a_t|o_t).
+     Policies are cross-fitted (`mixture_folds` folds of episodes): no individual is
+     scored by a policy that saw its data. This tells behaviours apart that show only in
+     which action follows which observation — where the histograms' coarse bins average
+     it away. On anonymised MPE pool populations the histograms cannot tell the levels
+     apart (a linear probe of level on them: Spearman 0.06 on CN_3ls3l), so K = 1 is
+     chosen; the policy mixture separates the untrained checkpoints from the trained ones
+     (benchmarks/results/valuation-cpu.md). Costs seconds to a minute on a CPU: one
+     small MLP per component, fold and round.
 2. **Per-individual estimates** EV̂_i from the dataset estimator (`exchange.dataset_ev`).
 3. **Cluster EV** (`ClusterConfig.cluster_value`):
    * ``"member_mean"`` (default): the mean of the members' EV̂_i, i.e. the expected EV
@@ -440,8 +455,9 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 def behaviour_features(dataset, key: jax.Array, config: FeatureConfig = FeatureConfig()) -> BehaviourFeatures:
     """Behaviour features of every individual of `dataset.episodes["agent_ids"]` (module
-    doc, step 1). Streams the step arrays in chunks; `key` draws the observation sample
-    the bins are fitted on."""
+    doc, step 1), of the kind `config.kind` names. "histogram" streams the step arrays in
+    chunks and `key` draws the observation sample the bins are fitted on; "policy-mixture"
+    holds every decision in memory and `key` draws the folds and the policies' fits."""
     ids, codes = index_ids(dataset.episodes["agent_ids"])
     if config.kind == "policy-mixture":
         values, names = _policy_mixture_features(dataset, codes, len(ids), key, config)
