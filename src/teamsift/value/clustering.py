@@ -10,14 +10,29 @@ within clusters.
 
 Steps (choices marked "ours" in methods.md, kept configurable):
 
-1. **Behaviour features** per individual (`behaviour_features`). Discrete actions:
-   action-frequency histograms conditioned on coarse observation bins — the bins are a
-   k-means partition (`FeatureConfig.num_obs_bins` centres) of a sample of the agents'
-   observations, each dimension scaled by its standard deviation; a bin an individual
-   never visited gets its own action distribution over all bins (so where a group
-   drove the environment does not masquerade as behaviour). Continuous actions:
-   mean and standard deviation of every action and observation dimension (z-scored
-   across individuals).
+1. **Behaviour features** per individual (`behaviour_features`), of the kind
+   `FeatureConfig.kind` names (ours, methods.md §1; never built from ground truth):
+   * ``"histogram"`` (default). Discrete actions: action-frequency histograms
+     conditioned on coarse observation bins — the bins are a k-means partition
+     (`FeatureConfig.num_obs_bins` centres) of a sample of the agents' observations, each
+     dimension scaled by its standard deviation; a bin an individual never visited gets
+     its own action distribution over all bins (so where a group drove the environment
+     does not masquerade as behaviour). Continuous actions: mean and standard deviation
+     of every action and observation dimension (z-scored across individuals).
+   * ``"policy-mixture"`` (discrete actions): the responsibilities of a mixture of
+     `mixture_components` behaviour-cloning policies, fitted by EM without labels. The
+     start is one policy fitted to every decision and each individual's mean "surprise"
+     under it, log π(a|o) + H(π(·|o)); each EM round fits one policy per component to all
+     decisions weighted by their makers' responsibilities, and an individual's
+     responsibilities become the posterior of its whole trajectory, ∝ w_m Π_t π_m(a_t|o_t).
+     Policies are cross-fitted (`mixture_folds` folds of episodes): no individual is
+     scored by a policy that saw its data. This tells behaviours apart that show only in
+     which action follows which observation — where the histograms' coarse bins average
+     it away. On anonymised MPE pool populations the histograms cannot tell the levels
+     apart (a linear probe of level on them: Spearman 0.06 on CN_3ls3l), so K = 1 is
+     chosen; the policy mixture separates the untrained checkpoints from the trained ones
+     (benchmarks/results/valuation-cpu.md). Costs seconds to a minute on a CPU: one
+     small MLP per component, fold and round.
 2. **Per-individual estimates** EV̂_i from the dataset estimator (`exchange.dataset_ev`).
 3. **Cluster EV** (`ClusterConfig.cluster_value`):
    * ``"member_mean"`` (default): the mean of the members' EV̂_i, i.e. the expected EV
@@ -61,16 +76,21 @@ Steps (choices marked "ours" in methods.md, kept configurable):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
+from teamsift.nets.agent import MLP, masked_logits
 from teamsift.value.accuracy import estimation_error
 from teamsift.value.exchange import EVResult, json_float, membership_contrast, index_ids
 
 CLUSTER_VALUES = ("member_mean", "membership")
+FEATURE_KINDS = ("histogram", "policy-mixture")
 
 
 # ---------------------------------------------------------------------------------------
@@ -82,11 +102,30 @@ CLUSTER_VALUES = ("member_mean", "membership")
 class FeatureConfig:
     """How behaviour features are computed from a dataset (ours, methods.md §1)."""
 
-    num_obs_bins: int = 4  # coarse observation bins (k-means centres) for discrete actions
-    bin_sample: int = 20_000  # observation rows used to fit the bins
+    kind: str = "histogram"  # "histogram" or "policy-mixture" (module doc, step 1)
+    num_obs_bins: int = 4  # histogram: coarse observation bins (k-means centres) for discrete actions
+    bin_sample: int = 20_000  # histogram: observation rows used to fit the bins
     bin_iters: int = 30
     chunk_steps: int = 1 << 18  # step rows read from the memory-maps at a time
-    standardise: bool | None = None  # z-score features; None: continuous datasets only
+    standardise: bool | None = None  # z-score features; None: continuous "histogram" datasets only
+    # policy-mixture: a mixture of behaviour-cloning policies fitted by EM, out of fold
+    mixture_components: int = 2  # policies in the mixture (the feature width)
+    mixture_rounds: int = 3  # EM rounds after the start from the pooled policy
+    mixture_folds: int = 2  # cross-fitting folds of episodes: no individual is scored by a policy fitted on it
+    policy_hidden: tuple[int, ...] = (64, 64)
+    policy_updates: int = 1000  # Adam updates per policy fit
+    policy_batch: int = 256
+    policy_learning_rate: float = 1e-3
+    policy_weight_decay: float = 1e-4
+
+    def __post_init__(self):
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"kind: expected one of {FEATURE_KINDS}, got {self.kind!r}")
+        if self.mixture_components < 2 or self.mixture_rounds < 1 or self.mixture_folds < 2:
+            raise ValueError(f"mixture_components: expected >= 2, mixture_rounds: >= 1, mixture_folds: >= 2; got "
+                             f"{self.mixture_components}, {self.mixture_rounds}, {self.mixture_folds}")
+        if self.policy_updates < 1 or self.policy_batch < 1 or not self.policy_learning_rate > 0:
+            raise ValueError("policy_updates and policy_batch: expected >= 1; policy_learning_rate: expected > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +327,127 @@ def _continuous_features(dataset, codes: np.ndarray, num_ids: int, config: Featu
     return np.concatenate([mean, std], axis=1), tuple(f"mean:{n}" for n in names) + tuple(f"std:{n}" for n in names)
 
 
+# Policy-mixture features (module doc, step 1): a mixture of behaviour-cloning policies.
+
+
+def _policy_rows(dataset, codes: np.ndarray):
+    """Every agent decision as a row: standardised observation, action, available
+    actions, the individual who made it (index into the ids) and its episode."""
+    obs = np.asarray(dataset.steps["obs"], dtype=np.float32)
+    obs = obs.reshape(-1, obs.shape[-1])
+    scale = obs.std(axis=0)
+    obs = (obs - obs.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    actions = np.asarray(dataset.steps["actions"]).reshape(-1).astype(np.int32)
+    num_actions = dataset.spec.num_actions
+    if "avail" in dataset.steps:
+        avail = np.asarray(dataset.steps["avail"]).reshape(-1, num_actions).astype(bool)
+    else:
+        avail = np.ones((len(actions), num_actions), dtype=bool)
+    owner = codes[dataset.episode_index].reshape(-1)
+    episode = np.repeat(dataset.episode_index, dataset.num_agents)
+    return obs, actions, avail, owner, episode
+
+
+@functools.partial(jax.jit, static_argnames=("hidden", "updates", "batch", "learning_rate", "weight_decay"))
+def _fit_policies(keys, weights, obs, actions, avail, *, hidden, updates, batch, learning_rate, weight_decay):
+    """Behaviour cloning of one policy per row of `weights` [P, rows] (vmapped): Adam on
+    the negative log-likelihood of the actions, each row weighted (weights of mean 1),
+    minibatches drawn uniformly. Returns the parameters, stacked over P."""
+    module = MLP(hidden, avail.shape[1])
+    optimiser = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    def fit_one(key, weight):
+        init_key, batch_key = jax.random.split(key)
+        params = module.init(init_key, obs[:1])
+
+        def loss(params, rows):
+            logp = jax.nn.log_softmax(masked_logits(module.apply(params, obs[rows]), avail[rows]))
+            nll = -jnp.take_along_axis(logp, actions[rows][:, None], axis=1)[:, 0]
+            return jnp.mean(weight[rows] * nll)
+
+        def update(carry, key):
+            params, opt_state = carry
+            rows = jax.random.randint(key, (batch,), 0, obs.shape[0])
+            grads = jax.grad(loss)(params, rows)
+            changes, opt_state = optimiser.update(grads, opt_state, params)
+            return (optax.apply_updates(params, changes), opt_state), None
+
+        (params, _), _ = jax.lax.scan(update, (params, optimiser.init(params)), jax.random.split(batch_key, updates))
+        return params
+
+    return jax.vmap(fit_one)(keys, weights)
+
+
+@functools.partial(jax.jit, static_argnames=("hidden",))
+def _action_log_probs(params, obs, avail, *, hidden):
+    """log π_p(· | o) of every policy p for every row: [P, rows, actions]."""
+    module = MLP(hidden, avail.shape[1])
+    return jax.vmap(lambda p: jax.nn.log_softmax(masked_logits(module.apply(p, obs), avail)))(params)
+
+
+def _out_of_fold(rows, fold: np.ndarray, weights: np.ndarray, key: jax.Array, config: FeatureConfig):
+    """Per row, log π_p(a | o) and the entropy of π_p(· | o) [rows, P] under policies
+    fitted, with row weights `weights` [rows, P], on the other folds' episodes only."""
+    obs, actions, avail = rows
+    loglik = np.zeros(weights.shape)
+    entropy = np.zeros_like(loglik)
+    for f in range(config.mixture_folds):
+        train, test = fold != f, fold == f
+        if not test.any():
+            continue
+        w = weights[train].T
+        w = w / np.maximum(w.mean(axis=1, keepdims=True), 1e-12)
+        keys = jax.random.split(jax.random.fold_in(key, f), len(w))
+        params = _fit_policies(keys, jnp.asarray(w, jnp.float32), jnp.asarray(obs[train]),
+                               jnp.asarray(actions[train]), jnp.asarray(avail[train]),
+                               hidden=tuple(config.policy_hidden), updates=config.policy_updates,
+                               batch=config.policy_batch, learning_rate=config.policy_learning_rate,
+                               weight_decay=config.policy_weight_decay)
+        logp = np.asarray(_action_log_probs(params, jnp.asarray(obs[test]), jnp.asarray(avail[test]),
+                                            hidden=tuple(config.policy_hidden)), dtype=np.float64)
+        loglik[test] = np.take_along_axis(logp, actions[test][None, :, None], axis=2)[:, :, 0].T
+        entropy[test] = -(np.exp(logp) * np.where(np.isfinite(logp), logp, 0.0)).sum(axis=2).T
+    return loglik, entropy
+
+
+def _policy_mixture_features(dataset, codes: np.ndarray, num_ids: int, key: jax.Array, config: FeatureConfig):
+    """Responsibilities of a mixture of behaviour-cloning policies for each individual.
+
+    Start: one policy fitted to all decisions; each individual's mean "surprise" under it,
+    log π(a|o) + H(π(·|o)) (the log-likelihood of its actions minus what the pooled
+    policy itself would expect in the same states, so states where any policy is
+    predictable do not pass for behaviour), ranked into soft initial responsibilities.
+    EM rounds: M policies, each fitted to all decisions weighted by their makers'
+    responsibilities; an individual's responsibilities are the posterior of its whole
+    trajectory, r_im ∝ w_m · Π_t π_m(a_t | o_t). Policies are always fitted on the other
+    folds' episodes (cross-fitting), so no individual is scored by a policy that saw it.
+    """
+    if not dataset.discrete:
+        raise ValueError("kind: 'policy-mixture' needs discrete actions; use kind='histogram' (moments) "
+                         "for continuous actions")
+    obs, actions, avail, owner, episode = _policy_rows(dataset, codes)
+    fold_key, pooled_key, mixture_key = jax.random.split(key, 3)
+    fold = numpy_rng(fold_key).permutation(dataset.num_episodes)[episode] % config.mixture_folds
+    rows = (obs, actions, avail)
+    steps = np.maximum(np.bincount(owner, minlength=num_ids), 1)
+
+    loglik, entropy = _out_of_fold(rows, fold, np.ones((len(actions), 1)), pooled_key, config)
+    surprise = np.bincount(owner, weights=loglik[:, 0] + entropy[:, 0], minlength=num_ids) / steps
+    z = _zscore(surprise[:, None])[:, 0]
+    centres = np.linspace(-1.0, 1.0, config.mixture_components)
+    logpost = -2.0 * (z[:, None] - centres[None, :]) ** 2
+    for r in range(config.mixture_rounds):
+        responsibility = np.exp(logpost - logpost.max(axis=1, keepdims=True))
+        responsibility /= responsibility.sum(axis=1, keepdims=True)
+        loglik, _ = _out_of_fold(rows, fold, responsibility[owner], jax.random.fold_in(mixture_key, r), config)
+        trajectory = np.stack([np.bincount(owner, weights=loglik[:, m], minlength=num_ids)
+                               for m in range(config.mixture_components)], axis=1)
+        logpost = trajectory + np.log(np.maximum(responsibility.mean(axis=0), 1e-12))[None, :]
+    responsibility = np.exp(logpost - logpost.max(axis=1, keepdims=True))
+    responsibility /= responsibility.sum(axis=1, keepdims=True)
+    return responsibility, tuple(f"policy{m}" for m in range(config.mixture_components))
+
+
 def _zscore(x: np.ndarray) -> np.ndarray:
     std = x.std(axis=0)
     return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
@@ -295,14 +455,18 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 def behaviour_features(dataset, key: jax.Array, config: FeatureConfig = FeatureConfig()) -> BehaviourFeatures:
     """Behaviour features of every individual of `dataset.episodes["agent_ids"]` (module
-    doc, step 1). Streams the step arrays in chunks; `key` draws the observation sample
-    the bins are fitted on."""
+    doc, step 1), of the kind `config.kind` names. "histogram" streams the step arrays in
+    chunks and `key` draws the observation sample the bins are fitted on; "policy-mixture"
+    holds every decision in memory and `key` draws the folds and the policies' fits."""
     ids, codes = index_ids(dataset.episodes["agent_ids"])
-    if dataset.discrete:
+    if config.kind == "policy-mixture":
+        values, names = _policy_mixture_features(dataset, codes, len(ids), key, config)
+    elif dataset.discrete:
         values, names = _discrete_features(dataset, codes, len(ids), numpy_rng(key), config)
     else:
         values, names = _continuous_features(dataset, codes, len(ids), config)
-    standardise = (not dataset.discrete) if config.standardise is None else config.standardise
+    histogram = config.kind == "histogram"
+    standardise = (histogram and not dataset.discrete) if config.standardise is None else config.standardise
     return BehaviourFeatures(ids, _zscore(values) if standardise else values, names)
 
 
