@@ -126,6 +126,23 @@ def test_actor_loss_matches_a_hand_computation():
     assert float(padded) == pytest.approx(-(1.0 * 1.0 * np.log(0.7)) / 2, rel=1e-5)
 
 
+def test_effective_sample_fraction_of_filter_weights():
+    # Columns: equal weights (1), one entry holding all the weight (1/n), a hand case with
+    # padding (n = 2 valid: (1 + 3)² / (2 · (1 + 9)) = 0.8), and a slice with no valid entry.
+    weights = np.array([[2.0, 0.0, 1.0, 5.0], [2.0, 3.0, 3.0, 5.0], [2.0, 0.0, 7.0, 5.0]], np.float32)
+    mask = np.array([[True, True, True, False], [True, True, True, False], [True, True, False, False]])
+    got = np.asarray(sit.effective_sample_fraction(jnp.asarray(weights), jnp.asarray(mask)))
+    np.testing.assert_allclose(got[:3], [1.0, 1.0 / 3.0, 0.8], rtol=1e-6)
+    assert np.isnan(got[3])
+    # β → 0 makes eq. 10's batch softmax an argmax: the fraction falls to 1/B; β → ∞: 1.
+    advantage = jnp.asarray(np.linspace(-1.0, 1.0, 8)[:, None], jnp.float32)
+    full = jnp.ones_like(advantage, bool)
+    sharp = sit.crr_filter(advantage, full, "softmax", beta=1e-3, clip=1e9)
+    flat = sit.crr_filter(advantage, full, "softmax", beta=1e3, clip=1e9)
+    assert float(sit.effective_sample_fraction(sharp, full)[0]) == pytest.approx(1 / 8, rel=1e-4)
+    assert float(sit.effective_sample_fraction(flat, full)[0]) == pytest.approx(1.0, rel=1e-4)
+
+
 def test_network_losses_follow_eqs_9_and_10(dataset):
     """critic_loss / actor_loss on a real batch equal the value-level formulas recomputed in numpy."""
     config = dataclasses.replace(FAST, batch_size=3, reward_scale=2.0)
@@ -175,6 +192,10 @@ def test_network_losses_follow_eqs_9_and_10(dataset):
 
     p = pi[:, :10]
     advantage = take(q, b["actions"]) - (p * q).sum(-1)
+    got_advantage = jax.jit(sit.discrete_advantages, static_argnums=(3, 4))(jnp.asarray(logits), critic_params,
+                                                                           batch, critic, config)
+    np.testing.assert_allclose(np.where(m, np.asarray(got_advantage), 0), np.where(m, advantage, 0), rtol=1e-4,
+                               atol=1e-5)
     z = np.where(m, np.exp(advantage / config.beta - (advantage / config.beta).max(0, where=m, initial=-1e30)), 0)
     f = np.where(m, np.minimum(m.sum(0) * z / np.maximum(z.sum(0), 1e-30), config.weight_clip), 0.0)
     expected_pi = -np.sum(m * b["weight"] * f * np.log(take(p, b["actions"]))) / m.sum()

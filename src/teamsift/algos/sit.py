@@ -503,16 +503,35 @@ def logits_actor_loss(logits, critic_params, batch, critic: CriticConfig, config
     The baseline Σ_a π Q needs every action's value; without it only a_j is scored."""
     max_length = batch["actions"].shape[1]
     log_pi = jax.nn.log_softmax(logits[:, :max_length], axis=-1)
-    fields = critic_fields(critic, batch)
-    if config.advantage_baseline:
-        q = jax.lax.stop_gradient(GATCritic(critic).apply(critic_params, *fields))
-        pi = jax.lax.stop_gradient(jnp.exp(log_pi))
-        advantage = oc.taken(q, batch["actions"]) - jnp.sum(
-            pi * jnp.where(batch["avail_ext"][:, :max_length], q, 0.0), axis=-1)
-    else:
-        advantage = jax.lax.stop_gradient(taken_values(critic, critic_params, *fields, batch["actions"]))
+    advantage = discrete_advantages(logits, critic_params, batch, critic, config)
     filter_weights = crr_filter(advantage, batch["mask"], config.filter, config.beta, config.weight_clip)
     return filtered_bc_loss(oc.taken(log_pi, batch["actions"]), filter_weights, batch["weight"], batch["mask"])
+
+
+def discrete_advantages(logits, critic_params, batch, critic: CriticConfig, config: SITConfig) -> jax.Array:
+    """What eq. 10's filter reads, [B, T, A] (no gradient): A = Q_i(τ_j, a_j) − Σ_a π_i(a|τ_j)
+    Q_i(τ_j, a) from the actor's masked logits [B, T (or T + 1), A, nA], or Q_i(τ_j, a_j)
+    itself with `advantage_baseline=False` (eq. 10 as printed)."""
+    max_length = batch["actions"].shape[1]
+    fields = critic_fields(critic, batch)
+    if not config.advantage_baseline:
+        return jax.lax.stop_gradient(taken_values(critic, critic_params, *fields, batch["actions"]))
+    q = jax.lax.stop_gradient(GATCritic(critic).apply(critic_params, *fields))
+    pi = jax.lax.stop_gradient(jax.nn.softmax(logits[:, :max_length], axis=-1))
+    return oc.taken(q, batch["actions"]) - jnp.sum(pi * jnp.where(batch["avail_ext"][:, :max_length], q, 0.0),
+                                                   axis=-1)
+
+
+def effective_sample_fraction(weights: jax.Array, mask: jax.Array) -> jax.Array:
+    """Kish's effective sample size of non-negative weights over the batch axis (0), as a
+    fraction of the valid entries n of each slice: (Σ w)² / (n · Σ w²), in [1/n, 1] (1: all
+    equal, 1/n: one entry holds all the weight); NaN where a slice has no valid entry or no
+    weight. For eq. 10's filter f(A) over agent i's B trajectories at one step (diagnostics)."""
+    mask = jnp.broadcast_to(mask, weights.shape)
+    w = jnp.where(mask, weights, 0.0)
+    n = jnp.sum(mask, axis=0).astype(w.dtype)
+    total, squares = jnp.sum(w, axis=0), jnp.sum(w * w, axis=0)
+    return jnp.where((n > 0) & (squares > 0), total ** 2 / jnp.maximum(n * squares, 1e-30), jnp.nan)
 
 
 # --- Stage III for continuous actions (Gaussian actor, CRR's sampled advantage) ------------
