@@ -119,8 +119,9 @@ def bench_cache_path(dataset, config: ardnem.ARDNEMConfig, updates: int, bench_s
 def find_stage1(args, run_dir: Path, dataset, config: ardnem.ARDNEMConfig) -> tuple[ardnem.ARDNEMResult, str]:
     updates = stage1_updates(run_dir)
     candidates = [Path(args.stage1)] if args.stage1 else []
-    candidates += [run_dir / "stages" / "ardnem" / pipeline.STAGE1_FILE,
-                   bench_cache_path(dataset, config, updates, args.bench_seed)]
+    if not args.retrain_stage1:
+        candidates += [run_dir / "stages" / "ardnem" / pipeline.STAGE1_FILE,
+                       bench_cache_path(dataset, config, updates, args.bench_seed)]
     for path in candidates:
         if path.is_file():
             result = ardnem.load_result(path)
@@ -346,6 +347,48 @@ def dper_stats(priority: np.ndarray, dataset, config: dper.DPERConfig, alphas, u
     return out
 
 
+#: Ways to read SIT's "α = 0.2" with "rescaled priority range [0, 20]" (Table 11, eq. 7).
+READINGS = {
+    "ours": "min–max p̂ to [0, 20] per buffer, then eq. 7 softmax(p̃/α) (DPERConfig default)",
+    "after_softmax": "eq. 7 on raw p̂, then the probabilities min–max'd to [0, 20] as sum-tree leaves",
+    "raw": "eq. 7 on raw p̂, no rescaling",
+    "per_exponent": "PER's exponent: P ∝ p̃^α, p̃ = p̂ min–max'd to [0, 20] (Schaul et al.; not eq. 7)",
+}
+
+
+def reading_probabilities(raw: np.ndarray, alpha: float, reading: str, config: dper.DPERConfig) -> np.ndarray:
+    lo, hi = config.priority_range
+    if reading in ("ours", "after_softmax"):
+        return dper.buffer_priorities(raw, dataclasses.replace(config, alpha=alpha, rescale=(
+            "before_softmax" if reading == "ours" else "after_softmax")))[1]
+    if reading == "raw":
+        return dper.softmax_priorities(raw, alpha)
+    scaled = dper.min_max(raw, lo, hi) ** alpha
+    return scaled / scaled.sum()
+
+
+def readings_stats(priority: np.ndarray, dataset, config: dper.DPERConfig, alphas, updates: int, batch: int) -> dict:
+    """DPER's ESS under each reading of eq. 7 + Table 11, per type buffer."""
+    levels = np.asarray(dataset.episodes["behaviour"]).astype(str) if "behaviour" in dataset.episodes else None
+    out = {}
+    for reading in READINGS:
+        for alpha in alphas:
+            for name, slots in dper.buffer_groups(dataset.spec.agent_types, config.group_by).items():
+                episode, slot = np.meshgrid(np.arange(priority.shape[0]), slots, indexing="ij")
+                episode, slot = episode.reshape(-1), slot.reshape(-1)
+                p = reading_probabilities(priority[episode, slot].astype(np.float64), float(alpha), reading, config)
+                draws = updates * len(slots) * batch
+                row = {"reading": reading, "alpha": float(alpha), "buffer": name, "size": int(p.size),
+                       "ess": float(1.0 / np.sum(p ** 2)),
+                       "top_1pct_mass": float(np.sort(p)[::-1][:max(1, int(np.ceil(0.01 * p.size)))].sum()),
+                       "drawn_at_least_once_expected": float(np.sum(-np.expm1(draws * np.log1p(-np.minimum(p, 1 - 1e-15)))))}
+                if levels is not None:
+                    lv = levels[episode, slot]
+                    row["level_share"] = {level: float(p[lv == level].sum()) for level in np.unique(lv)}
+                out[f"{reading} α={alpha:g} {name}"] = row
+    return out
+
+
 def priority_by_level(priority: np.ndarray, dataset) -> dict | None:
     """Stage I's p̂ per behaviour level, and the AUC of p̂ separating the best level from the rest."""
     if "behaviour" not in dataset.episodes:
@@ -396,7 +439,9 @@ def render(report: dict) -> str:
              f"seed, from the run's DPER sampler (as Stage III draws them) and uniformly from the same type-wise "
              f"buffers (held out in effect); {report['seconds']:.0f} s.", ""]
     if report.get("diagnosis"):
-        lines += ["## Diagnosis", ""] + report["diagnosis"] + [""]
+        lines += ["## Findings (numbers from the tables below)", ""] + [f"- {x}" for x in report["diagnosis"]] + [""]
+    if report.get("notes"):
+        lines += ["## Diagnosis", ""] + report["notes"] + [""]
     for kind in ("dper", "uniform"):
         stats = report["batches"][kind]
         a = stats["advantage"]
@@ -439,6 +484,14 @@ def render(report: dict) -> str:
                   + f"; correlation of p̂ with the episode's team return {pbl['corr_with_team_return']:.3f}; share of "
                   f"p̂'s variance within episodes (between the slots of one episode) "
                   f"{pbl['within_episode_share_of_variance']:.3f}."]
+    lines += ["", "Readings of eq. 7 with Table 11's α and priority range (same p̂):", "",
+              "| reading | α | buffer | ESS | top 1% mass | distinct drawn in the run (expected) | behaviour levels |",
+              "|---|---|---|---|---|---|---|"]
+    for row in report["readings"].values():
+        levels = "; ".join(f"{lv} {v:.1%}" for lv, v in row.get("level_share", {}).items())
+        lines.append(f"| {row['reading']} | {row['alpha']:g} | {row['buffer']} | {row['ess']:,.1f} | "
+                     f"{row['top_1pct_mass']:.3f} | {row['drawn_at_least_once_expected']:,.0f} | {levels} |")
+    lines += [""] + [f"- `{name}`: {text}" for name, text in READINGS.items()]
     lines += ["", "## 3. Critic fit (Q_i(τ_j, a_j) against the discounted return of the scaled r̂)", "",
               "| draws | against | corr | bias (Q − G) | std Q | std G | std ratio | mean Q | mean G |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -462,6 +515,62 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def findings(report: dict) -> list[str]:
+    """Numbers-first statements from the report (whatever run it describes)."""
+    run = report["run"]
+    beta, alpha, b = run["beta"], run["alpha"], run["batch_size"]
+    key_beta = f"{beta:g}"
+    out = []
+    own = report["dper"][f"{alpha:g}"]
+    for name, d in own.items():
+        line = (f"DPER (α = {alpha:g}, buffer {name}): ESS of P_J = {d['ess']:,.1f} of {d['size']:,} trajectories "
+                f"({d['ess_fraction']:.1e}); the top 1% hold {d['top_1pct_mass']:.1%} of the mass; the run's "
+                f"{d['draws_over_run']:,} draws are expected to touch {d['drawn_at_least_once_expected']:,.0f} distinct "
+                "trajectories")
+        other = {k: v[name] for k, v in report["dper"].items() if k != f"{alpha:g}"}
+        line += "".join(f"; at α = {k}: ESS {v['ess']:,.0f} ({v['ess_fraction']:.1%}), "
+                        f"{v['drawn_at_least_once_expected']:,.0f} distinct" for k, v in other.items()) + "."
+        out.append(line)
+    dp, un = report["batches"]["dper"], report["batches"]["uniform"]
+    f_run, f_un = dp["filter"][key_beta], un["filter"][key_beta]
+    ess_distinct = [f["ess_distinct_fraction_mean"] for f in dp["filter"].values()]
+    out.append(f"A batch of B = {b} drawn by DPER holds {dp['distinct_per_batch']['mean']:.1f} distinct trajectories; "
+               f"the filter's ESS over distinct trajectories is {min(ess_distinct):.2f}–{max(ess_distinct):.2f}·B "
+               f"(≈ {min(ess_distinct) * b:.1f}–{max(ess_distinct) * b:.1f} trajectories) at every β from "
+               f"{min(BETAS):g} to {max(BETAS):g}: the batch's diversity is set by DPER, not by β.")
+    wb = dp["within_batch"]
+    out.append(f"CRR filter on the training draws (DPER): median |A| = {dp['advantage']['median_abs']:.3g}, A's "
+               f"within-batch range median {wb['range_median']:.3g} = {wb['range_median'] / beta:.1f}β; at β = {beta:g} "
+               f"ESS/B = {f_run['ess_fraction_mean']:.2f}, {f_run['at_clip']:.2%} at the clip, "
+               f"{f_run['below_0.01']:.1%} below 0.01 — not near-argmax on the draws it trained on.")
+    wu = un["within_batch"]
+    out.append(f"On uniform draws (the buffer's other trajectories): median |A| = {un['advantage']['median_abs']:.3g}, "
+               f"within-batch range median {wu['range_median']:.3g} = {wu['range_median'] / beta:.1f}β; at β = {beta:g} "
+               f"ESS/B = {f_un['ess_fraction_mean']:.2f}, {f_un['below_0.01']:.1%} of weights below 0.01, the largest "
+               f"weight {f_un['max_share_median']:.0%} of the batch (median) — near-argmax; at β = 0.3 / 1: ESS/B "
+               f"{un['filter']['0.3']['ess_fraction_mean']:.2f} / {un['filter']['1']['ess_fraction_mean']:.2f}.")
+    cd, cu = dp["critic"], un["critic"]
+    share = un.get("expected_training_draws", {}).get("share_below_1")
+    out.append(f"Critic on the training draws: corr(Q, MC return of r̂) = {cd['vs_mc_return']['corr']:.2f}, "
+               f"std ratio {cd['vs_mc_return']['std_ratio']:.2f}, TD RMS {cd['td_target_net']['rms']:.3f}, eq. 9 loss "
+               f"{cd['td_target_net']['eq9_loss']:.3f}. On uniform draws ({share:.0%} of them expected to have been "
+               f"drawn less than once in training): corr {cu['vs_mc_return']['corr']:.2f} (with the bootstrapped tail "
+               f"{cu['vs_mc_return_with_tail']['corr']:.2f}), bias Q − G = {cu['vs_mc_return']['bias']:+.2f}, std ratio "
+               f"{cu['vs_mc_return']['std_ratio']:.2f}, TD RMS {cu['td_target_net']['rms']:.3f}, eq. 9 loss "
+               f"{cu['td_target_net']['eq9_loss']:.2f} — the critic fits the few trajectories DPER gives it and not "
+               "the rest.")
+    pbl = report.get("priority_by_level")
+    if pbl and "auc_best_level" in pbl:
+        lv = own[next(iter(own))].get("level_share", {})
+        best = pbl["auc_best_level"]["level"]
+        out.append(f"Stage I's p̂ ranks '{best}' trajectories above the rest with AUC {pbl['auc_best_level']['auc']:.2f}; "
+                   f"it correlates {pbl['corr_with_team_return']:.2f} with the episode's team return (only "
+                   f"{pbl['within_episode_share_of_variance']:.0%} of its variance lies between the slots of one "
+                   f"episode); DPER at α = {alpha:g} draws '{best}' {lv.get(best, {}).get('dper', float('nan')):.1%} of "
+                   f"the time against {lv.get(best, {}).get('uniform', float('nan')):.1%} uniformly.")
+    return out
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict:
@@ -472,9 +581,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stage1", default=None, help="a saved ARDNEM result to use as Stage I")
     parser.add_argument("--ardnem-updates", type=int, default=None,
                         help="Stage I updates when it must be retrained (default: the run's budget)")
+    parser.add_argument("--retrain-stage1", action="store_true",
+                        help="retrain Stage I even where a cached result exists (with --ardnem-updates: a smoke run)")
     parser.add_argument("--bench-seed", type=int, default=0, help="the bench seed of Stage I's cache and key")
     parser.add_argument("--minibatches", type=int, default=64, help="batches of B trajectories per agent and seed")
     parser.add_argument("--seed", type=int, default=0, help="key of the diagnostic draws")
+    parser.add_argument("--notes-file", default=None,
+                        help="markdown lines to add under the automatic findings (the reader's interpretation)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sit-diagnosis-cpu"),
                         help="output stem: <out>.md and <out>.json")
     args = parser.parse_args(argv)
@@ -539,7 +652,11 @@ def main(argv: list[str] | None = None) -> dict:
         "batches": batches,
         "dper": dper_stats(priority, dataset, dper_config, alphas, updates, config.batch_size),
         "priority_by_level": priority_by_level(priority, dataset),
+        "readings": readings_stats(priority, dataset, dper_config, alphas, updates, config.batch_size),
     }
+    report["diagnosis"] = findings(report)
+    if args.notes_file:
+        report["notes"] = Path(args.notes_file).read_text().strip().splitlines()
     report["seconds"] = time.perf_counter() - began
     write(report, Path(args.out))
     return report
