@@ -70,13 +70,13 @@ SMALL_WEIGHT = 0.01
 
 # --- the run: config, Stage I, checkpoint -----------------------------------------------------
 
-def read_run(run_dir: Path) -> dict:
+def read_run(run_dir: Path, learner: str = "sit") -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
-        raise SystemExit(f"{path}: not found; --run-dir must be a SIT run directory (config.json, checkpoints/)")
+        raise SystemExit(f"{path}: not found; expected a {learner.upper()} run directory (config.json, checkpoints/)")
     record = json.loads(path.read_text())
-    if record.get("learner") != "sit":
-        raise SystemExit(f"{path}: field 'learner': expected 'sit', got {record.get('learner')!r}")
+    if record.get("learner") != learner:
+        raise SystemExit(f"{path}: field 'learner': expected {learner!r}, got {record.get('learner')!r}")
     for field in ("hyperparameters", "sampler", "schedule"):
         if field not in record:
             raise SystemExit(f"{path}: field {field!r} missing")
@@ -132,8 +132,8 @@ def find_stage1(args, run_dir: Path, dataset, config: ardnem.ARDNEMConfig) -> tu
     from teamsift.bench.sit import SITBenchConfig, stage1_key
 
     retrain = args.ardnem_updates or updates
-    print(f"Stage I: no cached result ({', '.join(map(str, candidates))}); retraining ARDNEM for {retrain:,} "
-          "updates (not saved)", file=sys.stderr)
+    reason = "--retrain-stage1" if args.retrain_stage1 else f"no cached result ({', '.join(map(str, candidates))})"
+    print(f"Stage I: {reason}; retraining ARDNEM for {retrain:,} updates (not saved)", file=sys.stderr)
     run = RunConfig(updates=retrain, log_every=min(500, retrain), progress=False)
     result = pipeline.run_stage1(config, dataset, stage1_key(SITBenchConfig(seed=args.bench_seed)), run, retrain)
     note = "" if retrain == updates else f"; the run used {updates:,}, so r̂, û and p̂ differ from the run's"
@@ -245,6 +245,75 @@ def make_batch_diagnostics(actor, critic, config: sit.SITConfig, max_length: int
                 "distinct": distinct, "betas": per_beta}
 
     return jax.jit(lambda state, arrays, buffers, keys: jax.lax.map(lambda k: one(state, arrays, buffers, k), keys))
+
+
+def make_icq_diagnostics(config, actor, critic, max_length: int, betas: tuple[float, ...]):
+    """ICQ's actor filter on uniform episode batches (as its run draws them): A = Q_i − Σ_a π_i
+    Q_i, f = |B|·softmax_B(A/β) over the B episodes at each step and agent (ICQ's eq. 14;
+    `offline_common.batch_softmax_weights`, the same batch softmax as SIT's eq. 10, unclipped)."""
+    from teamsift.algos import icq
+    from teamsift.algos import offline_common as oc
+
+    def one(state, arrays, key):
+        items = jax.random.randint(key, (config.batch_size,), 0, arrays["episode_start"].shape[0], dtype=jnp.int32)
+        batch = oc.episode_batch(arrays, items, max_length, config.bootstrap_truncated)
+        steps = batch["actions"].shape[1]
+        logits = icq.policy_logits(actor, state.actor, batch)[:, :steps]
+        q = icq.critic_values(critic, state.critic["critic"], batch["obs"], batch["state"])
+        pi = jax.nn.softmax(logits, axis=-1)
+        advantage = oc.taken(q, batch["actions"]) - jnp.sum(pi * jnp.where(batch["avail"], q, 0.0), axis=-1)
+        mask = jnp.broadcast_to(batch["mask"][..., None], advantage.shape)
+        per_beta = []
+        for beta in betas:
+            f = oc.batch_softmax_weights(advantage, mask, beta)
+            per_beta.append({"ess": sit.effective_sample_fraction(f, mask),
+                             "small": jnp.sum(mask & (f < SMALL_WEIGHT)),
+                             "max_share": jnp.max(jnp.where(mask, f, 0.0), axis=0) / jnp.maximum(jnp.sum(mask, axis=0), 1)})
+        return {"advantage": advantage, "mask": mask, "betas": per_beta}
+
+    return jax.jit(lambda state, arrays, keys: jax.lax.map(lambda k: one(state, arrays, k), keys))
+
+
+def icq_filter(args, dataset, betas) -> dict:
+    """ICQ's filter statistics from its run directory (restored as SIT's, from a copy)."""
+    from teamsift.algos import icq
+
+    run_dir = Path(args.icq_run_dir)
+    record = read_run(run_dir, "icq")
+    names = {f.name for f in dataclasses.fields(icq.ICQConfig)}
+    config = icq.ICQConfig(**{k: v for k, v in _tuples(record["hyperparameters"]).items() if k in names})
+    learner = icq.learner(config, dataset)
+    config = learner.config
+    seeds = int(record["schedule"]["seeds"])
+    data = placement.prepare(learner, dataset, {}, None, "device", 1.0, None)
+    sampler = Uniform()
+    sampler_arrays = sampler.arrays(item_space(dataset, "episode"), dataset)
+    state, step, _ = restore(run_dir, learner, sampler, data.arrays, sampler_arrays, seeds, None)
+    spec = dataset.spec
+    diagnose = make_icq_diagnostics(config, icq.actor_net_config(config, spec), icq.critic_net_config(config, spec),
+                                    int(dataset.lengths.max()), betas)
+    outs = []
+    for seed in range(seeds):
+        keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(jax.random.key(args.seed), 7), seed),
+                                args.minibatches)
+        outs.append(jax.device_get(diagnose(jax.tree.map(lambda x: x[seed], state), data.arrays, keys)))
+    out = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)  # [S, M, B, T, A]
+    mask = out["mask"].astype(bool)
+    a = out["advantage"][mask]
+    adv = np.where(mask, out["advantage"], np.nan)
+    valid = mask.sum(axis=2) >= 2  # [S, M, T, A]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nanmax(adv, axis=2) - np.nanmin(adv, axis=2)
+    res = {"run_dir": str(run_dir), "step": step, "beta": config.beta, "batch_size": config.batch_size,
+           "advantage": {"median_abs": float(np.median(np.abs(a))), "std": float(a.std()), **percentiles(a)},
+           "within_batch_range_median": float(np.median(spread[valid])), "filter": {}}
+    count = mask.sum()
+    for beta, stats in zip(betas, out["betas"]):
+        res["filter"][f"{beta:g}"] = {"ess_fraction_mean": float(np.nanmean(stats["ess"][valid])),
+                                      "below_0.01": float(stats["small"].sum() / count),
+                                      "max_share_median": float(np.median(stats["max_share"][valid]))}
+    return res
 
 
 # --- statistics ---------------------------------------------------------------------------------
@@ -464,6 +533,17 @@ def render(report: dict) -> str:
                          f"{f['ess_distinct_fraction_mean']:.3f} | {f['at_clip']:.3%} | "
                          f"{f['below_0.01']:.1%} | {f['max_share_median']:.3f} |")
         lines.append("")
+    if report.get("icq"):
+        q = report["icq"]
+        lines += [f"## 1b. ICQ's filter on its own run (the same batch softmax, uniform episodes)", "",
+                  f"Run `{q['run_dir']}` (checkpoint {q['step']:,}, β = {q['beta']:g}, B = {q['batch_size']}): "
+                  f"A = Q_i − Σ_a π_i Q_i median |A| {fmt(q['advantage']['median_abs'])}, std {fmt(q['advantage']['std'])}, "
+                  f"p1 {fmt(q['advantage']['p1'])}, p99 {fmt(q['advantage']['p99'])}; within-batch range median "
+                  f"{fmt(q['within_batch_range_median'])} = {q['within_batch_range_median'] / q['beta']:.1f}β.", "",
+                  "| β | ESS/B mean | below 0.01 | largest weight / B (median) |", "|---|---|---|---|"]
+        for beta, f in q["filter"].items():
+            lines.append(f"| {beta} | {f['ess_fraction_mean']:.3f} | {f['below_0.01']:.1%} | {f['max_share_median']:.3f} |")
+        lines.append("")
     lines += ["## 2. DPER's effective sample size (exact P_J from Stage I's p̂)", "",
               "| α | buffer | size | ESS | ESS / size | top 1% mass | top 10% mass | distinct drawn in the run "
               "(expected) | team return: DPER / uniform | behaviour levels: DPER / uniform |",
@@ -512,6 +592,9 @@ def render(report: dict) -> str:
                      f"{c['td_target_net']['mean_abs']:.3f} | {c['td_target_net']['eq9_loss']:.3f} | "
                      f"{c['td_online']['rms']:.3f} | {c['q_std_within_batch_median']:.3f} | "
                      f"{fmt(e.get('median'))}; {fmt(e.get('share_below_1'))} |")
+    if cfg["step"] % cfg["target_update_interval"] == 0:
+        lines += ["", f"(At update {cfg['step']:,} the target network has just been copied from the critic "
+                      f"(every {cfg['target_update_interval']} updates): the two TD errors coincide.)"]
     return "\n".join(lines) + "\n"
 
 
@@ -559,13 +642,20 @@ def findings(report: dict) -> list[str]:
                f"{cu['vs_mc_return']['std_ratio']:.2f}, TD RMS {cu['td_target_net']['rms']:.3f}, eq. 9 loss "
                f"{cu['td_target_net']['eq9_loss']:.2f} — the critic fits the few trajectories DPER gives it and not "
                "the rest.")
+    q = report.get("icq")
+    if q:
+        f = q["filter"].get(key_beta, {})
+        out.append(f"ICQ's run on the same data (its own critic, uniform episodes, β = {q['beta']:g}): median |A| = "
+                   f"{q['advantage']['median_abs']:.3g}, within-batch range median {q['within_batch_range_median']:.3g} = "
+                   f"{q['within_batch_range_median'] / q['beta']:.1f}β; at β = {beta:g} ESS/B = "
+                   f"{f.get('ess_fraction_mean', float('nan')):.2f}, {f.get('below_0.01', float('nan')):.1%} below 0.01.")
     pbl = report.get("priority_by_level")
     if pbl and "auc_best_level" in pbl:
         lv = own[next(iter(own))].get("level_share", {})
         best = pbl["auc_best_level"]["level"]
         out.append(f"Stage I's p̂ ranks '{best}' trajectories above the rest with AUC {pbl['auc_best_level']['auc']:.2f}; "
-                   f"it correlates {pbl['corr_with_team_return']:.2f} with the episode's team return (only "
-                   f"{pbl['within_episode_share_of_variance']:.0%} of its variance lies between the slots of one "
+                   f"it correlates {pbl['corr_with_team_return']:.2f} with the episode's team return "
+                   f"({pbl['within_episode_share_of_variance']:.0%} of its variance lies between the slots of one "
                    f"episode); DPER at α = {alpha:g} draws '{best}' {lv.get(best, {}).get('dper', float('nan')):.1%} of "
                    f"the time against {lv.get(best, {}).get('uniform', float('nan')):.1%} uniformly.")
     return out
@@ -586,6 +676,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bench-seed", type=int, default=0, help="the bench seed of Stage I's cache and key")
     parser.add_argument("--minibatches", type=int, default=64, help="batches of B trajectories per agent and seed")
     parser.add_argument("--seed", type=int, default=0, help="key of the diagnostic draws")
+    parser.add_argument("--icq-run-dir", default=None,
+                        help="an ICQ run on the same dataset: its actor filter's statistics, for comparison")
     parser.add_argument("--notes-file", default=None,
                         help="markdown lines to add under the automatic findings (the reader's interpretation)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sit-diagnosis-cpu"),
@@ -645,7 +737,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python benchmarks/diagnose_sit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "run": {"run_dir": str(run_dir), "dataset": str(args.dataset), "step": step, "updates": updates,
                 "seeds": seeds, "alpha": dper_config.alpha, "beta": config.beta, "batch_size": config.batch_size,
-                "reward_scale": config.reward_scale, "weight_clip": config.weight_clip},
+                "reward_scale": config.reward_scale, "weight_clip": config.weight_clip,
+                "target_update_interval": config.target_update_interval},
         "stage1": {"source": stage1_source},
         "policy_files_agree": agree,
         "minibatches": args.minibatches,
@@ -654,6 +747,9 @@ def main(argv: list[str] | None = None) -> dict:
         "priority_by_level": priority_by_level(priority, dataset),
         "readings": readings_stats(priority, dataset, dper_config, alphas, updates, config.batch_size),
     }
+    if args.icq_run_dir:
+        report["icq"] = icq_filter(args, dataset, betas)
+    report["seconds"] = time.perf_counter() - began
     report["diagnosis"] = findings(report)
     if args.notes_file:
         report["notes"] = Path(args.notes_file).read_text().strip().splitlines()

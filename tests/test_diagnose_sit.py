@@ -67,11 +67,16 @@ def test_diagnosis_of_a_short_run(tmp_path):
     pipeline.train("sit", dataset, jax.random.key(0), run,
                    overrides={"batch_size": 4, "ardnem.batch_size": 4, "ardnem.ensemble_size": 2},
                    stage_updates={"ardnem": 3})
-    before = snapshot(run_dir)
+    icq_dir = tmp_path / "icq"
+    pipeline.train("icq", dataset, jax.random.key(1), dataclasses.replace(run, run_dir=str(icq_dir)),
+                   overrides={"batch_size": 4})
+    before = snapshot(run_dir), snapshot(icq_dir)
     out = tmp_path / "out" / "diag"
     report = diagnose.main(["--run-dir", str(run_dir), "--dataset", str(dataset.path), "--minibatches", "2",
-                            "--out", str(out)])
-    assert snapshot(run_dir) == before  # nothing written into the run directory
+                            "--icq-run-dir", str(icq_dir), "--out", str(out)])
+    assert (snapshot(run_dir), snapshot(icq_dir)) == before  # nothing written into the run directories
+    assert report["icq"]["step"] == 4
+    assert 1 / 4 - 1e-6 <= report["icq"]["filter"]["0.1"]["ess_fraction_mean"] <= 1 + 1e-6
     assert "stages/ardnem/result.msgpack" in report["stage1"]["source"]
     assert report["run"]["step"] == 4 and report["policy_files_agree"] == [True, True]
     for kind in ("dper", "uniform"):
