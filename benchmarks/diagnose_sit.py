@@ -2,7 +2,21 @@
 effective sample size, and the critic's fit (issue 21, part 3).
 
     python benchmarks/diagnose_sit.py --run-dir RUN --dataset DATA          # results/sit-diagnosis-<device>.{md,json}
-    python benchmarks/diagnose_sit.py --run-dir RUN --dataset DATA --ardnem-updates 200 --out /tmp/smoke   # smoke
+    python benchmarks/diagnose_sit.py --run-dir RUN --dataset DATA --retrain-stage1 --ardnem-updates 50 \
+        --minibatches 2 --out /tmp/smoke                                    # a smoke run (Stage I retrained, small)
+    python benchmarks/diagnose_sit.py --run-dir RUNS/<ds>_SIT --dataset DATA --icq-run-dir RUNS/<ds>_ICQ \
+        --notes-file NOTES.md                                               # + ICQ's filter, + the reader's notes
+
+The recorded diagnosis (results/sit-diagnosis-cpu.{md,json}) was made by the command in its header;
+for the paper-budget runs of `teamsift bench sit ... --name sit-paper-updates --data-dir datasets/bench-sit`:
+
+    python benchmarks/diagnose_sit.py --dataset datasets/bench-sit/CN_3ls3l-low-10000ep-seed0 \
+        --run-dir "datasets/bench-sit/runs/sit-paper-updates/CN_3ls3l-low-10000ep-seed0_SIT" \
+        --icq-run-dir datasets/bench-sit/runs/sit-paper-updates/CN_3ls3l-low-10000ep-seed0_ICQ \
+        --out benchmarks/results/sit-diagnosis-paper-updates-cpu
+    (and --run-dir ".../CN_3ls3l-low-10000ep-seed0_SIT*" for SIT*: α = 1, β = 0.1)
+
+A run still training is diagnosed at its latest complete checkpoint (`--step` picks another).
 
 RUN is a SIT run directory of `teamsift bench sit` or `teamsift train --algo sit` (its
 `config.json` and `checkpoints/`); DATA the dataset it trained on. Nothing is written there:
@@ -31,6 +45,9 @@ many batches drawn uniformly from the type-wise buffers (held out in effect: DPE
 3. the critic (eqs. 8–9): Q_i(τ_j, a_j) against the discounted Monte-Carlo return of the
    (scaled) r̂ it regresses on, with and without the bootstrapped tail after a time-limit
    end; correlation, bias, std ratio; the TD error against the restored target network.
+With `--icq-run-dir`, ICQ's actor filter (the same batch softmax, ICQ's eq. 14) on its own
+restored critic and uniform episodes, for comparison. The report opens with numbers-first
+findings computed from the tables; `--notes-file` adds the reader's interpretation.
 """
 
 from __future__ import annotations
@@ -52,8 +69,7 @@ import numpy as np
 
 import teamsift  # noqa: F401  (XLA flags before JAX starts)
 from teamsift.algos import pipeline, registry, sit
-from teamsift.data import DPER, Uniform, dper, item_space, load_dataset
-from teamsift.data import dataset_fingerprint
+from teamsift.data import DPER, Uniform, dataset_fingerprint, dper, item_space, load_dataset
 from teamsift.data.samplers import draw_trajectories
 from teamsift.engine import RunConfig, placement
 from teamsift.engine.checkpoints import Checkpoints
@@ -178,7 +194,7 @@ def policy_files_agree(run_dir: Path, state, seeds: int) -> list[bool] | None:
             return None
         policy, _ = load_policy(path)
         saved = jax.tree.leaves(policy.params)
-        restored = jax.tree.leaves(jax.tree.map(lambda x: x[seed], state.actor))
+        restored = jax.tree.leaves(jax.tree.map(lambda x, s=seed: x[s], state.actor))
         agree.append(len(saved) == len(restored) and all(np.allclose(np.asarray(a), np.asarray(b))
                                                          for a, b in zip(saved, restored)))
     return agree
@@ -296,7 +312,7 @@ def icq_filter(args, dataset, betas) -> dict:
     for seed in range(seeds):
         keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(jax.random.key(args.seed), 7), seed),
                                 args.minibatches)
-        outs.append(jax.device_get(diagnose(jax.tree.map(lambda x: x[seed], state), data.arrays, keys)))
+        outs.append(jax.device_get(diagnose(jax.tree.map(lambda x, s=seed: x[s], state), data.arrays, keys)))
     out = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)  # [S, M, B, T, A]
     mask = out["mask"].astype(bool)
     a = out["advantage"][mask]
@@ -535,7 +551,7 @@ def render(report: dict) -> str:
         lines.append("")
     if report.get("icq"):
         q = report["icq"]
-        lines += [f"## 1b. ICQ's filter on its own run (the same batch softmax, uniform episodes)", "",
+        lines += ["## 1b. ICQ's filter on its own run (the same batch softmax, uniform episodes)", "",
                   f"Run `{q['run_dir']}` (checkpoint {q['step']:,}, β = {q['beta']:g}, B = {q['batch_size']}): "
                   f"A = Q_i − Σ_a π_i Q_i median |A| {fmt(q['advantage']['median_abs'])}, std {fmt(q['advantage']['std'])}, "
                   f"p1 {fmt(q['advantage']['p1'])}, p99 {fmt(q['advantage']['p99'])}; within-batch range median "
@@ -721,7 +737,7 @@ def main(argv: list[str] | None = None) -> dict:
     for k, (kind, buffers) in enumerate((("dper", dper_arrays), ("uniform", uniform_arrays))):
         outs = []
         for seed in range(seeds):
-            seed_state = jax.tree.map(lambda x: x[seed], state)
+            seed_state = jax.tree.map(lambda x, s=seed: x[s], state)
             keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, k), seed), args.minibatches)
             outs.append(jax.device_get(diagnose(seed_state, data.arrays, buffers, keys)))
         stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)
