@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -57,7 +58,8 @@ def main(argv=None) -> None:
     stem = f"overcooked-human-{device}"
     command = "python benchmarks/run_overcooked_human.py" + (" " + " ".join(sys.argv[1:] if argv is None else argv)
                                                               ).rstrip()
-    report = {"command": command, "machine": describe(machine()), "config": dataclasses.asdict(config),
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    report = {"command": command, "machine": f"{describe(machine())}; this process ran on {cores} core(s)", "config": dataclasses.asdict(config),
               "protocol": PROTOCOL.strip("\n"),
               "layouts": {}}
     previous_file = args.out / f"{stem}.json"

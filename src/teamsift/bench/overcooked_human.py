@@ -293,9 +293,10 @@ def run_layout(layout: str, key: jax.Array, config: HumanBenchConfig, workdir: P
         soups[name]["proxy_both"] = [(a + b) / 2 for a, b in zip(soups[name]["proxy_seat0"],
                                                                  soups[name]["proxy_seat1"])]
     proxy_self = float(evaluate(env, proxy, eval_key, config.episodes * config.seeds).scores[SCORE].mean)
-    cells = {name: {c: bootstrap_interval(v, named_key(stats_key, name, c)) for c, v in conds.items()}
+    # One resampling key per condition for every learner: the same seeds' soups get the same interval.
+    cells = {name: {c: bootstrap_interval(v, named_key(stats_key, c)) for c, v in conds.items()}
              for name, conds in soups.items()}
-    differences = {name: {c: paired_difference(soups[name][c], soups["bc"][c], named_key(stats_key, "diff", name, c))
+    differences = {name: {c: paired_difference(soups[name][c], soups["bc"][c], named_key(stats_key, "diff", c))
                           for c in soups[name]} for name in soups if name != "bc"}
     return {
         "layout": layout,
@@ -339,6 +340,7 @@ def render(report: dict) -> str:
     learners = [m for m in LEARNERS if any(m in r["soups"] for r in results)]
     lines = ["# EV2BC vs BC on human Overcooked data, with a human proxy", "",
              f"Command: `{report['command']}`", "", f"Machine: {report['machine']}", "",
+             f"Wall clock: {sum(r['seconds']['total'] for r in results) / 60:.1f} min for the layouts below.", "",
              f"Layouts finished: {', '.join(r['layout'] for r in results)}"
              + (f" (not run: {', '.join(m for m in LAYOUTS if m not in report['layouts'])})"
                 if len(results) < len(LAYOUTS) else ""), "",
