@@ -59,29 +59,34 @@ def main(argv=None) -> None:
     command = "python benchmarks/run_overcooked_human.py" + (" " + " ".join(sys.argv[1:] if argv is None else argv)
                                                               ).rstrip()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    report = {"command": command, "machine": f"{describe(machine())}; this process ran on {cores} core(s)", "config": dataclasses.asdict(config),
-              "protocol": PROTOCOL.strip("\n"),
-              "layouts": {}}
+    report = {"command": command, "machine": f"{describe(machine())}; this process ran on {cores} core(s)",
+              "config": dataclasses.asdict(config), "protocol": PROTOCOL.strip("\n"), "layouts": {}}
     previous_file = args.out / f"{stem}.json"
+    previous_command = previous_machine = None
     if previous_file.is_file() and not args.rerun:
         previous = json.loads(previous_file.read_text())
-        if previous.get("config") == report["config"]:
+        if previous.get("config") == json.loads(json.dumps(report["config"])):  # tuples are lists in the file
             report["layouts"] = previous.get("layouts", {})
             if previous.get("summary"):
                 report["summary"] = previous["summary"]
+            previous_command, previous_machine = previous.get("command"), previous.get("machine")
     if args.summary is not None:
         report["summary"] = args.summary.read_text().strip()
     key = jax.random.key(0)
+    ran = []
     with tempfile.TemporaryDirectory() as tmp:
         for layout in layouts:
             if layout in report["layouts"]:
                 print(f"{layout}: done already (in {previous_file}); skipped", file=sys.stderr)
                 continue
+            ran.append(layout)
             result = oh.run_layout(layout, oh.named_key(key, layout), config, Path(tmp))
             report["layouts"][layout] = result
             write_report(report, oh.render(report), args.out, stem)  # after every layout: a rerun resumes
             print(json.dumps({"layout": layout, "cells": result["cells"], "seconds": result["seconds"]}),
                   file=sys.stderr)
+    if not ran and previous_command:  # nothing new was measured: the command and machine stay those that measured it
+        report["command"], report["machine"] = previous_command, previous_machine or report["machine"]
     paths = write_report(report, oh.render(report), args.out, stem)
     print(paths[1].read_text())
 
