@@ -202,13 +202,24 @@ def eval_cmd(
     env_id: Optional[str] = typer.Option(None, "--env", help="Environment (default: the one the policy was trained on)."),
     episodes: int = typer.Option(100, min=1),
     seed: int = typer.Option(0),
+    partner: Optional[str] = typer.Option(None, help="Play beside this partner (a policy file, 'random' or "
+                                                     "'scripted:<rule>'; e.g. a human proxy: BC trained on a held-out "
+                                                     "human split): POLICY in --seat, PARTNER in every other slot."),
+    seat: Optional[str] = typer.Option(None, help="With --partner: POLICY's slot, 0 … agents−1, or 'all' for "
+                                                  "each seat in turn (default: all)."),
     as_json: bool = JSON_OPTION,
 ):
-    """Evaluate a policy: mean, std and 95% interval of the team return and every score."""
+    """Evaluate a policy: mean, std and 95% interval of the team return and every score.
+
+    Alone, the policy plays every slot (self-play); with --partner, it plays --seat and the
+    partner the others (Carroll et al. 2019's evaluation with a human proxy)."""
     from teamsift import envs as registry
     from teamsift.collect import behaviours
-    from teamsift.evaluate import evaluate
+    from teamsift.evaluate import evaluate, evaluate_paired
     from teamsift.nets import PolicyFileError, read_header
+
+    if seat is not None and partner is None:
+        fail("--seat: only with --partner (alone, the policy plays every slot)")
 
     env_kwargs = {}
     if env_id is None:
@@ -225,11 +236,34 @@ def eval_cmd(
     try:
         env = registry.make(env_id, **env_kwargs)
         resolved, _ = behaviours.resolve(policy, env)
+        partner_policy = None if partner is None else behaviours.resolve(partner, env)[0]
+        seats = None if partner is None else parse_seats(seat, env.spec.num_agents)
     except (KeyError, ValueError, PolicyFileError) as exc:
         fail(error_text(exc))
-    result = evaluate(env, resolved, key(seed), episodes)
-    emit(result.to_dict(), as_json,
-         lambda r: [OUT.print(f"{name}: {summary}", soft_wrap=True) for name, summary in result.scores.items()])
+    if partner_policy is None:
+        result = evaluate(env, resolved, key(seed), episodes)
+        emit(result.to_dict(), as_json,
+             lambda r: [OUT.print(f"{name}: {summary}", soft_wrap=True) for name, summary in result.scores.items()])
+        return
+    results = {s: evaluate_paired(env, resolved, partner_policy, key(seed), episodes, seat=s) for s in seats}
+    payload = {"env_id": env.spec.env_id, "policy": policy, "partner": partner,
+               "seats": {str(s): r.to_dict() for s, r in results.items()}}
+
+    def render(_payload):
+        for s, result in results.items():
+            for name, summary in result.scores.items():
+                OUT.print(f"seat {s}: {name}: {summary}", soft_wrap=True)
+
+    emit(payload, as_json, render)
+
+
+def parse_seats(text: Optional[str], num_agents: int) -> list[int]:
+    """--seat: 'all' (or nothing) = every slot; else one slot index."""
+    if text is None or text.strip() == "all":
+        return list(range(num_agents))
+    if not text.strip().isdigit() or not int(text) < num_agents:
+        raise ValueError(f"--seat: expected a slot 0 … {num_agents - 1} or 'all', got {text!r}")
+    return [int(text)]
 
 
 @app.command()
