@@ -29,17 +29,16 @@ import jax
 import numpy as np
 
 from teamsift.algos import bc
+from teamsift.bench.seeds import evaluate_seeds as evaluate_every_seed
 from teamsift.data import import_overcooked_human, load_dataset
 from teamsift.engine import RunConfig, fit, step_weights
 from teamsift.envs import make
-from teamsift.evaluate import evaluate
 from teamsift.value.weights import SelectionConfig, individual_weights, valuation_weights
 
 
 def evaluate_seeds(env, policies: list, key, episodes: int) -> list[float]:
     """Soups per game for each seed's policy in self-play."""
-    return [float(evaluate(env, p, jax.random.fold_in(key, s), episodes).scores["soups"].mean)
-            for s, p in enumerate(policies)]
+    return evaluate_every_seed(env, policies, key, episodes, ("soups",))["soups"]
 
 
 def kept_fraction(dataset, weights) -> float:
