@@ -118,10 +118,10 @@ def render(report: dict) -> str:
              f"vmapped program; each seed evaluated over {config['eval_episodes']} episodes with its policy in "
              "every slot. Cells: mean [95% interval] over seeds (normal interval, `evaluate.stats`).", ""]
     missing = []
-    for env_id in config["envs"]:
+    for env_id in dict.fromkeys(list(ENVS) + config["envs"]):  # every map of the benchmark, run or not
         row = report["rows"].get(env_id)
         if row is None:
-            missing += [f"{env_id}/{learner}" for learner in config["learners"]]
+            missing += [f"{env_id}/{learner}" for learner in dict.fromkeys(list(LEARNERS) + config["learners"])]
             continue
         data = row["dataset"]
         accuracy = data["ev_accuracy"]
