@@ -48,6 +48,7 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/python benchmarks/run_ev_tables.py  # 10⁸ episodes from Parquet: ~2 GB of scratch data and ~20 GB of DuckDB spill under /tmp
 	$(BIN)/python benchmarks/run_commons_ev2bc.py --updates 5000
 	$(BIN)/python benchmarks/run_overcooked_human.py
+	$(BIN)/python benchmarks/run_smax_ev2bc.py  # EV2BC vs BC, group-BC, ICQ on SMAX populations; resumable (skips finished cells)
 	$(BIN)/python benchmarks/run_suites.py
 	$(BIN)/python benchmarks/run_learner_speed.py
 	$(BIN)/teamsift bench pjap

@@ -31,11 +31,11 @@ import jax
 import numpy as np
 
 from teamsift.algos import bc, pipeline
+from teamsift.bench.seeds import evaluate_seeds as evaluate_every_seed
 from teamsift.collect.datasets import generate_population, scripted_population
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
-from teamsift.evaluate import evaluate
 from teamsift.value.accuracy import spearman
 from teamsift.value.exchange import dataset_ev_from
 from teamsift.value.weights import SelectionConfig, valuation_weights
@@ -60,12 +60,7 @@ LEVEL_RANK = {"greedy": 0, "erratic": 1, "adaptive": 2, "sustainable": 3}
 
 def evaluate_seeds(env, policies: list, key, episodes: int) -> dict[str, list[float]]:
     """Mean of every DVF per seed (each seed's policy plays every slot)."""
-    per_score = {name: [] for name in SCORES}
-    for seed, policy in enumerate(policies):
-        result = evaluate(env, policy, jax.random.fold_in(key, seed), episodes)
-        for name in SCORES:
-            per_score[name].append(float(result.scores[name].mean))
-    return per_score
+    return evaluate_every_seed(env, policies, key, episodes, SCORES)
 
 
 def run_setting(name: str, population: int, group_size: int, appearances: int, *, kinds, updates: int, seeds: int,

@@ -127,6 +127,38 @@ def test_train_offline_learner_from_the_cli(population, tmp_path):
     assert result.exit_code == 2 and "maddpg_cql" in result.output
 
 
+def test_features_option_reaches_ev_clustering_in_value_and_train(tmp_path):
+    """`--features` chooses EV-Clustering's behaviour features. On anonymised data whose two
+    kinds differ only in which action follows which observation (`cue_dataset`), the
+    policy mixture finds the individuals who raise the score and the histograms do not."""
+    from teamsift.data.testing import cue_dataset
+
+    data = str(cue_dataset(tmp_path / "cue").path)
+    common = ("value", data, "--method", "ev-cluster", "--score", "coverage", "--clusters", "2")
+    default = run_json(*common, "--out", str(tmp_path / "default"))
+    reports = {kind: run_json(*common, "--features", kind, "--out", str(tmp_path / kind))
+               for kind in ("histogram", "policy-mixture")}
+    assert default["clusters"]["features"] == "histogram" and default["table"] == reports["histogram"]["table"]
+    assert reports["policy-mixture"]["clusters"]["features"] == "policy-mixture"
+    assert reports["histogram"]["accuracy"]["auc_expert_vs_random"] < 0.8
+    assert reports["policy-mixture"]["accuracy"]["auc_expert_vs_random"] > 0.95
+    for args, message in ((["--method", "ev", "--features", "policy-mixture"], "--features belongs to --method"),
+                          (["--method", "ev-cluster", "--features", "embedding"], "--features: expected one of")):
+        result = runner.invoke(app, ["value", data, *args, "--out", str(tmp_path / "refused")])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    # EV2BC on EV-Clustering weights: the option reaches the selection (recorded in the run directory)
+    payload = run_json("train", data, "--algo", "ev2bc", "--weights", "ev-cluster", "--features", "policy-mixture",
+                       "--score", "coverage", "--updates", "10", "--eval-episodes", "0",
+                       "--run-dir", str(tmp_path / "run"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["weights"]["selection"]["features"] == "policy-mixture"
+    follows = {row["id"]: row["true_level"] == "expert" for row in reports["policy-mixture"]["table"]}
+    kept = {i for i, v in payload["values"].items() if v > 0}
+    assert kept and np.mean([follows[i] for i in kept]) > 0.9
+    result = runner.invoke(app, ["train", data, "--algo", "ev2bc", "--features", "policy-mixture"])
+    assert result.exit_code == 2 and "belong to --weights ev-cluster" in result.output
+
+
 # ---------------------------------------------------------------------------------------
 # where `value` writes, and when it says the method does not fit the data
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from teamsift import envs
 from teamsift.collect.datasets import generate_population, scripted_population
 from teamsift.data import load_dataset
+from teamsift.data.testing import cue_dataset
 from teamsift.value.accuracy import aligned, auc, estimation_error, ground_truth_levels, true_individuals
 from teamsift.value.clustering import (
     BehaviourFeatures, ClusterConfig, FeatureConfig, _member_mean_moves, behaviour_features, ev_cluster, kmeans, numpy_rng,
@@ -176,33 +177,6 @@ def test_continuous_features_are_per_individual_moments(tmp_path):
 
 
 # --- policy-mixture features: behaviour that only shows in (observation, action) pairs -------
-
-
-def cue_dataset(path, seed=0, episodes=60, length=20):
-    """Anonymised groups of 3 with two kinds of individual: a "follower" acts on a cue (the
-    quadrant of observation dims 6–7), a "random" one acts uniformly. The observations
-    sit in 4 far-apart blobs (dims 0–5) that the histogram's observation bins find, and
-    inside every blob the cue is independent of the blob, so both kinds have the same
-    uniform action histogram in every bin. Each follower adds 1 to the episode's score."""
-    from teamsift.data import write_dataset
-    from teamsift.data.testing import make_arrays, tiny_spec
-
-    rng = np.random.default_rng(seed)
-    spec = tiny_spec(num_agents=3, obs_dim=8, num_actions=4, episode_length=length)
-    arrays = make_arrays(spec, [length] * episodes, seed=seed)
-    steps = episodes * length
-    follower = rng.random((episodes, 3)) < 0.5
-    blobs = 10.0 * rng.normal(size=(4, 6))
-    obs = np.concatenate([blobs[rng.integers(0, 4, (steps, 3))] + rng.normal(0.0, 0.3, (steps, 3, 6)),
-                          rng.normal(size=(steps, 3, 2))], axis=2).astype(np.float32)
-    cue = 2 * (obs[..., 6] > 0) + (obs[..., 7] > 0)
-    acting = np.repeat(follower, length, axis=0)
-    actions = np.where(acting, cue, rng.integers(0, 4, (steps, 3))).astype(np.int32)
-    arrays.update(obs=obs, actions=actions, avail=np.ones((steps, 3, 4), bool),
-                  agent_ids=np.array([[f"anon{e}_{s}" for s in range(3)] for e in range(episodes)]),
-                  behaviour=np.where(follower, "expert", "random"), policy_ids=np.where(follower, "cue", "uniform"),
-                  scores={"coverage": follower.sum(axis=1) + rng.normal(0.0, 0.5, episodes)})
-    return load_dataset(write_dataset(path, **arrays))
 
 
 def test_policy_mixture_features_see_behaviour_the_histograms_miss(tmp_path):

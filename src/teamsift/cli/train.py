@@ -92,6 +92,8 @@ def train(
     threshold: Optional[float] = typer.Option(None, help="Weights (threshold rule): keep values above this."),
     fraction: Optional[float] = typer.Option(None, help="Weights (top_fraction, group): the fraction kept."),
     per_slot: bool = typer.Option(False, "--per-slot", help="Weights: apply the rule within each slot (role)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Weights ev-cluster: the behaviour features, "
+                                                                     "histogram (default) or policy-mixture."),
     recurrent: Optional[bool] = typer.Option(None, "--gru/--mlp", help="bc, ev2bc, group_bc: the agent network "
                                                                       "(default: GRU if partially observable and "
                                                                       "discrete)."),
@@ -120,7 +122,8 @@ def train(
                                 "use `teamsift value --method ardnem`" if algo == "ardnem" else "not trainable here"))
         assignments = dict(parse_assignment(text) for text in overrides or [])
         selection = {f"selection.{name}": value for name, value in (("score", score), ("rule", rule),
-                                                                   ("threshold", threshold), ("fraction", fraction))
+                                                                   ("threshold", threshold), ("fraction", fraction),
+                                                                   ("features", features))
                      if value is not None}
         if per_slot:
             selection["selection.per_slot"] = True
@@ -128,8 +131,11 @@ def train(
             assignments["recurrent"] = recurrent
         spec = pipeline.make_spec(algo, sampler=sampler, weights=weights, overrides={**assignments, **selection})
         if selection and spec.selection is None:
-            raise ValueError("--score, --rule, --threshold, --fraction and --per-slot shape valuation weights; "
-                             "give --weights (ev, ev-cluster, group, ardnem) or use --algo ev2bc / group_bc")
+            raise ValueError("--score, --rule, --threshold, --fraction, --per-slot and --features shape valuation "
+                             "weights; give --weights (ev, ev-cluster, group, ardnem) or use --algo ev2bc / group_bc")
+        if features is not None and spec.weights != "ev-cluster":
+            raise ValueError(f"--features: the behaviour features belong to --weights ev-cluster (EV-Clustering), "
+                             f"not {spec.weights}")
     except ValueError as exc:
         fail(str(exc))
     if resume and run_dir is None:

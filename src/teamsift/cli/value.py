@@ -20,6 +20,11 @@ def value(
     score: Optional[str] = typer.Option(None, help="The episode score (DVF) to value by (default: team return)."),
     clusters: Optional[int] = typer.Option(None, min=1, help="ev-cluster: number of clusters (default: chosen by "
                                                       "held-out error)."),
+    features: Optional[str] = typer.Option(None, "--features", help="ev-cluster: the behaviour features, histogram "
+                                                                     "(default: action frequencies per coarse "
+                                                                     "observation bin) or policy-mixture (an EM "
+                                                                     "mixture of behaviour-cloning policies; discrete "
+                                                                     "actions)."),
     permutations: int = typer.Option(200, min=1, help="shapley: sampled permutations."),
     updates: Optional[int] = typer.Option(None, min=1, help="ardnem: training updates (default: SIT's 20000)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="ardnem: the run directory (config, metrics, "
@@ -77,10 +82,10 @@ def value(
             fail(f"give DATASET or --table, not both (got {dataset} and --table {table})")
         if method != "ev":
             fail(f"--table values by --method ev only (Exchange Values out of core), not {method}")
-        if clusters is not None or run_dir is not None or resume or updates is not None or learning_rate is not None \
-                or ensemble is not None or no_attention:
-            fail("--clusters, --run-dir, --resume, --updates, --learning-rate, --ensemble and --no-attention do not "
-                 "apply to --table")
+        if clusters is not None or features is not None or run_dir is not None or resume or updates is not None \
+                or learning_rate is not None or ensemble is not None or no_attention:
+            fail("--clusters, --features, --run-dir, --resume, --updates, --learning-rate, --ensemble and "
+                 "--no-attention do not apply to --table")
         _value_table(table, ids, score, out, overwrite, memory_limit, threads, temp_directory, top, as_json)
         return
     if dataset is None:
@@ -106,8 +111,15 @@ def value(
         fail("--updates, --learning-rate, --ensemble and --no-attention belong to --method ardnem")
     if clusters is not None and method != "ev-cluster":
         fail(f"--clusters belongs to --method ev-cluster, not {method}")
+    if features is not None and method != "ev-cluster":
+        fail(f"--features belongs to --method ev-cluster, not {method}")
     if method == "ev-cluster":
+        from teamsift.value.clustering import FEATURE_KINDS
+
+        if features is not None and features not in FEATURE_KINDS:
+            fail(f"--features: expected one of {', '.join(FEATURE_KINDS)}, got {features!r}")
         options["num_clusters"] = clusters
+        options["features"] = features
     elif method == "shapley":
         options["permutations"] = permutations
     try:
@@ -156,6 +168,12 @@ def _render_values(report: dict, top: int) -> None:
     console.print(table)
     if len(rows) > top:
         console.print(f"… {len(rows) - top} more rows (--top; all rows are in values.csv)")
+    clusters = report.get("clusters")
+    if clusters:
+        values = ", ".join(f"{v:.3f} ({n})" for v, n in zip(clusters["values"], clusters["sizes"]))
+        count = len(clusters["values"])
+        console.print(f"  {count} cluster{'' if count == 1 else 's'} from {clusters['features']} features, value "
+                      f"(individuals): {values}")
     for name, stats in report.get("accuracy", {}).get("per_level", {}).items():
         console.print(f"  {name}: mean value {stats['mean_value']:.3f} over {stats['individuals']}")
     accuracy = report.get("accuracy", {})

@@ -159,6 +159,32 @@ def contribution_dataset(path: str | os.PathLike, terms: np.ndarray, hit_rate: M
         final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
 
 
+def cue_dataset(path: str | os.PathLike, seed: int = 0, episodes: int = 60, length: int = 20):
+    """Anonymised groups of 3 with two kinds of individual: a "follower" acts on a cue (the
+    quadrant of observation dims 6–7), a "random" one acts uniformly. The observations
+    sit in 4 far-apart blobs (dims 0–5) that the histogram's observation bins find, and
+    inside every blob the cue is independent of the blob, so both kinds have the same
+    uniform action histogram in every bin. Each follower adds 1 to the episode's score."""
+    from teamsift.data.format import load_dataset, write_dataset
+
+    rng = np.random.default_rng(seed)
+    spec = tiny_spec(num_agents=3, obs_dim=8, num_actions=4, episode_length=length)
+    arrays = make_arrays(spec, [length] * episodes, seed=seed)
+    steps = episodes * length
+    follower = rng.random((episodes, 3)) < 0.5
+    blobs = 10.0 * rng.normal(size=(4, 6))
+    obs = np.concatenate([blobs[rng.integers(0, 4, (steps, 3))] + rng.normal(0.0, 0.3, (steps, 3, 6)),
+                          rng.normal(size=(steps, 3, 2))], axis=2).astype(np.float32)
+    cue = 2 * (obs[..., 6] > 0) + (obs[..., 7] > 0)
+    acting = np.repeat(follower, length, axis=0)
+    actions = np.where(acting, cue, rng.integers(0, 4, (steps, 3))).astype(np.int32)
+    arrays.update(obs=obs, actions=actions, avail=np.ones((steps, 3, 4), bool),
+                  agent_ids=np.array([[f"anon{e}_{s}" for s in range(3)] for e in range(episodes)]),
+                  behaviour=np.where(follower, "expert", "random"), policy_ids=np.where(follower, "cue", "uniform"),
+                  scores={"coverage": follower.sum(axis=1) + rng.normal(0.0, 0.5, episodes)})
+    return load_dataset(write_dataset(path, **arrays))
+
+
 def continuous_contribution_target(obs: np.ndarray, action_dim: int, scale: float = 0.8) -> np.ndarray:
     """The good action a*(o) = scale · tanh(o[..., :action_dim]) of `continuous_contribution_dataset`."""
     return (scale * np.tanh(np.asarray(obs, np.float64)[..., :action_dim])).astype(np.float32)

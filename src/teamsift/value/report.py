@@ -91,21 +91,28 @@ def _shapley_simulator(dataset, key, episodes_per_set: int):
 
 
 def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = None,
-                  num_clusters: int | None = None, permutations: int = 200, episodes_per_set: int = 8,
-                  progress: bool = False, out_dir=None, **method_options) -> dict[str, Any]:
-    """Value the individuals (or slots) of `dataset` with `method`; returns a JSON-safe report."""
+                  num_clusters: int | None = None, features: str | None = None, permutations: int = 200,
+                  episodes_per_set: int = 8, progress: bool = False, out_dir=None, **method_options) -> dict[str, Any]:
+    """Value the individuals (or slots) of `dataset` with `method`; returns a JSON-safe report.
+
+    `num_clusters` and `features` (the behaviour features, `clustering.FeatureConfig.kind`:
+    "histogram" by default, or "policy-mixture") belong to "ev-cluster"; its report records
+    both under "clusters"."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if features is not None and method != "ev-cluster":
+        raise ValueError(f"features: the behaviour features belong to method 'ev-cluster', not {method!r}")
     truth = _truth(dataset)
     if method == "ev":
         result = dataset_ev_from(dataset, score)
         extra = {}
     elif method == "ev-cluster":
-        from teamsift.value.clustering import ev_cluster
+        from teamsift.value.clustering import ClusterConfig, FeatureConfig, ev_cluster
 
-        clustered = ev_cluster(dataset, num_clusters, key, score=score)
+        feature_config = FeatureConfig() if features is None else FeatureConfig(kind=features)
+        clustered = ev_cluster(dataset, num_clusters, key, score=score, config=ClusterConfig(features=feature_config))
         result = clustered.as_ev_result()
-        extra = {"clusters": {"values": clustered.cluster_values.tolist(),
+        extra = {"clusters": {"features": feature_config.kind, "values": clustered.cluster_values.tolist(),
                               "stderr": clustered.cluster_stderr.tolist(),
                               "sizes": clustered.cluster_sizes.tolist(),
                               "labels": dict(zip(clustered.ids.tolist(), clustered.labels.tolist())),

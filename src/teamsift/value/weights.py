@@ -51,6 +51,7 @@ class SelectionConfig:
     per_slot: bool = False  # apply the rule per slot (role), to values centred on the slot's mean
     score: str | None = None  # the DVF: a score column of the dataset; None = the team return
     num_clusters: int | None = None  # ev-cluster: None chooses the number of clusters
+    features: str = "histogram"  # ev-cluster: the behaviour features (`clustering.FeatureConfig.kind`)
 
     def __post_init__(self):
         if self.rule not in selection.RULES:
@@ -61,6 +62,10 @@ class SelectionConfig:
             raise ValueError(f"SelectionConfig.temperature: expected a positive number, got {self.temperature!r}")
         if self.num_clusters is not None and self.num_clusters < 1:
             raise ValueError(f"SelectionConfig.num_clusters: expected None or >= 1, got {self.num_clusters!r}")
+        from teamsift.value.clustering import FEATURE_KINDS
+
+        if self.features not in FEATURE_KINDS:
+            raise ValueError(f"SelectionConfig.features: expected one of {FEATURE_KINDS}, got {self.features!r}")
 
 
 def individual_values(valuation: str, dataset, key: jax.Array, config: SelectionConfig) -> dict[str, float]:
@@ -70,9 +75,10 @@ def individual_values(valuation: str, dataset, key: jax.Array, config: Selection
 
         result = dataset_ev_from(dataset, config.score)
     elif valuation == "ev-cluster":
-        from teamsift.value.clustering import ev_cluster
+        from teamsift.value.clustering import ClusterConfig, FeatureConfig, ev_cluster
 
-        result = ev_cluster(dataset, key=key, num_clusters=config.num_clusters, score=config.score)
+        result = ev_cluster(dataset, key=key, num_clusters=config.num_clusters, score=config.score,
+                            config=ClusterConfig(features=FeatureConfig(kind=config.features)))
     else:
         raise ValueError(f"individual values: expected 'ev' or 'ev-cluster', got {valuation!r}")
     return {str(i): float(v) for i, v in zip(result.ids, result.values)}
