@@ -9,6 +9,21 @@ import teamsift  # noqa: E402,F401
 
 import pytest  # noqa: E402
 
+import jax  # noqa: E402
+
+# A persistent compilation cache shared by every test process of a run (the fast tier's
+# workers, the slow tier's one process per file) and kept between runs: the same programs
+# (dataset generation, environments, learners on the shared fixtures) are compiled by many
+# modules, and `_release_compiled_programs` below drops the in-memory ones after each
+# module. Only programs that took at least half a second to compile are stored (`make clean`
+# removes them). TEAMSIFT_TEST_COMPILE_CACHE="" turns it off.
+_CACHE_DIR = os.environ.get("TEAMSIFT_TEST_COMPILE_CACHE",
+                            os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                         ".pytest_cache", "jax-compile"))
+if _CACHE_DIR:
+    jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
@@ -16,7 +31,5 @@ def _release_compiled_programs():
     hundreds of programs (MaBrax, SMAX, every learner), and keeping them all resident
     has aborted XLA's compiler late in a full run on the 2-core, 24 GiB machine."""
     yield
-    import jax
-
     jax.clear_caches()
     gc.collect()

@@ -57,6 +57,9 @@ def snapshot(path: Path) -> dict:
     return {str(p.relative_to(path)): (p.stat().st_mtime_ns, p.stat().st_size) for p in path.rglob("*")}
 
 
+# Trains ARDNEM, SIT and ICQ and compiles the script's probes (about 100 s on 2 cores): a
+# benchmark tool's end-to-end check, run with `make bench` to keep CI's budget for the library.
+@pytest.mark.bench
 def test_diagnosis_of_a_short_run(tmp_path):
     diagnose = load_script()
     terms = np.asarray([["expert", "poor", "poor", "poor"], ["poor", "poor", "expert", "poor"]])
