@@ -222,3 +222,24 @@ def test_valuation_weights_are_checked(commons):
         fit(learner, dataset, jax.random.key(0), run, weights=np.ones((dataset.num_steps, 3)))
     with pytest.raises(ValueError, match="every weight is 0"):
         fit(learner, dataset, jax.random.key(0), run, weights=np.zeros((60, 3)))
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_old_behaviour(tmp_path):
+    """A recorded section without a setting added since (SelectionConfig.features) is the same
+    run when the setting has the value that reproduces the old behaviour, and no other."""
+    from teamsift.engine.run import RunDir, RunDirError
+
+    old = {"learner": "bc", "weights": {"method": "ev-cluster", "selection": {"score": "return", "threshold": 0.0}}}
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.open(old, resume=False, overwrite=False)
+
+    def now(**selection):
+        return {**old, "weights": {**old["weights"], "selection": {**old["weights"]["selection"], **selection}}}
+
+    assert run_dir.open(now(features="histogram"), resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match="weights"):
+        run_dir.open(now(features="policy-mixture"), resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match="weights"):
+        run_dir.open(now(threshold=1.0), resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match="weights"):
+        run_dir.open(now(unknown_setting=1), resume=True, overwrite=False)
