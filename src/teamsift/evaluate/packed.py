@@ -56,7 +56,13 @@ class Slots(NamedTuple):
 
 
 def _vmap2(fn):
-    return jax.vmap(jax.vmap(fn))
+    """`fn` over the leading [G, m] axes of its arguments, as one vmap over G·m: nested
+    vmaps make slower programs of some environments (SMAX's step runs 1.6× slower)."""
+    def over_slots(*args):
+        lead = jax.tree.leaves(args)[0].shape[:2]
+        out = jax.vmap(fn)(*jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), args))
+        return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out)
+    return over_slots
 
 
 def _select(mask, new, old):
@@ -146,11 +152,20 @@ def _segment(env: Env, policy, key, assignment, slots: Slots, num_episodes: int,
         # Once the queue is empty a refill would only give slots nothing to play: skip its
         # resets (the tail of a run, while the last episodes end, costs less).
         queued = jnp.any(slots.started * groups + jnp.arange(groups) < num_episodes)
-        refill = jnp.any(slots.ended) & queued & (index % refill_every == 0)
-        slots = jax.lax.cond(refill, lambda s: _start(env, policy, key, assignment, num_episodes, block, s),
-                             lambda s: s, slots)
-        slots, record = _step(env, policy, constrain(slots))
-        return slots, record
+
+        def play(slots):
+            refill = jnp.any(slots.ended) & queued & (index % refill_every == 0)
+            slots = jax.lax.cond(refill, lambda s: _start(env, policy, key, assignment, num_episodes, block, s),
+                                 lambda s: s, slots)
+            return _step(env, policy, constrain(slots))
+
+        def rest(slots):  # every episode has ended: the segment's remaining steps record nothing
+            shapes = jax.eval_shape(play, slots)[1]
+            return slots, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        # The last episode can end anywhere in a segment: without this its remaining steps
+        # would step every slot for nothing (a quarter of smax_3m's steps at 4,000 episodes).
+        return jax.lax.cond(jnp.all(slots.ended) & ~queued, rest, play, slots)
 
     slots, records = jax.lax.scan(body, constrain(slots), jnp.arange(steps))
     finished = jnp.all(slots.ended) & jnp.all(slots.started * groups + jnp.arange(groups) >= num_episodes)
