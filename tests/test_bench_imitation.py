@@ -42,3 +42,19 @@ def test_render_marks_the_best_and_reports_speed():
 def test_imitate_refuses_unknown_algorithms(tmp_path):
     result = CliRunner().invoke(app, ["imitate", str(tmp_path), "--algo", "gail"])
     assert result.exit_code == 2 and "--algo" in result.output
+
+
+def test_figure_draws_the_return_curves_against_the_offline_levels():
+    """The first panel: each adversarial run's training-episode return over env steps, with
+    the offline learners' evaluated returns and the expert data's as horizontal levels."""
+    row = {"env": "smax_3m", "expert_return": 1.7, "cells": {
+        "MAGAIL": {"mean": 1.2, "diagnostics": {"env_steps": [10, 20, 30], "return": [0.2, 0.6, 0.9],
+                                                 "generator_reward_var": [0.5, 0.1], "disc_loss": [0.7, 0.6]}},
+        "BC": {"mean": 1.5}, "ICQ": {"error": "ValueError: no"}}}
+    fig = imitation.diagnostics_figure(row)
+    returns = fig.axes[0]
+    assert returns.get_title() == "return of the training episodes"
+    curves = [list(line.get_ydata()) for line in returns.get_lines()]
+    assert [0.2, 0.6, 0.9] in curves  # MAGAIL's curve
+    assert [1.5, 1.5] in curves and [1.7, 1.7] in curves  # BC's level and the expert's; ICQ failed: none
+    assert len(curves) == 3

@@ -83,9 +83,3 @@ def test_the_learner_plays_the_requested_seat_beside_the_proxy(splits, proxy):
     for seat in (0, 1):
         actions = np.asarray(rollout(env, paired(stay, proxy, seat, 2), jax.random.key(5), 2).actions)
         assert (actions[..., seat] == 4).all() and (actions[..., 1 - seat] != 4).any()
-
-
-def test_bootstrap_interval_brackets_the_mean():
-    mean, low, high = oh.bootstrap_interval([1.0, 2.0, 4.0, 8.0, 9.0], jax.random.key(0), reps=500)
-    assert low <= mean <= high and mean == pytest.approx(4.8)
-    assert oh.bootstrap_interval([3.0, 3.0], jax.random.key(0), reps=50) == [3.0, 3.0, 3.0]

@@ -257,7 +257,8 @@ def render(report: dict) -> str:
             lines.append(f"| {env_id} | {method} | {cell['env_steps']:,} | {cell['train_seconds']:.0f} s | "
                          f"{cell['env_steps_per_s']:,.0f} | {var[0]:.3g} → {var[-1]:.3g} | {loss[-1]:.3g} |")
     lines += ["", "Figures (MILD² Figures 3–5 analogues): `" + report.get("figure_pattern", "imitation-<env>.png")
-              + "`: generator-reward variance and discriminator loss over training, final reward distribution.", ""]
+              + "`: the return of the training episodes (the offline learners' evaluated returns and the expert's as "
+              "levels), generator-reward variance and discriminator loss over training, final reward distribution.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -274,12 +275,15 @@ def diagnostics_figure(row: dict):
         return None
     known = list(dict.fromkeys(DISCRETE_METHODS + CONTINUOUS_METHODS))
     colours = plotting.series_colours(known + sorted(set(runs) - set(known)))
-    fig = plotting.new_figure(14.0, 4.0)
+    fig = plotting.new_figure(18.0, 4.0)
     with plotting.style():
-        axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+        axes = [fig.add_subplot(1, 4, i + 1) for i in range(4)]
+        returns, axes = axes[0], axes[1:]
         for method in (m for m in colours if m in runs):
             d, colour = runs[method], colours[method]
             x = d.get("env_steps") or list(range(len(d.get("disc_loss", []))))
+            if d.get("return"):
+                returns.plot(x[:len(d["return"])], d["return"], color=colour)
             if d.get("generator_reward_var"):
                 axes[0].plot(x[:len(d["generator_reward_var"])], d["generator_reward_var"], color=colour)
             if d.get("disc_loss"):
@@ -288,19 +292,29 @@ def diagnostics_figure(row: dict):
                 edges = np.asarray(d["histogram_edges"])
                 counts = np.asarray(d["final_reward_histogram"], np.float64)
                 axes[2].stairs(counts / max(counts.sum(), 1e-9) / np.diff(edges), edges, color=colour, linewidth=1.6)
+        # The offline learners' evaluated returns, as levels the curves are read against.
+        for method, cell in row["cells"].items():
+            if method not in runs and "mean" in cell:
+                returns.axhline(cell["mean"], color=colours.get(method, "0.5"), linestyle="--", linewidth=1.2)
+        returns.axhline(row["expert_return"], color="0.3", linestyle=":", linewidth=1.2)
+        returns.set(title="return of the training episodes", xlabel="env steps", ylabel="team return")
         axes[0].set(title="variance of the generator's reward", xlabel="env steps", ylabel="variance")
         axes[1].set(title="discriminator loss", xlabel="env steps", ylabel="loss")
         axes[2].set(title="generator's reward at the end", xlabel="discriminator reward", ylabel="density")
-        for ax in axes[:2]:
+        for ax in (returns, *axes[:2]):
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 40k: no overlapping tick labels
-        plotting.figure_legend(fig, [Line2D([], [], color=colours[m], label=m) for m in colours if m in runs],
-                               title="method")
+        levels = [m for m in colours if m not in runs and "mean" in row["cells"].get(m, {})]
+        plotting.figure_legend(fig, [Line2D([], [], color=colours[m], label=m) for m in colours if m in runs]
+                               + [Line2D([], [], color=colours[m], linestyle="--", label=f"{m} (evaluated)")
+                                  for m in levels]
+                               + [Line2D([], [], color="0.3", linestyle=":", label="expert data")], title="method")
         fig.suptitle(f"{row['env']}: adversarial imitation diagnostics (seed 0)")
     return fig
 
 
 def plot_diagnostics(row: dict, path: Path) -> Path | None:
-    """MILD² Figures 3–5 analogues for one environment's row: generator-reward variance and
+    """MILD² Figures 3–5 analogues for one environment's row: the training episodes' return
+    (against the offline learners' evaluated returns), generator-reward variance and
     discriminator loss over training, final reward distribution. None without diagnostics."""
     from teamsift.plotting import save
 

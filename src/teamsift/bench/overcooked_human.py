@@ -55,11 +55,12 @@ import numpy as np
 
 from teamsift.algos import bc
 from teamsift.bench.report import named_key
+from teamsift.bench.seeds import bootstrap_interval, paired_difference
 from teamsift.data import import_overcooked_human, load_dataset
 from teamsift.engine import RunConfig, fit, step_weights
 from teamsift.envs import make
 from teamsift.evaluate import evaluate, evaluate_paired
-from teamsift.value.clustering import ev_cluster, numpy_rng
+from teamsift.value.clustering import ev_cluster
 from teamsift.value.weights import SelectionConfig, individual_weights, valuation_weights
 
 #: The layouts of the human data that JaxMARL 0.2.0 has (our names; human random0 and random3
@@ -72,7 +73,6 @@ LEARNER_TITLES = {"bc": "BC", "group_bc": "group-BC", "ev2bc": "EV2BC", "ev2bc_p
 CONDITIONS = ("self", "proxy_seat0", "proxy_seat1")
 CONDITION_TITLES = {"self": "self-play", "proxy_seat0": "with proxy, learner = agent_0",
                     "proxy_seat1": "with proxy, learner = agent_1", "proxy_both": "with proxy, both seats"}
-BOOTSTRAP_REPS = 10_000
 SCORE = "soups"
 
 
@@ -173,24 +173,6 @@ def human_proxy(test, key: jax.Array, *, updates: int = 5000, config: bc.BCConfi
     learner = bc.learner(config, test)
     run = RunConfig(updates=updates, seeds=1, log_every=max(1, updates // 10), progress=False)
     return fit(learner, test, key, run).policy(0)
-
-
-# ---------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------
-
-
-def bootstrap_interval(values, key: jax.Array, reps: int = BOOTSTRAP_REPS) -> list[float]:
-    """[mean, low, high]: the mean of `values` and its 95% percentile-bootstrap interval."""
-    values = np.asarray(values, np.float64)
-    means = numpy_rng(key).choice(values, size=(reps, len(values)), replace=True).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return [float(values.mean()), float(low), float(high)]
-
-
-def paired_difference(a, b, key: jax.Array, reps: int = BOOTSTRAP_REPS) -> list[float]:
-    """[mean, low, high] of a − b over seeds paired by index (seed s of both learners shares its key)."""
-    return bootstrap_interval(np.asarray(a, np.float64) - np.asarray(b, np.float64), key, reps)
 
 
 # ---------------------------------------------------------------------------------------

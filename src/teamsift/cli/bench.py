@@ -103,7 +103,9 @@ def bench_imitation(
     eval_episodes: int = typer.Option(100, min=1, help="Evaluation episodes per seed."),
     data_dir: Path = typer.Option(Path("datasets/bench-imitation"), help="Where the expert datasets are cached."),
     pools_dir: Optional[Path] = typer.Option(None, "--pools"),
-    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for imitation-<device>.{json,md} and plots."),
+    out: Path = typer.Option(Path("benchmarks/results"), help="Directory for <name>-<device>.{json,md} and plots."),
+    name: str = typer.Option("imitation", help="Result file stem: <name>-<device>.{json,md}; runs go under "
+                             "<data-dir>/runs/<stem>/ (resumable)."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     as_json: bool = JSON_OPTION,
@@ -121,7 +123,7 @@ def bench_imitation(
             num_seeds=seeds, timesteps=timesteps, updates=updates, eval_episodes=eval_episodes,
             data_dir=str(data_dir), pools_dir=str(pools_dir) if pools_dir else None, seed=seed)
         info = machine()
-        stem = f"imitation-{info['device'].split(':')[0]}"
+        stem = f"{name}-{info['device'].split(':')[0]}"
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), imitation.BUDGET_FIELDS, overwrite)
         report = imitation.run(config, progress=not as_json, machine=describe(info),
                                command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out, stem=stem)
