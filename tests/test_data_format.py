@@ -75,6 +75,20 @@ def test_exact_round_trip(tmp_path, discrete, mmap):
     assert str(table.schema.field("return").type) == "double"
 
 
+def test_episode_table_in_row_groups_reads_back_whole(tmp_path, monkeypatch):
+    """The episode table is written a row group at a time (so writing it holds one group's
+    Arrow buffers): a table of several groups, the last one partial, reads back exactly."""
+    monkeypatch.setattr(fmt, "EPISODES_PER_ROW_GROUP", 2)
+    path, kw = _write(tmp_path)
+    assert pq.ParquetFile(path / "episodes.parquet").num_row_groups == 3  # 5 episodes: 2 + 2 + 1
+    e = data.load_dataset(path).episodes
+    np.testing.assert_array_equal(e["length"], LENGTHS)
+    np.testing.assert_array_equal(e["score_coverage"], kw["scores"]["coverage"])
+    for col in ("agent_ids", "behaviour", "policy_ids"):
+        np.testing.assert_array_equal(e[col], kw[col])
+        assert e[col].dtype == np.asarray(kw[col]).astype(str).dtype
+
+
 def test_defaults_and_casting(tmp_path):
     spec = tiny_spec(discrete=True)
     kw = make_arrays(spec, [2, 2], scores=False, behaviour=False)
