@@ -296,18 +296,20 @@ def diagnostics_figure(row: dict):
         for method, cell in row["cells"].items():
             if method not in runs and "mean" in cell:
                 returns.axhline(cell["mean"], color=colours.get(method, "0.5"), linestyle="--", linewidth=1.2)
-        returns.axhline(row["expert_return"], color="0.3", linestyle=":", linewidth=1.2)
+        if row.get("expert_return") is not None:
+            returns.axhline(row["expert_return"], color="0.3", linestyle=":", linewidth=1.2)
         returns.set(title="return of the training episodes", xlabel="env steps", ylabel="team return")
         axes[0].set(title="variance of the generator's reward", xlabel="env steps", ylabel="variance")
         axes[1].set(title="discriminator loss", xlabel="env steps", ylabel="loss")
         axes[2].set(title="generator's reward at the end", xlabel="discriminator reward", ylabel="density")
         for ax in (returns, *axes[:2]):
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 40k: no overlapping tick labels
-        levels = [m for m in colours if m not in runs and "mean" in row["cells"].get(m, {})]
-        plotting.figure_legend(fig, [Line2D([], [], color=colours[m], label=m) for m in colours if m in runs]
-                               + [Line2D([], [], color=colours[m], linestyle="--", label=f"{m} (evaluated)")
-                                  for m in levels]
-                               + [Line2D([], [], color="0.3", linestyle=":", label="expert data")], title="method")
+        handles = [Line2D([], [], color=colours[m], label=m) for m in colours if m in runs]
+        handles += [Line2D([], [], color=colours[m], linestyle="--", label=f"{m} (evaluated)")
+                    for m in colours if m not in runs and "mean" in row["cells"].get(m, {})]
+        if row.get("expert_return") is not None:
+            handles.append(Line2D([], [], color="0.3", linestyle=":", label="expert data"))
+        plotting.figure_legend(fig, handles, title="method")
         fig.suptitle(f"{row['env']}: adversarial imitation diagnostics (seed 0)")
     return fig
 

@@ -44,23 +44,37 @@ def compositions(dataset, ordered: bool = True) -> np.ndarray | None:
     suits teams of interchangeable agents.
     """
     beh = dataset.episodes.get("behaviour")
-    if beh is None:
-        return None
-    abbr = behaviour_abbreviations(beh.ravel().tolist())
-    rows = [[abbr[x] for x in row] for row in beh.tolist()]
-    if not ordered:
-        rows = [sorted(r) for r in rows]
-    return np.asarray([",".join(r) for r in rows], dtype=str)
+    return None if beh is None else _short_compositions(beh, ordered)[0]
+
+
+def _short_compositions(behaviour: np.ndarray, ordered: bool) -> tuple[np.ndarray, dict[str, str]]:
+    """Composition label per episode from the figures' short labels ("s,a,g"), and the
+    abbreviation of each level. Each label is built once per distinct composition, not
+    once per episode, so a table of millions of episodes makes no Python string per entry."""
+    levels, codes = np.unique(behaviour, return_inverse=True)
+    code = behaviour_abbreviations(levels.tolist())
+    short = np.asarray([code[level] for level in levels.tolist()], dtype=str)
+    codes = codes.reshape(behaviour.shape)
+    if not ordered:  # each row's abbreviations in sorted order
+        order = np.argsort(short, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        codes, short = np.sort(rank[codes], axis=1), short[order]
+    distinct, which = np.unique(codes, axis=0, return_inverse=True)
+    labels = np.asarray([",".join(short[row].tolist()) for row in distinct], dtype=str)
+    return labels[which.reshape(-1)], code
 
 
 def _group(labels: np.ndarray, dataset) -> dict:
     out = {}
-    ret = dataset.returns
-    for key in sorted(set(labels.tolist())):
-        sel = labels == key
+    ret = np.asarray(dataset.returns, np.float64)
+    scores = {s: np.asarray(dataset.score(s), np.float64) for s in dataset.score_names}
+    keys, which = np.unique(labels, return_inverse=True)
+    for index, key in enumerate(keys.tolist()):
+        sel = which.reshape(-1) == index
         entry = {"count": int(sel.sum()), "return_mean": float(ret[sel].mean()), "return_std": float(ret[sel].std())}
-        if dataset.score_names:
-            entry["score_means"] = {s: float(dataset.score(s)[sel].mean()) for s in dataset.score_names}
+        if scores:
+            entry["score_means"] = {s: float(v[sel].mean()) for s, v in scores.items()}
         out[key] = entry
     return out
 
@@ -92,7 +106,8 @@ def summarize(dataset) -> dict:
     }
     beh = dataset.episodes.get("behaviour")
     if beh is not None:
-        counts = Counter(beh.ravel().tolist())
+        levels, counts = np.unique(beh, return_counts=True)
+        counts = dict(zip(levels.tolist(), counts.tolist()))
         out["behaviour"] = {
             "levels": {k: int(counts[k]) for k in sorted(counts)},
             "abbreviations": behaviour_abbreviations(counts),
@@ -100,16 +115,6 @@ def summarize(dataset) -> dict:
             "compositions_unordered": _group(compositions(dataset, False), dataset),
         }
     return out
-
-
-def _short_compositions(behaviour: np.ndarray, ordered: bool) -> tuple[np.ndarray, dict[str, str]]:
-    """Composition label per episode from the figures' short labels ("s,a,g"), and the
-    abbreviation of each level."""
-    code = behaviour_abbreviations(behaviour.ravel().tolist())
-    rows = [[code[x] for x in row] for row in behaviour.tolist()]
-    if not ordered:
-        rows = [sorted(r) for r in rows]
-    return np.asarray([",".join(r) for r in rows], dtype=str), code
 
 
 def summary_figure(dataset, *, bins: int = 30, max_compositions: int = 12):
