@@ -580,8 +580,7 @@ def _read_episodes(root: Path, meta: dict, spec: EnvSpec) -> dict[str, np.ndarra
             raise DatasetError(f, name, f"a list of A={a} strings", f"a null string at row {r}", where=root)
         # Through a dictionary: only the distinct strings become Python objects, not every one
         # (a table of checkpoint or level names has a few dozen among millions of entries).
-        encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) \
-            else pc.dictionary_encode(flat)
+        encoded = pc.dictionary_encode(flat)
         distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
         cols[name] = distinct[encoded.indices.to_numpy(zero_copy_only=False)].reshape(num_episodes, a)
 
@@ -1011,8 +1010,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 #: Episodes per row group of episodes.parquet: the table is converted to Arrow and written one
-#: group at a time, so writing it holds one group's Arrow buffers, not the whole table's (at
-#: 160,000 episodes of 3 agents that was 95–145 MiB of peak memory for a 20 MiB table).
+#: group at a time, so writing it holds one group's Arrow buffers, not the whole table's
+#: (docs/benchmarks.md, peak memory).
 EPISODES_PER_ROW_GROUP = 8_192
 
 

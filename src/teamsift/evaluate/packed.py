@@ -56,8 +56,8 @@ class Slots(NamedTuple):
 
 
 def _vmap2(fn):
-    """`fn` over the leading [G, m] axes of its arguments, as one vmap over G·m: nested
-    vmaps make slower programs of some environments (SMAX's step runs 1.6× slower)."""
+    """`fn` over the leading [G, m] axes of its arguments, as one vmap over G·m: XLA makes
+    slower programs of two nested vmaps for some environments (SMAX's step among them)."""
     def over_slots(*args):
         lead = jax.tree.leaves(args)[0].shape[:2]
         out = jax.vmap(fn)(*jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), args))
@@ -163,8 +163,8 @@ def _segment(env: Env, policy, key, assignment, slots: Slots, num_episodes: int,
             shapes = jax.eval_shape(play, slots)[1]
             return slots, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-        # The last episode can end anywhere in a segment: without this its remaining steps
-        # would step every slot for nothing (a quarter of smax_3m's steps at 4,000 episodes).
+        # The last episode can end anywhere in a segment: without this the segment's remaining
+        # steps would step every slot for nothing.
         return jax.lax.cond(jnp.all(slots.ended) & ~queued, rest, play, slots)
 
     slots, records = jax.lax.scan(body, constrain(slots), jnp.arange(steps))
