@@ -11,8 +11,8 @@ The recorded diagnosis (results/sit-diagnosis-cpu.{md,json}) was made by the com
 for the paper-budget runs of `teamsift bench sit ... --name sit-paper-updates --data-dir datasets/bench-sit`:
 
     python benchmarks/diagnose_sit.py --dataset datasets/bench-sit/CN_3ls3l-low-10000ep-seed0 \
-        --run-dir "datasets/bench-sit/runs/sit-paper-updates/CN_3ls3l-low-10000ep-seed0_SIT" \
-        --icq-run-dir datasets/bench-sit/runs/sit-paper-updates/CN_3ls3l-low-10000ep-seed0_ICQ \
+        --run-dir "datasets/bench-sit/runs/sit-paper-updates-cpu/CN_3ls3l-low-10000ep-seed0_SIT" \
+        --icq-run-dir datasets/bench-sit/runs/sit-paper-updates-cpu/CN_3ls3l-low-10000ep-seed0_ICQ \
         --out benchmarks/results/sit-diagnosis-paper-updates-cpu
     (and --run-dir ".../CN_3ls3l-low-10000ep-seed0_SIT*" for SIT*: α = 1, β = 0.1)
 
