@@ -614,6 +614,16 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+
+def _fit_reading(trained: dict, uniform: dict) -> str:
+    """What the critic's eq. 9 loss on uniform draws against its training draws says: the
+    critic memorises the trajectories DPER gives it when the loss on the others is over twice
+    as high."""
+    ratio = uniform["td_target_net"]["eq9_loss"] / max(trained["td_target_net"]["eq9_loss"], 1e-12)
+    if ratio > 2:
+        return f"the critic fits the few trajectories DPER gives it and not the rest (loss ratio {ratio:.1f})."
+    return f"the critic fits the trajectories it rarely trained on about as well as its own draws (loss ratio {ratio:.1f})."
+
 def findings(report: dict) -> list[str]:
     """Numbers-first statements from the report (whatever run it describes)."""
     run = report["run"]
@@ -656,8 +666,7 @@ def findings(report: dict) -> list[str]:
                f"drawn less than once in training): corr {cu['vs_mc_return']['corr']:.2f} (with the bootstrapped tail "
                f"{cu['vs_mc_return_with_tail']['corr']:.2f}), bias Q − G = {cu['vs_mc_return']['bias']:+.2f}, std ratio "
                f"{cu['vs_mc_return']['std_ratio']:.2f}, TD RMS {cu['td_target_net']['rms']:.3f}, eq. 9 loss "
-               f"{cu['td_target_net']['eq9_loss']:.2f} — the critic fits the few trajectories DPER gives it and not "
-               "the rest.")
+               f"{cu['td_target_net']['eq9_loss']:.2f} — " + _fit_reading(cd, cu))
     q = report.get("icq")
     if q:
         f = q["filter"].get(key_beta, {})
