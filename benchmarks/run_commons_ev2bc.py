@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from teamsift.algos import bc, pipeline
-from teamsift.bench.seeds import evaluate_seeds as evaluate_every_seed
+from teamsift.bench.seeds import evaluate_seeds
 from teamsift.collect.datasets import generate_population, scripted_population
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig, fit
@@ -58,11 +58,6 @@ KINDS = MIXES["mixed"]
 LEVEL_RANK = {"greedy": 0, "erratic": 1, "adaptive": 2, "sustainable": 3}
 
 
-def evaluate_seeds(env, policies: list, key, episodes: int) -> dict[str, list[float]]:
-    """Mean of every DVF per seed (each seed's policy plays every slot)."""
-    return evaluate_every_seed(env, policies, key, episodes, SCORES)
-
-
 def run_setting(name: str, population: int, group_size: int, appearances: int, *, kinds, updates: int, seeds: int,
                 eval_episodes: int, key, workdir: Path) -> dict:
     env = make("commons", num_agents=group_size)
@@ -81,7 +76,7 @@ def run_setting(name: str, population: int, group_size: int, appearances: int, *
     start = time.perf_counter()
     policies = pipeline.train("bc", dataset, jax.random.fold_in(key, 1), run).policies()
     timings["bc"] = time.perf_counter() - start
-    rows["bc"] = evaluate_seeds(env, policies, jax.random.fold_in(key, 2), eval_episodes)
+    rows["bc"] = evaluate_seeds(env, policies, jax.random.fold_in(key, 2), eval_episodes, SCORES)
     rows["group_bc"] = {}
     rows["ev2bc"] = {}
     accuracy = {}

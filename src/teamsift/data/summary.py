@@ -70,8 +70,9 @@ def _group(labels: np.ndarray, dataset) -> dict:
     ret = np.asarray(dataset.returns, np.float64)
     scores = {s: np.asarray(dataset.score(s), np.float64) for s in dataset.score_names}
     keys, which = np.unique(labels, return_inverse=True)
+    which = which.reshape(-1)
     for index, key in enumerate(keys.tolist()):
-        sel = which.reshape(-1) == index
+        sel = which == index
         entry = {"count": int(sel.sum()), "return_mean": float(ret[sel].mean()), "return_std": float(ret[sel].std())}
         if scores:
             entry["score_means"] = {s: float(v[sel].mean()) for s, v in scores.items()}

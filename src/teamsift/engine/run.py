@@ -44,20 +44,24 @@ RESUME_FIELDS = ("learner", "hyperparameters", "schedule", "sampler", "weights",
                  "stage")
 
 
-#: Settings added to a recorded section after runs were recorded without them, each with the
-#: value that does what those runs did: a run recorded before the setting existed resumes
-#: when the setting has that value now (and is refused with any other).
-ADDED_SETTINGS = {"features": "histogram"}  # SelectionConfig.features: EV-Clustering's behaviour features
+#: Settings added to a recorded section after runs were recorded without them, by their path
+#: in the run record, each with the value that does what those runs did: a run recorded
+#: before the setting existed resumes when the setting has that value now (and is refused
+#: with any other).
+ADDED_SETTINGS = {
+    ("weights", "selection", "features"): "histogram",  # SelectionConfig.features: EV-Clustering's features
+}
 
 
-def same_setting(old, new) -> bool:
-    """Whether a recorded setting `old` and the current `new` (both JSON values) describe the
-    same run, `ADDED_SETTINGS` missing from `old` standing for their old behaviour."""
+def same_setting(old, new, path: tuple[str, ...] = ()) -> bool:
+    """Whether a recorded setting `old` at `path` of the run record and the current `new`
+    (both JSON values) describe the same run, `ADDED_SETTINGS` missing from `old` standing
+    for their old behaviour."""
     if isinstance(old, dict) and isinstance(new, dict):
-        added = set(new) - set(old)
-        if set(old) - set(new) or any(k not in ADDED_SETTINGS or new[k] != ADDED_SETTINGS[k] for k in added):
+        added = {(*path, k): new[k] for k in set(new) - set(old)}
+        if set(old) - set(new) or any(ADDED_SETTINGS.get(k, object()) != v for k, v in added.items()):
             return False
-        return all(same_setting(old[k], new[k]) for k in old)
+        return all(same_setting(old[k], new[k], (*path, k)) for k in old)
     return old == new
 
 
@@ -196,7 +200,7 @@ class RunDir:
         existing = self.read_config()
         if existing is not None and resume:
             different = [f for f in RESUME_FIELDS
-                         if not same_setting(json_ready(existing.get(f)), json_ready(config.get(f)))]
+                         if not same_setting(json_ready(existing.get(f)), json_ready(config.get(f)), (f,))]
             if different:
                 detail = "; ".join(f"{f}: was {json.dumps(existing.get(f))[:200]}, now "
                                    f"{json.dumps(json_ready(config.get(f)))[:200]}" for f in different)
