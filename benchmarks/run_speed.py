@@ -249,7 +249,9 @@ def memory_rows(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         train = [{**row, "command": f"train (data on the {row['placement']})" if row["placement"] == "device"
                   else "train (streamed)"} for row in run_scaling.memory_rows(Path(tmp), sizes, 20 if quick else 200)]
-    generate = [{**row, "command": "generate"} for row in speed_generation.generate_memory_rows(sizes)]
+    # generate also at four times the largest size: what grows with the episodes shows there.
+    generate = [{**row, "command": "generate"}
+                for row in speed_generation.generate_memory_rows(sizes + ([] if quick else [4 * sizes[-1]]))]
     return train + generate
 
 
@@ -302,6 +304,15 @@ def render(report: dict) -> str:
             lines.append(f"| {r['command']} | {r['episodes']:,} | {r['dataset_mib']:.0f} | {r['peak_rss_mib']:.0f} "
                          f"| {r['peak_rss_mib'] - r['dataset_mib']:.0f} |")
         lines.append("")
+        generate = sorted((r for r in rows if r["command"] == "generate"), key=lambda r: r["episodes"])
+        if len(generate) > 1:  # the two largest: both play the most environment slots (`default_slots`)
+            small, large = generate[-2], generate[-1]
+            grown = large["peak_rss_mib"] - small["peak_rss_mib"]
+            data = large["dataset_mib"] - small["dataset_mib"]
+            per_episode = grown * 2**20 / (large["episodes"] - small["episodes"])
+            lines += [f"From {small['episodes']:,} to {large['episodes']:,} episodes, `generate`'s peak grows by "
+                      f"{grown:,.0f} MiB while the dataset grows by {data:,.0f} MiB: {grown / data:.1%} of the data "
+                      f"it writes, {per_episode:,.0f} bytes per episode.", ""]
     return "\n".join(lines)
 
 

@@ -89,6 +89,48 @@ def test_episode_table_in_row_groups_reads_back_whole(tmp_path, monkeypatch):
         assert e[col].dtype == np.asarray(kw[col]).astype(str).dtype
 
 
+def test_labels_write_the_table_the_strings_write(tmp_path, monkeypatch):
+    """Per-slot strings given as `Labels` (names + codes, no string per entry) write the same
+    episode table as the [E, A] string arrays, row group by row group, and
+    `read_episode_table` gives them back as labels over the names used."""
+    monkeypatch.setattr(fmt, "EPISODES_PER_ROW_GROUP", 2)
+    spec = tiny_spec()
+    kw = make_arrays(spec, LENGTHS, seed=3)
+    plain = data.write_dataset(tmp_path / "plain", **kw)
+    coded = dict(kw)
+    for col in ("agent_ids", "behaviour", "policy_ids"):
+        names, codes = np.unique(kw[col], return_inverse=True)
+        names = np.concatenate([names, ["never-used"]])  # a name no slot has is not written
+        coded[col] = fmt.Labels(names, codes.reshape(np.shape(kw[col])))
+    labelled = data.write_dataset(tmp_path / "labelled", **coded)
+    assert pq.read_table(labelled / "episodes.parquet").equals(pq.read_table(plain / "episodes.parquet"))
+    meta, read_spec, columns = fmt.read_episode_table(labelled)
+    assert meta["num_episodes"] == len(LENGTHS) and read_spec == spec
+    for col in ("agent_ids", "behaviour", "policy_ids"):
+        assert isinstance(columns[col], fmt.Labels)
+        np.testing.assert_array_equal(columns[col].strings(), kw[col])
+        assert set(columns[col].names) == set(np.unique(kw[col]))
+
+
+def test_labels_out_of_range_are_refused(tmp_path):
+    spec = tiny_spec()
+    kw = make_arrays(spec, LENGTHS)
+    kw["behaviour"] = fmt.Labels(np.asarray(["random", "expert"]), np.full((len(LENGTHS), spec.num_agents), 2))
+    with pytest.raises(data.DatasetError, match=r"behaviour.*Labels.codes in \[0, 2\)"):
+        data.write_dataset(tmp_path / "ds", **kw)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_one_time_ids_are_written_a_row_group_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(fmt, "EPISODES_PER_ROW_GROUP", 2)
+    spec = tiny_spec()
+    kw = make_arrays(spec, LENGTHS)
+    kw["agent_ids"] = None
+    ids = data.load_dataset(data.write_dataset(tmp_path / "ds", **kw)).episodes["agent_ids"]
+    np.testing.assert_array_equal(ids, data.default_agent_ids(len(LENGTHS), spec.num_agents))
+    assert ids[4, 2] == "e4_s2"
+
+
 def test_defaults_and_casting(tmp_path):
     spec = tiny_spec(discrete=True)
     kw = make_arrays(spec, [2, 2], scores=False, behaviour=False)
@@ -402,5 +444,6 @@ def test_summarize_and_plot(tmp_path):
     assert s["behaviour"]["compositions_unordered"]["m,r,r"]["count"] == 3
     assert s["behaviour"]["levels"] == {"expert": 1, "medium": 4, "random": 7}
     json.dumps(s)  # JSON-friendly
+    assert data.summarize(ds.path) == s  # from the episode table alone, its strings as labels: the same numbers
     png = data.plot_summary(ds, tmp_path / "summary.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from teamsift.cli.common import JSON_OPTION, check_output_dataset, emit, error_text, fail, key, load_dataset_or_fail
+from teamsift.cli.common import JSON_OPTION, check_output_dataset, emit, error_text, fail, key
 from teamsift.progress import STDERR
 
 app = typer.Typer()
@@ -109,7 +109,6 @@ def generate(
     """Generate a dataset: behaviour policies per slot, a composition spec over pools, or a population."""
     from teamsift.collect import composition, generate as gen
     from teamsift.collect.pools import PoolError
-    from teamsift.data import summarize
     from teamsift.nets import PolicyFileError
 
     if sum(x is not None for x in (spec, population)) > 1:
@@ -139,10 +138,7 @@ def generate(
                                        overwrite=overwrite, progress=progress)
     except (KeyError, ValueError, composition.SpecError, PoolError, PolicyFileError) as exc:
         fail(error_text(exc))
-    # The summary reads only the episode table. The step arrays were checked chunk by chunk
-    # as they were written; streaming through them again would map every page of the
-    # dataset into this process, so its memory would grow with the dataset.
-    summary = summarize(load_dataset_or_fail(path, check_values=False))
+    summary = _written_summary(path)
     emit({"dataset": str(path), **summary}, as_json,
          lambda p: STDERR.print(f"wrote {p['dataset']}: {p['episodes']} episodes, {p['steps']} steps, "
                                 f"mean return {p['return']['mean']:.3f}"))
@@ -162,7 +158,6 @@ def suite(
 ):
     """Build a ready-made suite of datasets from the pools (environments without pools are listed)."""
     from teamsift.collect.generate import SUITES, build_suite
-    from teamsift.data import summarize
 
     try:
         made, missing = build_suite(name, out, seed, envs=[e.strip() for e in only.split(",")] if only else None,
@@ -174,9 +169,22 @@ def suite(
     for env_id, entries in SUITES[name].items():
         for quality, spec in (entries.items() if name == "sit" else [("expert", entries)]):
             specs[f"{env_id}-{quality}"] = spec
-    datasets = {label: {"spec": specs[label], **_brief(summarize(load_dataset_or_fail(path, check_values=False)))}
-                for label, path in made.items()}
+    datasets = {label: {"spec": specs[label], **_brief(_written_summary(path))} for label, path in made.items()}
     emit({"suite": name, "datasets": datasets, "missing_pools": missing}, as_json, _render_suite)
+
+
+def _written_summary(path: Path) -> dict:
+    """The summary of a dataset just written, from its meta.json and episode table only.
+    The step arrays were checked chunk by chunk as they were written; reading them again
+    would map every page of the dataset into this process, and the table's per-slot
+    strings are read as codes, so memory does not grow with the dataset beyond a few
+    numbers per episode."""
+    from teamsift.data import DatasetError, summarize
+
+    try:
+        return summarize(path)
+    except DatasetError as exc:
+        fail(str(exc))
 
 
 def _brief(summary: dict) -> dict:

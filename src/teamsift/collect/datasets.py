@@ -23,24 +23,31 @@ import numpy as np
 from teamsift.collect.composition import LEVELS, Composition, parse
 from teamsift.collect.pools import PoolSet
 from teamsift.collect.rollouts import collect
+from teamsift.data.format import Labels
 from teamsift.envs.base import Env
 
 
 def draw_assignment(composition: Composition, pools: PoolSet, key: jax.Array, num_episodes: int):
     """Per episode and slot: the checkpoint that plays it, and its level. Returns
-    (assignment [E, A] checkpoint indices, levels [E, A] strings, terms [E])."""
+    (assignment [E, A] checkpoint indices, levels [E, A] as `Labels` over `LEVELS`,
+    terms [E])."""
     pools.require({level for term in composition.levels for level in term})
     term_key, draw_key = jax.random.split(key)
     terms = composition.draw_terms(term_key, num_episodes)
-    levels = np.asarray(composition.levels)[terms]  # [E, A]
+    term_levels = np.asarray([[LEVELS.index(level) for level in term] for term in composition.levels], np.int8)
+    levels = term_levels[terms]  # [E, A] indices into LEVELS
     assignment = np.zeros(levels.shape, np.int32)
-    for level in np.unique(levels):
-        members = pools.members(level)
-        where = levels == level
-        picks = jax.random.randint(jax.random.fold_in(draw_key, LEVELS.index(level)),
-                                   (int(where.sum()),), 0, len(members))
+    for index in np.unique(levels):  # each level's draw has its own key: the order does not matter
+        members = pools.members(LEVELS[index])
+        where = levels == index
+        picks = jax.random.randint(jax.random.fold_in(draw_key, int(index)), (int(where.sum()),), 0, len(members))
         assignment[where] = members[np.asarray(picks)]
-    return assignment, levels, terms
+    return assignment, Labels(np.asarray(LEVELS), levels), terms
+
+
+def checkpoint_ids(assignment: np.ndarray) -> Labels:
+    """The id of the checkpoint behind each slot ("ckpt7"), as `Labels` over the bank."""
+    return Labels(np.char.add("ckpt", np.arange(int(assignment.max()) + 1).astype(str)), assignment)
 
 
 def generate_from_spec(env: Env, pools: PoolSet, spec: str | Composition, num_episodes: int, key: jax.Array,
@@ -51,7 +58,7 @@ def generate_from_spec(env: Env, pools: PoolSet, spec: str | Composition, num_ep
         raise ValueError(f"pools are for {pools.env_id}, the environment is {env.spec.env_id}")
     assign_key, rollout_key = jax.random.split(key)
     assignment, levels, terms = draw_assignment(composition, pools, assign_key, num_episodes)
-    ids = np.char.add("ckpt", np.arange(int(assignment.max()) + 1).astype(str))[assignment]  # [E, A], the shortest dtype
+    ids = checkpoint_ids(assignment)
     provenance = {
         "kind": "composition", "spec": composition.text, "episodes_per_term": composition.episode_counts(num_episodes).tolist(),
         "pools": {"env_id": pools.env_id, "cuts": list(pools.cuts), "cut_rule": pools.cut_rule,
@@ -103,7 +110,7 @@ def generate_population(env: Env, bank, individual_policy: Sequence[int], indivi
     groups = np.take_along_axis(groups, np.asarray(seats), axis=1)
     individual_policy = np.asarray(individual_policy, np.int32)
     names = np.asarray([f"ind{j:0{len(str(population - 1))}d}" for j in range(population)])
-    who = names[groups]
+    who = Labels(names, groups)
     agent_ids = who
     if anonymise:
         episode_ids = np.arange(len(groups))[:, None].astype(str)
@@ -112,7 +119,7 @@ def generate_population(env: Env, bank, individual_policy: Sequence[int], indivi
             "appearances": appearances, "levels": {str(n): str(l) for n, l in zip(names, individual_level)},
             **(provenance or {})}
     return collect(env, bank, rollout_key, len(groups), out_dir, assignment=individual_policy[groups],
-                   agent_ids=agent_ids, behaviour=np.asarray(individual_level)[groups], policy_ids=who,
+                   agent_ids=agent_ids, behaviour=Labels(np.asarray(individual_level), groups), policy_ids=who,
                    provenance=info, overwrite=overwrite, progress=progress)
 
 

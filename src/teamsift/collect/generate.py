@@ -19,7 +19,7 @@ from teamsift.collect.datasets import (
 from teamsift.collect.pools import PoolError, load_pools
 from teamsift.collect.rollouts import collect
 from teamsift.collect.suites import ENV_KWARGS, EXPERT_SUITE, EXPERT_TRANSITIONS, SIT_EPISODES, SIT_SUITE
-from teamsift.data.format import check_output_dir
+from teamsift.data.format import Labels, check_output_dir
 from teamsift.nets.policy import PolicyBank
 
 SUITES = {"sit": SIT_SUITE, "expert": EXPERT_SUITE}
@@ -97,7 +97,7 @@ def from_behaviours(env_id: str, out: str | os.PathLike, tokens: Sequence[str], 
                          f"got {len(tokens)}")
     assignment = slot_assignment(jax.random.fold_in(key, 1), episodes, env.spec.num_agents, len(tokens), mix)
     resolved = [behaviours.resolve(t, env) for t in tokens]
-    behaviour = np.asarray([label for _, label in resolved], dtype=str)[assignment]
+    behaviour = Labels(np.asarray([label for _, label in resolved], dtype=str), assignment)
     provenance = {"command": "generate", "policy": ",".join(tokens), "mix": mix, "episodes": episodes}
     return collect(env, PolicyBank(tuple(p for p, _ in resolved)), jax.random.fold_in(key, 2), episodes, out,
                    assignment=assignment, behaviour=behaviour, policy_ids=behaviour, provenance=provenance,

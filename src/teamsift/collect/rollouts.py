@@ -127,7 +127,7 @@ def collect(
     """Roll `policy` out for `num_episodes` episodes and write them as a dataset at `out_dir`.
 
     `assignment` [E, A] (with a `PolicyBank`) picks the policy of each slot per episode.
-    `agent_ids`, `behaviour` and `policy_ids` ([E, A] strings) record who acted in each
+    `agent_ids`, `behaviour` and `policy_ids` ([E, A] strings, or `Labels`) record who acted in each
     slot; when omitted, `behaviour`/`policy_ids` are not stored and agent ids default to
     one-time ids. `chunk` is the key-block size (`default_chunk`), `slots` the number of
     environments played at once; neither changes what is held in memory much, which does

@@ -18,9 +18,11 @@ from teamsift.data.format import (
     META_FILE,
     STEPS_DIR,
     Dataset,
+    Labels,
     dataset_fingerprint,
     default_agent_ids,
     load_dataset,
+    read_episode_table,
     write_dataset,
     write_dataset_chunks,
 )
@@ -34,7 +36,7 @@ from teamsift.data.summary import compositions, plot_summary, summarize
 from teamsift.data.views import AgentTrajectories, AgentTrajectory, Sequences, Transitions, gather_steps
 
 __all__ = [
-    "DatasetError", "Dataset", "load_dataset", "write_dataset", "write_dataset_chunks", "default_agent_ids",
+    "DatasetError", "Dataset", "Labels", "load_dataset", "read_episode_table", "write_dataset", "write_dataset_chunks", "default_agent_ids",
     "FORMAT_NAME", "FORMAT_VERSION", "META_FILE", "EPISODES_FILE", "STEPS_DIR",
     "import_npz", "import_vault", "export_vault", "import_overcooked_human", "NPZ_KEYS", "VAULT_LEAVES",
     "to_device", "sample_transitions", "sample_sequences", "gather_transitions", "gather_sequences",

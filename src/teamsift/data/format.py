@@ -50,7 +50,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -332,6 +332,58 @@ def check_list_column(file, name, values: np.ndarray, num_episodes: int, num_age
         raise DatasetError(file, name, "unicode strings", f"dtype {values.dtype.name}", where=where)
 
 
+class Labels(NamedTuple):
+    """An [E, A] table of strings held as `names[codes]`: a small integer per entry and each
+    distinct string once. `write_dataset(_chunks)` takes it for `agent_ids`, `behaviour` and
+    `policy_ids` (a table of millions of episodes that repeats a few checkpoint or level
+    names then holds no string per entry), and `read_episode_table` gives the list columns
+    back in this form."""
+
+    names: np.ndarray  # [K] unicode
+    codes: np.ndarray  # [E, A] integers in [0, K)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    def strings(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows start..stop as an [e, A] unicode array."""
+        return self.names[self.codes[start:stop]]
+
+    @classmethod
+    def of(cls, values) -> Labels:
+        """The labels of an [E, A] string array (or of `Labels`) with the names `np.unique`
+        gives: sorted, each used at least once."""
+        if isinstance(values, Labels):
+            codes = np.asarray(values.codes)
+            used = np.flatnonzero(np.bincount(codes.reshape(-1), minlength=len(values.names)))
+            names = np.asarray(values.names)[used]
+            order = np.argsort(names, kind="stable")
+            remap = np.zeros(len(values.names), np.int32)
+            remap[used[order]] = np.arange(len(used), dtype=np.int32)
+            return cls(names[order], remap[codes])
+        values = np.asarray(values)
+        names, codes = np.unique(values, return_inverse=True)
+        return cls(names, codes.reshape(values.shape).astype(np.int32))
+
+
+class _OneTimeIds(NamedTuple):
+    """`default_agent_ids`, made a group of rows at a time when the table is written."""
+
+    num_episodes: int
+    num_agents: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.num_episodes, self.num_agents
+
+    def strings(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        stop = self.num_episodes if stop is None else min(stop, self.num_episodes)
+        ep = np.char.add("e", np.arange(start, stop).astype(str))[:, None]
+        sl = np.char.add("_s", np.arange(self.num_agents).astype(str))[None, :]
+        return np.char.add(ep, sl).astype(str)
+
+
 # ---------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------
@@ -522,7 +574,10 @@ def _is_string_type(t) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _read_episodes(root: Path, meta: dict, spec: EnvSpec) -> dict[str, np.ndarray]:
+def _read_episodes(root: Path, meta: dict, spec: EnvSpec, *, labels: bool = False) -> dict[str, Any]:
+    """The checked columns of episodes.parquet, read a group of rows at a time (so that no
+    whole Arrow table is held); the list columns as [E, A] unicode arrays, or as `Labels`
+    with `labels=True`."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -532,58 +587,85 @@ def _read_episodes(root: Path, meta: dict, spec: EnvSpec) -> dict[str, np.ndarra
     if not path.is_file():
         raise DatasetError(f, "episodes", "a Parquet file", "missing" if not path.exists() else "not a file", where=root)
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
     except Exception as exc:  # noqa: BLE001 - garbage, truncation, wrong magic...
         raise DatasetError(f, "episodes", "a readable Parquet file", short_exc(exc), where=root) from None
     num_episodes, a = meta["num_episodes"], spec.num_agents
-    if table.num_rows != num_episodes:
-        raise DatasetError(f, "episodes", f"num_episodes={num_episodes} rows (meta.json)", f"{table.num_rows} rows", where=root)
+    if parquet.metadata.num_rows != num_episodes:
+        raise DatasetError(f, "episodes", f"num_episodes={num_episodes} rows (meta.json)",
+                           f"{parquet.metadata.num_rows} rows", where=root)
 
     names = meta["scores"]
     scalar = {"episode": pa.int64(), "start": pa.int64(), "length": pa.int64(), "return": pa.float64()}
     scalar.update({SCORE_PREFIX + s: pa.float64() for s in names})
-    extra_scores = [c for c in table.column_names if c.startswith(SCORE_PREFIX) and c[len(SCORE_PREFIX):] not in names]
+    extra_scores = [c for c in schema.names if c.startswith(SCORE_PREFIX) and c[len(SCORE_PREFIX):] not in names]
     if extra_scores:
         raise DatasetError(f, extra_scores[0], f"only the score columns listed in meta.json scores={names}",
                            f"column {extra_scores[0]!r}", where=root)
-    cols: dict[str, np.ndarray] = {}
     for name, typ in scalar.items():
-        if name not in table.column_names:
+        if name not in schema.names:
             raise DatasetError(f, name, f"a {typ} column", "missing", where=root)
-        col = table.column(name)
-        if col.type != typ:
-            raise DatasetError(f, name, f"a {typ} column", f"type {col.type}", where=root)
-        if col.null_count:
-            r = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
-            raise DatasetError(f, name, "no nulls", f"null at row {r}", where=root)
-        cols[name] = col.to_numpy()
+        if schema.field(name).type != typ:
+            raise DatasetError(f, name, f"a {typ} column", f"type {schema.field(name).type}", where=root)
+    lists = []
     for name in LIST_COLUMNS:
-        if name not in table.column_names:
+        if name not in schema.names:
             if name in OPTIONAL_LIST_COLUMNS:
                 continue
             raise DatasetError(f, name, "a list<string> column", "missing", where=root)
-        col = table.column(name)
-        t = col.type
+        t = schema.field(name).type
         if not ((pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string_type(t.value_type)):
             raise DatasetError(f, name, "a list<string> column", f"type {t}", where=root)
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if col.null_count:
-            r = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
-            raise DatasetError(f, name, f"a list of A={a} strings", f"null at row {r}", where=root)
-        lens = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-        if (lens != a).any():
-            r = int(np.argmax(lens != a))
-            raise DatasetError(f, name, f"a list of A={a} strings per episode", f"{int(lens[r])} strings at row {r}", where=root)
-        flat = col.flatten()
-        if flat.null_count:
-            r = int(np.argmax(flat.is_null().to_numpy(zero_copy_only=False))) // a
-            raise DatasetError(f, name, f"a list of A={a} strings", f"a null string at row {r}", where=root)
-        # Through a dictionary: only the distinct strings become Python objects, not every one
-        # (a table of checkpoint or level names has a few dozen among millions of entries).
-        encoded = pc.dictionary_encode(flat)
-        distinct = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
-        cols[name] = distinct[encoded.indices.to_numpy(zero_copy_only=False)].reshape(num_episodes, a)
+        lists.append(name)
 
+    def first_null(col) -> int:
+        return int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
+
+    # Filled in place a batch at a time: no list of parts to concatenate (which would hold the
+    # column twice).
+    cols: dict[str, Any] = {name: np.empty(num_episodes, typ.to_pandas_dtype()) for name, typ in scalar.items()}
+    tables = {name: _LabelTable(num_episodes * a) for name in lists}
+    row = 0  # of the batch's first row
+    batches = parquet.iter_batches(batch_size=EPISODES_PER_ROW_GROUP, columns=[*scalar, *lists])
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - a damaged page
+            raise DatasetError(f, "episodes", "a readable Parquet file", short_exc(exc), where=root) from None
+        if batch is None or row + batch.num_rows > num_episodes:
+            break
+        for name in scalar:
+            col = batch.column(name)
+            if col.null_count:
+                raise DatasetError(f, name, "no nulls", f"null at row {row + first_null(col)}", where=root)
+            cols[name][row:row + batch.num_rows] = col.to_numpy()
+        for name in lists:
+            col = batch.column(name)
+            if col.null_count:
+                raise DatasetError(f, name, f"a list of A={a} strings", f"null at row {row + first_null(col)}",
+                                   where=root)
+            lens = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+            if (lens != a).any():
+                r = int(np.argmax(lens != a))
+                raise DatasetError(f, name, f"a list of A={a} strings per episode",
+                                   f"{int(lens[r])} strings at row {row + r}", where=root)
+            flat = col.flatten()
+            if flat.null_count:
+                raise DatasetError(f, name, f"a list of A={a} strings",
+                                   f"a null string at row {row + first_null(flat) // a}", where=root)
+            # Through a dictionary: only the distinct strings become Python objects, not every one
+            # (a table of checkpoint or level names has a few dozen among millions of entries).
+            encoded = pc.dictionary_encode(flat)
+            tables[name].add(row * a, encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False))
+        row += batch.num_rows
+    if row != num_episodes or batch is not None:  # the row groups disagree with the file's footer
+        raise DatasetError(f, "episodes", f"num_episodes={num_episodes} rows (meta.json)", "rows that could not be read",
+                           where=root)
+
+    for name, table in tables.items():
+        column = table.labels(a)
+        cols[name] = column if labels else column.strings()
     episode = cols["episode"]
     if (episode < 0).any() or len(np.unique(episode)) != len(episode):
         raise DatasetError(f, "episode", "distinct non-negative episode ids", f"{episode[:8].tolist()}...", where=root)
@@ -591,6 +673,35 @@ def _read_episodes(root: Path, meta: dict, spec: EnvSpec) -> dict[str, np.ndarra
     for name in scalar:
         check_finite(f, name, cols[name], where=root)
     return cols
+
+
+class _LabelTable:
+    """`Labels` of `size` entries, filled a batch of dictionary-encoded strings at a time,
+    with one code per distinct string across batches."""
+
+    def __init__(self, size: int):
+        self.index: dict[str, int] = {}
+        self.codes = np.zeros(size, np.int32)
+
+    def add(self, first: int, distinct: list[str], indices: np.ndarray) -> None:
+        mapping = np.asarray([self.index.setdefault(s, len(self.index)) for s in distinct], np.int32)
+        if len(mapping):
+            self.codes[first:first + len(indices)] = mapping[indices]
+
+    def labels(self, num_agents: int) -> Labels:
+        names = np.asarray(list(self.index), dtype=str) if self.index else np.zeros(0, "U1")
+        return Labels(names, self.codes.reshape(-1, num_agents))
+
+
+def read_episode_table(path: str | os.PathLike) -> tuple[dict, EnvSpec, dict[str, Any]]:
+    """(meta, spec, columns) of a dataset's meta.json and episodes.parquet, checked as
+    `load_dataset` checks them, without opening the step arrays; the list columns come as
+    `Labels`, so a table of millions of episodes holds no string per entry."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(str(root), "path", "a dataset directory", "missing" if not root.exists() else "not a directory")
+    meta, spec = _read_meta(root)
+    return meta, spec, _read_episodes(root, meta, spec, labels=True)
 
 
 def _npy_header(path: Path, file: str, field: str, where) -> tuple[tuple, np.dtype, int]:
@@ -725,7 +836,18 @@ def coerce_array(file: str, field: str, value, want: np.dtype) -> np.ndarray:
     return arr.astype(want)
 
 
-def _string_table(file: str, field: str, value, num_episodes: int, num_agents: int) -> np.ndarray:
+def _string_table(file: str, field: str, value, num_episodes: int, num_agents: int):
+    if isinstance(value, Labels):
+        names, codes = np.asarray(value.names), np.asarray(value.codes)
+        if names.ndim != 1 or (names.size and names.dtype.kind != "U"):
+            raise DatasetError(file, field, "Labels.names: a 1-D array of strings", describe_array(names))
+        if codes.dtype.kind not in "iu" or codes.shape != (num_episodes, num_agents):
+            raise DatasetError(file, field, f"Labels.codes: integers [E={num_episodes}, A={num_agents}]",
+                               describe_array(codes))
+        if codes.size and (codes.min() < 0 or codes.max() >= len(names)):
+            raise DatasetError(file, field, f"Labels.codes in [0, {len(names)}) (indices into its names)",
+                               f"range [{codes.min()}, {codes.max()}]")
+        return Labels(names.astype(str), codes)
     arr = np.asarray(value)
     if arr.dtype.kind == "O" and arr.size and all(isinstance(x, str) for x in arr.ravel()):
         arr = arr.astype(str)
@@ -735,9 +857,7 @@ def _string_table(file: str, field: str, value, num_episodes: int, num_agents: i
 
 def default_agent_ids(num_episodes: int, num_agents: int) -> np.ndarray:
     """One-time ids "e{episode}_s{slot}": every (episode, slot) is its own individual."""
-    ep = np.char.add("e", np.arange(num_episodes).astype(str))[:, None]
-    sl = np.char.add("_s", np.arange(num_agents).astype(str))[None, :]
-    return np.char.add(ep, sl).astype(str)
+    return _OneTimeIds(num_episodes, num_agents).strings()
 
 
 def write_dataset(
@@ -862,7 +982,7 @@ def _table_and_meta(spec: EnvSpec, lengths, returns, scores, agent_ids, behaviou
         check_finite(EPISODES_FILE, col, arr)
         columns[col] = arr
         score_names.append(name)
-    columns["agent_ids"] = (default_agent_ids(num_episodes, a) if agent_ids is None
+    columns["agent_ids"] = (_OneTimeIds(num_episodes, a) if agent_ids is None
                             else _string_table(EPISODES_FILE, "agent_ids", agent_ids, num_episodes, a))
     for name, value in (("behaviour", behaviour), ("policy_ids", policy_ids)):
         if value is not None:
@@ -1022,7 +1142,8 @@ def _write_episodes(path: Path, columns: Mapping[str, np.ndarray]) -> None:
     def group(start: int):
         data = {}
         for name, col in columns.items():
-            col = col[start:start + EPISODES_PER_ROW_GROUP]
+            stop = start + EPISODES_PER_ROW_GROUP
+            col = col.strings(start, stop) if isinstance(col, (Labels, _OneTimeIds)) else col[start:stop]
             if name in LIST_COLUMNS:  # [e, A] strings: A per episode, converted without a Python object each
                 offsets = pa.array(np.arange(0, col.size + 1, max(1, col.shape[1]), dtype=np.int32))
                 data[name] = pa.ListArray.from_arrays(offsets, pa.array(col.reshape(-1), type=pa.string()))
@@ -1030,7 +1151,7 @@ def _write_episodes(path: Path, columns: Mapping[str, np.ndarray]) -> None:
                 data[name] = pa.array(col)
         return pa.table(data)
 
-    num_episodes = len(next(iter(columns.values())))
+    num_episodes = len(columns["episode"])
     first = group(0)
     with pq.ParquetWriter(path, first.schema) as writer:
         writer.write_table(first)

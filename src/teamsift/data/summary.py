@@ -47,33 +47,47 @@ def compositions(dataset, ordered: bool = True) -> np.ndarray | None:
     return None if beh is None else _short_compositions(beh, ordered)[0]
 
 
-def _short_compositions(behaviour: np.ndarray, ordered: bool) -> tuple[np.ndarray, dict[str, str]]:
+def _short_compositions(behaviour, ordered: bool) -> tuple[np.ndarray, dict[str, str]]:
     """Composition label per episode from the figures' short labels ("s,a,g"), and the
-    abbreviation of each level. Each label is built once per distinct composition, not
-    once per episode, so a table of millions of episodes makes no Python string per entry."""
-    levels, codes = np.unique(behaviour, return_inverse=True)
+    abbreviation of each level; `behaviour` is an [E, A] string array or `Labels`."""
+    labels, which, code = _composition_groups(behaviour, ordered)
+    return labels[which], code
+
+
+def _composition_groups(behaviour, ordered: bool) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(distinct composition labels [C], each episode's index into them [E], the abbreviation
+    of each level). Each label is built once per distinct composition and the episodes are
+    grouped by one integer per team, so a table of millions of episodes makes no string per
+    entry."""
+    from teamsift.data.format import Labels
+
+    levels, codes = Labels.of(behaviour)
     code = behaviour_abbreviations(levels.tolist())
     short = np.asarray([code[level] for level in levels.tolist()], dtype=str)
-    codes = codes.reshape(behaviour.shape)
     if not ordered:  # each row's abbreviations in sorted order
         order = np.argsort(short, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         codes, short = np.sort(rank[codes], axis=1), short[order]
-    distinct, which = np.unique(codes, axis=0, return_inverse=True)
+    base = max(len(levels), 1)
+    if base ** codes.shape[1] < 2**62:  # one integer per team: its codes as digits in base L
+        team = codes.astype(np.int64) @ (base ** np.arange(codes.shape[1] - 1, -1, -1, dtype=np.int64))
+        distinct_teams, which = np.unique(team, return_inverse=True)
+        distinct = (distinct_teams[:, None] // base ** np.arange(codes.shape[1] - 1, -1, -1)) % base
+    else:
+        distinct, which = np.unique(codes, axis=0, return_inverse=True)
     labels = np.asarray([",".join(short[row].tolist()) for row in distinct], dtype=str)
-    return labels[which.reshape(-1)], code
+    # Two levels whose figure labels coincide give one label: group by the label.
+    keys, merged = np.unique(labels, return_inverse=True)
+    return keys, merged.reshape(-1)[which.reshape(-1)], code
 
 
-def _group(labels: np.ndarray, dataset) -> dict:
+def _group(keys: np.ndarray, which: np.ndarray, returns: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
     out = {}
-    ret = np.asarray(dataset.returns, np.float64)
-    scores = {s: np.asarray(dataset.score(s), np.float64) for s in dataset.score_names}
-    keys, which = np.unique(labels, return_inverse=True)
-    which = which.reshape(-1)
     for index, key in enumerate(keys.tolist()):
         sel = which == index
-        entry = {"count": int(sel.sum()), "return_mean": float(ret[sel].mean()), "return_std": float(ret[sel].std())}
+        entry = {"count": int(sel.sum()), "return_mean": float(returns[sel].mean()),
+                 "return_std": float(returns[sel].std())}
         if scores:
             entry["score_means"] = {s: float(v[sel].mean()) for s, v in scores.items()}
         out[key] = entry
@@ -81,7 +95,9 @@ def _group(labels: np.ndarray, dataset) -> dict:
 
 
 def summarize(dataset) -> dict:
-    """A JSON-friendly summary of a dataset.
+    """A JSON-friendly summary of a dataset: a loaded `Dataset`, or the path of one (then
+    only meta.json and the episode table are read, with the per-slot strings as `Labels`,
+    so a dataset of millions of episodes is summarised in a few bytes per episode).
 
     Keys: env_id, discrete, discount, episodes, steps, agents, agent_types,
     distinct_agent_ids, episode_length and return (distributions: count, mean, std, min,
@@ -90,32 +106,50 @@ def summarize(dataset) -> dict:
     compositions: {"r,r,m": {count, return_mean, return_std, score_means}} in slot
     order, compositions_unordered: the same over sorted labels}.
     """
-    spec = dataset.spec
+    from teamsift.data.format import Labels, read_episode_table
+
+    if isinstance(dataset, (str, os.PathLike)):
+        path = Path(dataset)
+        meta, spec, episodes = read_episode_table(path)
+    else:
+        path, meta, spec, episodes = dataset.path, dataset.meta, dataset.spec, dataset.episodes
+    score_names = list(meta["scores"])
+    returns = np.asarray(episodes["return"], np.float64)
+    scores = {s: np.asarray(episodes["score_" + s], np.float64) for s in score_names}
     out = {
-        "path": str(dataset.path),
+        "path": str(path),
         "env_id": spec.env_id,
         "discrete": bool(spec.discrete),
-        "discount": dataset.discount,
-        "episodes": dataset.num_episodes,
-        "steps": dataset.num_steps,
+        "discount": float(meta["discount"]),
+        "episodes": int(meta["num_episodes"]),
+        "steps": int(meta["num_steps"]),
         "agents": spec.num_agents,
         "agent_types": list(spec.agent_types),
-        "distinct_agent_ids": int(len(np.unique(dataset.episodes["agent_ids"]))),
-        "episode_length": distribution(dataset.lengths),
-        "return": distribution(dataset.returns),
-        "scores": {s: distribution(dataset.score(s)) for s in dataset.score_names},
+        "distinct_agent_ids": _distinct(episodes["agent_ids"]),
+        "episode_length": distribution(episodes["length"]),
+        "return": distribution(returns),
+        "scores": {s: distribution(v) for s, v in scores.items()},
     }
-    beh = dataset.episodes.get("behaviour")
+    beh = episodes.get("behaviour")
     if beh is not None:
-        levels, counts = np.unique(beh, return_counts=True)
-        counts = dict(zip(levels.tolist(), counts.tolist()))
+        levels, codes = Labels.of(beh)
+        counts = dict(zip(levels.tolist(), np.bincount(codes.reshape(-1), minlength=len(levels)).tolist()))
         out["behaviour"] = {
             "levels": {k: int(counts[k]) for k in sorted(counts)},
             "abbreviations": behaviour_abbreviations(counts),
-            "compositions": _group(compositions(dataset, True), dataset),
-            "compositions_unordered": _group(compositions(dataset, False), dataset),
+            "compositions": _group(*_composition_groups(beh, True)[:2], returns, scores),
+            "compositions_unordered": _group(*_composition_groups(beh, False)[:2], returns, scores),
         }
     return out
+
+
+def _distinct(values) -> int:
+    """How many distinct strings an [E, A] string array or `Labels` holds."""
+    from teamsift.data.format import Labels
+
+    if isinstance(values, Labels):
+        return int(np.count_nonzero(np.bincount(np.asarray(values.codes).reshape(-1), minlength=len(values.names))))
+    return int(len(np.unique(values)))
 
 
 def summary_figure(dataset, *, bins: int = 30, max_compositions: int = 12):
