@@ -190,8 +190,13 @@ class Trainer:
             if path.is_file():
                 result = ardnem.load_result(path)
             else:
+                # In a run directory of its own, like every cell: an interrupted Stage I (about half
+                # an hour on a CPU core at Table 10's budget) resumes from its last checkpoint.
+                run_dir = None if self.runs_dir is None else str(
+                    Path(self.runs_dir) / f"{Path(dataset.path).name}_stage1-seed{self.bench.seed}-{digest}")
                 run = RunConfig(updates=updates, log_every=min(500, updates), progress=self.progress,
-                                label="Stage I (ARDNEM)")
+                                label="Stage I (ARDNEM)", run_dir=run_dir, resume=run_dir is not None,
+                                checkpoint_every=max(1, updates // 10) if run_dir else 0)
                 result = pipeline.run_stage1(config, dataset, stage1_key(self.bench), run, updates)
                 ardnem.save_result(result, path)
             self._stage1[cache_key] = result
