@@ -17,7 +17,9 @@ individuals (10 per level), each in 40 episodes, as the smax_3m population of
 benchmarks/results/valuation-cpu.md.
 
 Resumable: every finished (env, learner) cell is written into the results file at once,
-and a rerun with the same budget skips the cells it holds.
+and a rerun with the same budget skips the cells it holds; a cell trains in a run directory
+under `--data-dir`/runs and resumes there from its last checkpoint (every tenth of its
+updates).
 
     taskset -c 0 python benchmarks/run_smax_ev2bc.py            # both maps, every learner
     python benchmarks/run_smax_ev2bc.py --envs smax_3m --learners bc,ev2bc --updates 200
@@ -82,10 +84,12 @@ def describe_dataset(dataset, score: str) -> dict:
                                            ground_truth_levels(dataset))}
 
 
-def run_cell(learner: str, dataset, env, config: dict, key) -> dict:
-    """One learner, `config['seeds']` seeds in one program, each evaluated in `env`."""
+def run_cell(learner: str, dataset, env, config: dict, key, run_dir: Path) -> dict:
+    """One learner, `config['seeds']` seeds in one program, each evaluated in `env`. It trains
+    in `run_dir`, checkpointed every tenth of its updates: an interrupted cell resumes there."""
     run = RunConfig(updates=config["updates"], seeds=config["seeds"], log_every=max(1, config["updates"] // 10),
-                    progress=False)
+                    progress=False, run_dir=str(run_dir), resume=True,
+                    checkpoint_every=max(1, config["updates"] // 10))
     overrides = {"selection.score": config["score"]} if learner in ("ev2bc", "group_bc") else None
     start = time.perf_counter()
     result = pipeline.train(learner, dataset, named_key(key, learner), run, overrides=overrides)
@@ -214,7 +218,8 @@ def main(argv=None) -> None:
                           "generate_seconds": time.perf_counter() - start}
         env = make(env_id, **ENV_KWARGS.get(env_id, {}))
         for learner in todo:
-            row["cells"][learner] = run_cell(learner, dataset, env, config, env_key)
+            run_dir = args.data_dir / "runs" / f"{env_id}-{learner}-u{config['updates']}-s{config['seeds']}"
+            row["cells"][learner] = run_cell(learner, dataset, env, config, env_key, run_dir)
             cell = row["cells"][learner]
             print(f"{env_id} {learner}: won {cell['win']['mean']:.2f}, return {cell['return']['mean']:.2f}, "
                   f"{cell['train_seconds']:.0f} s", file=sys.stderr, flush=True)
