@@ -52,10 +52,18 @@ def aggregate(rows: dict, methods: tuple[str, ...], *, reps: int = BOOTSTRAP_REP
     def statistics(x):
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x), metrics.aggregate_optimality_gap(x)])
 
-    with warnings.catch_warnings():  # arch 7 deprecates the RandomState rliable 1.2 hands it (same draws)
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        points, intervals = library.get_interval_estimates(scores, statistics, reps=reps,
-                                                           random_state=np.random.RandomState(seed))
+    # rliable 1.2's StratifiedBootstrap draws its resamples from NumPy's global generator
+    # (`np.random.choice`) and ignores `random_state`, so the intervals are fixed by seeding that
+    # generator here, and its state is given back afterwards.
+    outer = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch 7 deprecates the RandomState rliable 1.2 hands it
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            points, intervals = library.get_interval_estimates(scores, statistics, reps=reps,
+                                                               random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(outer)
     out = {m: {name: [float(points[m][i]), float(intervals[m][0, i]), float(intervals[m][1, i])]
                for i, name in enumerate(METRICS)} for m in scores}
     return {"rows": usable, "methods": out, "seeds": int(next(iter(scores.values())).shape[0]), "reps": reps}
