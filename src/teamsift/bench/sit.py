@@ -63,7 +63,9 @@ CONTINUOUS_ENVS = ("halfcheetah_2x3", "walker2d_2x3")
 #: manner of SIT's Figure 8 selected on CN_3ls3l low (2 seeds, 1,500 updates, Stage I at
 #: 20,000 updates; greedy return: α=1, β=0.1 −33.5; α=1, β=0.3 −34.4; α=2, β=0.3 −34.7;
 #: uniform (α → ∞), β=0.3 −34.5; the paper's α=0.2, β=0.1 −43.9; α=1, β=1 −37.8).
-#: `--study sweep` reruns such a grid as a benchmark. Both use the other defaults of `sit.SITConfig`.
+#: `--study sweep` reruns such a grid as a benchmark; run on a tuning draw (`--seed 1`, data no
+#: reported row uses; sit-tuning-draw-cpu.md) it chooses the same α and β. Both use the other
+#: defaults of `sit.SITConfig`.
 SWEPT_ALPHA, SWEPT_BETA = 1.0, 0.1
 SWEEP_ALPHAS = (0.2, 1.0, 5.0)
 SWEEP_BETAS = (0.1, 0.3, 1.0)
