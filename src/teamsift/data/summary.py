@@ -132,7 +132,8 @@ def summarize(dataset) -> dict:
     }
     beh = episodes.get("behaviour")
     if beh is not None:
-        levels, codes = Labels.of(beh)
+        beh = Labels.of(beh)  # once: the sorted names and codes every count and grouping below uses
+        levels, codes = beh
         counts = dict(zip(levels.tolist(), np.bincount(codes.reshape(-1), minlength=len(levels)).tolist()))
         out["behaviour"] = {
             "levels": {k: int(counts[k]) for k in sorted(counts)},
