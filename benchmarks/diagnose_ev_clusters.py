@@ -7,6 +7,12 @@ level, its self-play return in the pools (`pools.json`), how many of its traject
 data hold and the share of them in each cluster (cluster 0 has the highest EV), and draws
 the share in the best cluster against the self-play return.
 
+It also measures how far behaviour alone can tell a single trajectory's level (a ceiling
+that uses the labels, for diagnosis only): one behaviour-cloning policy per true level,
+fitted on the other fold's episodes as EV-Clustering's own policies are, and each
+trajectory scored by log π_expert(a|o) − log π_random(a|o) summed over its decisions;
+the AUC of that score, expert vs random trajectories, beside EV-Clustering's.
+
     python benchmarks/diagnose_ev_clusters.py [--env PP_3p1p] [--appearances 160] [--draw 0]
 
 Writes benchmarks/results/ev-cluster-breakdown-<env>-<device>.{json,md,png}.
@@ -29,7 +35,26 @@ from run_valuation_appearances import FIRST_DRAW_KEY
 from teamsift.collect.pools import load_pools
 from teamsift.data import load_dataset
 from teamsift.fileio import atomic_write_text
-from teamsift.value.clustering import ClusterConfig, FeatureConfig, ev_cluster
+from teamsift.value.accuracy import aligned, auc, ground_truth_levels
+from teamsift.value.clustering import (
+    ClusterConfig, FeatureConfig, _out_of_fold, _policy_rows, ev_cluster, numpy_rng,
+)
+from teamsift.value.exchange import index_ids
+
+
+def supervised_ceiling(dataset, key) -> float:
+    """AUC expert vs random of single trajectories scored by level-supervised, cross-fitted
+    behaviour-cloning policies (module doc): what behaviour can tell with the labels."""
+    ids, codes = index_ids(dataset.episodes["agent_ids"])
+    levels = aligned(ground_truth_levels(dataset), ids)
+    obs, actions, avail, owner, episode = _policy_rows(dataset, codes)
+    config = FeatureConfig(kind="policy-mixture")  # the mixture's network, fit and folds
+    fold_key, fit_key = jax.random.split(key)
+    fold = numpy_rng(fold_key).permutation(dataset.num_episodes)[episode] % config.mixture_folds
+    weights = np.stack([levels[owner] == level for level in ("expert", "random")], axis=1).astype(np.float64)
+    loglik, _ = _out_of_fold((obs, actions, avail), fold, weights, fit_key, config)
+    score = np.bincount(owner, weights=loglik[:, 0] - loglik[:, 1], minlength=len(ids))
+    return auc(score, levels == "expert", levels == "random")
 
 
 def breakdown(env_id: str, appearances: int, draw: int, workdir: Path) -> dict:
@@ -39,6 +64,9 @@ def breakdown(env_id: str, appearances: int, draw: int, workdir: Path) -> dict:
     dataset = load_dataset(next(p for name, p in paths.items() if "anonymised" in name))
     result = ev_cluster(dataset, None, jax.random.fold_in(key, 100 + index),
                         config=ClusterConfig(features=FeatureConfig(kind="policy-mixture")))
+    levels = aligned(ground_truth_levels(dataset), result.ids)
+    clustered_auc = auc(result.values, levels == "expert", levels == "random")
+    ceiling = supervised_ceiling(dataset, jax.random.fold_in(key, 200 + index))
     pools = load_pools(env_id, ROOT / "pools")
     policy = np.asarray(dataset.meta["provenance"]["policy_of_individual"])
     label_of = dict(zip(result.ids.tolist(), result.labels.tolist()))
@@ -54,7 +82,8 @@ def breakdown(env_id: str, appearances: int, draw: int, workdir: Path) -> dict:
     rows.sort(key=lambda r: r["self_play_return"])
     return {"env": env_id, "appearances": appearances, "draw": draw, "root_key": FIRST_DRAW_KEY + draw,
             "clusters": result.num_clusters, "cluster_values": [float(v) for v in np.unique(result.values)[::-1]],
-            "level_cuts": list(pools.cuts), "rows": rows}
+            "level_cuts": list(pools.cuts), "auc_ev_cluster": clustered_auc, "auc_supervised_ceiling": ceiling,
+            "rows": rows}
 
 
 def render(report: dict) -> str:
@@ -66,6 +95,9 @@ def render(report: dict) -> str:
              f"EV-Clustering (policy-mixture features) chose K = {k}; cluster EVs, best first: "
              + ", ".join(f"{v:.2f}" for v in report["cluster_values"])
              + f". The pools' level cuts (self-play return): {', '.join(f'{c:.2f}' for c in report['level_cuts'])}.",
+             "", f"AUC expert vs random trajectories: EV-Clustering {report['auc_ev_cluster']:.3f}; behaviour "
+             f"with the level labels (the supervised ceiling: a cross-fitted policy per level) "
+             f"{report['auc_supervised_ceiling']:.3f}.",
              "", "| checkpoint | level | self-play return | trajectories | "
              + " | ".join(f"share in cluster {c}" for c in range(k)) + " |", "|---" * (4 + k) + "|"]
     for r in report["rows"]:

@@ -86,11 +86,11 @@ def measure(dataset_name: str, path: Path, method: str, key, **options) -> dict:
             "seconds": seconds}
 
 
-def measure_clusters(dataset_name: str, path: Path, kind: str, key) -> dict:
-    """EV-Clustering (K chosen by held-out error) with behaviour features of `kind`."""
+def measure_clusters(dataset_name: str, path: Path, kind: str, key, k_rule: str = "one-se") -> dict:
+    """EV-Clustering (K chosen by held-out error, `k_rule`) with behaviour features of `kind`."""
     dataset = load_dataset(path)
     start = time.perf_counter()
-    result = ev_cluster(dataset, None, key, config=ClusterConfig(features=FeatureConfig(kind=kind)))
+    result = ev_cluster(dataset, None, key, config=ClusterConfig(features=FeatureConfig(kind=kind), k_rule=k_rule))
     seconds = time.perf_counter() - start
     accuracy = accuracy_report(result.ids, result.values, ground_truth_levels(dataset))
     return {"dataset": dataset_name, "method": f"ev-cluster ({kind})", "episodes": dataset.num_episodes,

@@ -1,5 +1,6 @@
 """How valuation accuracy grows with the data: Exchange Values (true ids) and EV-Clustering
-(one-time ids, policy-mixture features) on pool populations whose individuals each play
+(one-time ids; policy-mixture features with the one-se K rule, and policy-likelihood
+features with the lowest-error K rule) on pool populations whose individuals each play
 more and more episodes.
 
 The population datasets are those of `run_valuation.py` (30 checkpoints drawn from the
@@ -11,10 +12,10 @@ as in `run_valuation.py`: Spearman of value vs level and AUC of expert vs random
 individual.
 
     python benchmarks/run_valuation_appearances.py [--envs PP_3p1p,CN_3ls3l,smax_3m]
-        [--appearances 40,80,160,320] [--draws 3]
+        [--appearances 40,80,160,320] [--draws 3] [--methods all]
 
 Writes benchmarks/results/valuation-appearances-<device>.{json,md,png}, a row at a time:
-a rerun of the same command keeps the rows it has and measures the rest.
+a rerun keeps the rows it has (per env, size, draw and method) and measures the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -32,23 +34,26 @@ import numpy as np
 from run_valuation import POPULATION_ENVS, measure, measure_clusters, population_datasets
 from teamsift.fileio import atomic_write_text
 
-METHODS = ("ev (true ids)", "ev-cluster (policy-mixture)")
+METHODS = ("ev (true ids)", "ev-cluster (policy-mixture)", "ev-cluster (policy-likelihood, lowest K)")
+#: EV-Clustering settings (features, K rule) of each clustering method
+CLUSTER_SETTINGS = {METHODS[1]: ("policy-mixture", "one-se"), METHODS[2]: ("policy-likelihood", "lowest")}
 FIRST_DRAW_KEY = 2  # root keys 0 and 1 are taken: reported rows, and the draws settings were chosen on
 
 
-def measure_cell(env_id: str, env_index: int, appearances: int, draw: int, workdir: Path) -> list[dict]:
+def measure_cell(env_id: str, env_index: int, appearances: int, draw: int, workdir: Path,
+                 methods: list[str]) -> list[dict]:
     key = jax.random.key(FIRST_DRAW_KEY + draw)
     paths = population_datasets(env_id, jax.random.fold_in(key, env_index), workdir, appearances)
     method_key = jax.random.fold_in(key, 100 + env_index)
     rows = []
-    for name, path in paths.items():
-        if "anonymised" in name:
-            row = measure_clusters(name, path, "policy-mixture", method_key)
-            row["method"] = METHODS[1]
+    for method in methods:
+        if method in CLUSTER_SETTINGS:
+            name, (kind, k_rule) = f"{env_id} population (anonymised)", CLUSTER_SETTINGS[method]
+            row = measure_clusters(name, paths[name], kind, method_key, k_rule=k_rule)
         else:
-            row = measure(name, path, "ev", method_key)
-            row["method"] = METHODS[0]
-        rows.append({"env": env_id, "appearances": appearances, "draw": draw, **row})
+            name = f"{env_id} population"
+            row = measure(name, paths[name], "ev", method_key)
+        rows.append({"env": env_id, "appearances": appearances, "draw": draw, **row, "method": method})
     return rows
 
 
@@ -74,7 +79,10 @@ def render(report: dict) -> str:
     lines = ["# Valuation accuracy as each individual plays more episodes", "",
              f"Command: `{report['command']}`", f"Machine: {report['machine']}", "",
              "30 individuals (10 per level) from the pools; A = episodes per individual. EV: Exchange Values with "
-             "the true ids. EV-Clustering: one-time ids, policy-mixture features, K chosen by held-out error. "
+             "the true ids. EV-Clustering: one-time ids, K chosen by held-out error, either with policy-mixture "
+             "features and the smallest K within a standard error of the lowest error (one-se), or with "
+             "policy-likelihood features and the K of the lowest error (settings chosen on tuning draws, root key 1: "
+             "`benchmarks/tune_ev_features.py`). "
              f"Mean [min, max] over draws (root keys {FIRST_DRAW_KEY}, {FIRST_DRAW_KEY + 1}, …: none was used to "
              "choose a setting).", "",
              "| env | method | A | episodes | draws | AUC expert vs random | Spearman vs level | K |",
@@ -139,9 +147,13 @@ def main(argv=None) -> None:
     parser.add_argument("--envs", default="PP_3p1p,CN_3ls3l,smax_3m")
     parser.add_argument("--appearances", default="40,80,160,320")
     parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--methods", default="all", help=f"'all' or ';'-separated, of: {'; '.join(METHODS)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     envs = args.envs.split(",")
+    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(";")]
+    if any(m not in METHODS for m in methods):
+        parser.error(f"--methods: {args.methods!r}; expected 'all' or some of {'; '.join(METHODS)} (';'-separated)")
     all_envs = POPULATION_ENVS  # a draw's env key is fold_in(key, its index here), as in run_valuation.py
     unknown = [e for e in envs if e not in all_envs]
     if unknown:
@@ -149,21 +161,22 @@ def main(argv=None) -> None:
     device = jax.devices()[0].platform
     json_path = args.out / f"valuation-appearances-{device}.json"
     machine = f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on {device}"
-    command = "python benchmarks/run_valuation_appearances.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    command = shlex.join(["python", "benchmarks/run_valuation_appearances.py", *(argv or sys.argv[1:])])
     report = json.loads(json_path.read_text()) if json_path.is_file() else {"rows": [], "commands": []}
     if command not in report["commands"]:
         report["commands"].append(command)
     report.update(command=report["commands"][0] if len(report["commands"]) == 1 else "; ".join(report["commands"]),
                   machine=machine)
-    done = {(r["env"], r["appearances"], r["draw"]) for r in report["rows"]}
+    done = {(r["env"], r["appearances"], r["draw"], r["method"]) for r in report["rows"]}
     args.out.mkdir(parents=True, exist_ok=True)
     for appearances in map(int, args.appearances.split(",")):
         for env_id in envs:
             for draw in range(args.draws):
-                if (env_id, appearances, draw) in done:
+                missing = [m for m in methods if (env_id, appearances, draw, m) not in done]
+                if not missing:
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
-                    rows = measure_cell(env_id, all_envs.index(env_id), appearances, draw, Path(tmp))
+                    rows = measure_cell(env_id, all_envs.index(env_id), appearances, draw, Path(tmp), missing)
                 report["rows"] += rows
                 for r in rows:
                     print(json.dumps(r), file=sys.stderr, flush=True)

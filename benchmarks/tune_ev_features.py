@@ -1,13 +1,15 @@
 """EV-Clustering behaviour features on tuning draws: the draws the policy-mixture settings
 were chosen on, apart from those `run_valuation.py` reports.
 
-Anonymised pool populations as in `run_valuation.py` (30 checkpoints, 10 per level, 40
-episodes each, one-time ids), drawn from root key 1 with `fold_in` 100, 101, 102 — the
-reported rows use root key 0. Prints, per draw and feature setting, the number of
-clusters chosen by held-out error, Spearman of value vs level and AUC expert vs random.
+Anonymised pool populations as in `run_valuation.py` (30 checkpoints, 10 per level,
+--appearances episodes each, one-time ids), drawn from root key 1 with `fold_in` 100,
+101, 102 — the reported rows use root keys 0 (run_valuation.py) and 2–4
+(run_valuation_appearances.py). Prints, per draw and setting, the number of clusters
+chosen by held-out error, Spearman of value vs level and AUC expert vs random. A setting
+holds FeatureConfig fields and, optionally, "k_rule" (ClusterConfig's).
 
     python benchmarks/tune_ev_features.py [--envs CN_3ls3l,PP_3p1p,smax_3m] [--draws 100,101,102]
-        [--settings '[{"kind": "histogram"}, {"kind": "policy-mixture"}]']
+        [--appearances 40] [--settings '[{"kind": "histogram"}, {"kind": "policy-mixture"}]']
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TUNING_ROOT = 1  # run_valuation.py reports draws of root key 0
 
 
-def tuning_population(env_id: str, draw: int, out: Path) -> Path:
+def tuning_population(env_id: str, draw: int, out: Path, appearances: int = 40) -> Path:
     key = jax.random.fold_in(jax.random.key(TUNING_ROOT), draw)
     env = make(env_id, **ENV_KWARGS.get(env_id, {}))
     bank, policy, levels = pool_population(load_pools(env_id, ROOT / "pools"), 30, jax.random.fold_in(key, 0))
-    return generate_population(env, bank, policy, levels, jax.random.fold_in(key, 1), out, appearances=40,
+    return generate_population(env, bank, policy, levels, jax.random.fold_in(key, 1), out, appearances=appearances,
                                anonymise=True, overwrite=True)
 
 
@@ -45,6 +47,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", default="CN_3ls3l,PP_3p1p,smax_3m")
     parser.add_argument("--draws", default="100,101,102")
+    parser.add_argument("--appearances", type=int, default=40, help="episodes per individual")
     parser.add_argument("--settings", default='[{"kind": "histogram"}, {"kind": "policy-mixture"}, '
                                               '{"kind": "policy-mixture", "mixture_components": 3}]',
                         help="JSON list of FeatureConfig keyword arguments")
@@ -53,14 +56,18 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for env_id in args.envs.split(","):
             for draw in map(int, args.draws.split(",")):
-                dataset = load_dataset(tuning_population(env_id, draw, Path(tmp) / f"{env_id}-{draw}"))
+                dataset = load_dataset(tuning_population(env_id, draw, Path(tmp) / f"{env_id}-{draw}",
+                                                         args.appearances))
                 for setting in settings:
-                    features = FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in setting.items()})
+                    k_rule = setting.get("k_rule", "one-se")
+                    features = FeatureConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in setting.items()
+                                                if k != "k_rule"})
                     start = time.perf_counter()
                     result = ev_cluster(dataset, None, jax.random.fold_in(jax.random.key(TUNING_ROOT), 500 + draw),
-                                        config=ClusterConfig(features=features))
+                                        config=ClusterConfig(features=features, k_rule=k_rule))
                     accuracy = accuracy_report(result.ids, result.values, ground_truth_levels(dataset))
-                    print(json.dumps({"env": env_id, "draw": draw, "features": setting, "clusters": result.num_clusters,
+                    print(json.dumps({"env": env_id, "draw": draw, "appearances": args.appearances,
+                                      "features": setting, "clusters": result.num_clusters,
                                       "spearman": accuracy.get("spearman"), "auc": accuracy.get("auc_expert_vs_random"),
                                       "seconds": round(time.perf_counter() - start, 1)}), flush=True)
 

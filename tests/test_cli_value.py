@@ -142,16 +142,25 @@ def test_features_option_reaches_ev_clustering_in_value_and_train(tmp_path):
     assert reports["policy-mixture"]["clusters"]["features"] == "policy-mixture"
     assert reports["histogram"]["accuracy"]["auc_expert_vs_random"] < 0.8
     assert reports["policy-mixture"]["accuracy"]["auc_expert_vs_random"] > 0.95
+    likelihood = run_json("value", data, "--method", "ev-cluster", "--score", "coverage", "--features",
+                          "policy-likelihood", "--k-rule", "lowest", "--out", str(tmp_path / "likelihood"))
+    assert (likelihood["clusters"]["features"], likelihood["clusters"]["k_rule"]) == ("policy-likelihood", "lowest")
+    assert default["clusters"]["k_rule"] == "one-se"
+    assert likelihood["accuracy"]["auc_expert_vs_random"] > 0.95
     for args, message in ((["--method", "ev", "--features", "policy-mixture"], "--features belongs to --method"),
-                          (["--method", "ev-cluster", "--features", "embedding"], "--features: expected one of")):
+                          (["--method", "ev-cluster", "--features", "embedding"], "--features: expected one of"),
+                          (["--method", "ev", "--k-rule", "lowest"], "--k-rule belongs to --method"),
+                          (["--method", "ev-cluster", "--k-rule", "smallest"], "--k-rule: expected one of"),
+                          (["--method", "ev-cluster", "--k-rule", "lowest", "--clusters", "2"], "give one of them")):
         result = runner.invoke(app, ["value", data, *args, "--out", str(tmp_path / "refused")])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     # EV2BC on EV-Clustering weights: the option reaches the selection (recorded in the run directory)
     payload = run_json("train", data, "--algo", "ev2bc", "--weights", "ev-cluster", "--features", "policy-mixture",
-                       "--score", "coverage", "--updates", "10", "--eval-episodes", "0",
+                       "--k-rule", "one-se", "--score", "coverage", "--updates", "10", "--eval-episodes", "0",
                        "--run-dir", str(tmp_path / "run"))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["weights"]["selection"]["features"] == "policy-mixture"
+    assert config["weights"]["selection"]["k_rule"] == "one-se"
     follows = {row["id"]: row["true_level"] == "expert" for row in reports["policy-mixture"]["table"]}
     kept = {i for i, v in payload["values"].items() if v > 0}
     assert kept and np.mean([follows[i] for i in kept]) > 0.9

@@ -199,6 +199,35 @@ def test_policy_mixture_features_see_behaviour_the_histograms_miss(tmp_path):
     assert aucs[0] < 0.8 and aucs[1] > 0.95
 
 
+def test_policy_likelihood_features_keep_the_grades_the_responsibilities_lose(tmp_path):
+    """Three grades of cue followers (never, half, 90% of the steps): a two-policy mixture's
+    responsibilities put each individual in one camp, so three clusters cannot find the
+    middle grade; the per-decision log-likelihoods keep where it lies between the policies,
+    and the "lowest" K rule then cuts that axis into more than two clusters."""
+    from scipy.stats import spearmanr
+
+    grades = {"random": 0.0, "medium": 0.5, "expert": 0.9}
+    dataset = cue_dataset(tmp_path / "graded", episodes=120, levels=grades)
+    levels = aligned(ground_truth_levels(dataset), np.unique(dataset.episodes["agent_ids"]))
+    grade = np.vectorize(grades.get)(levels)
+    problem = (dataset.episodes["agent_ids"], dataset.episode_scores("coverage"))
+    features = {kind: behaviour_features(dataset, jax.random.key(0), FeatureConfig(kind=kind, policy_hidden=(32,),
+                                                                                 policy_updates=300))
+                for kind in ("policy-mixture", "policy-likelihood")}
+    likelihood = features["policy-likelihood"]
+    assert likelihood.names == ("loglik0", "loglik1") and np.allclose(likelihood.values.mean(axis=0), 0.0)
+    three = {kind: spearmanr(ev_cluster((f, *problem), 3, jax.random.key(1)).values, grade)[0]
+             for kind, f in features.items()}
+    assert three["policy-likelihood"] > 0.9 and three["policy-likelihood"] > three["policy-mixture"] + 0.05
+    chosen = {rule: ev_cluster((likelihood, *problem), None, jax.random.key(1), config=ClusterConfig(k_rule=rule))
+              for rule in ("one-se", "lowest")}
+    assert chosen["one-se"].num_clusters == 2 and chosen["lowest"].num_clusters > 2
+    assert spearmanr(chosen["lowest"].values, grade)[0] > 0.9
+    assert auc(chosen["lowest"].values, levels == "expert", levels == "random") > 0.99
+    with pytest.raises(ValueError, match="k_rule: expected one of"):
+        ClusterConfig(k_rule="smallest")
+
+
 def test_policy_mixture_features_refuse_continuous_actions_and_bad_settings(tmp_path):
     from teamsift.data import write_dataset
     from teamsift.data.testing import make_arrays, tiny_spec

@@ -93,7 +93,10 @@ def train(
     fraction: Optional[float] = typer.Option(None, help="Weights (top_fraction, group): the fraction kept."),
     per_slot: bool = typer.Option(False, "--per-slot", help="Weights: apply the rule within each slot (role)."),
     features: Optional[str] = typer.Option(None, "--features", help="Weights ev-cluster: the behaviour features, "
-                                                                     "histogram (default) or policy-mixture."),
+                                                                     "histogram (default), policy-mixture or "
+                                                                     "policy-likelihood."),
+    k_rule: Optional[str] = typer.Option(None, "--k-rule", help="Weights ev-cluster: how the number of clusters is "
+                                                                "chosen, one-se (default) or lowest."),
     recurrent: Optional[bool] = typer.Option(None, "--gru/--mlp", help="bc, ev2bc, group_bc: the agent network "
                                                                       "(default: GRU if partially observable and "
                                                                       "discrete)."),
@@ -123,7 +126,7 @@ def train(
         assignments = dict(parse_assignment(text) for text in overrides or [])
         selection = {f"selection.{name}": value for name, value in (("score", score), ("rule", rule),
                                                                    ("threshold", threshold), ("fraction", fraction),
-                                                                   ("features", features))
+                                                                   ("features", features), ("k_rule", k_rule))
                      if value is not None}
         if per_slot:
             selection["selection.per_slot"] = True
@@ -131,11 +134,13 @@ def train(
             assignments["recurrent"] = recurrent
         spec = pipeline.make_spec(algo, sampler=sampler, weights=weights, overrides={**assignments, **selection})
         if selection and spec.selection is None:
-            raise ValueError("--score, --rule, --threshold, --fraction, --per-slot and --features shape valuation "
-                             "weights; give --weights (ev, ev-cluster, group, ardnem) or use --algo ev2bc / group_bc")
-        if features is not None and spec.weights != "ev-cluster":
-            raise ValueError(f"--features: the behaviour features belong to --weights ev-cluster (EV-Clustering), "
-                             f"not {spec.weights}")
+            raise ValueError("--score, --rule, --threshold, --fraction, --per-slot, --features and --k-rule shape "
+                             "valuation weights; give --weights (ev, ev-cluster, group, ardnem) or use --algo ev2bc "
+                             "/ group_bc")
+        for option, given, what in (("--features", features, "the behaviour features belong"),
+                                    ("--k-rule", k_rule, "the rule choosing the number of clusters belongs")):
+            if given is not None and spec.weights != "ev-cluster":
+                raise ValueError(f"{option}: {what} to --weights ev-cluster (EV-Clustering), not {spec.weights}")
     except ValueError as exc:
         fail(str(exc))
     if resume and run_dir is None:

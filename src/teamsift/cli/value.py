@@ -22,9 +22,13 @@ def value(
                                                       "held-out error)."),
     features: Optional[str] = typer.Option(None, "--features", help="ev-cluster: the behaviour features, histogram "
                                                                      "(default: action frequencies per coarse "
-                                                                     "observation bin) or policy-mixture (an EM "
+                                                                     "observation bin), policy-mixture (an EM "
                                                                      "mixture of behaviour-cloning policies; discrete "
-                                                                     "actions)."),
+                                                                     "actions) or policy-likelihood (the same "
+                                                                     "mixture's per-decision log-likelihoods)."),
+    k_rule: Optional[str] = typer.Option(None, "--k-rule", help="ev-cluster: how the number of clusters is chosen "
+                                                                "by held-out error, one-se (default: the fewest "
+                                                                "within a standard error of the lowest) or lowest."),
     permutations: int = typer.Option(200, min=1, help="shapley: sampled permutations."),
     updates: Optional[int] = typer.Option(None, min=1, help="ardnem: training updates (default: SIT's 20000)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="ardnem: the run directory (config, metrics, "
@@ -82,9 +86,9 @@ def value(
             fail(f"give DATASET or --table, not both (got {dataset} and --table {table})")
         if method != "ev":
             fail(f"--table values by --method ev only (Exchange Values out of core), not {method}")
-        if clusters is not None or features is not None or run_dir is not None or resume or updates is not None \
-                or learning_rate is not None or ensemble is not None or no_attention:
-            fail("--clusters, --features, --run-dir, --resume, --updates, --learning-rate, --ensemble and "
+        if clusters is not None or features is not None or k_rule is not None or run_dir is not None or resume \
+                or updates is not None or learning_rate is not None or ensemble is not None or no_attention:
+            fail("--clusters, --features, --k-rule, --run-dir, --resume, --updates, --learning-rate, --ensemble and "
                  "--no-attention do not apply to --table")
         _value_table(table, ids, score, out, overwrite, memory_limit, threads, temp_directory, top, as_json)
         return
@@ -113,13 +117,20 @@ def value(
         fail(f"--clusters belongs to --method ev-cluster, not {method}")
     if features is not None and method != "ev-cluster":
         fail(f"--features belongs to --method ev-cluster, not {method}")
+    if k_rule is not None and method != "ev-cluster":
+        fail(f"--k-rule belongs to --method ev-cluster, not {method}")
     if method == "ev-cluster":
-        from teamsift.value.clustering import FEATURE_KINDS
+        from teamsift.value.clustering import FEATURE_KINDS, K_RULES
 
         if features is not None and features not in FEATURE_KINDS:
             fail(f"--features: expected one of {', '.join(FEATURE_KINDS)}, got {features!r}")
+        if k_rule is not None and k_rule not in K_RULES:
+            fail(f"--k-rule: expected one of {', '.join(K_RULES)}, got {k_rule!r}")
+        if k_rule is not None and clusters is not None:
+            fail(f"--k-rule chooses the number of clusters; --clusters {clusters} fixes it: give one of them")
         options["num_clusters"] = clusters
         options["features"] = features
+        options["k_rule"] = k_rule
     elif method == "shapley":
         options["permutations"] = permutations
     try:

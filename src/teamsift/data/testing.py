@@ -159,29 +159,40 @@ def contribution_dataset(path: str | os.PathLike, terms: np.ndarray, hit_rate: M
         final_state=np.zeros((episodes, a * width), np.float32), behaviour=levels))
 
 
-def cue_dataset(path: str | os.PathLike, seed: int = 0, episodes: int = 60, length: int = 20):
+def cue_dataset(path: str | os.PathLike, seed: int = 0, episodes: int = 60, length: int = 20,
+                levels: Mapping[str, float] | None = None):
     """Anonymised groups of 3 with two kinds of individual: a "follower" acts on a cue (the
     quadrant of observation dims 6–7), a "random" one acts uniformly. The observations
     sit in 4 far-apart blobs (dims 0–5) that the histogram's observation bins find, and
     inside every blob the cue is independent of the blob, so both kinds have the same
-    uniform action histogram in every bin. Each follower adds 1 to the episode's score."""
+    uniform action histogram in every bin. Each follower adds 1 to the episode's score.
+
+    `levels` (level -> probability of acting on the cue at each step, e.g. {"random": 0,
+    "medium": 0.5, "expert": 0.9}) makes graded kinds instead, drawn uniformly per slot;
+    each adds its probability to the score."""
     from teamsift.data.format import load_dataset, write_dataset
 
     rng = np.random.default_rng(seed)
     spec = tiny_spec(num_agents=3, obs_dim=8, num_actions=4, episode_length=length)
     arrays = make_arrays(spec, [length] * episodes, seed=seed)
     steps = episodes * length
-    follower = rng.random((episodes, 3)) < 0.5
+    if levels is None:
+        follower = rng.random((episodes, 3)) < 0.5
+        names, follow = np.where(follower, "expert", "random"), follower.astype(np.float64)
+    else:
+        kind = rng.integers(0, len(levels), (episodes, 3))
+        names, follow = np.asarray(list(levels))[kind], np.asarray(list(levels.values()), np.float64)[kind]
     blobs = 10.0 * rng.normal(size=(4, 6))
     obs = np.concatenate([blobs[rng.integers(0, 4, (steps, 3))] + rng.normal(0.0, 0.3, (steps, 3, 6)),
                           rng.normal(size=(steps, 3, 2))], axis=2).astype(np.float32)
     cue = 2 * (obs[..., 6] > 0) + (obs[..., 7] > 0)
-    acting = np.repeat(follower, length, axis=0)
+    acting = np.repeat(follow, length, axis=0) if levels is None else \
+        rng.random((steps, 3)) < np.repeat(follow, length, axis=0)
     actions = np.where(acting, cue, rng.integers(0, 4, (steps, 3))).astype(np.int32)
     arrays.update(obs=obs, actions=actions, avail=np.ones((steps, 3, 4), bool),
                   agent_ids=np.array([[f"anon{e}_{s}" for s in range(3)] for e in range(episodes)]),
-                  behaviour=np.where(follower, "expert", "random"), policy_ids=np.where(follower, "cue", "uniform"),
-                  scores={"coverage": follower.sum(axis=1) + rng.normal(0.0, 0.5, episodes)})
+                  behaviour=names, policy_ids=np.where(follow > 0, "cue", "uniform"),
+                  scores={"coverage": follow.sum(axis=1) + rng.normal(0.0, 0.5, episodes)})
     return load_dataset(write_dataset(path, **arrays))
 
 

@@ -33,6 +33,12 @@ Steps (choices marked "ours" in methods.md, kept configurable):
      chosen; the policy mixture separates the untrained checkpoints from the trained ones
      (benchmarks/results/valuation-cpu.md). Costs seconds to a minute on a CPU: one
      small MLP per component, fold and round.
+   * ``"policy-likelihood"`` (discrete actions): the same mixture, but each individual is
+     described by the mean log-likelihood per decision of its actions under each policy
+     (less their mean over the policies; z-scored). The responsibilities are posteriors
+     of whole trajectories and saturate at 0 or 1, so they split the individuals into
+     the policies' camps only; the per-decision likelihoods keep how far along the axis
+     between the policies an individual acts, and the clusters can cut that axis finely.
 2. **Per-individual estimates** EV̂_i from the dataset estimator (`exchange.dataset_ev`).
 3. **Cluster EV** (`ClusterConfig.cluster_value`):
    * ``"member_mean"`` (default): the mean of the members' EV̂_i, i.e. the expected EV
@@ -64,7 +70,10 @@ Steps (choices marked "ours" in methods.md, kept configurable):
    with its first episode); each fold's individuals get the EV of the cluster of their
    nearest micro-cluster in a partition fitted on the other folds, and the RMSE
    against a target is averaged over folds; the smallest K whose error exceeds the
-   lowest by at most one standard error of their fold-paired difference is chosen.
+   lowest by at most one standard error of their fold-paired difference is chosen
+   (`ClusterConfig.k_rule="one-se"`, the default), or the K of the lowest error
+   (`"lowest"`: when the held-out errors barely differ, as with one-time ids whose
+   own estimates are single scores, "one-se" falls back to the fewest clusters).
    The target is the ground truth (`true_values`, e.g. the EVs of the true
    individuals) when given — methods.md's rule — and otherwise the held-out
    individuals' own estimates EV̂_i: their noise is independent of the fitted partition, so E[(EV̂_c − EV̂_i)²] = E[(EV̂_c − EV_i)²] +
@@ -90,7 +99,8 @@ from teamsift.value.accuracy import estimation_error
 from teamsift.value.exchange import EVResult, json_float, membership_contrast, index_ids
 
 CLUSTER_VALUES = ("member_mean", "membership")
-FEATURE_KINDS = ("histogram", "policy-mixture")
+FEATURE_KINDS = ("histogram", "policy-mixture", "policy-likelihood")
+K_RULES = ("one-se", "lowest")
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,12 +112,12 @@ FEATURE_KINDS = ("histogram", "policy-mixture")
 class FeatureConfig:
     """How behaviour features are computed from a dataset (ours, methods.md §1)."""
 
-    kind: str = "histogram"  # "histogram" or "policy-mixture" (module doc, step 1)
+    kind: str = "histogram"  # "histogram", "policy-mixture" or "policy-likelihood" (module doc, step 1)
     num_obs_bins: int = 4  # histogram: coarse observation bins (k-means centres) for discrete actions
     bin_sample: int = 20_000  # histogram: observation rows used to fit the bins
     bin_iters: int = 30
     chunk_steps: int = 1 << 18  # step rows read from the memory-maps at a time
-    standardise: bool | None = None  # z-score features; None: continuous "histogram" datasets only
+    standardise: bool | None = None  # z-score features; None: "policy-likelihood" and continuous "histogram" only
     # policy-mixture: a mixture of behaviour-cloning policies fitted by EM, out of fold
     mixture_components: int = 2  # policies in the mixture (the feature width)
     mixture_rounds: int = 3  # EM rounds after the start from the pooled policy
@@ -141,11 +151,14 @@ class ClusterConfig:
     max_moves: int = 10_000  # accepted moves ("member_mean") / evaluated moves ("membership")
     cluster_value: str = "member_mean"  # or "membership"
     holdout_folds: int = 5
+    k_rule: str = "one-se"  # K among candidates: "one-se" (smallest within a standard error of the lowest) or "lowest"
     features: FeatureConfig = FeatureConfig()
 
     def __post_init__(self):
         if self.cluster_value not in CLUSTER_VALUES:
             raise ValueError(f"cluster_value: expected one of {CLUSTER_VALUES}, got {self.cluster_value!r}")
+        if self.k_rule not in K_RULES:
+            raise ValueError(f"k_rule: expected one of {K_RULES}, got {self.k_rule!r}")
         if not self.candidates or any(int(k) < 1 for k in self.candidates):
             raise ValueError(f"candidates: expected numbers of clusters >= 1, got {self.candidates!r}")
         if self.restarts < 1 or self.kmeans_iters < 1 or self.holdout_folds < 2:
@@ -410,8 +423,8 @@ def _out_of_fold(rows, fold: np.ndarray, weights: np.ndarray, key: jax.Array, co
     return loglik, entropy
 
 
-def _policy_mixture_features(dataset, codes: np.ndarray, num_ids: int, key: jax.Array, config: FeatureConfig):
-    """Responsibilities of a mixture of behaviour-cloning policies for each individual.
+def _policy_mixture(dataset, codes: np.ndarray, num_ids: int, key: jax.Array, config: FeatureConfig):
+    """A mixture of behaviour-cloning policies fitted by EM, without labels.
 
     Start: one policy fitted to all decisions; each individual's mean "surprise" under it,
     log π(a|o) + H(π(·|o)) (the log-likelihood of its actions minus what the pooled
@@ -421,9 +434,11 @@ def _policy_mixture_features(dataset, codes: np.ndarray, num_ids: int, key: jax.
     responsibilities; an individual's responsibilities are the posterior of its whole
     trajectory, r_im ∝ w_m · Π_t π_m(a_t | o_t). Policies are always fitted on the other
     folds' episodes (cross-fitting), so no individual is scored by a policy that saw it.
+    Returns the final responsibilities [n, M] and the mean log-likelihood per decision of
+    each individual's actions under each policy of the last round [n, M].
     """
     if not dataset.discrete:
-        raise ValueError("kind: 'policy-mixture' needs discrete actions; use kind='histogram' (moments) "
+        raise ValueError(f"kind: {config.kind!r} needs discrete actions; use kind='histogram' (moments) "
                          "for continuous actions")
     obs, actions, avail, owner, episode = _policy_rows(dataset, codes)
     fold_key, pooled_key, mixture_key = jax.random.split(key, 3)
@@ -445,7 +460,25 @@ def _policy_mixture_features(dataset, codes: np.ndarray, num_ids: int, key: jax.
         logpost = trajectory + np.log(np.maximum(responsibility.mean(axis=0), 1e-12))[None, :]
     responsibility = np.exp(logpost - logpost.max(axis=1, keepdims=True))
     responsibility /= responsibility.sum(axis=1, keepdims=True)
+    return responsibility, trajectory / steps[:, None]
+
+
+def _policy_mixture_features(dataset, codes: np.ndarray, num_ids: int, key: jax.Array, config: FeatureConfig):
+    """"policy-mixture": the responsibilities r_im of the mixture (`_policy_mixture`)."""
+    responsibility, _ = _policy_mixture(dataset, codes, num_ids, key, config)
     return responsibility, tuple(f"policy{m}" for m in range(config.mixture_components))
+
+
+def _policy_likelihood_features(dataset, codes: np.ndarray, num_ids: int, key: jax.Array, config: FeatureConfig):
+    """"policy-likelihood": each individual's mean log-likelihood per decision under
+    each policy of the mixture, less its mean over the policies (so with two policies, a
+    per-decision log-likelihood ratio). The responsibilities are a posterior of a whole
+    trajectory and saturate at 0 or 1 after a few decisions; this keeps how far along
+    the axis between the policies an individual acts, which the clusters can then cut
+    more finely than into the policies' two camps."""
+    _, per_decision = _policy_mixture(dataset, codes, num_ids, key, config)
+    centred = per_decision - per_decision.mean(axis=1, keepdims=True)
+    return centred, tuple(f"loglik{m}" for m in range(config.mixture_components))
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -461,12 +494,14 @@ def behaviour_features(dataset, key: jax.Array, config: FeatureConfig = FeatureC
     ids, codes = index_ids(dataset.episodes["agent_ids"])
     if config.kind == "policy-mixture":
         values, names = _policy_mixture_features(dataset, codes, len(ids), key, config)
+    elif config.kind == "policy-likelihood":
+        values, names = _policy_likelihood_features(dataset, codes, len(ids), key, config)
     elif dataset.discrete:
         values, names = _discrete_features(dataset, codes, len(ids), numpy_rng(key), config)
     else:
         values, names = _continuous_features(dataset, codes, len(ids), config)
-    histogram = config.kind == "histogram"
-    standardise = (histogram and not dataset.discrete) if config.standardise is None else config.standardise
+    default = config.kind == "policy-likelihood" or (config.kind == "histogram" and not dataset.discrete)
+    standardise = default if config.standardise is None else config.standardise
     return BehaviourFeatures(ids, _zscore(values) if standardise else values, names)
 
 
@@ -760,9 +795,10 @@ def _held_out_errors(problem: _Problem, targets: np.ndarray, fold: np.ndarray, k
 
 
 def _select_num_clusters(problem: _Problem, truth: np.ndarray | None, key: jax.Array, config: ClusterConfig):
-    """The smallest candidate K whose mean held-out error exceeds the lowest by at most
-    one standard error of their fold-paired difference — against the ground truth when given, else against
-    the held-out individuals' own estimates EV̂_i (module doc, step 5)."""
+    """The candidate K with the lowest mean held-out error ("lowest"), or the smallest
+    whose error exceeds the lowest by at most one standard error of their fold-paired
+    difference ("one-se") — against the ground truth when given, else against the
+    held-out individuals' own estimates EV̂_i (module doc, step 5)."""
     candidates = sorted({int(k) for k in config.candidates if int(k) <= len(problem.ids)})
     if not candidates:
         raise ValueError(f"candidates: none of {config.candidates} fits {len(problem.ids)} individuals")
@@ -782,7 +818,7 @@ def _select_num_clusters(problem: _Problem, truth: np.ndarray | None, key: jax.A
             return k == best
         return gap.mean() <= gap.std(ddof=1) / np.sqrt(len(gap))
 
-    chosen = min(k for k in candidates if close_to_best(k))
+    chosen = best if config.k_rule == "lowest" else min(k for k in candidates if close_to_best(k))
     rule = "held-out error (ground truth)" if truth is not None else "held-out error (own estimates)"
     return chosen, rule, scores
 

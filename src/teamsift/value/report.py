@@ -91,17 +91,22 @@ def _shapley_simulator(dataset, key, episodes_per_set: int):
 
 
 def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = None,
-                  num_clusters: int | None = None, features: str | None = None, permutations: int = 200,
+                  num_clusters: int | None = None, features: str | None = None, k_rule: str | None = None,
+                  permutations: int = 200,
                   episodes_per_set: int = 8, progress: bool = False, out_dir=None, **method_options) -> dict[str, Any]:
     """Value the individuals (or slots) of `dataset` with `method`; returns a JSON-safe report.
 
-    `num_clusters` and `features` (the behaviour features, `clustering.FeatureConfig.kind`:
-    "histogram" by default, or "policy-mixture") belong to "ev-cluster"; its report records
-    both under "clusters"."""
+    `num_clusters`, `features` (the behaviour features, `clustering.FeatureConfig.kind`:
+    "histogram" by default, "policy-mixture" or "policy-likelihood") and `k_rule` (how K
+    is chosen when `num_clusters` is None: `clustering.ClusterConfig.k_rule`) belong to
+    "ev-cluster"; its report records them under "clusters"."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     if features is not None and method != "ev-cluster":
         raise ValueError(f"features: the behaviour features belong to method 'ev-cluster', not {method!r}")
+    if k_rule is not None and method != "ev-cluster":
+        raise ValueError(f"k_rule: the rule choosing the number of clusters belongs to method 'ev-cluster', "
+                         f"not {method!r}")
     truth = _truth(dataset)
     if method == "ev":
         result = dataset_ev_from(dataset, score)
@@ -110,9 +115,11 @@ def value_dataset(dataset, method: str, key: jax.Array, *, score: str | None = N
         from teamsift.value.clustering import ClusterConfig, FeatureConfig, ev_cluster
 
         feature_config = FeatureConfig() if features is None else FeatureConfig(kind=features)
-        clustered = ev_cluster(dataset, num_clusters, key, score=score, config=ClusterConfig(features=feature_config))
+        cluster_config = ClusterConfig(features=feature_config, **({} if k_rule is None else {"k_rule": k_rule}))
+        clustered = ev_cluster(dataset, num_clusters, key, score=score, config=cluster_config)
         result = clustered.as_ev_result()
-        extra = {"clusters": {"features": feature_config.kind, "values": clustered.cluster_values.tolist(),
+        extra = {"clusters": {"features": feature_config.kind, "k_rule": cluster_config.k_rule,
+                              "values": clustered.cluster_values.tolist(),
                               "stderr": clustered.cluster_stderr.tolist(),
                               "sizes": clustered.cluster_sizes.tolist(),
                               "labels": dict(zip(clustered.ids.tolist(), clustered.labels.tolist())),

@@ -52,6 +52,7 @@ class SelectionConfig:
     score: str | None = None  # the DVF: a score column of the dataset; None = the team return
     num_clusters: int | None = None  # ev-cluster: None chooses the number of clusters
     features: str = "histogram"  # ev-cluster: the behaviour features (`clustering.FeatureConfig.kind`)
+    k_rule: str = "one-se"  # ev-cluster: how K is chosen when num_clusters is None (`clustering.ClusterConfig.k_rule`)
 
     def __post_init__(self):
         if self.rule not in selection.RULES:
@@ -62,10 +63,12 @@ class SelectionConfig:
             raise ValueError(f"SelectionConfig.temperature: expected a positive number, got {self.temperature!r}")
         if self.num_clusters is not None and self.num_clusters < 1:
             raise ValueError(f"SelectionConfig.num_clusters: expected None or >= 1, got {self.num_clusters!r}")
-        from teamsift.value.clustering import FEATURE_KINDS
+        from teamsift.value.clustering import FEATURE_KINDS, K_RULES
 
         if self.features not in FEATURE_KINDS:
             raise ValueError(f"SelectionConfig.features: expected one of {FEATURE_KINDS}, got {self.features!r}")
+        if self.k_rule not in K_RULES:
+            raise ValueError(f"SelectionConfig.k_rule: expected one of {K_RULES}, got {self.k_rule!r}")
 
 
 def individual_values(valuation: str, dataset, key: jax.Array, config: SelectionConfig) -> dict[str, float]:
@@ -78,7 +81,7 @@ def individual_values(valuation: str, dataset, key: jax.Array, config: Selection
         from teamsift.value.clustering import ClusterConfig, FeatureConfig, ev_cluster
 
         result = ev_cluster(dataset, key=key, num_clusters=config.num_clusters, score=config.score,
-                            config=ClusterConfig(features=FeatureConfig(kind=config.features)))
+                            config=ClusterConfig(features=FeatureConfig(kind=config.features), k_rule=config.k_rule))
     else:
         raise ValueError(f"individual values: expected 'ev' or 'ev-cluster', got {valuation!r}")
     return {str(i): float(v) for i, v in zip(result.ids, result.values)}
