@@ -73,7 +73,8 @@ def render(title: str, summary: dict) -> list[str]:
     """A markdown table of `aggregate`'s result."""
     if not summary["methods"]:
         return []
-    lines = [f"### {title}: aggregate over {len(summary['rows'])} rows × {summary['seeds']} seeds (rliable)", "",
+    rows = len(summary["rows"])
+    lines = [f"### {title}: aggregate over {rows} row{'' if rows == 1 else 's'} × {summary['seeds']} seeds (rliable)", "",
              "Row-normalised returns (0 = the row's lowest number, 1 = its highest, Behavior included); "
              f"95% stratified-bootstrap intervals ({summary['reps']} resamples). Optimality gap: lower is better.", "",
              "| method | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]

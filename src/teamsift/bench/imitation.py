@@ -131,7 +131,8 @@ def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Ar
         policies = [result.policy(-1, seed=s if bench.num_seeds > 1 else None, deterministic=False)
                     for s in range(bench.num_seeds)]
         steps = int(np.asarray(result.checkpoint_steps)[-1])
-        seconds = time.perf_counter() - started
+        # a resumed run: its training seconds over every process, not only this one's
+        seconds = max(time.perf_counter() - started, result.fit.run_seconds if result.fit is not None else 0.0)
         cell.update(env_steps=steps, env_steps_per_s=steps * bench.num_seeds / max(seconds, 1e-9),
                     diagnostics=diagnostics(result))
     else:
