@@ -161,7 +161,7 @@ def test_tiny_table_run_reports_every_learner(tmp_path):
     # So did Stage I (shared by SIT and SIT*), checkpointed as it trains.
     stage1_dirs = list((tmp_path / "data" / "runs" / "sit-test").glob("*_stage1-seed0-*/stages/ardnem"))
     assert len(stage1_dirs) == 1 and list((stage1_dirs[0] / "checkpoints").iterdir())
-    assert "aggregate over 1 rows × 2 seeds (rliable)" in (tmp_path / "out" / "sit-test.md").read_text()
+    assert "aggregate over 1 row × 2 seeds (rliable)" in (tmp_path / "out" / "sit-test.md").read_text()
     saved = json.loads((tmp_path / "out" / "sit-test.json").read_text())
     assert saved["studies"]["table"]["CN_3ls3l low"]["cells"].keys() == row["cells"].keys()
     text = (tmp_path / "out" / "sit-test.md").read_text()
