@@ -147,6 +147,8 @@ def test_features_option_reaches_ev_clustering_in_value_and_train(tmp_path):
     assert (likelihood["clusters"]["features"], likelihood["clusters"]["k_rule"]) == ("policy-likelihood", "lowest")
     assert default["clusters"]["k_rule"] == "one-se"
     assert likelihood["accuracy"]["auc_expert_vs_random"] > 0.95
+    printed = runner.invoke(app, [*common, "--out", str(tmp_path / "printed")])
+    assert printed.exit_code == 0 and "from histogram features (K given)" in printed.output
     for args, message in ((["--method", "ev", "--features", "policy-mixture"], "--features belongs to --method"),
                           (["--method", "ev-cluster", "--features", "embedding"], "--features: expected one of"),
                           (["--method", "ev", "--k-rule", "lowest"], "--k-rule belongs to --method"),

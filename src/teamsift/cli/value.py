@@ -183,8 +183,10 @@ def _render_values(report: dict, top: int) -> None:
     if clusters:
         values = ", ".join(f"{v:.3f} ({n})" for v, n in zip(clusters["values"], clusters["sizes"]))
         count = len(clusters["values"])
-        console.print(f"  {count} cluster{'' if count == 1 else 's'} from {clusters['features']} features, value "
-                      f"(individuals): {values}")
+        chosen = {"given": "K given", "one-se": "K by the one-se rule", "lowest": "K of the lowest held-out error"}[
+            "given" if clusters["selection"]["rule"] == "given" else clusters["k_rule"]]
+        console.print(f"  {count} cluster{'' if count == 1 else 's'} from {clusters['features']} features ({chosen}), "
+                      f"value (individuals): {values}")
     for name, stats in report.get("accuracy", {}).get("per_level", {}).items():
         console.print(f"  {name}: mean value {stats['mean_value']:.3f} over {stats['individuals']}")
     accuracy = report.get("accuracy", {})
