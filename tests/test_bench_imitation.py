@@ -58,3 +58,40 @@ def test_figure_draws_the_return_curves_against_the_offline_levels():
     assert [0.2, 0.6, 0.9] in curves  # MAGAIL's curve
     assert [1.5, 1.5] in curves and [1.7, 1.7] in curves  # BC's level and the expert's; ICQ failed: none
     assert len(curves) == 3
+
+
+def test_the_same_command_keeps_finished_cells_and_rerun_trains_them_again(tmp_path, monkeypatch):
+    """An interrupted benchmark goes on where it stopped: a cell the result file holds is
+    kept, an unfinished (or failed) one trains and resumes from its run directory, and
+    `rerun=True` trains every cell again from scratch."""
+    import dataclasses
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    calls = []
+
+    def cell(method, bench, dataset, env, key, runs_dir=None, fresh=False):
+        calls.append((method, fresh))
+        return {"returns": [1.0], "mean": 1.0, "std": 0.0, "train_seconds": 1.0}
+
+    fake = SimpleNamespace(num_steps=10, episodes={"return": np.zeros(2)}, meta={})
+    monkeypatch.setattr(imitation, "ensure_dataset", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(imitation, "run_cell", cell)
+    monkeypatch.setattr(imitation, "save", lambda report, out_dir, stem: (out_dir / f"{stem}.json").write_text(
+        json.dumps(report)))
+    bench = imitation.ImitationBenchConfig(envs=("mpe_spread",), methods=("MAGAIL", "BC"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "im.json").write_text(json.dumps({"config": dataclasses.asdict(bench), "rows": {
+        "mpe_spread": {"cells": {"MAGAIL": {"returns": [2.0], "mean": 2.0, "std": 0.0},
+                                 "BC": {"error": "ValueError: it failed"}}}}}))
+    report = imitation.run(bench, progress=False, out_dir=out, stem="im")
+    assert calls == [("BC", True)]  # MAGAIL kept; the failed BC cell trained again, its run directory replaced
+    assert report["rows"]["mpe_spread"]["cells"]["MAGAIL"]["mean"] == 2.0
+    calls.clear()
+    imitation.run(bench, progress=False, out_dir=out, stem="im")
+    assert calls == []  # both finished: nothing to train
+    imitation.run(bench, progress=False, out_dir=out, stem="im", rerun=True)
+    assert calls == [("MAGAIL", True), ("BC", True)]

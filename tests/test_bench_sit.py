@@ -138,7 +138,7 @@ def test_parallel_results_merge_cell_by_cell_and_only_at_one_budget():
 
 
 @pytest.mark.slow
-def test_tiny_table_run_reports_every_learner(tmp_path):
+def test_tiny_table_run_reports_every_learner(tmp_path, monkeypatch):
     bench = sit_bench.SITBenchConfig(envs=("CN_3ls3l",), qualities=("low",), episodes=60, num_seeds=2, updates=4,
                                      ardnem_updates=4, eval_episodes=5, data_dir=str(tmp_path / "data"))
     report = sit_bench.run(bench, ("table",), progress=False, machine="test", command="test",
@@ -180,6 +180,18 @@ def test_tiny_table_run_reports_every_learner(tmp_path):
     assert ablations["SIT*"] == row["cells"]["SIT*"]
     assert np.all(np.isfinite(ablations["SIT* w/o GAT"]["returns"]))
     assert later["studies"]["table"]["CN_3ls3l low"]["cells"].keys() == row["cells"].keys()  # merged, kept
+    # The same command again keeps every finished cell (an interrupted run goes on where it
+    # stopped); --rerun trains them again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(sit_bench, "run_cell", no_training)
+    again = sit_bench.run(bench, ("table",), progress=False, machine="test", command="test",
+                          out_dir=tmp_path / "out", stem="sit-test", methods=("BC", "ICQ"))
+    assert again["studies"]["table"]["CN_3ls3l low"]["cells"]["BC"] == row["cells"]["BC"]
+    with pytest.raises(AssertionError, match="trained again"):
+        sit_bench.run(bench, ("table",), progress=False, machine="test", command="test", out_dir=tmp_path / "out",
+                      stem="sit-test", methods=("BC",), rerun=True)
 
 
 def test_pjap_study_compares_uniform_and_pjap_sampling_on_mabrax():

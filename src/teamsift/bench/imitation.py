@@ -181,9 +181,11 @@ BUDGET_FIELDS = ("transitions", "num_seeds", "timesteps", "updates", "eval_episo
 
 
 def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = "", command: str = "",
-        out_dir: Path | None = None, stem: str = "imitation") -> dict:
+        out_dir: Path | None = None, stem: str = "imitation", rerun: bool = False) -> dict:
     """Every (env, method) cell; with out_dir the report (and its plots) is rewritten after
-    every cell, so an interrupted run keeps what it finished."""
+    every cell, so an interrupted run keeps what it finished: a rerun keeps the finished
+    cells of an earlier result of the same budget (unless `rerun`, which trains them again
+    from scratch) and resumes unfinished ones from their run directories."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "rows": {}}
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows",))
@@ -201,6 +203,9 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
                        expert_return=float(np.mean(dataset.episodes["return"])))
             for method in methods:
                 bar.update(task, description=f"{env_id}: {method}")
+                if not rerun and "error" not in row["cells"].get(method, {"error": None}):
+                    bar.advance(task)
+                    continue
                 try:
                     row["cells"][method] = run_cell(method, bench, dataset, env, named_key(env_key, method),
                                                     runs_dir, fresh=method in row["cells"])

@@ -291,12 +291,15 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array, fresh:
 
 def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, ...]]], *, progress: bool = True,
              results: dict | None = None, on_cell: Callable[[], None] | None = None,
-             trainer: Trainer | None = None, known: dict | None = None) -> dict:
+             trainer: Trainer | None = None, known: dict | None = None, rerun: bool = False) -> dict:
     """rows: (env_id, dataset name, composition spec, methods). Fills and returns
     `results` {row label: row}; `on_cell()` runs after every finished cell. Pass one
-    `trainer` to several calls to share SIT's Stage I between them. A cell already in
-    `known` (another study's {row label: row} of the same budget) is copied, not rerun:
-    a cell's key depends only on its row and method, so the run would repeat it exactly."""
+    `trainer` to several calls to share SIT's Stage I between them. A cell that `results`
+    already holds is kept (a rerun of an interrupted command goes on where it stopped;
+    unfinished cells resume from their run directories), unless `rerun`, which trains it
+    again from scratch. A cell already in `known` (another study's {row label: row} of the
+    same budget) is copied, not rerun: a cell's key depends only on its row and method, so
+    the run would repeat it exactly."""
     trainer = Trainer(bench, progress=False) if trainer is None else trainer
     results = {} if results is None else results
     total = sum(len(methods) for *_, methods in rows)
@@ -307,12 +310,14 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
             row_key = named_key(root, env_id, name)
             dataset = ensure_dataset(bench, env_id, name, spec, jax.random.fold_in(row_key, 0), progress=False)
             env = make(env_id, **dataset.meta.get("env_kwargs", ENV_KWARGS.get(env_id, {})))
-            row = results.setdefault(f"{env_id} {name}", {"cells": {}})  # rerun methods replace their cells
+            row = results.setdefault(f"{env_id} {name}", {"cells": {}})  # --rerun replaces the cells it holds
             row.update(env=env_id, dataset=name, spec=spec, discrete=bool(dataset.spec.discrete),
                        episodes=dataset.num_episodes, behavior=float(np.mean(dataset.episodes["return"])))
             for method in methods:
                 bar.update(task, description=f"{env_id} {name}: {method}")
                 done = (known or {}).get(f"{env_id} {name}", {}).get("cells", {}).get(method)
+                if done is None and not rerun:
+                    done = row["cells"].get(method)
                 if done is not None and "error" not in done:
                     row["cells"][method] = done
                     bar.advance(task)
@@ -547,11 +552,12 @@ def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> di
 
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
         machine: str = "", command: str = "", out_dir: Path | None = None, stem: str = "sit",
-        methods: tuple[str, ...] | None = None) -> dict:
+        methods: tuple[str, ...] | None = None, rerun: bool = False) -> dict:
     """Run the named studies ("table", "ablations", "stress", "sweep"); with out_dir, the
     report is rewritten after every cell, so an interrupted run keeps what it finished, and
-    merged with an earlier result of the same budget. `methods` restricts every study to
-    those methods (the other cells of a merged row stay as they were)."""
+    merged with an earlier result of the same budget, whose finished cells are kept unless
+    `rerun`. `methods` restricts every study to those methods (the other cells of a merged
+    row stay as they were)."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "studies": {}}
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
@@ -572,5 +578,5 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
         report["studies"].setdefault(study, {})
         known = report["studies"].get("table") if study != "table" else None
         run_rows(bench, rows, progress=progress, results=report["studies"][study], on_cell=checkpoint,
-                 trainer=trainer, known=known)
+                 trainer=trainer, known=known, rerun=rerun)
     return report

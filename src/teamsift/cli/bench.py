@@ -13,6 +13,8 @@ from teamsift.cli.common import JSON_OPTION, OUT, emit, fail
 app = typer.Typer(no_args_is_help=True, help="Benchmarks of the papers' tables on our environments.")
 
 OVERWRITE_HELP = "Replace result files of another budget in --out (a run of the same budget adds to them)."
+RERUN_HELP = ("Train again, from scratch, the cells the result file already holds (default: keep them, so the same "
+              "command continues an interrupted run; unfinished cells resume from their checkpoints).")
 
 
 def _device_stem(prefix: str) -> str:
@@ -50,7 +52,7 @@ def bench_sit(
     quality: str = typer.Option("low,medium", help="Dataset qualities: low, medium or both."),
     study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress, sweep, pjap."),
     stress_env: str = typer.Option("smax_2s3z", help="The map of the stress study (SIT Figure 4(b, c): 2s3z)."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated methods to (re)run, e.g. 'SIT,SIT*' "
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods to run, e.g. 'SIT,SIT*' "
                                                      "(default: every method of each study)."),
     name: str = typer.Option("sit", help="Result file stem: <name>-<device>.{json,md}."),
     episodes: int = typer.Option(10_000, min=1, help="Episodes per dataset (SIT: 10 000)."),
@@ -63,6 +65,7 @@ def bench_sit(
     out: Path = typer.Option(Path("benchmarks/results"), help="Directory for the result files."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    rerun: bool = typer.Option(False, "--rerun", help=RERUN_HELP),
     as_json: bool = JSON_OPTION,
 ):
     """SIT's Table 1 on our environments, with SIT's ablations, stress cases and α × β sweep.
@@ -86,7 +89,8 @@ def bench_sit(
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), sit_bench.BUDGET_FIELDS, overwrite)
         report = sit_bench.run(config, studies, progress=not as_json, machine=describe(info),
                                command="teamsift bench sit " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
-                               methods=tuple(m.strip() for m in methods.split(",")) if methods else None)
+                               methods=tuple(m.strip() for m in methods.split(",")) if methods else None,
+                               rerun=rerun)
     except ValueError as exc:
         fail(str(exc))
     emit(report, as_json, lambda r: OUT.print(sit_bench.render(r)))
@@ -108,6 +112,7 @@ def bench_imitation(
                              "<data-dir>/runs/<stem>/ (resumable)."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    rerun: bool = typer.Option(False, "--rerun", help=RERUN_HELP),
     as_json: bool = JSON_OPTION,
 ):
     """MILD²'s table: MILD², MILD²-GD, MAGAIL, BC and offline baselines on the expert datasets."""
@@ -126,7 +131,8 @@ def bench_imitation(
         stem = f"{name}-{info['device'].split(':')[0]}"
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), imitation.BUDGET_FIELDS, overwrite)
         report = imitation.run(config, progress=not as_json, machine=describe(info),
-                               command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out, stem=stem)
+                               command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
+                               rerun=rerun)
     except ValueError as exc:
         fail(str(exc))
     emit(report, as_json, lambda r: OUT.print(imitation.render(r)))
