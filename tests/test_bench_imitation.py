@@ -95,3 +95,8 @@ def test_the_same_command_keeps_finished_cells_and_rerun_trains_them_again(tmp_p
     assert calls == []  # both finished: nothing to train
     imitation.run(bench, progress=False, out_dir=out, stem="im", rerun=True)
     assert calls == [("MAGAIL", True), ("BC", True)]
+
+
+def test_rerun_belongs_to_the_benchmarks_that_keep_cells():
+    result = CliRunner().invoke(app, ["bench", "pjap", "--rerun"])
+    assert result.exit_code == 2 and "--rerun belongs to --mabrax" in result.output

@@ -152,6 +152,7 @@ def bench_pjap(
     out: Path = typer.Option(Path("benchmarks/results"), help="Directory for the result files and plots."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier result files in --out (--mabrax: "
                                                               "those of another budget)."),
+    rerun: bool = typer.Option(False, "--rerun", help="--mabrax: " + RERUN_HELP),
     as_json: bool = JSON_OPTION,
 ):
     """PJAP's polynomial games: MADDPG (BRUD) vs MADDPG+PJAP, with the trajectory plots.
@@ -159,6 +160,8 @@ def bench_pjap(
     With --mabrax instead: MADDPG+CQL vs MADDPG+CQL+PJAP on MaBrax halfcheetah_2x3."""
     import dataclasses
 
+    if rerun and not mabrax:
+        fail("--rerun belongs to --mabrax (the polynomial games write new result files; --overwrite replaces them)")
     if mabrax:
         from teamsift.bench import sit as sit_bench
         from teamsift.machine import describe, machine
@@ -169,7 +172,8 @@ def bench_pjap(
         stem = f"pjap-mabrax-{info['device'].split(':')[0]}"
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), sit_bench.BUDGET_FIELDS, overwrite)
         report = sit_bench.run(config, ("pjap",), progress=not as_json, machine=describe(info),
-                               command="teamsift bench pjap " + " ".join(sys.argv[3:]), out_dir=out, stem=stem)
+                               command="teamsift bench pjap " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
+                               rerun=rerun)
         emit(report, as_json, lambda r: OUT.print(sit_bench.render(r)))
         return
     from teamsift.bench import poly
