@@ -15,7 +15,7 @@ the AUC of that score, expert vs random trajectories, beside EV-Clustering's.
 
     python benchmarks/diagnose_ev_clusters.py [--env PP_3p1p] [--appearances 160] [--draw 0]
 
-Writes benchmarks/results/ev-cluster-breakdown-<env>-<device>.{json,md,png}.
+Writes benchmarks/results/ev-cluster-breakdown-<env>[-draw<d>]-<device>.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def main(argv=None) -> None:
     device = jax.devices()[0].platform
     report["command"] = "python benchmarks/diagnose_ev_clusters.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
     report["machine"] = f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on {device}"
-    stem = args.out / f"ev-cluster-breakdown-{args.env}-{device}"
+    draw = f"-draw{args.draw}" if args.draw else ""  # draw 0 keeps the name the docs link to
+    stem = args.out / f"ev-cluster-breakdown-{args.env}{draw}-{device}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
     atomic_write_text(stem.with_suffix(".md"), render(report))
     plot(report, stem.with_suffix(".png"))
