@@ -78,6 +78,7 @@ def test_the_same_command_keeps_finished_cells_and_rerun_trains_them_again(tmp_p
 
     fake = SimpleNamespace(num_steps=10, episodes={"return": np.zeros(2)}, meta={})
     monkeypatch.setattr(imitation, "ensure_dataset", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(imitation, "make", lambda *args, **kwargs: SimpleNamespace(spec=SimpleNamespace(discrete=True)))
     monkeypatch.setattr(imitation, "run_cell", cell)
     monkeypatch.setattr(imitation, "save", lambda report, out_dir, stem: (out_dir / f"{stem}.json").write_text(
         json.dumps(report)))
