@@ -131,8 +131,8 @@ def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Ar
         policies = [result.policy(-1, seed=s if bench.num_seeds > 1 else None, deterministic=False)
                     for s in range(bench.num_seeds)]
         steps = int(np.asarray(result.checkpoint_steps)[-1])
-        # a resumed run: its training seconds over every process, not only this one's
-        seconds = max(time.perf_counter() - started, result.fit.run_seconds if result.fit is not None else 0.0)
+        # with the training seconds of the processes a resumed run continues
+        seconds = time.perf_counter() - started + (result.fit.earlier_seconds if result.fit is not None else 0.0)
         cell.update(env_steps=steps, env_steps_per_s=steps * bench.num_seeds / max(seconds, 1e-9),
                     diagnostics=diagnostics(result))
     else:
@@ -203,7 +203,8 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
                        expert_return=float(np.mean(dataset.episodes["return"])))
             for method in methods:
                 bar.update(task, description=f"{env_id}: {method}")
-                if not rerun and "error" not in row["cells"].get(method, {"error": None}):
+                done = row["cells"].get(method)
+                if done is not None and "error" not in done and not rerun:  # finished: kept
                     bar.advance(task)
                     continue
                 try:

@@ -267,7 +267,7 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array, fresh:
     train_key, eval_key = jax.random.split(key)
     started = time.perf_counter()
     result = trainer(method, dataset, train_key, fresh)
-    train_seconds = max(time.perf_counter() - started, result.fit.run_seconds)  # a resumed run: every process
+    train_seconds = time.perf_counter() - started + result.fit.earlier_seconds  # and a resumed run's earlier processes
     policies = result.policies()
     returns = seed_returns(env, policies, eval_key, bench.eval_episodes)
     cell = {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),

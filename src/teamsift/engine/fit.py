@@ -249,7 +249,7 @@ class FitResult:
     sampler_state: Any = dataclasses.field(default=None, repr=False)
     seconds: float = 0.0  # wall time of this call (compilation included)
     train_seconds: float = 0.0  # of which the updates with their logs, evaluations and checkpoints (no set-up)
-    run_seconds: float = 0.0  # training seconds of the whole run: of this call and of every interrupted one it resumed
+    earlier_seconds: float = 0.0  # training seconds of the interrupted processes this call resumed (0: a fresh run)
     run_dir: Path | None = None
     resumed_from: int | None = None  # the update a resumed run continued from
     placement: dict = dataclasses.field(default_factory=dict)  # devices, mesh, processes, data placement
@@ -660,7 +660,7 @@ class _Loop:
                            seeds=run.seeds, history=history, last=self.last, evaluations=self.evaluations,
                            snapshots=snapshots, snapshot_updates=np.asarray(self.snapshot_updates, np.int64),
                            sampler_state=self.carry[1], seconds=seconds, train_seconds=train_seconds,
-                           run_seconds=self.elapsed(),
+                           earlier_seconds=self.elapsed_before,
                            run_dir=None if self.run_dir is None else self.run_dir.path,
                            resumed_from=self.resumed_from, placement=self.placement_record())
         if self.run_dir is not None:

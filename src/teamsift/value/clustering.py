@@ -470,12 +470,9 @@ def _policy_mixture_features(dataset, codes: np.ndarray, num_ids: int, key: jax.
 
 
 def _policy_likelihood_features(dataset, codes: np.ndarray, num_ids: int, key: jax.Array, config: FeatureConfig):
-    """"policy-likelihood": each individual's mean log-likelihood per decision under
-    each policy of the mixture, less its mean over the policies (so with two policies, a
-    per-decision log-likelihood ratio). The responsibilities are a posterior of a whole
-    trajectory and saturate at 0 or 1 after a few decisions; this keeps how far along
-    the axis between the policies an individual acts, which the clusters can then cut
-    more finely than into the policies' two camps."""
+    """"policy-likelihood" (module doc, step 1): each individual's mean log-likelihood per
+    decision under each policy of the mixture, less its mean over the policies (with two
+    policies, a per-decision log-likelihood ratio)."""
     _, per_decision = _policy_mixture(dataset, codes, num_ids, key, config)
     centred = per_decision - per_decision.mean(axis=1, keepdims=True)
     return centred, tuple(f"loglik{m}" for m in range(config.mixture_components))
