@@ -31,12 +31,19 @@ def test_render_marks_the_best_and_reports_speed():
               "rows": {"smax_3m": {"env": "smax_3m", "transitions": 1000, "expert_return": 1.7, "cells": {
                   "MAGAIL": {"mean": 1.2, "std": 0.1, "win_mean": 0.5, "env_steps": 1000, "train_seconds": 10.0,
                              "env_steps_per_s": 200.0,
-                             "diagnostics": {"generator_reward_var": [0.5, 0.1], "disc_loss": [0.7, 0.6]}},
+                             "diagnostics": {"generator_reward_var": [0.5, 0.1], "disc_loss": [0.7, 0.6],
+                                             "final_reward_histogram": [1, 1, 2], "histogram_edges": [0, 1, 2, 3]}},
                   "BC": {"mean": 1.5, "std": 0.2},
                   "MILD²": {"error": "ImportError: not here"}}}}}
     text = imitation.render(report)
     assert "**1.50 ± 0.20**" in text and "1.20 ± 0.10 (50% won)" in text and "| n/a |" in text
-    assert "| smax_3m | MAGAIL | 1,000 | 10 s | 200 | 0.5 → 0.1 | 0.6 |" in text
+    assert "| smax_3m | MAGAIL | 1,000 | 10 s | 200 | 0.5 → 0.1 | 2.00 | 0.6 |" in text  # half the rewards below 2
+
+
+def test_the_reward_median_is_read_off_the_histogram():
+    assert imitation.histogram_median([2, 0, 2], [0.0, 1.0, 2.0, 3.0]) == 1.0  # the CDF reaches 1/2 at bin 0's end
+    assert imitation.histogram_median([1, 2, 1], [0.0, 1.0, 2.0, 3.0]) == 1.5  # the middle of the middle bin
+    assert imitation.histogram_median([0, 0, 4], [0.0, 1.0, 2.0, 3.0]) == 2.5
 
 
 def test_imitate_refuses_unknown_algorithms(tmp_path):
