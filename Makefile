@@ -52,6 +52,7 @@ bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours
 	$(BIN)/python benchmarks/run_suites.py
 	$(BIN)/python benchmarks/run_learner_speed.py
 	$(BIN)/teamsift bench pjap --overwrite  # replaces the committed poly-pjap files
+	$(BIN)/python benchmarks/run_poly_interaction.py --overwrite  # PJAP's interaction ordering (claim P6), ~20 min
 	$(BIN)/teamsift bench pjap --mabrax --mabrax-updates 2000 --rerun  # MADDPG+CQL: 0.6 updates/s for 5 seeds on 2 cores (learner-speed-cpu.md)
 	$(BIN)/teamsift bench sit --study table,ablations,stress --stress-env CN_3ls3l --updates 1500 --rerun  # stress on CN: SMAX 2s3z (the paper's map) costs hours more
 	$(BIN)/teamsift bench imitation --timesteps 150000 --updates 1000 --rerun  # --rerun: measure again what the results hold

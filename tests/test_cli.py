@@ -32,7 +32,8 @@ def test_envs_lists_specs_as_json():
     (row,) = payload["envs"]
     assert row["env_id"] == "commons" and row["agents"] == 3 and row["scores"] == ["return", "v_final", "v_total", "v_min"]
     poly = run_json("envs", "--family", "poly")
-    assert {r["env_id"] for r in poly["envs"]} == {"poly_sign", "poly_twin_peaks", "poly_coupled"}
+    assert {r["env_id"] for r in poly["envs"]} == {"poly_sign", "poly_twin_peaks", "poly_coupled",
+                                                   "poly_decoupled"}
 
 
 def test_envs_json_stays_clean_when_jaxmarl_is_imported():

@@ -280,6 +280,29 @@ def test_poly_study_runs_maddpg_and_pjap_from_the_initial_joint_policy(tmp_path)
     assert len(json.loads(stem.with_suffix(".json").read_text())["results"]) == 2
 
 
+def test_brud_settles_where_the_data_makes_each_agent_best_respond(tmp_path):
+    """PJAP's claim that stronger interaction makes BRUD's data requirement stricter: from
+    the same data around (0.6, 0.6), MADDPG (BRUD) reaches the coupled game's optimum (1, 1)
+    at coupling s = 0.5 and stops short at s = 2, each time where an agent best-responding to
+    its partner's data actions with a perfect critic settles (`brud_fixed_point`: x* = 1 and
+    x* ≈ 0.6·(1 + 1/4) = 0.75)."""
+    finals = {}
+    for s in (0.5, 2.0):
+        dataset = poly_dataset("poly_coupled", (0.6, 0.6), 0.2, 200, jax.random.key(0), tmp_path / f"s{s}",
+                               coupling=s)
+        actions = np.asarray(dataset.steps["actions"], np.float64).reshape(-1, 2)
+        fixed_point = [poly.brud_fixed_point("poly_coupled", actions[:, 1], s),
+                       poly.brud_fixed_point("poly_coupled", actions[:, 0], s)]
+        out = poly.run_method("poly_coupled", dataset, "MADDPG", jax.random.key(1), num_updates=300, num_seeds=1,
+                              coupling=s)
+        np.testing.assert_allclose(out["trajectory"][0, -1], fixed_point, atol=0.05)
+        finals[s] = float(out["final_reward"][0])
+    assert finals[0.5] > 0.95 and finals[2.0] < 0.6
+    assert poly.brud_fixed_point("poly_decoupled", np.full(5, -0.9)) == 1.0  # the data does not matter
+    with pytest.raises(ValueError, match="only poly_coupled has a coupling strength"):
+        poly.reward_fn("poly_sign", 2.0)
+
+
 def test_td3bc_delayed_actor_update_is_a_branch_under_the_seed_vmap(twin_peaks):
     """TD3's delayed actor update does no work on the skipped updates when seeds are vmapped:
     the engine's update number is one scalar for all seeds, so `lax.cond` stays a branch

@@ -29,6 +29,7 @@ def test_poly_rewards_are_exact(x, y):
     expected = -(x**2 + y**2) - 4 * (x * y) ** 2 + 5 * x * y
     assert _poly_reward("poly_twin_peaks", x, y) == pytest.approx(expected, abs=1e-5)
     assert _poly_reward("poly_coupled", x, y) == pytest.approx(-((x - y) ** 2) + x * y, abs=1e-6)
+    assert _poly_reward("poly_decoupled", x, y) == pytest.approx(-((x - 1) ** 2) - (y - 1) ** 2, abs=1e-6)
 
 
 def test_twin_peaks_landmarks_of_the_paper():

@@ -40,11 +40,12 @@ from teamsift.data import PJAP, Uniform, load_dataset
 from teamsift.data.pjap import PJAPConfig
 from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
-from teamsift.envs.poly import sign_reward, twin_peaks_reward
+from teamsift.envs.poly import coupled_reward, decoupled_reward, sign_reward, twin_peaks_reward
 from teamsift.nets import AgentNetConfig, FunctionPolicy, apply_step, init_params
 
-GAMES = {"poly_sign": sign_reward, "poly_twin_peaks": twin_peaks_reward}
-OPTIMA = {"poly_sign": 1.0, "poly_twin_peaks": 0.5625}
+GAMES = {"poly_sign": sign_reward, "poly_twin_peaks": twin_peaks_reward, "poly_coupled": coupled_reward,
+         "poly_decoupled": decoupled_reward}
+OPTIMA = {"poly_sign": 1.0, "poly_twin_peaks": 0.5625, "poly_coupled": 1.0, "poly_decoupled": 0.0}  # coupled: s ≥ 0
 INITIAL_JOINT_POLICY = (-0.5, 0.5)
 PROBE_OBS = np.ones((2, 1), np.float32)  # the games' constant observation
 TRAJECTORY_POINTS = 200  # log points (probes) per run, plus the start
@@ -55,10 +56,43 @@ METHODS = {  # (PJAP sampling?, policy update)
 }
 
 
-def reward_fn(env_id: str):
+def reward_fn(env_id: str, coupling: float | None = None):
+    """R(x, y) of a game; `coupling` is poly_coupled's strength s (its default 1 when None)."""
     if env_id not in GAMES:
         raise ValueError(f"env_id: expected one of {sorted(GAMES)}, got {env_id!r}")
+    if coupling is not None:
+        if env_id != "poly_coupled":
+            raise ValueError(f"coupling: only poly_coupled has a coupling strength, not {env_id!r}")
+        return functools.partial(coupled_reward, s=coupling)
     return GAMES[env_id]
+
+
+def brud_fixed_point(env_id: str, partner: np.ndarray, coupling: float | None = None) -> float:
+    """Where an agent settles under BRUD with a perfect critic: the x maximising
+    E_D[R(x, y^D)] over its partner's DATA actions `partner` (concave in x in these games).
+
+        decoupled   x* = 1                                 (the data does not matter)
+        sign        x* = sign(E[y])                        (a corner)
+        coupled     x* = clip(E[y]·(1 + 1/(2s)), −1, 1)    (x* = 1 needs E[y] ≥ 2s/(2s + 1))
+        twin peaks  x* = 5·E[y] / (2 + 8·E[y²])            (the module doc)
+    """
+    mean, second = float(np.mean(partner)), float(np.mean(np.square(partner)))
+    if env_id == "poly_decoupled":
+        return 1.0
+    if env_id == "poly_sign":
+        return float(np.sign(mean))
+    if env_id == "poly_coupled":
+        s = 1.0 if coupling is None else coupling
+        return float(np.clip(mean * (1.0 + 1.0 / (2.0 * s)), -1.0, 1.0))
+    if env_id == "poly_twin_peaks":
+        return float(np.clip(5.0 * mean / (2.0 + 8.0 * second), -1.0, 1.0))
+    raise ValueError(f"env_id: expected one of {sorted(GAMES)}, got {env_id!r}")
+
+
+def game_kwargs(env_id: str, coupling: float | None) -> dict:
+    """`make`'s keyword arguments for a game (poly_coupled's strength)."""
+    reward_fn(env_id, coupling)  # checks the pair
+    return {} if coupling is None else {"coupling": coupling}
 
 
 def _check_method(method: str) -> None:
@@ -84,9 +118,9 @@ def poly_sampler(method: str, num_updates: int, ramp_fraction: float = 0.25):
 
 
 def poly_dataset(env_id: str, centre: Sequence[float], spread: float, num_episodes: int, key: jax.Array,
-                 out_dir: str | os.PathLike):
+                 out_dir: str | os.PathLike, coupling: float | None = None):
     """`num_episodes` one-step episodes with joint actions clip(centre + spread·N(0, I), −1, 1)."""
-    env = make(env_id)
+    env = make(env_id, **game_kwargs(env_id, coupling))
     centre = jnp.asarray(centre, jnp.float32).reshape(2, 1)
     behaviour = FunctionPolicy(lambda k, o, a: jnp.clip(centre + spread * jax.random.normal(k, (2, 1)), -1.0, 1.0))
     path = collect(env, behaviour, key, num_episodes, out_dir, overwrite=True,
@@ -123,7 +157,8 @@ def constant_action_params(net: AgentNetConfig, actions: Sequence[float], key: j
 
 
 def run_method(env_id: str, dataset, method: str, key: jax.Array, *, num_updates: int = 6_000, num_seeds: int = 3,
-               cql_weight: float = 0.0, points: int = TRAJECTORY_POINTS, progress: bool = False) -> dict:
+               cql_weight: float = 0.0, points: int = TRAJECTORY_POINTS, progress: bool = False,
+               coupling: float | None = None) -> dict:
     """Train one method from the joint policy (−0.5, 0.5).
 
     Returns the trajectory [S, P, 2] ((x, y) at the start and at P − 1 ≤ `points` evenly
@@ -143,7 +178,7 @@ def run_method(env_id: str, dataset, method: str, key: jax.Array, *, num_updates
     initial = np.asarray(apply_step(net, start, jnp.asarray(PROBE_OBS), None)[0])[:, 0]  # (x, y) at the start
     probes = np.asarray(result.history["probe_actions"])[..., 0]  # [S, L, 2]
     trajectory = np.concatenate([np.broadcast_to(initial, (num_seeds, 1, 2)), probes], axis=1)
-    rewards = np.asarray(reward_fn(env_id)(trajectory[..., 0], trajectory[..., 1]))
+    rewards = np.asarray(reward_fn(env_id, coupling)(trajectory[..., 0], trajectory[..., 1]))
     return {"trajectory": trajectory, "updates": np.concatenate([[0], result.history["update"]]),
             "reward": rewards, "final_reward": rewards[:, -1], "distance": result.history["distance"],
             "priority": result.history.get("priority")}

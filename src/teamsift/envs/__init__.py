@@ -56,6 +56,8 @@ register("poly_twin_peaks", "poly", "teamsift.envs.poly:make_poly",
          "One-step polynomial game R = -A(x^2+y^2) - B(xy)^2 + C*xy", game="twin_peaks")
 register("poly_coupled", "poly", "teamsift.envs.poly:make_poly",
          "One-step polynomial game R = -s(x-y)^2 + x*y (coupling strength s)", game="coupled")
+register("poly_decoupled", "poly", "teamsift.envs.poly:make_poly",
+         "One-step polynomial game R = -(x-1)^2 - (y-1)^2 (no interaction)", game="decoupled")
 
 __all__ = [
     "Env", "EnvSpec", "Reset", "Step", "EnvEntry", "make", "list_envs", "entry", "register",

@@ -7,6 +7,7 @@ episode ends after that single step with team reward R(x, y):
     twin_peaks  R = −A(x² + y²) − B(xy)² + C·xy, A=1, B=4, C=5
                 optima at ±(0.61, 0.61) with R = 0.5625; R(−0.5, 0.5) = −2
     coupled     R = −s·(x − y)² + x·y  (ours: coupling strength s, default 1)
+    decoupled   R = −(x − 1)² − (y − 1)²  (ours: no interaction; optimum 0 at (1, 1))
 
 Observations carry no information (a constant 1 per agent): the games test whether a
 learner can coordinate the joint action from data alone. Actions outside [−1, 1] are
@@ -32,11 +33,16 @@ def coupled_reward(x, y, s=1.0):
     return -s * (x - y) ** 2 + x * y
 
 
+def decoupled_reward(x, y):
+    return -((x - 1.0) ** 2) - (y - 1.0) ** 2
+
+
 def make_poly(game: str = "sign", coupling: float = 1.0) -> Env:
     rewards = {
         "sign": sign_reward,
         "twin_peaks": twin_peaks_reward,
         "coupled": lambda x, y: coupled_reward(x, y, coupling),
+        "decoupled": decoupled_reward,
     }
     if game not in rewards:
         raise ValueError(f"poly: unknown game {game!r}; expected one of {sorted(rewards)}")

@@ -489,6 +489,22 @@ STATIC_SPECS: dict[str, dict] = {
         "partially_observable": False,
         "description": "one-step polynomial game 'coupled', actions in [-1, 1]",
     },
+    "poly_decoupled": {
+        "env_id": "poly_decoupled",
+        "agents": ["agent_0", "agent_1"],
+        "agent_types": ["player", "player"],
+        "obs_dim": 1,
+        "obs_widths": [1, 1],
+        "state_dim": 1,
+        "discrete": False,
+        "num_actions": 1,
+        "action_dims": [1, 1],
+        "episode_length": 1,
+        "scores": ["return"],
+        "lower_is_better": [],
+        "partially_observable": False,
+        "description": "one-step polynomial game 'decoupled', actions in [-1, 1]",
+    },
 }
 
 
