@@ -104,6 +104,17 @@ def test_the_same_command_keeps_finished_cells_and_rerun_trains_them_again(tmp_p
     imitation.run(bench, progress=False, out_dir=out, stem="im", rerun=True)
     assert calls == [("MAGAIL", True), ("BC", True)]
 
+    # A cell made on another machine joins the table under its own machine: the header stays
+    (out / "im.json").write_text(json.dumps({"machine": "box A", "config": dataclasses.asdict(bench), "rows": {
+        "mpe_spread": {"cells": {"MAGAIL": {"returns": [2.0], "mean": 2.0, "std": 0.0}}}}}))
+    report = imitation.run(bench, progress=False, out_dir=out, stem="im", machine="box B")
+    cells = report["rows"]["mpe_spread"]["cells"]
+    assert report["machine"] == "box A" and "machine" not in cells["MAGAIL"] and cells["BC"]["machine"] == "box B"
+    report["rows"]["mpe_spread"].update(env="mpe_spread", transitions=10, expert_return=1.0)
+    report["config"].update(num_seeds=1, eval_episodes=1)
+    text = imitation.render(report)
+    assert "| 1.00 ± 0.00† |" in text and "† ran on box B, not the machine named above" in text
+
 
 def test_rerun_belongs_to_the_benchmarks_that_keep_cells():
     result = CliRunner().invoke(app, ["bench", "pjap", "--rerun"])

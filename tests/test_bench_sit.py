@@ -63,11 +63,14 @@ def test_sit_variants_switch_what_the_ablation_names():
     assert not gatless.hyperparameters.use_gat and gatless.hyperparameters.beta == sit_bench.SWEPT_BETA
     assert sit_bench.method_spec("SIT* w/o priority", bench).sampler_config.alpha > 1e5
     assert not sit_bench.method_spec("SIT w/o GAT", bench).hyperparameters.use_gat
+    mnc = sit_bench.method_spec("SIT* w/ MNC", bench)  # Fig. 7: Stage I's mixer replaced, SIT*'s other settings
+    assert mnc.ardnem.mixer == "monotonic" and mnc.ardnem.attention
+    assert dataclasses.replace(mnc, ardnem=swept.ardnem) == swept
     point = sit_bench.method_spec(sit_bench.sweep_name(5.0, 0.3), bench)
     assert (point.sampler_config.alpha, point.hyperparameters.beta) == (5.0, 0.3)
     assert len(sit_bench.SWEEP_METHODS) == len(sit_bench.SWEEP_ALPHAS) * len(sit_bench.SWEEP_BETAS)
     assert sit_bench.method_spec("MABCQ", bench).algorithm == "mabcq"
-    for bad in ("SIT++", "SIT* w/o everything"):
+    for bad in ("SIT++", "SIT* w/o everything", "SIT* w/ VDN"):
         with pytest.raises(ValueError, match="unknown method"):
             sit_bench.method_spec(bad, bench)
 

@@ -105,6 +105,19 @@ def test_value_ardnem_without_attention_orders_every_level(sit_medium, tmp_path)
     assert report["config"]["attention"] is False
 
 
+def test_value_ardnem_mixer_reaches_stage_one_and_is_checked(sit_medium, population, tmp_path):
+    """--mixer monotonic trains Stage I with QMIX's mixer (SIT's MNC ablation, Fig. 7);
+    it belongs to ardnem, and a mixer that does not exist is named in the error."""
+    report = run_json("value", str(sit_medium), "--method", "ardnem", "--updates", "20", "--mixer", "monotonic",
+                      "--out", str(tmp_path / "values"))
+    assert report["config"]["mixer"] == "monotonic" and report["updates"] == 20
+    result = runner.invoke(app, ["value", str(population), "--method", "ev", "--mixer", "monotonic"])
+    assert result.exit_code == 2 and "--mixer belong to --method ardnem" in result.output
+    result = runner.invoke(app, ["value", str(sit_medium), "--method", "ardnem", "--updates", "2", "--mixer", "vdn",
+                                 "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "mixer" in result.output and "monotonic" in result.output
+
+
 def test_value_ardnem_rejects_episode_scores(population):
     result = runner.invoke(app, ["value", str(population), "--method", "ardnem", "--score", "v_final"])
     assert result.exit_code == 2 and "per-step team reward" in result.output

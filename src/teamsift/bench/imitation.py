@@ -31,7 +31,7 @@ import numpy as np
 
 from teamsift.algos import pipeline, registry
 from teamsift.bench import aggregate
-from teamsift.bench.report import merge_previous, named_key, write_report
+from teamsift.bench.report import merge_previous, named_key, other_machine, write_report
 from teamsift.collect.datasets import expert_dataset
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import EXPERT_SUITE, EXPERT_TRANSITIONS
@@ -189,6 +189,7 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "rows": {}}
     if out_dir is not None:
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows",))
+    elsewhere = other_machine(report, machine)  # recorded in each cell made here
     root = jax.random.key(bench.seed)
     runs_dir = Path(bench.data_dir) / "runs" / stem if out_dir is not None else None
     plan = [(env_id, methods_for(bench, make(env_id).spec.discrete)) for env_id in bench.envs]
@@ -212,6 +213,8 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
                                                     runs_dir, fresh=method in row["cells"])
                 except (ValueError, ImportError) as exc:
                     row["cells"][method] = {"error": f"{type(exc).__name__}: {exc}"}
+                if elsewhere is not None:
+                    row["cells"][method]["machine"] = elsewhere
                 if out_dir is not None:
                     save(report, Path(out_dir), stem)
                 bar.advance(task)
@@ -228,7 +231,7 @@ def _cell_text(cell: dict | None, best: bool) -> str:
     text = f"{cell['mean']:.2f} ± {cell['std']:.2f}"
     if "win_mean" in cell:
         text += f" ({100 * cell['win_mean']:.0f}% won)"
-    return f"**{text}**" if best else text
+    return (f"**{text}**" if best else text) + ("†" if "machine" in cell else "")
 
 
 def histogram_median(counts, edges) -> float:
@@ -261,6 +264,11 @@ def render(report: dict) -> str:
         top = max(means, key=means.get) if means else None
         cells = [_cell_text(row["cells"].get(m), m == top) for m in methods]
         lines.append(f"| {env_id} ({row['transitions']:,} tr.) | {row['expert_return']:.2f} | " + " | ".join(cells) + " |")
+    elsewhere = sorted({c["machine"] for row in report["rows"].values() for c in row["cells"].values()
+                        if "machine" in c})
+    if elsewhere:
+        lines += ["", "† ran on " + " / ".join(elsewhere) + ", not the machine named above (its wall clock is that "
+                  "machine's)."]
     lines += [""] + aggregate.render("All environments", aggregate.aggregate(report["rows"], tuple(methods),
                                                                             seed=bench.get("seed", 0)))
     lines += ["## Adversarial runs: speed and discriminator-reward diagnostics (seed 0)", "",
@@ -275,7 +283,8 @@ def render(report: dict) -> str:
             loss = d.get("disc_loss") or [float("nan")]
             median = (histogram_median(d["final_reward_histogram"], d["histogram_edges"])
                       if d.get("final_reward_histogram") else float("nan"))
-            lines.append(f"| {env_id} | {method} | {cell['env_steps']:,} | {cell['train_seconds']:.0f} s | "
+            lines.append(f"| {env_id} | {method} | {cell['env_steps']:,} | {cell['train_seconds']:.0f} s"
+                         f"{'†' if 'machine' in cell else ''} | "
                          f"{cell['env_steps_per_s']:,.0f} | {var[0]:.3g} → {var[-1]:.3g} | {median:.2f} | "
                          f"{loss[-1]:.3g} |")
     lines += ["", "Figures (MILD² Figures 3–5 analogues): `" + report.get("figure_pattern", "imitation-<env>.png")

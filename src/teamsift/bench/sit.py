@@ -17,7 +17,8 @@ Figure 8 was (`sweep`, below); every other setting is the paper's.
 
 Three more studies follow SIT §"Ablation study", Figures 4 and 8:
   * `ablations`: SIT* against its four ablations (w/o decomp, w/o attention, w/o
-    ensemble, w/o GAT) on one dataset;
+    ensemble, w/o GAT) on one dataset, and against Stage I with Figure 7's monotonic
+    mixer (MNC, "SIT* w/ MNC");
   * `stress`: on one map, an agent-wise *balanced* dataset (SIT should match ICQ) and
     the extreme low-quality mix `99.5%[all r] + 0.5%[all m]`, where SIT* is also run
     with uniform type-wise sampling ("SIT* w/o priority", DPER's α → ∞) to show what
@@ -46,7 +47,9 @@ import numpy as np
 
 from teamsift.algos import pipeline, registry
 from teamsift.bench import aggregate
-from teamsift.bench.report import budget_differences, joined_commands, merge_previous, named_key, write_report
+from teamsift.bench.report import (
+    budget_differences, joined_commands, merge_previous, named_key, other_machine, write_report,
+)
 from teamsift.collect.datasets import generate_from_spec
 from teamsift.collect.pools import load_pools
 from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
@@ -71,7 +74,8 @@ SWEEP_ALPHAS = (0.2, 1.0, 5.0)
 SWEEP_BETAS = (0.1, 0.3, 1.0)
 DISCRETE_METHODS = ("BC", "MABCQ", "MACQL", "ICQ", "SIT", "SIT*")
 CONTINUOUS_METHODS = ("BC", "TD3+BC", "OMAR", "MADDPG+CQL", "SIT", "SIT*")
-ABLATIONS = ("SIT*", "SIT* w/o decomp", "SIT* w/o attention", "SIT* w/o ensemble", "SIT* w/o GAT")
+ABLATIONS = ("SIT*", "SIT* w/o decomp", "SIT* w/o attention", "SIT* w/o ensemble", "SIT* w/o GAT",
+             "SIT* w/ MNC")
 #: PJAP's MaMuJoCo comparison (its Table: 2-agent HalfCheetah) on our halfcheetah_2x3 pools:
 #: MADDPG+CQL (BRUD) with uniform and with PJAP sampling, on an all-expert ("good") and the
 #: agent-wise imbalanced medium dataset.
@@ -139,7 +143,8 @@ def method_spec(name: str, bench: SITBenchConfig) -> pipeline.TrainSpec:
     """The training spec of a table method: a registered learner, or a SIT variant — "SIT"
     (the paper's α, β), "SIT*" (the swept α, β), either followed by an ablation of SIT's
     Figure 4 (" w/o decomp", " w/o attention", " w/o ensemble", " w/o GAT", " w/o
-    priority"), or a sweep point "SIT α=<α> β=<β>"."""
+    priority") or Stage I with Figure 7's monotonic mixer (" w/ MNC"), or a sweep point
+    "SIT α=<α> β=<β>"."""
     if name in SIMPLE_METHODS:
         overrides = {}
         if name == "MADDPG+CQL+PJAP":  # a shortened run keeps the paper's ramp as a fraction of training
@@ -148,13 +153,16 @@ def method_spec(name: str, bench: SITBenchConfig) -> pipeline.TrainSpec:
     sweep = re.fullmatch(r"SIT α=(\S+) β=(\S+)", name)
     if sweep:
         return pipeline.make_spec("sit", overrides={"dper.alpha": float(sweep[1]), "beta": float(sweep[2])})
-    stem, _, ablation = name.partition(" w/o ")
     bases = {"SIT": {}, "SIT*": {"dper.alpha": SWEPT_ALPHA, "beta": SWEPT_BETA}}
+    stem, _, replaced = name.partition(" w/ ")
+    if replaced == "MNC" and stem in bases:  # Fig. 7: Stage I with QMIX's monotonic mixer (eq. 15) for the attention
+        return pipeline.make_spec("sit", overrides={**bases[stem], "ardnem.mixer": "monotonic"})
+    stem, _, ablation = name.partition(" w/o ")
     ablations = {"": {}, "decomp": {"decomposition": False}, "attention": {"ardnem.attention": False},
                  "ensemble": {"ardnem.ensemble_size": 1}, "GAT": {"use_gat": False}, "priority": {"dper.alpha": 1e6}}
     if stem not in bases or ablation not in ablations:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(SIMPLE_METHODS)}, SIT or SIT* "
-                         f"(optionally with ' w/o <part>' of {sorted(k for k in ablations if k)}), or "
+                         f"(optionally with ' w/o <part>' of {sorted(k for k in ablations if k)}, or ' w/ MNC'), or "
                          "'SIT α=<α> β=<β>'")
     overrides = {**bases[stem], **ablations[ablation]}
     if ablation == "priority":  # uniform type-wise buffers in effect (α → ∞), SIT*'s other settings
@@ -284,14 +292,25 @@ def run_cell(trainer: Trainer, method: str, env, dataset, key: jax.Array, fresh:
         cell["behaviour_updates"] = int(result.stages["behaviour"].updates)
     if result.spec.algorithm == "sit":  # per-stage wall time (Stage I: the shared one's training time)
         stage1 = result.stage1
-        cell["stage_seconds"] = {"stage1": float(stage1.logs.get("seconds", 0.0)) if stage1 is not None else 0.0,
-                                 "stage3": float(result.seconds["main"])}
+        cell["stage_seconds"] = {"stage1": stage1_seconds(stage1), "stage3": float(result.seconds["main"])}
     return cell
+
+
+def stage1_seconds(stage1: ardnem.ARDNEMResult | None) -> float:
+    """Stage I's training time: the engine's elapsed seconds at its last log point (over
+    every process of a resumed run); results saved before the engine kept "seconds"."""
+    if stage1 is None:
+        return 0.0
+    if "seconds" in stage1.logs:
+        return float(stage1.logs["seconds"])
+    elapsed = np.asarray(stage1.logs.get("elapsed", []), np.float64).ravel()
+    return float(elapsed[-1]) if elapsed.size else 0.0
 
 
 def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, ...]]], *, progress: bool = True,
              results: dict | None = None, on_cell: Callable[[], None] | None = None,
-             trainer: Trainer | None = None, known: dict | None = None, rerun: bool = False) -> dict:
+             trainer: Trainer | None = None, known: dict | None = None, rerun: bool = False,
+             machine: str | None = None) -> dict:
     """rows: (env_id, dataset name, composition spec, methods). Fills and returns
     `results` {row label: row}; `on_cell()` runs after every finished cell. Pass one
     `trainer` to several calls to share SIT's Stage I between them. A cell that `results`
@@ -299,7 +318,8 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
     unfinished cells resume from their run directories), unless `rerun`, which trains it
     again from scratch. A cell already in `known` (another study's {row label: row} of the
     same budget) is copied, not rerun: a cell's key depends only on its row and method, so
-    the run would repeat it exactly."""
+    the run would repeat it exactly. `machine`: recorded in every new cell (made on another
+    machine than the results it joins)."""
     trainer = Trainer(bench, progress=False) if trainer is None else trainer
     results = {} if results is None else results
     total = sum(len(methods) for *_, methods in rows)
@@ -327,6 +347,8 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
                                     fresh=method in row["cells"])
                 except ValueError as exc:  # e.g. a learner that does not support the action space
                     cell = {"error": str(exc)}
+                if machine is not None:
+                    cell["machine"] = machine
                 row["cells"][method] = cell
                 if on_cell is not None:
                     on_cell()
@@ -480,7 +502,7 @@ def render(report: dict) -> str:
             lines += aggregate.render("Continuous", aggregate.aggregate(continuous, CONTINUOUS_METHODS,
                                                                         seed=bench["seed"]))
     if studies.get("ablations"):
-        lines += render_table("Ablations (SIT Figure 4(a))", studies["ablations"], ABLATIONS, marks)
+        lines += render_table("Ablations (SIT Figures 4(a) and 7)", studies["ablations"], ABLATIONS, marks)
     if studies.get("stress"):
         maps = ", ".join(sorted({row.get("env", STRESS_ENV) for row in studies["stress"].values()}))
         lines += render_table(f"Stress cases on {maps} (SIT Figure 4(b, c))", studies["stress"], STRESS_METHODS,
@@ -578,5 +600,5 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
         report["studies"].setdefault(study, {})
         known = report["studies"].get("table") if study != "table" else None
         run_rows(bench, rows, progress=progress, results=report["studies"][study], on_cell=checkpoint,
-                 trainer=trainer, known=known, rerun=rerun)
+                 trainer=trainer, known=known, rerun=rerun, machine=other_machine(report, machine))
     return report

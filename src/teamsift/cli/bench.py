@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -88,7 +89,7 @@ def bench_sit(
         stem = f"{name}-{info['device'].split(':')[0]}"
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), sit_bench.BUDGET_FIELDS, overwrite)
         report = sit_bench.run(config, studies, progress=not as_json, machine=describe(info),
-                               command="teamsift bench sit " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
+                               command="teamsift bench sit " + shlex.join(sys.argv[3:]), out_dir=out, stem=stem,
                                methods=tuple(m.strip() for m in methods.split(",")) if methods else None,
                                rerun=rerun)
     except ValueError as exc:
@@ -131,7 +132,7 @@ def bench_imitation(
         stem = f"{name}-{info['device'].split(':')[0]}"
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), imitation.BUDGET_FIELDS, overwrite)
         report = imitation.run(config, progress=not as_json, machine=describe(info),
-                               command="teamsift bench imitation " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
+                               command="teamsift bench imitation " + shlex.join(sys.argv[3:]), out_dir=out, stem=stem,
                                rerun=rerun)
     except ValueError as exc:
         fail(str(exc))
@@ -172,7 +173,7 @@ def bench_pjap(
         stem = f"pjap-mabrax-{info['device'].split(':')[0]}"
         _check_result_file(out / f"{stem}.json", dataclasses.asdict(config), sit_bench.BUDGET_FIELDS, overwrite)
         report = sit_bench.run(config, ("pjap",), progress=not as_json, machine=describe(info),
-                               command="teamsift bench pjap " + " ".join(sys.argv[3:]), out_dir=out, stem=stem,
+                               command="teamsift bench pjap " + shlex.join(sys.argv[3:]), out_dir=out, stem=stem,
                                rerun=rerun)
         emit(report, as_json, lambda r: OUT.print(sit_bench.render(r)))
         return

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -161,7 +162,7 @@ def train(
             run = RunConfig(**{**run.__dict__, "eval_episodes": 0, "eval_every": 0})
         result = pipeline.train(algo, ds, key(seed), run, spec=spec, stage1=stage1,
                                 stage_updates=parse_stage_updates(stage_updates), env=env,
-                                command="teamsift " + " ".join(sys.argv[1:]))
+                                command="teamsift " + shlex.join(sys.argv[1:]))
     except (ValueError, RunDirError) as exc:
         fail(error_text(exc))
     summary = result.summary(ds)

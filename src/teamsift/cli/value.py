@@ -46,6 +46,9 @@ def value(
     ensemble: Optional[int] = typer.Option(None, min=1, help="ardnem: ensemble size M (default 5; 1 = w/o "
                                                              "ensemble)."),
     no_attention: bool = typer.Option(False, "--no-attention", help="ardnem: the 'w/o attention' ablation."),
+    mixer: Optional[str] = typer.Option(None, "--mixer", help="ardnem: how the agents' rewards make the team's: "
+                                                             "attention (SIT eqs. 1–2, the default) | monotonic "
+                                                             "(QMIX's mixer, SIT's MNC ablation, Fig. 7)."),
     table: Optional[str] = typer.Option(None, "--table", help="ev out of core: an episode table in Parquet (a file, a "
                                                              "directory of shards, a glob such as 'shards/*.parquet' "
                                                              "or a dataset directory) valued by DuckDB in bounded "
@@ -87,9 +90,10 @@ def value(
         if method != "ev":
             fail(f"--table values by --method ev only (Exchange Values out of core), not {method}")
         if clusters is not None or features is not None or k_rule is not None or run_dir is not None or resume \
-                or updates is not None or learning_rate is not None or ensemble is not None or no_attention:
-            fail("--clusters, --features, --k-rule, --run-dir, --resume, --updates, --learning-rate, --ensemble and "
-                 "--no-attention do not apply to --table")
+                or updates is not None or learning_rate is not None or ensemble is not None or no_attention \
+                or mixer is not None:
+            fail("--clusters, --features, --k-rule, --run-dir, --resume, --updates, --learning-rate, --ensemble, "
+                 "--no-attention and --mixer do not apply to --table")
         _value_table(table, ids, score, out, overwrite, memory_limit, threads, temp_directory, top, as_json)
         return
     if dataset is None:
@@ -102,6 +106,8 @@ def value(
                    if value is not None}
         if no_attention:
             options["attention"] = False
+        if mixer is not None:
+            options["mixer"] = mixer
         try:
             options["run"] = RunConfig(updates=updates or 20_000, log_every=min(500, updates or 20_000),
                                        checkpoint_every=checkpoint_every if run_dir else 0,
@@ -111,8 +117,8 @@ def value(
             fail(str(exc))
     elif run_dir is not None or resume:
         fail("--run-dir and --resume belong to --method ardnem (the only valuation that trains)")
-    elif updates is not None or learning_rate is not None or ensemble is not None or no_attention:
-        fail("--updates, --learning-rate, --ensemble and --no-attention belong to --method ardnem")
+    elif updates is not None or learning_rate is not None or ensemble is not None or no_attention or mixer is not None:
+        fail("--updates, --learning-rate, --ensemble, --no-attention and --mixer belong to --method ardnem")
     if clusters is not None and method != "ev-cluster":
         fail(f"--clusters belongs to --method ev-cluster, not {method}")
     if features is not None and method != "ev-cluster":
