@@ -195,7 +195,7 @@ def test_bad_counts_and_conflicting_options_are_refused_with_one_line(tmp_path, 
     assert "--appearances belongs to --population" in refused("generate", "commons", tmp_path / "new",
                                                                "--appearances", "3")
     assert "--clusters belongs to --method ev-cluster, not ev" in refused("value", tiny, "--clusters", "3")
-    assert "--updates, --learning-rate, --ensemble and --no-attention belong to --method ardnem" in refused(
+    assert "--updates, --learning-rate, --ensemble, --no-attention and --mixer belong to --method ardnem" in refused(
         "value", tiny, "--method", "shapley", "--updates", "5")
     text = tmp_path / "table.npz"
     text.write_text("obs,actions,reward\n0.5,1,0.0\n")
