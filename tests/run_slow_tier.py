@@ -4,7 +4,7 @@ One process per file keeps any process from holding every MaBrax, SMAX and learn
 program compiled at once (a single process running them all has aborted XLA's compiler on
 the 2-core, 24 GiB CI machine). Two files at a time on 2 cores overlap one file's
 single-threaded XLA compiles with another's computation. Each file's output is printed
-whole when it finishes, and the run fails if any file fails (pytest's exit code 5, "no
+whole when it finishes, with its slowest tests, and the run fails if any file fails (pytest's exit code 5, "no
 test selected", is not a failure: a file may hold only fast tests under this marker).
 
     python tests/run_slow_tier.py --jobs 2 tests/test_a.py tests/test_b.py
@@ -13,6 +13,7 @@ test selected", is not a failure: a file may hold only fast tests under this mar
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -27,8 +28,11 @@ LONGEST_FIRST = ("tests/test_pools_committed.py", "tests/test_offline_learners.p
 
 def run_file(path: str) -> tuple[str, int, str, float]:
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", MARKER, path],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # XLA's full optimisation (tests/conftest.py turns it off for the fast tier): this tier's
+    # learners train for minutes, so its programs run longer than they take to compile.
+    env = {**os.environ, "TEAMSIFT_TEST_FULL_XLA_OPT": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--durations=8", "-m", MARKER, path],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     return path, done.returncode, done.stdout, time.monotonic() - start
 
 
