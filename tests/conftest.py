@@ -2,6 +2,11 @@ import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# teamsift adds its XLA:CPU flags (see `teamsift.XLA_CPU_FLAGS`: XLA's concurrency-optimised
+# scheduler intermittently deadlocks vmapped programs on 2 cores) when imported, before JAX
+# starts its backend; import it first so that no test computes without them.
+import teamsift  # noqa: E402,F401
+
 # The fast tier compiles hundreds of small programs and runs each for a second or two: on a
 # fresh CI machine (cold compilation cache) XLA:CPU's LLVM optimisation took most of its
 # time. Its tests (and the processes they start, which inherit the environment) compile
@@ -10,13 +15,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # learners train for minutes, sets it (tests/run_slow_tier.py).
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 if not os.environ.get("TEAMSIFT_TEST_FULL_XLA_OPT"):
-    _flags = os.environ.get("XLA_FLAGS", "")
-    _names = {flag.split("=")[0] for flag in _flags.split()}
-    os.environ["XLA_FLAGS"] = " ".join([_flags, *(f for f in TEST_XLA_FLAGS if f.split("=")[0] not in _names)]).strip()
-# teamsift adds its XLA:CPU flags (see `teamsift.XLA_CPU_FLAGS`: XLA's concurrency-optimised
-# scheduler intermittently deadlocks vmapped programs on 2 cores) when imported, before JAX
-# starts its backend; import it first so that no test computes without them.
-import teamsift  # noqa: E402,F401
+    teamsift.add_xla_flags(TEST_XLA_FLAGS)  # importing teamsift computes nothing: JAX's backend has not started
 
 import pytest  # noqa: E402
 

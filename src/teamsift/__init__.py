@@ -15,14 +15,19 @@ __version__ = "0.1.0"
 XLA_CPU_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false", "--xla_cpu_multi_thread_eigen=false")
 
 
-def _add_xla_cpu_flags() -> None:
-    if _os.environ.get("TEAMSIFT_KEEP_XLA_FLAGS"):
-        return
-    flags = _os.environ.get("XLA_FLAGS", "")
-    names = {flag.split("=")[0] for flag in flags.split()}
-    missing = [flag for flag in XLA_CPU_FLAGS if flag.split("=")[0] not in names]
+def add_xla_flags(flags) -> None:
+    """Append `flags` ("--name=value") to XLA_FLAGS, each unless XLA_FLAGS already names it.
+    Takes effect only before JAX starts its backend (the first computation)."""
+    current = _os.environ.get("XLA_FLAGS", "")
+    names = {flag.split("=")[0] for flag in current.split()}
+    missing = [flag for flag in flags if flag.split("=")[0] not in names]
     if missing:
-        _os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+        _os.environ["XLA_FLAGS"] = " ".join([current, *missing]).strip()
+
+
+def _add_xla_cpu_flags() -> None:
+    if not _os.environ.get("TEAMSIFT_KEEP_XLA_FLAGS"):
+        add_xla_flags(XLA_CPU_FLAGS)
 
 
 _add_xla_cpu_flags()
