@@ -11,7 +11,7 @@ expert vs random and Spearman vs level of the feature itself, and of EV-Clusteri
 `tune_ev_features.py` (root key 1): nothing reported elsewhere is drawn here.
 
     python benchmarks/diagnose_ev_credit.py [--envs PP_3p1p,CN_3ls3l,smax_3m] [--draw 100]
-        [--appearances 160] [--updates 3000] [--variants noatt,att]
+        [--appearances 160] [--updates 3000] [--variants noatt,att] [--overwrite]
 
 Writes benchmarks/results/ev-credit-features-<device>.{json,md}.
 """
@@ -112,8 +112,12 @@ def main(argv=None) -> None:
     parser.add_argument("--appearances", type=int, default=160, help="episodes per individual")
     parser.add_argument("--updates", type=int, default=3000, help="ARDNEM updates")
     parser.add_argument("--variants", default="noatt,att", help="ARDNEM with (att) and without (noatt) attention")
+    parser.add_argument("--overwrite", action="store_true", help="replace results this device already has")
     args = parser.parse_args(argv)
     device = jax.devices()[0].platform
+    out = ROOT / "benchmarks" / "results" / f"ev-credit-features-{device}"
+    if out.with_suffix(".json").exists() and not args.overwrite:
+        parser.error(f"{out.with_suffix('.json')} exists; pass --overwrite to replace it")
     report = {"command": shlex.join(["python", "benchmarks/diagnose_ev_credit.py", *(argv or sys.argv[1:])]),
               "machine": f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on {device}",
               "rows": []}
@@ -121,7 +125,6 @@ def main(argv=None) -> None:
         for env_id in args.envs.split(","):
             report["rows"] += measure(env_id, args.draw, args.appearances, args.updates, args.variants.split(","),
                                       Path(tmp))
-    out = ROOT / "benchmarks" / "results" / f"ev-credit-features-{device}"
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
     atomic_write_text(out.with_suffix(".md"), render(report))
     print(render(report))
