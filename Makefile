@@ -38,7 +38,7 @@ docs: $(STAMP)  # the docs site into site/ (open site/index.html; `mkdocs serve`
 	$(MKDOCS_BUILD)
 
 bench: $(STAMP)  # every benchmark, results into benchmarks/results/ (many hours on 2 cores: the SIT table dominates)
-	$(BIN)/python -m pytest -q -m bench tests/test_pools_committed.py tests/test_diagnose_sit.py  # audits of the committed pools (CI keeps one generation case); the SIT diagnosis tool end to end
+	$(BIN)/python -m pytest -q -m bench tests/test_pools_committed.py tests/test_diagnose_sit.py tests/test_claims_ledger.py  # audits of the committed pools (CI keeps one generation case) and of the claims ledger's counts; the SIT diagnosis tool end to end
 	$(BIN)/python benchmarks/run_engine_overhead.py
 	$(BIN)/python benchmarks/run_speed.py  # learners vs bare loops, d3rlpy (its own venv, made once), generation, memory
 	$(BIN)/python benchmarks/run_scaling.py  # streamed data (1 GB of synthetic data under /tmp), devices
