@@ -3,7 +3,7 @@
     μ_i(·|τ_i)   behaviour model: parameter-shared recurrent network trained first by
                  behaviour cloning (`teamsift.algos.bc`, eq. 11)
     Q_i(τ_i, ·)  parameter-shared recurrent agent network (GRU 64)
-    Q(τ, a) = Σ_i w_i(s) Q_i(τ_i, a_i) + b(s)      linear mixer, w ≥ 0 (`nets.mixer`)
+    Q(τ, a) = Σ_i w_i(s) Q_i(τ_i, a_i) + b(s)      linear mixer, w ≥ 0, Σ_i w_i = 1 (`nets.mixer`)
     familiar_i(a | τ_i) = avail_i(a) ∧ μ_i(a|τ_i) / max_a' μ_i(a'|τ_i) > ζ
                  (actions with ratio ≤ ζ are "unfamiliar" and masked out of every max)
 
@@ -32,7 +32,12 @@ Choices where SIT is silent (ours):
   * eq. 12's perturbation ξ of a discrete action is the mask above (as SIT describes it),
     so no perturbation network is learned; ã is chosen and evaluated by the target
     networks (`double_q=True` chooses with the online network, as discrete BCQ does);
-  * the mixer is the linear, bias-carrying one of SIT's appendix B;
+  * the mixer is the linear, bias-carrying one of SIT's appendix B ("Q = w_i Q_i + b"),
+    with its weights normalised to sum to 1 over the agents as in ICQ's reference mixer,
+    which SIT says MABCQ's decomposition follows (`normalise_mixer=True`). Unnormalised,
+    the weights grow (Σ_i w_i ≈ 150 after 3,000 updates on CN_3ls3l) and multiply the
+    max's overestimation: the critic diverges and the policy ends below its untrained
+    self (docs/benchmarks.md, "MABCQ and MACQL's mixer");
   * per-decision weights (`fit(..., weights=...)`, `batch["weight"]`) weigh each step's
     TD term by the mean weight of its agents (a normalised weighted mean).
 
@@ -52,10 +57,10 @@ import optax
 
 from teamsift.algos import bc
 from teamsift.algos import offline_common as oc
-from teamsift.checks import require_choice, require_discrete, require_positive, require_unit_interval
+from teamsift.checks import require_discrete, require_positive, require_unit_interval
 from teamsift.engine import Learner
 from teamsift.nets import AgentNetConfig, BCQPolicy, init_params
-from teamsift.nets.mixer import MIXER_KINDS, MixerConfig, init_mixer, mix
+from teamsift.nets.mixer import MixerConfig, init_mixer, mix
 from teamsift.nets.policy import bcq_actions
 from teamsift.nets import ops
 
@@ -66,6 +71,7 @@ class MABCQConfig:
     recurrent: bool = True
     threshold: float = 0.3  # ζ (SIT Table 11)
     mixer: str = "linear"  # "linear" (SIT appendix B) | "qmix"
+    normalise_mixer: bool = True  # linear: k_i(s) / Σ_j k_j(s), ICQ's reference mixer (False: unbounded k)
     mixer_embed: int = 32
     gamma: float = 0.99
     learning_rate: float = 5e-4
@@ -79,7 +85,7 @@ class MABCQConfig:
         require_positive(self, ("mixer_embed", "gamma", "learning_rate", "max_grad_norm", "batch_size",
                                 "target_update_interval"))
         require_unit_interval(self, ("gamma",))
-        require_choice(self, "mixer", MIXER_KINDS)
+        oc.require_decomposition_mixer(self)
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"MABCQConfig.threshold: expected ζ in [0, 1), got {self.threshold!r}")
         if not self.hidden or min(self.hidden) < 1:
@@ -101,9 +107,19 @@ def net_config(config: MABCQConfig, spec) -> AgentNetConfig:
     return oc.agent_net_config(spec, config.hidden, config.recurrent)
 
 
+def divergence_hint(config: MABCQConfig) -> str:
+    """What to do when the loss diverges (for `oc.warn_if_diverged(history["loss"], ...)`)."""
+    target = f"the max over the familiar actions (ζ = {config.threshold:g})"
+    if config.mixer == "linear" and not config.normalise_mixer:
+        return (f"the linear mixer's weights are unnormalised (normalise_mixer=False), so they can grow and multiply "
+                f"the overestimation of {target}; set normalise_mixer=True (the default)")
+    return (f"{target} overestimates; raise MABCQConfig.threshold to narrow the actions it ranges over, lower the "
+            f"learning rate (now {config.learning_rate:g}) or lengthen target_update_interval "
+            f"(now {config.target_update_interval})")
+
+
 def mixer_config(config: MABCQConfig, spec) -> MixerConfig:
-    return MixerConfig(num_agents=spec.num_agents, state_dim=spec.state_dim, embed_dim=config.mixer_embed,
-                       kind=config.mixer)
+    return oc.decomposition_mixer(config, spec)
 
 
 def behaviour_config(config: MABCQConfig) -> bc.BCConfig:

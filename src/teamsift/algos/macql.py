@@ -1,7 +1,7 @@
 """MACQL: multi-agent conservative Q-learning for discrete actions (SIT appendix B, eq. 13).
 
     Q_i(τ_i, ·)  parameter-shared recurrent agent network (GRU 64), one output per action
-    Q(τ, a) = Σ_i w_i(s) Q_i(τ_i, a_i) + b(s)      linear mixer, w ≥ 0 (`nets.mixer`)
+    Q(τ, a) = Σ_i w_i(s) Q_i(τ_i, a_i) + b(s)      linear mixer, w ≥ 0, Σ_i w_i = 1 (`nets.mixer`)
 
     for update in 1 … U:                                (the engine: lax loops inside jit)
         draw 32 whole episodes (the run's sampler)
@@ -27,8 +27,11 @@ Choices where SIT is silent (ours):
     (`tree_backup_lambda=0` gives the one-step Q-learning target);
   * the greedy target action is chosen and evaluated by the target networks;
   * the mixer is the linear, bias-carrying one of SIT's appendix B ("Q = w_i Q_i + b",
-    after Yang et al. 2021); `mixer="qmix"` swaps in QMIX's nonlinear mixer (then w_i is
-    the mixer's local slope ∂Q/∂Q_i);
+    after Yang et al. 2021), with its weights normalised to sum to 1 over the agents as in
+    ICQ's reference mixer (`normalise_mixer=True`; unnormalised, they grow during training
+    and the critic drifts, as MABCQ's diverges); `mixer="qmix"` (with
+    `normalise_mixer=False`) swaps in QMIX's nonlinear mixer (then w_i is the mixer's
+    local slope ∂Q/∂Q_i);
   * per-decision weights (`fit(..., weights=...)`, `batch["weight"]` w_{t,i}) weigh each
     agent's regulariser term by w_{t,i} and each step's TD term by w̄_t = mean_i w_{t,i},
     both normalised by Σ_t w̄_t (so that unit weights give the loss above).
@@ -46,11 +49,11 @@ import optax
 
 from teamsift.algos import offline_common as oc
 from teamsift.checks import (
-    require_choice, require_discrete, require_non_negative, require_positive, require_unit_interval,
+    require_discrete, require_non_negative, require_positive, require_unit_interval,
 )
 from teamsift.engine import Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, init_params
-from teamsift.nets.mixer import MIXER_KINDS, MixerConfig, init_mixer, mix, mixing_weights
+from teamsift.nets.mixer import MixerConfig, init_mixer, mix, mixing_weights
 from teamsift.nets import ops
 
 
@@ -59,6 +62,7 @@ class MACQLConfig:
     hidden: tuple[int, ...] = (64,)  # GRU 64 → linear head (PyMARL's RNN agent)
     recurrent: bool = True
     mixer: str = "linear"  # "linear" (SIT appendix B) | "qmix"
+    normalise_mixer: bool = True  # linear: k_i(s) / Σ_j k_j(s), ICQ's reference mixer (False: unbounded k)
     mixer_embed: int = 32
     cql_weight: float = 2.0  # β_CQL (SIT Table 11)
     tree_backup_lambda: float = 0.93  # (ours) λ of Tree Backup; 0 = one-step target
@@ -74,7 +78,7 @@ class MACQLConfig:
                                 "target_update_interval"))
         require_unit_interval(self, ("tree_backup_lambda", "gamma"))
         require_non_negative(self, ("cql_weight",))
-        require_choice(self, "mixer", MIXER_KINDS)
+        oc.require_decomposition_mixer(self)
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"MACQLConfig.hidden: expected positive layer widths, got {self.hidden!r}")
 
@@ -92,9 +96,18 @@ def net_config(config: MACQLConfig, spec) -> AgentNetConfig:
     return oc.agent_net_config(spec, config.hidden, config.recurrent)
 
 
+def divergence_hint(config: MACQLConfig) -> str:
+    """What to do when the loss diverges (for `oc.warn_if_diverged(history["loss"], ...)`)."""
+    if config.mixer == "linear" and not config.normalise_mixer:
+        return ("the linear mixer's weights are unnormalised (normalise_mixer=False), so they can grow and multiply "
+                "the overestimation of the greedy target; set normalise_mixer=True (the default)")
+    return (f"the greedy target overestimates; raise MACQLConfig.cql_weight (now {config.cql_weight:g}), lower the "
+            f"learning rate (now {config.learning_rate:g}) or lengthen target_update_interval "
+            f"(now {config.target_update_interval})")
+
+
 def mixer_config(config: MACQLConfig, spec) -> MixerConfig:
-    return MixerConfig(num_agents=spec.num_agents, state_dim=spec.state_dim, embed_dim=config.mixer_embed,
-                       kind=config.mixer)
+    return oc.decomposition_mixer(config, spec)
 
 
 def cql_terms(q: jax.Array, avail: jax.Array, actions: jax.Array, weights: jax.Array) -> jax.Array:

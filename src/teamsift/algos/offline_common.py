@@ -46,6 +46,7 @@ import optax
 from teamsift.data import gather_episodes, to_device
 from teamsift.nets import AgentNetConfig, apply_sequence
 from teamsift.nets.agent import NEG_INF
+from teamsift.nets.mixer import MIXER_KINDS, MixerConfig
 
 #: Step fields the offline learners read (no next_* views: episodes are whole).
 EPISODE_FIELDS = ("obs", "state", "avail", "actions", "reward", "terminated", "truncated",
@@ -87,6 +88,26 @@ def agent_net_config(spec, hidden: tuple[int, ...], recurrent: bool, obs_dim: in
     """A parameter-shared discrete agent network with one output per action."""
     return AgentNetConfig(num_agents=spec.num_agents, obs_dim=spec.obs_dim if obs_dim is None else obs_dim,
                           num_actions=spec.num_actions, discrete=True, recurrent=recurrent, hidden=tuple(hidden))
+
+
+def decomposition_mixer(config, spec) -> MixerConfig:
+    """The value-decomposition mixer of MABCQ and MACQL ("follows Yang et al. (2021)", SIT
+    appendix B): Q(τ, a) = Σ_i k_i(s) Q_i(τ_i, a_i) + b(s), with k(s) normalised to sum to 1
+    over the agents as in ICQ's reference mixer (`config.normalise_mixer`), from
+    `config.mixer` and `config.mixer_embed`. Unnormalised, k(s) can grow without bound and
+    with it the max-target's overestimation: the critic diverges (docs/benchmarks.md)."""
+    return MixerConfig(num_agents=spec.num_agents, state_dim=spec.state_dim, embed_dim=config.mixer_embed,
+                       kind=config.mixer, normalise_weights=config.normalise_mixer)
+
+
+def require_decomposition_mixer(config) -> None:
+    """`config.mixer` is a mixer kind, and `normalise_mixer` is set only for the linear one."""
+    name = type(config).__name__
+    if config.mixer not in MIXER_KINDS:
+        raise ValueError(f"{name}.mixer: expected one of {MIXER_KINDS}, got {config.mixer!r}")
+    if config.normalise_mixer and config.mixer != "linear":
+        raise ValueError(f"{name}.normalise_mixer: only the 'linear' mixer normalises its weights; set "
+                         f"normalise_mixer=False with mixer={config.mixer!r}")
 
 
 def unroll(net: AgentNetConfig, params, obs: jax.Array) -> jax.Array:

@@ -326,10 +326,14 @@ def warn_divergence(algorithm: str, spec: TrainSpec, result: FitResult) -> None:
     learner's config is the resolved one (e.g. its reward scale read from the data)."""
     if result.history.get("update") is None or len(result.history["update"]) < 2:
         return
-    from teamsift.algos import icq, offline_common, sit
+    from teamsift.algos import icq, mabcq, macql, offline_common, sit
 
     config = result.learner.config
-    if algorithm == "icq":
+    if algorithm in ("mabcq", "macql"):
+        module = mabcq if algorithm == "mabcq" else macql
+        offline_common.warn_if_diverged(result.history["loss"], f"{algorithm.upper()}'s critic",
+                                        module.divergence_hint(config))
+    elif algorithm == "icq":
         offline_common.warn_if_diverged(result.history["critic_loss"], "ICQ's critic", icq.divergence_hint(config))
     elif algorithm == "sit":
         offline_common.warn_if_diverged(result.history["critic_loss"], "SIT's critic", sit.divergence_hint(config))
