@@ -265,23 +265,25 @@ def test_mabcq_and_macql_mix_with_normalised_weights_by_default(navigation, modu
 
 @pytest.mark.parametrize("algorithm, config", [("mabcq", mabcq.MABCQConfig(normalise_mixer=False)),
                                                ("macql", macql.MACQLConfig(normalise_mixer=False)),
-                                               ("mabcq", mabcq.MABCQConfig())])
-def test_a_diverging_mabcq_or_macql_critic_is_reported_with_its_remedy(algorithm, config):
+                                               ("mabcq", mabcq.MABCQConfig()),
+                                               ("icq", icq.ICQConfig(reward_scale=1.0))])
+def test_a_diverging_critic_is_reported_with_its_remedy(algorithm, config):
     """The loss of MABCQ's critic with unnormalised mixer weights on CN_3ls3l grew from 6 to
     1e5 in 3,000 updates (docs/benchmarks.md): training says so and names the remedy."""
     from types import SimpleNamespace
 
     from teamsift.algos.pipeline import warn_divergence
 
+    headline = "critic_loss" if algorithm == "icq" else "loss"  # the learner's headline metric
     losses = np.array([[6.4, 5.0, 45.8, 673.0, 1.0e4, 2.0e4, 4.0e4, 6.0e4, 9.0e4, 1.3e5]])
-    result = SimpleNamespace(history={"update": np.arange(1, 11), "loss": losses},
-                             learner=SimpleNamespace(config=config))
+    result = SimpleNamespace(history={"update": np.arange(1, 11), headline: losses},
+                             learner=SimpleNamespace(config=config, headline=headline))
     with pytest.warns(RuntimeWarning, match=rf"{algorithm.upper()}'s critic diverged on seed\(s\) \[0\]") as caught:
         warn_divergence(algorithm, None, result)
     message = str(caught[0].message)
-    assert ("set normalise_mixer=True" in message) == (not config.normalise_mixer)
-    steady = SimpleNamespace(history={"update": np.arange(1, 11), "loss": np.full((1, 10), 2.0)},
-                             learner=SimpleNamespace(config=config))
+    assert ("set normalise_mixer=True" in message) == (not getattr(config, "normalise_mixer", True))
+    steady = SimpleNamespace(history={"update": np.arange(1, 11), headline: np.full((1, 10), 2.0)},
+                             learner=SimpleNamespace(config=config, headline=headline))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_divergence(algorithm, None, steady)

@@ -328,15 +328,10 @@ def warn_divergence(algorithm: str, spec: TrainSpec, result: FitResult) -> None:
         return
     from teamsift.algos import icq, mabcq, macql, offline_common, sit
 
-    config = result.learner.config
-    if algorithm in ("mabcq", "macql"):
-        module = mabcq if algorithm == "mabcq" else macql
-        offline_common.warn_if_diverged(result.history["loss"], f"{algorithm.upper()}'s critic",
-                                        module.divergence_hint(config))
-    elif algorithm == "icq":
-        offline_common.warn_if_diverged(result.history["critic_loss"], "ICQ's critic", icq.divergence_hint(config))
-    elif algorithm == "sit":
-        offline_common.warn_if_diverged(result.history["critic_loss"], "SIT's critic", sit.divergence_hint(config))
+    hints = {"icq": icq, "sit": sit, "mabcq": mabcq, "macql": macql}  # each learner's critic loss is its headline
+    if algorithm in hints:
+        offline_common.warn_if_diverged(result.history[result.learner.headline], f"{algorithm.upper()}'s critic",
+                                        hints[algorithm].divergence_hint(result.learner.config))
 
 
 def load_spec(run_dir: str | Path) -> dict:
