@@ -11,8 +11,8 @@ import teamsift  # noqa: E402,F401
 # fresh CI machine (cold compilation cache) XLA:CPU's LLVM optimisation took most of its
 # time. Its tests (and the processes they start, which inherit the environment) compile
 # without it: the same functions, 28% less wall clock for the tier (docs/development.md).
-# TEAMSIFT_TEST_FULL_XLA_OPT=1 compiles as users' programs are; the slow tier, whose
-# learners train for minutes, sets it (tests/run_slow_tier.py).
+# TEAMSIFT_TEST_FULL_XLA_OPT=1 compiles as users' programs are; the slow tier sets it for
+# its files whose learners train for minutes (`FULL_XLA_OPT` in tests/run_slow_tier.py).
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 if not os.environ.get("TEAMSIFT_TEST_FULL_XLA_OPT"):
     teamsift.add_xla_flags(TEST_XLA_FLAGS)  # importing teamsift computes nothing: JAX's backend has not started
