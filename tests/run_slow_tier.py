@@ -24,15 +24,11 @@ NO_TESTS_COLLECTED = 5
 #: Files whose learners train for minutes: their programs run far longer than they take to
 #: compile, so they compile with XLA's full optimisation (`TEAMSIFT_TEST_FULL_XLA_OPT=1`).
 #: Every other file is compile-bound (a few updates per learner, environment rollouts) and
-#: compiles as the fast tier does, with LLVM's optimisation off (tests/conftest.py). Cold
-#: compilation cache, 2 jobs, 2-core AMD EPYC (2026-12-07), seconds with / without:
-#: offline_learners 164 / 245, continuous_learners 244 / 287, mat 52 / 56; against
-#: bench_sit 218 / 120, registry 152 / 95, mild2 169 / 132, envs_jaxmarl 146 / 105,
-#: envs_conformance 197 / 183, magail 81 / 74, sharded_envs 47 / 42. The tier took 781 s
-#: all optimised and 709 s none.
+#: compiles as the fast tier does, with LLVM's optimisation off (tests/conftest.py). The
+#: per-file measurements behind this split are in docs/development.md.
 FULL_XLA_OPT = ("test_offline_learners.py", "test_continuous_learners.py", "test_mat.py")
-#: Longest first (the cold times above), so that the short files fill the second job at the
-#: end; files not named here follow, in name order.
+#: Longest first (cold-cache times, docs/development.md), so that the short files fill the
+#: second job at the end; files not named here follow, in name order.
 LONGEST_FIRST = ("test_continuous_learners.py", "test_envs_conformance.py", "test_offline_learners.py",
                  "test_mild2.py", "test_bench_sit.py", "test_envs_jaxmarl.py", "test_registry.py", "test_magail.py",
                  "test_mat.py", "test_sharded_envs.py")
