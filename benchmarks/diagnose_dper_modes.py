@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -38,6 +37,8 @@ from scipy.stats import gaussian_kde
 from teamsift.bench import sit as sit_bench
 from teamsift.data import dper, load_dataset
 from teamsift.fileio import atomic_write_text
+from teamsift.machine import describe
+from teamsift.machine import machine as host  # `machine` names the report's field
 from teamsift.value.accuracy import auc
 
 LEVEL_ORDER = ("random", "medium", "expert")
@@ -145,7 +146,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = jax.devices()[0].platform
     report = {"command": shlex.join(["python", "benchmarks/diagnose_dper_modes.py", *(argv or sys.argv[1:])]),
-              "machine": f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on {device}",
+              "machine": describe(host()),
               "datasets": [analyse(name, args.data_dir, args.name) for name in args.datasets.split(",")]}
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"dper-modes-{device}.json"

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from run_valuation import POPULATION_ENVS, population_datasets
 from run_valuation_appearances import CLUSTER_SETTINGS, FIRST_DRAW_KEY, METHODS
 from teamsift.data import load_dataset
 from teamsift.fileio import atomic_write_text
+from teamsift.machine import describe
+from teamsift.machine import machine as host  # `machine` names the report's field
 from teamsift.value.accuracy import aligned, ground_truth_levels, true_individuals
 from teamsift.value.clustering import ClusterConfig, FeatureConfig, ev_cluster
 from teamsift.value.exchange import dataset_ev_from
@@ -181,7 +182,7 @@ def main(argv=None) -> None:
         parser.error(f"--envs: {unknown}; expected some of {', '.join(POPULATION_ENVS)}")
     device = jax.devices()[0].platform
     json_path = args.out / f"ev-variance-{device}.json"
-    machine = f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on {device}"
+    machine = describe(host())
     command = shlex.join(["python", "benchmarks/run_ev_variance.py", *(argv or sys.argv[1:])])
     report = json.loads(json_path.read_text()) if json_path.is_file() else {"cells": [], "commands": []}
     if command not in report["commands"]:

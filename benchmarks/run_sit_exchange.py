@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -35,6 +34,8 @@ from teamsift.data import load_dataset
 from teamsift.data.format import Dataset
 from teamsift.envs import make
 from teamsift.fileio import atomic_write_text
+from teamsift.machine import describe
+from teamsift.machine import machine as host  # `machine` names the report's field
 
 AGENT_STEP_FIELDS = ("obs", "actions", "avail")  # [N, A, ...]
 AGENT_FINAL_FIELDS = ("final_obs", "final_avail")  # [E, A, ...]
@@ -107,8 +108,7 @@ def main(argv=None) -> None:
     variants = {"ICQ": dataset}
     variants["ICQ, agents exchanged"], perm = exchanged(dataset, jax.random.fold_in(root, 2))
     report = {"command": shlex.join(["python", "benchmarks/run_sit_exchange.py", *(argv or sys.argv[1:])]),
-              "machine": f"{platform.processor() or platform.machine()}, JAX {jax.__version__} on "
-                         f"{jax.devices()[0].platform}",
+              "machine": describe(host()),
               "dataset": f"{args.env} {args.quality} ({spec}, {dataset.num_episodes:,} episodes)",
               "behavior": float(np.mean(dataset.returns)), "updates": args.updates, "cells": {},
               "slot_levels": {name: slot_level_shares(d) for name, d in variants.items()},
