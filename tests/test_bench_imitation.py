@@ -32,12 +32,14 @@ def test_render_marks_the_best_and_reports_speed():
                   "MAGAIL": {"mean": 1.2, "std": 0.1, "win_mean": 0.5, "env_steps": 1000, "train_seconds": 10.0,
                              "env_steps_per_s": 200.0,
                              "diagnostics": {"generator_reward_var": [0.5, 0.1], "disc_loss": [0.7, 0.6],
-                                             "final_reward_histogram": [1, 1, 2], "histogram_edges": [0, 1, 2, 3]}},
+                                             "final_reward_histogram": [1, 1, 2], "histogram_edges": [0, 1, 2, 3],
+                                             "advantage_var_end": [0.2, 0.4]}},
                   "BC": {"mean": 1.5, "std": 0.2},
                   "MILD²": {"error": "ImportError: not here"}}}}}
     text = imitation.render(report)
     assert "**1.50 ± 0.20**" in text and "1.20 ± 0.10 (50% won)" in text and "| n/a |" in text
-    assert "| smax_3m | MAGAIL | 1,000 | 10 s | 200 | 0.5 → 0.1 | 2.00 | 0.6 |" in text  # half the rewards below 2
+    # half the rewards below 2; the advantage variance's mean ± std over the two seeds
+    assert "| smax_3m | MAGAIL | 1,000 | 10 s | 200 | 0.5 → 0.1 | 2.00 | 0.6 | 0.3 ± 0.1 |" in text
 
 
 def test_the_reward_median_is_read_off_the_histogram():

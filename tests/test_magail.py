@@ -157,8 +157,9 @@ def test_both_variants_run_with_the_right_shapes(spread, datasets, centralised):
     assert iterations == 2
     for name in ("disc_loss", "expert_accuracy", "generator_accuracy", "generator_reward_mean",
                  "generator_reward_var", "expert_reward_mean", "expert_reward_var", "return", "env_steps",
-                 "gen_actor_loss", "gen_entropy"):
+                 "gen_actor_loss", "gen_entropy", "gen_advantage_var"):
         assert result.logs[name].shape == (iterations,), name
+    assert np.all(result.logs["gen_advantage_var"] > 0)  # Σ_k Var[A^k] of the discriminator-reward GAE
     hist = result.logs["reward_histogram"]
     assert hist.shape == (iterations, bins)
     assert np.all(hist.sum(axis=1) == 4 * 8 * 3)  # every generator (step, env, agent) reward, once

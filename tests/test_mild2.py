@@ -291,8 +291,10 @@ def test_loop_runs_with_mat_checkpoints_and_diagnostics(spread, datasets):
     result = mild2.train(config, expert, spread, jax.random.key(3), progress=False, num_seeds=2)
     bins = config.histogram_bins
     for name in ("disc_loss", "wasserstein", "lipschitz_penalty", "pair_accuracy", "generator_reward_mean",
-                 "generator_reward_var", "expert_reward_mean", "expert_reward_var", "return", "gen_actor_loss"):
+                 "generator_reward_var", "expert_reward_mean", "expert_reward_var", "return", "gen_actor_loss",
+                 "gen_advantage_var"):
         assert result.logs[name].shape == (2, 2), name
+    assert np.all(result.logs["gen_advantage_var"] > 0)  # Σ_k Var[A^k] of the discriminator-reward GAE
     hist = result.logs["reward_histogram"]
     assert hist.shape == (2, 2, bins) and np.all(hist.sum(axis=-1) == 4 * 8 * 3)
     assert result.histogram_edges[0] == 0.0 and result.histogram_edges[-1] == config.reward_range[1]

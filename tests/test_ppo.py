@@ -161,6 +161,16 @@ def test_gae_matches_hand_computation_with_termination_and_truncation():
     np.testing.assert_allclose(np.asarray(adv2), np.stack([adv, adv], 1), rtol=1e-6)
 
 
+def test_advantage_variance_is_the_sum_over_agents_of_each_agents_variance():
+    """MILD²'s Theorem 1 quantity Σ_k Var[A^k]: each agent's variance over time and
+    environments ([T, N]), never across agents (a constant offset between agents adds nothing)."""
+    agent0 = jnp.full((3, 2), 5.0)  # constant: no variance, however far from agent 1
+    agent1 = jnp.array([[0.0, 2.0], [4.0, 2.0], [2.0, 2.0]])  # mean 2, squares 4+0+4+0+0+0 over 6
+    adv = jnp.stack([agent0, agent1], axis=-1)  # [T=3, N=2, A=2]
+    np.testing.assert_allclose(float(ppo.advantage_variance(adv)), 8.0 / 6.0, rtol=1e-6)
+    np.testing.assert_allclose(float(ppo.advantage_variance(3.0 * adv)), 9.0 * 8.0 / 6.0, rtol=1e-6)
+
+
 def test_gru_state_is_reset_at_episode_starts_in_rollout_and_update():
     env = envs.make("commons", episode_length=10)
     config = ppo.PPOConfig(num_envs=4, rollout_length=24, total_timesteps=4 * 24 * 2, num_checkpoints=2,

@@ -148,16 +148,22 @@ def run_cell(method: str, bench: ImitationBenchConfig, dataset, env, key: jax.Ar
 
 
 def diagnostics(result) -> dict:
-    """Seed 0's curves (thinned to ≤ 200 points) and the final reward histogram."""
+    """Seed 0's curves (thinned to ≤ 200 points) and the final reward histogram; and, for
+    every seed, the joint advantage variance Σ_k Var[A^k] of the generator (MILD²'s
+    Theorem 1) averaged over the last tenth of the log rows ("advantage_var_end")."""
     logs = {k: np.asarray(v) for k, v in result.logs.items()}
     pick = (lambda x: x[0]) if result.num_seeds > 1 else (lambda x: x)
     out = {}
     for name in ("disc_loss", "generator_reward_var", "expert_reward_var", "generator_reward_mean",
-                 "expert_reward_mean", "return", "env_steps"):
+                 "expert_reward_mean", "gen_advantage_var", "return", "env_steps"):
         if name in logs:
             series = pick(logs[name])
             stride = max(1, len(series) // 200)
             out[name] = [float(x) for x in series[::stride]]
+    if "gen_advantage_var" in logs:
+        by_seed = logs["gen_advantage_var"].reshape(result.num_seeds, -1)
+        tail = max(1, by_seed.shape[1] // 10)
+        out["advantage_var_end"] = [float(x) for x in by_seed[:, -tail:].mean(axis=1)]
     if "reward_histogram" in logs:
         out["final_reward_histogram"] = [float(x) for x in pick(logs["reward_histogram"])[-1]]
         out["histogram_edges"] = [float(x) for x in np.asarray(result.histogram_edges)]
@@ -273,7 +279,8 @@ def render(report: dict) -> str:
                                                                             seed=bench.get("seed", 0)))
     lines += ["## Adversarial runs: speed and discriminator-reward diagnostics (seed 0)", "",
               "| env | method | env steps | wall clock | env steps/s (all seeds) | generator reward variance, "
-              "first → last | generator reward median, last | disc loss, last |", "|---|---|---|---|---|---|---|---|"]
+              "first → last | generator reward median, last | disc loss, last | joint advantage variance Σ_k "
+              "Var[A^k], last tenth (all seeds) |", "|---|---|---|---|---|---|---|---|---|"]
     for env_id, row in report["rows"].items():
         for method, cell in row["cells"].items():
             if "env_steps" not in cell:
@@ -286,13 +293,21 @@ def render(report: dict) -> str:
             lines.append(f"| {env_id} | {method} | {cell['env_steps']:,} | {cell['train_seconds']:.0f} s"
                          f"{'†' if 'machine' in cell else ''} | "
                          f"{cell['env_steps_per_s']:,.0f} | {var[0]:.3g} → {var[-1]:.3g} | {median:.2f} | "
-                         f"{loss[-1]:.3g} |")
+                         f"{loss[-1]:.3g} | {_spread(d.get('advantage_var_end'))} |")
     lines += ["", "Figures (MILD² Figures 3–5 analogues): `" + report.get("figure_pattern", "imitation-<env>.png")
               + "`: the return of the training episodes (the offline learners' evaluated returns and the expert's as "
               "levels), generator-reward variance and discriminator loss over training, final reward distribution. "
               "The median is read off that distribution's histogram (interpolated within the bin where half the "
-              "rewards are reached; the bins are 0.3 wide for MILD²).", ""]
+              "rewards are reached; the bins are 0.3 wide for MILD²). The joint advantage variance is that of the "
+              "generator's GAE advantages in its learning reward's units, before PPO normalises them per minibatch "
+              "(mean ± std over seeds of each seed's mean over the last tenth of its log rows).", ""]
     return "\n".join(lines) + "\n"
+
+
+def _spread(values) -> str:
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3g} ± {np.std(values):.2g}" if len(values) > 1 else f"{values[0]:.3g}"
 
 
 def diagnostics_figure(row: dict):
@@ -308,23 +323,24 @@ def diagnostics_figure(row: dict):
         return None
     known = list(dict.fromkeys(DISCRETE_METHODS + CONTINUOUS_METHODS))
     colours = plotting.series_colours(known + sorted(set(runs) - set(known)))
-    fig = plotting.new_figure(18.0, 4.0)
+    fig = plotting.new_figure(22.0, 4.0)
     with plotting.style():
-        axes = [fig.add_subplot(1, 4, i + 1) for i in range(4)]
-        returns, axes = axes[0], axes[1:]
+        returns, reward_var, advantage_var, disc_loss, final = (fig.add_subplot(1, 5, i + 1) for i in range(5))
         for method in (m for m in colours if m in runs):
             d, colour = runs[method], colours[method]
             x = d.get("env_steps") or list(range(len(d.get("disc_loss", []))))
             if d.get("return"):
                 returns.plot(x[:len(d["return"])], d["return"], color=colour)
             if d.get("generator_reward_var"):
-                axes[0].plot(x[:len(d["generator_reward_var"])], d["generator_reward_var"], color=colour)
+                reward_var.plot(x[:len(d["generator_reward_var"])], d["generator_reward_var"], color=colour)
+            if d.get("gen_advantage_var"):
+                advantage_var.plot(x[:len(d["gen_advantage_var"])], d["gen_advantage_var"], color=colour)
             if d.get("disc_loss"):
-                axes[1].plot(x[:len(d["disc_loss"])], d["disc_loss"], color=colour)
+                disc_loss.plot(x[:len(d["disc_loss"])], d["disc_loss"], color=colour)
             if d.get("final_reward_histogram"):
                 edges = np.asarray(d["histogram_edges"])
                 counts = np.asarray(d["final_reward_histogram"], np.float64)
-                axes[2].stairs(counts / max(counts.sum(), 1e-9) / np.diff(edges), edges, color=colour, linewidth=1.6)
+                final.stairs(counts / max(counts.sum(), 1e-9) / np.diff(edges), edges, color=colour, linewidth=1.6)
         # The offline learners' evaluated returns, as levels the curves are read against.
         for method, cell in row["cells"].items():
             if method not in runs and "mean" in cell:
@@ -332,10 +348,12 @@ def diagnostics_figure(row: dict):
         if row.get("expert_return") is not None:
             returns.axhline(row["expert_return"], color="0.3", linestyle=":", linewidth=1.2)
         returns.set(title="return of the training episodes", xlabel="env steps", ylabel="team return")
-        axes[0].set(title="variance of the generator's reward", xlabel="env steps", ylabel="variance")
-        axes[1].set(title="discriminator loss", xlabel="env steps", ylabel="loss")
-        axes[2].set(title="generator's reward at the end", xlabel="discriminator reward", ylabel="density")
-        for ax in (returns, *axes[:2]):
+        reward_var.set(title="variance of the generator's reward", xlabel="env steps", ylabel="variance")
+        advantage_var.set(title="joint advantage variance Σ_k Var[A^k]", xlabel="env steps", ylabel="variance",
+                          yscale="log")
+        disc_loss.set(title="discriminator loss", xlabel="env steps", ylabel="loss")
+        final.set(title="generator's reward at the end", xlabel="discriminator reward", ylabel="density")
+        for ax in (returns, reward_var, advantage_var, disc_loss):
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 40k: no overlapping tick labels
         handles = [Line2D([], [], color=colours[m], label=m) for m in colours if m in runs]
         handles += [Line2D([], [], color=colours[m], linestyle="--", label=f"{m} (evaluated)")
@@ -349,7 +367,7 @@ def diagnostics_figure(row: dict):
 
 def plot_diagnostics(row: dict, path: Path) -> Path | None:
     """MILD² Figures 3–5 analogues for one environment's row: the training episodes' return
-    (against the offline learners' evaluated returns), generator-reward variance and
+    (against the offline learners' evaluated returns), generator-reward and joint-advantage variance and
     discriminator loss over training, final reward distribution. None without diagnostics."""
     from teamsift.plotting import save
 

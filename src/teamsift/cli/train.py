@@ -338,7 +338,9 @@ def imitate(
                "env_steps": int(np.asarray(result.checkpoint_steps)[-1]), "wall_seconds": float(result.wall_time),
                "final_disc_loss": float(pick(logs["disc_loss"])[-1]),
                "generator_reward_var_first_last": [float(pick(logs["generator_reward_var"])[0]),
-                                                   float(pick(logs["generator_reward_var"])[-1])]}
+                                                   float(pick(logs["generator_reward_var"])[-1])],
+               "advantage_var_first_last": [float(pick(logs["gen_advantage_var"])[0]),
+                                            float(pick(logs["gen_advantage_var"])[-1])]}
     if fitted.evaluations:
         payload["return_per_seed"] = fitted.final_returns()
     if out is not None:

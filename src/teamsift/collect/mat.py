@@ -55,8 +55,8 @@ import optax
 
 from teamsift.checks import require_non_negative, require_positive, require_unit_interval
 from teamsift.collect.onpolicy import (
-    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, reward_params, run_config, seed_view,
-    vmap_env,
+    Runner, Transition, advantage_variance, auto_reset, checkpoint_params, gae, history_logs, reset_runner,
+    reward_params, run_config, seed_view, vmap_env,
 )
 from teamsift.devices import gather_batch
 from teamsift.engine import FitResult, Learner, RunConfig, fit
@@ -255,7 +255,7 @@ def make_learn(config: MATConfig, env: Env):
         (params, opt_state), stats = jax.lax.scan(epoch, (ts.params, ts.opt_state),
                                                   jax.random.split(key, config.update_epochs))
         ts = ts._replace(params=params, opt_state=opt_state, update=ts.update + 1)
-        return ts, jax.tree.map(jnp.mean, stats)
+        return ts, {**jax.tree.map(jnp.mean, stats), "advantage_var": advantage_variance(adv)}
 
     return learn
 
@@ -266,7 +266,8 @@ def make_update(config: MATConfig, env: Env, reward_fn: Callable | None = None):
 
     One rollout, per-agent GAE and update_epochs × num_minibatches PPO steps. `metrics`
     holds scalars: return_sum / episodes (finished training episodes, unscaled team
-    return), the mean learning reward, actor_loss, value_loss, entropy, approx_kl, clip_frac.
+    return), the mean learning reward, actor_loss, value_loss, entropy, approx_kl, clip_frac,
+    advantage_var (Σ_k Var[A^k] of the rollout's GAE advantages, `onpolicy.advantage_variance`).
     """
     rollout = make_rollout(config, env, reward_fn)
     learn = make_learn(config, env)
@@ -321,7 +322,7 @@ class MATResult:
     logs: per log row [L] ([S, L] with seeds; see `onpolicy.history_logs`): "return" (mean
     unscaled team return of the training episodes that finished in the row's interval, NaN
     if none), "return_sum", "episodes", "update", "env_steps", and the interval means of
-    "actor_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "reward".
+    "actor_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "reward", "advantage_var".
     """
 
     net: MATNetConfig

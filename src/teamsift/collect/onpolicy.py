@@ -2,7 +2,8 @@
 (`teamsift.collect.mat`) and the adversarial-imitation generators built on them.
 
   * the environments between updates (`Runner`), their vmapped reset / step, auto-reset;
-  * one rollout, time-major (`Transition`), and generalised advantage estimation (`gae`);
+  * one rollout, time-major (`Transition`), generalised advantage estimation (`gae`) and the
+    joint advantage variance Σ_k Var[A^k] the trainers log (`advantage_variance`);
   * a run through `teamsift.engine.fit`: the schedule an online config implies
     (`run_config`: updates and checkpoint interval from total_timesteps) and the per-log-row
     logs of its result (`history_logs`: "return" = return_sum / episodes, "env_steps").
@@ -133,6 +134,14 @@ def gae(reward, value, next_value, terminated, done, gamma: float, lam: float):
 
     _, adv = jax.lax.scan(body, jnp.zeros_like(delta[0]), (delta, done), reverse=True)
     return adv, adv + value
+
+
+def advantage_variance(adv: Array) -> Array:
+    """The joint advantage variance Σ_k Var[A^k] of MILD²'s Theorem 1: for each agent k
+    (the last axis of `adv` [T, ..., A], as `gae` returns it) the variance of its advantage
+    estimates over the rollout's steps and environments, summed over the agents. Taken
+    before any per-minibatch normalisation, so it is in the learning reward's units."""
+    return jnp.sum(jnp.var(adv.reshape(-1, adv.shape[-1]), axis=0))
 
 
 # --- runs through the engine ---------------------------------------------------------------

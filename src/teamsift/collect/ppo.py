@@ -72,8 +72,8 @@ import optax
 
 from teamsift.checks import require_choice, require_non_negative, require_positive, require_unit_interval
 from teamsift.collect.onpolicy import (
-    Runner, Transition, auto_reset, checkpoint_params, gae, history_logs, reset_runner, reward_params, run_config, seed_view,
-    vmap_env,
+    Runner, Transition, advantage_variance, auto_reset, checkpoint_params, gae, history_logs, reset_runner,
+    reward_params, run_config, seed_view, vmap_env,
 )
 from teamsift.devices import gather_batch
 from teamsift.engine import FitResult, Learner, RunConfig, fit
@@ -489,7 +489,7 @@ def make_learn(config: PPOConfig, env: Env):
         carry = (ts.actor, ts.critic, ts.actor_opt, ts.critic_opt)
         carry, stats = jax.lax.scan(epoch, carry, jax.random.split(key, config.update_epochs))
         actor, critic, actor_opt, critic_opt = carry
-        metrics = jax.tree.map(jnp.mean, stats)
+        metrics = {**jax.tree.map(jnp.mean, stats), "advantage_var": advantage_variance(adv)}
         ts = ts._replace(actor=actor, critic=critic, actor_opt=actor_opt, critic_opt=critic_opt, update=ts.update + 1)
         if config.normalize_obs:  # the statistics move only between updates
             ts = ts._replace(obs_stats=ts.obs_stats.update(traj.obs), state_stats=ts.state_stats.update(traj.state))
@@ -505,7 +505,8 @@ def make_update(config: PPOConfig, env: Env, reward_fn: Callable | None = None):
     One rollout of config.rollout_length steps in config.num_envs environments, GAE, and
     config.update_epochs × config.num_minibatches PPO steps. `metrics` holds scalars:
     return_sum / episodes (finished training episodes, unscaled team return), the mean
-    learning reward, actor_loss, value_loss, entropy, approx_kl, clip_frac, shaped_coef.
+    learning reward, actor_loss, value_loss, entropy, approx_kl, clip_frac, shaped_coef, and
+    advantage_var (Σ_k Var[A^k] of the rollout's GAE advantages, `onpolicy.advantage_variance`).
     """
     rollout = make_rollout(config, env, reward_fn)
     learn = make_learn(config, env)
@@ -562,7 +563,8 @@ class PPOResult:
     logs: per log row [L] ([S, L] with seeds; see `onpolicy.history_logs`): "return" (mean
     unscaled team return of the training episodes that finished in the row's interval, NaN
     if none), "return_sum", "episodes", "update", "env_steps", and the interval means of
-    "actor_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "reward", "shaped_coef".
+    "actor_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "reward", "shaped_coef",
+    "advantage_var".
     """
 
     net: AgentNetConfig
