@@ -117,14 +117,20 @@ def population_dataset(name: str, setting: dict, kinds, key, recorded: dict | No
     return env, dataset
 
 
-def icq_scores(env, dataset, key, *, updates: int, seeds: int, eval_episodes: int, workdir: Path) -> tuple[dict, dict]:
-    """ICQ trained for each DVF (key fold_in(key, 50 + i)), every seed evaluated on every DVF."""
+def finite_horizon_datasets(dataset, workdir: Path) -> dict:
+    """{DVF: `finite_horizon_dataset` for it}, written once per population."""
+    return {score: finite_horizon_dataset(dataset, score, workdir / f"{Path(dataset.path).name}-{score}")
+            for score in SCORES}
+
+
+def icq_scores(env, datasets: dict, key, *, updates: int, seeds: int, eval_episodes: int) -> tuple[dict, dict]:
+    """ICQ trained on each DVF's dataset (`finite_horizon_datasets`; key fold_in(key, 50 + i)),
+    every seed evaluated on every DVF."""
     run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 10), progress=updates > 1)
     icq, seconds = {}, {}
     for i, score in enumerate(SCORES):
-        data = finite_horizon_dataset(dataset, score, workdir / f"{Path(dataset.path).name}-{score}")
         started = time.perf_counter()
-        policies = pipeline.train("icq", data, jax.random.fold_in(key, 50 + i), run).policies()
+        policies = pipeline.train("icq", datasets[score], jax.random.fold_in(key, 50 + i), run).policies()
         seconds[score] = time.perf_counter() - started
         icq[score] = evaluate_seeds(env, policies, jax.random.fold_in(key, 60 + i), eval_episodes, SCORES)
         print(f"ICQ at {updates} updates on {score}: {np.mean(icq[score][score]):.1f} ± "
@@ -138,20 +144,20 @@ def run_population(name: str, setting: dict, kinds, key, *, updates: int, seeds:
                    recorded: dict | None, workdir: Path) -> dict:
     env, dataset = population_dataset(name, setting, kinds, key, recorded, workdir)
     references = reference_scores(env, kinds, jax.random.fold_in(key, 70), eval_episodes)
-    icq, seconds = icq_scores(env, dataset, key, updates=updates, seeds=seeds, eval_episodes=eval_episodes,
-                              workdir=workdir)
+    datasets = finite_horizon_datasets(dataset, workdir)
+    icq, seconds = icq_scores(env, datasets, key, updates=updates, seeds=seeds, eval_episodes=eval_episodes)
     return {"population": name, "episodes": dataset.num_episodes,
             "behaviour": {s: float(np.mean(dataset.score(s))) for s in SCORES}, "icq": icq,
-            "icq_one_update": one_update(env, dataset, key, seeds, eval_episodes, workdir),
+            "icq_one_update": one_update(env, datasets, key, seeds, eval_episodes),
             "recorded": None if recorded is None else {m: {s: recorded["table"][m][s] for s in SCORES}
                                                        for m in ("bc", "group_bc", "ev2bc")},
             "references": references, "train_seconds": seconds}
 
 
-def one_update(env, dataset, key, seeds: int, eval_episodes: int, workdir: Path) -> dict:
+def one_update(env, datasets: dict, key, seeds: int, eval_episodes: int) -> dict:
     """The same ICQ runs (same keys) stopped after one update: what the actors' initial
     greedy choices already score."""
-    return icq_scores(env, dataset, key, updates=1, seeds=seeds, eval_episodes=eval_episodes, workdir=workdir)[0]
+    return icq_scores(env, datasets, key, updates=1, seeds=seeds, eval_episodes=eval_episodes)[0]
 
 
 def render(report: dict) -> str:
@@ -232,8 +238,8 @@ def main(argv=None) -> None:
                     if "icq_one_update" not in row:  # a row from before this reference was taken
                         env, dataset = population_dataset(full, setting, MIXES[mix], population_key,
                                                           recorded.get(full), Path(tmp))
-                        row["icq_one_update"] = one_update(env, dataset, population_key, args.seeds,
-                                                           args.eval_episodes, Path(tmp))
+                        row["icq_one_update"] = one_update(env, finite_horizon_datasets(dataset, Path(tmp)),
+                                                           population_key, args.seeds, args.eval_episodes)
                         atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
                         atomic_write_text(out.with_suffix(".md"), render(report))
                     continue
