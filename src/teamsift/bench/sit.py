@@ -25,6 +25,9 @@ Three more studies follow SIT §"Ablation study", Figures 4 and 8:
     priority sampling adds;
   * `sweep`: SIT over DPER's α × CRR's β on CN_3ls3l low (the selection behind SIT*).
 
+and one of ours, `reward-scale`: SIT and SIT* on smax_3s_vs_5z low with Stage III's
+rewards at SMAC's scale (× 10), each paired with its unscaled cell.
+
 Budgets: SIT trains 15 000 updates and ARDNEM 20 000 (Tables 10–11); `updates` and
 `ardnem_updates` scale every learner down together for quick runs (CI runs a tiny
 version; `make bench` the recorded one). Every number in the result file carries the
@@ -87,6 +90,14 @@ STAGE1_KEY = 1  # Stage I's key: fold_in(key(bench seed), STAGE1_KEY), the same 
 STRESS_ENV = "smax_2s3z"
 STRESS_DATASETS = {"balanced (medium)": "100%[all m]", "extreme low": "99.5%[all r] + 0.5%[all m]"}
 STRESS_METHODS = ("BC", "ICQ", "SIT*", "SIT* w/o priority")
+#: (ours) PyMARL scales SMAC's rewards so that the best episode return is 20, the scale SIT's
+#: β = 0.1 was tuned at; SMAX's best return is 2 (every enemy's health, normalised, plus 1 for
+#: the win), so SMAC's scale is SMAX's × 10. `reward-scale` runs SIT and SIT* both ways on
+#: one SMAX dataset: does our reading of the scale (`oc.smac_reward_scale` never scales up)
+#: change what the CRR filter does?
+SMAC_SCALE_ON_SMAX = 10.0
+REWARD_SCALE_ENV = "smax_3s_vs_5z"
+REWARD_SCALED = re.compile(r"(.+) reward×(\S+)")
 
 
 def sweep_name(alpha: float, beta: float) -> str:
@@ -94,6 +105,22 @@ def sweep_name(alpha: float, beta: float) -> str:
 
 
 SWEEP_METHODS = tuple(sweep_name(a, b) for a in SWEEP_ALPHAS for b in SWEEP_BETAS)
+
+
+def reward_scaled_name(method: str, scale: float) -> str:
+    return f"{method} reward×{scale:g}"
+
+
+REWARD_SCALE_METHODS = ("SIT", reward_scaled_name("SIT", SMAC_SCALE_ON_SMAX),
+                        "SIT*", reward_scaled_name("SIT*", SMAC_SCALE_ON_SMAX))
+
+
+def key_name(method: str) -> str:
+    """The name a cell's key derives from: a variant that only rescales Stage III's rewards
+    ("<SIT variant> reward×<k>") takes its base's key, so the two start from the same networks
+    and draw the same batches, and differ in the reward scale alone (a paired comparison)."""
+    scaled = REWARD_SCALED.fullmatch(method)
+    return scaled[1] if scaled else method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +171,19 @@ def method_spec(name: str, bench: SITBenchConfig) -> pipeline.TrainSpec:
     (the paper's α, β), "SIT*" (the swept α, β), either followed by an ablation of SIT's
     Figure 4 (" w/o decomp", " w/o attention", " w/o ensemble", " w/o GAT", " w/o
     priority") or Stage I with Figure 7's monotonic mixer (" w/ MNC"), or a sweep point
-    "SIT α=<α> β=<β>"."""
+    "SIT α=<α> β=<β>"; any SIT variant may end in " reward×<k>" (Stage III's rewards × k)."""
+    scaled = REWARD_SCALED.fullmatch(name)
+    if scaled:
+        base = method_spec(scaled[1], bench)
+        try:
+            scale = float(scaled[2])
+        except ValueError:
+            raise ValueError(f"method {name!r}: expected a number after 'reward×', got {scaled[2]!r}") from None
+        if base.algorithm != "sit":
+            raise ValueError(f"method {name!r}: 'reward×<k>' scales SIT's Stage III rewards; {scaled[1]!r} is "
+                             f"{base.algorithm}")
+        return dataclasses.replace(base, hyperparameters=dataclasses.replace(base.hyperparameters,
+                                                                             reward_scale=scale))
     if name in SIMPLE_METHODS:
         overrides = {}
         if name == "MADDPG+CQL+PJAP":  # a shortened run keeps the paper's ramp as a fraction of training
@@ -343,7 +382,7 @@ def run_rows(bench: SITBenchConfig, rows: list[tuple[str, str, str, tuple[str, .
                     bar.advance(task)
                     continue
                 try:
-                    cell = run_cell(trainer, method, env, dataset, named_key(row_key, method),
+                    cell = run_cell(trainer, method, env, dataset, named_key(row_key, key_name(method)),
                                     fresh=method in row["cells"])
                 except ValueError as exc:  # e.g. a learner that does not support the action space
                     cell = {"error": str(exc)}
@@ -378,6 +417,10 @@ def stress_rows(env_id: str = STRESS_ENV):
 
 def sweep_rows(env_id: str = "CN_3ls3l", quality: str = "low"):
     return [(env_id, quality, SIT_SUITE[env_id][quality], SWEEP_METHODS)]
+
+
+def reward_scale_rows(env_id: str = REWARD_SCALE_ENV, quality: str = "low"):
+    return [(env_id, quality, SIT_SUITE[env_id][quality], REWARD_SCALE_METHODS)]
 
 
 def pjap_rows():
@@ -509,6 +552,10 @@ def render(report: dict) -> str:
                               marks)
     if studies.get("sweep"):
         lines += render_sweep(studies["sweep"])
+    if studies.get("reward-scale"):
+        lines += render_table(f"SIT with SMAC's reward scale (Stage III's rewards × {SMAC_SCALE_ON_SMAX:g}, "
+                              "paired with the unscaled cell: same keys)", studies["reward-scale"],
+                              REWARD_SCALE_METHODS, marks)
     if studies.get("pjap"):
         lines += render_table(f"PJAP on {PJAP_ENV} (MADDPG+CQL, BRUD policy updates)", studies["pjap"],
                               PJAP_METHODS, marks)
@@ -575,7 +622,7 @@ def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> di
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
         machine: str = "", command: str = "", out_dir: Path | None = None, stem: str = "sit",
         methods: tuple[str, ...] | None = None, rerun: bool = False) -> dict:
-    """Run the named studies ("table", "ablations", "stress", "sweep"); with out_dir, the
+    """Run the named studies ("table", "ablations", "stress", "sweep", "pjap", "reward-scale"); with out_dir, the
     report is rewritten after every cell, so an interrupted run keeps what it finished, and
     merged with an earlier result of the same budget, whose finished cells are kept unless
     `rerun`. `methods` restricts every study to those methods (the other cells of a merged
@@ -585,7 +632,7 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
     builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows,
                 "stress": lambda: stress_rows(bench.stress_env),
-                "sweep": sweep_rows, "pjap": pjap_rows}
+                "sweep": sweep_rows, "pjap": pjap_rows, "reward-scale": reward_scale_rows}
     for study in studies:
         if study not in builders:
             raise ValueError(f"unknown study {study!r}; expected some of {sorted(builders)}")
