@@ -162,7 +162,7 @@ def one_update(env, datasets: dict, key, seeds: int, eval_episodes: int) -> dict
 
 def render(report: dict) -> str:
     lines = ["# Offline RL (ICQ) against EV2BC on the Tragedy of the Commons (claim E11)", "",
-             f"Machine: {report['machine']}", "", f"Command: `{report['command']}`", "",
+             f"Machine: {report['machine']}", "", "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report.get("command")])), "",
              f"ICQ at {report['updates']:,} updates, {report['seeds']} seeds, {report['eval_episodes']} evaluation "
              "episodes per seed with the policy in every slot; its reward: the commons' own for v_total (whose return "
              "it is), the episode's score as a terminal reward for v_final and v_min. BC, group-BC and EV2BC: "
@@ -221,9 +221,15 @@ def main(argv=None) -> None:
     out = Path(args.out)
     json_path = out.with_suffix(".json")
     report = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    budget = {"updates": args.updates, "seeds": args.seeds, "eval_episodes": args.eval_episodes}
+    differ = [f"{k} {report[k]} (asked: {v})" for k, v in budget.items() if report.get("rows") and report.get(k) != v]
+    if differ:
+        raise SystemExit(f"{json_path} holds rows of another budget: {', '.join(differ)}; give another --out")
+    command = ("python benchmarks/run_commons_offline_rl.py " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
+    commands = report.get("commands", [report["command"]] if "command" in report else [])
     report.update(machine=describe(host()), updates=args.updates, seeds=args.seeds, eval_episodes=args.eval_episodes,
-                  command=("python benchmarks/run_commons_offline_rl.py "
-                           + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip())
+                  commands=list(dict.fromkeys([*commands, command])))  # every command whose rows the file holds
+    report.pop("command", None)
     report.setdefault("rows", {})
     key = jax.random.key(0)  # run_commons_ev2bc's root key: population i's key is fold_in(key, i)
     with tempfile.TemporaryDirectory() as tmp:
