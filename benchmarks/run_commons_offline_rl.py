@@ -162,7 +162,7 @@ def one_update(env, datasets: dict, key, seeds: int, eval_episodes: int) -> dict
 
 def render(report: dict) -> str:
     lines = ["# Offline RL (ICQ) against EV2BC on the Tragedy of the Commons (claim E11)", "",
-             f"Machine: {report['machine']}", "", "Commands: " + ", ".join(f"`{c}`" for c in report.get("commands", [report.get("command")])), "",
+             f"Machine: {report['machine']}", "", "Commands: " + ", ".join(f"`{c}`" for c in report["commands"]), "",
              f"ICQ at {report['updates']:,} updates, {report['seeds']} seeds, {report['eval_episodes']} evaluation "
              "episodes per seed with the policy in every slot; its reward: the commons' own for v_total (whose return "
              "it is), the episode's score as a terminal reward for v_final and v_min. BC, group-BC and EV2BC: "
@@ -225,11 +225,10 @@ def main(argv=None) -> None:
     differ = [f"{k} {report[k]} (asked: {v})" for k, v in budget.items() if report.get("rows") and report.get(k) != v]
     if differ:
         raise SystemExit(f"{json_path} holds rows of another budget: {', '.join(differ)}; give another --out")
-    command = ("python benchmarks/run_commons_offline_rl.py " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
-    commands = report.get("commands", [report["command"]] if "command" in report else [])
+    command = "python benchmarks/run_commons_offline_rl.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    earlier = report.pop("commands", [report.pop("command")] if "command" in report else [])  # files of one command
     report.update(machine=describe(host()), updates=args.updates, seeds=args.seeds, eval_episodes=args.eval_episodes,
-                  commands=list(dict.fromkeys([*commands, command])))  # every command whose rows the file holds
-    report.pop("command", None)
+                  commands=list(dict.fromkeys([*earlier, command.rstrip()])))  # every command whose rows it holds
     report.setdefault("rows", {})
     key = jax.random.key(0)  # run_commons_ev2bc's root key: population i's key is fold_in(key, i)
     with tempfile.TemporaryDirectory() as tmp:

@@ -622,8 +622,8 @@ def merge_reports(into: dict, other: dict, *, other_machine: bool = False) -> di
 def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progress: bool = True,
         machine: str = "", command: str = "", out_dir: Path | None = None, stem: str = "sit",
         methods: tuple[str, ...] | None = None, rerun: bool = False) -> dict:
-    """Run the named studies ("table", "ablations", "stress", "sweep", "pjap", "reward-scale"); with out_dir, the
-    report is rewritten after every cell, so an interrupted run keeps what it finished, and
+    """Run the named studies ("table", "ablations", "stress", "sweep", "pjap", "reward-scale");
+    with out_dir, the report is rewritten after every cell, so an interrupted run keeps what it finished, and
     merged with an earlier result of the same budget, whose finished cells are kept unless
     `rerun`. `methods` restricts every study to those methods (the other cells of a merged
     row stay as they were)."""
