@@ -219,8 +219,9 @@ def test_cell_keys_depend_on_names_not_on_positions():
 
 def test_reward_scaled_variants_change_only_the_reward_scale_and_share_their_base_key():
     bench = sit_bench.SITBenchConfig(updates=7, ardnem_updates=3)
-    assert sit_bench.REWARD_SCALE_METHODS == ("SIT", "SIT reward×10", "SIT*", "SIT* reward×10")
-    for base in ("SIT", "SIT*"):
+    assert sit_bench.REWARD_SCALE_METHODS == ("SIT", "SIT reward×10", "SIT*", "SIT* reward×10",
+                                              "ICQ", "ICQ reward×10")
+    for base in ("SIT", "SIT*", "ICQ"):
         plain = sit_bench.method_spec(base, bench)
         scaled = sit_bench.method_spec(sit_bench.reward_scaled_name(base, 10), bench)
         assert plain.hyperparameters.reward_scale is None and scaled.hyperparameters.reward_scale == 10.0
@@ -228,16 +229,17 @@ def test_reward_scaled_variants_change_only_the_reward_scale_and_share_their_bas
         # paired: the scaled cell starts from the same networks and draws the same batches
         assert sit_bench.key_name(sit_bench.reward_scaled_name(base, 10)) == base
     assert sit_bench.key_name("SIT* w/o GAT") == "SIT* w/o GAT"
-    with pytest.raises(ValueError, match="scales SIT's Stage III rewards"):
-        sit_bench.method_spec("ICQ reward×10", bench)
+    with pytest.raises(ValueError, match="scales the rewards of SIT and ICQ"):
+        sit_bench.method_spec("BC reward×10", bench)
     with pytest.raises(ValueError, match="expected a number"):
         sit_bench.method_spec("SIT reward×ten", bench)
     [(env, quality, _, methods)] = sit_bench.reward_scale_rows()
     assert (env, quality, methods) == ("smax_3s_vs_5z", "low", sit_bench.REWARD_SCALE_METHODS)
-    cells = {m: {"mean": 0.3 + 0.01 * i, "std": 0.01, "returns": [0.3]}
+    assert [q for _, q, _, _ in sit_bench.reward_scale_rows(qualities=("low", "medium"))] == ["low", "medium"]
+    cells = {m: {"mean": 0.3 + 0.01 * i, "std": 0.01, "returns": [0.3]}  # the last (ICQ reward×10) best
              for i, m in enumerate(sit_bench.REWARD_SCALE_METHODS)}
     report = {"machine": "m", "command": "c", "config": dataclasses.asdict(bench),
               "studies": {"reward-scale": {"smax_3s_vs_5z low": {"cells": cells, "episodes": 10, "behavior": 0.24,
                                                                  "env": "smax_3s_vs_5z", "dataset": "low"}}}}
     text = sit_bench.render(report)
-    assert "SMAC's reward scale" in text and "| SIT* reward×10 |" in text and "**0.33 ± 0.01**" in text
+    assert "SMAC's reward scale" in text and "| SIT* reward×10 |" in text and "**0.35 ± 0.01**" in text

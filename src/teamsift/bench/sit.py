@@ -25,8 +25,8 @@ Three more studies follow SIT §"Ablation study", Figures 4 and 8:
     priority sampling adds;
   * `sweep`: SIT over DPER's α × CRR's β on CN_3ls3l low (the selection behind SIT*).
 
-and one of ours, `reward-scale`: SIT and SIT* on smax_3s_vs_5z low with Stage III's
-rewards at SMAC's scale (× 10), each paired with its unscaled cell.
+and one of ours, `reward-scale`: SIT, SIT* and ICQ on smax_3s_vs_5z (the qualities asked
+for) with the learning rewards at SMAC's scale (× 10), each paired with its unscaled cell.
 
 Budgets: SIT trains 15 000 updates and ARDNEM 20 000 (Tables 10–11); `updates` and
 `ardnem_updates` scale every learner down together for quick runs (CI runs a tiny
@@ -92,9 +92,9 @@ STRESS_DATASETS = {"balanced (medium)": "100%[all m]", "extreme low": "99.5%[all
 STRESS_METHODS = ("BC", "ICQ", "SIT*", "SIT* w/o priority")
 #: (ours) PyMARL scales SMAC's rewards so that the best episode return is 20, the scale SIT's
 #: β = 0.1 was tuned at; SMAX's best return is 2 (every enemy's health, normalised, plus 1 for
-#: the win), so SMAC's scale is SMAX's × 10. `reward-scale` runs SIT and SIT* both ways on
-#: one SMAX dataset: does our reading of the scale (`oc.smac_reward_scale` never scales up)
-#: change what the CRR filter does?
+#: the win), so SMAC's scale is SMAX's × 10. `reward-scale` runs SIT, SIT* and ICQ (whose β
+#: and β_c also come from SMAC) both ways on one SMAX map: does our reading of the scale
+#: (`oc.smac_reward_scale` never scales up) change what their advantage weights do?
 SMAC_SCALE_ON_SMAX = 10.0
 REWARD_SCALE_ENV = "smax_3s_vs_5z"
 REWARD_SCALED = re.compile(r"(.+) reward×(\S+)")
@@ -111,8 +111,10 @@ def reward_scaled_name(method: str, scale: float) -> str:
     return f"{method} reward×{scale:g}"
 
 
-REWARD_SCALE_METHODS = ("SIT", reward_scaled_name("SIT", SMAC_SCALE_ON_SMAX),
-                        "SIT*", reward_scaled_name("SIT*", SMAC_SCALE_ON_SMAX))
+REWARD_SCALE_METHODS = tuple(name for base in ("SIT", "SIT*", "ICQ")
+                             for name in (base, reward_scaled_name(base, SMAC_SCALE_ON_SMAX)))
+#: learners whose rewards " reward×<k>" may scale: their temperatures were tuned at SMAC's scale
+REWARD_SCALABLE = ("sit", "icq")
 
 
 def key_name(method: str) -> str:
@@ -171,7 +173,8 @@ def method_spec(name: str, bench: SITBenchConfig) -> pipeline.TrainSpec:
     (the paper's α, β), "SIT*" (the swept α, β), either followed by an ablation of SIT's
     Figure 4 (" w/o decomp", " w/o attention", " w/o ensemble", " w/o GAT", " w/o
     priority") or Stage I with Figure 7's monotonic mixer (" w/ MNC"), or a sweep point
-    "SIT α=<α> β=<β>"; any SIT variant may end in " reward×<k>" (Stage III's rewards × k)."""
+    "SIT α=<α> β=<β>"; any SIT variant, and ICQ, may end in " reward×<k>" (the learning
+    rewards × k: SIT's Stage III, ICQ's)."""
     scaled = REWARD_SCALED.fullmatch(name)
     if scaled:
         base = method_spec(scaled[1], bench)
@@ -179,9 +182,9 @@ def method_spec(name: str, bench: SITBenchConfig) -> pipeline.TrainSpec:
             scale = float(scaled[2])
         except ValueError:
             raise ValueError(f"method {name!r}: expected a number after 'reward×', got {scaled[2]!r}") from None
-        if base.algorithm != "sit":
-            raise ValueError(f"method {name!r}: 'reward×<k>' scales SIT's Stage III rewards; {scaled[1]!r} is "
-                             f"{base.algorithm}")
+        if base.algorithm not in REWARD_SCALABLE:
+            raise ValueError(f"method {name!r}: 'reward×<k>' scales the rewards of SIT and ICQ (tuned at SMAC's "
+                             f"scale); {scaled[1]!r} is {base.algorithm}")
         return dataclasses.replace(base, hyperparameters=dataclasses.replace(base.hyperparameters,
                                                                              reward_scale=scale))
     if name in SIMPLE_METHODS:
@@ -419,8 +422,8 @@ def sweep_rows(env_id: str = "CN_3ls3l", quality: str = "low"):
     return [(env_id, quality, SIT_SUITE[env_id][quality], SWEEP_METHODS)]
 
 
-def reward_scale_rows(env_id: str = REWARD_SCALE_ENV, quality: str = "low"):
-    return [(env_id, quality, SIT_SUITE[env_id][quality], REWARD_SCALE_METHODS)]
+def reward_scale_rows(env_id: str = REWARD_SCALE_ENV, qualities: tuple[str, ...] = ("low",)):
+    return [(env_id, quality, SIT_SUITE[env_id][quality], REWARD_SCALE_METHODS) for quality in qualities]
 
 
 def pjap_rows():
@@ -553,7 +556,7 @@ def render(report: dict) -> str:
     if studies.get("sweep"):
         lines += render_sweep(studies["sweep"])
     if studies.get("reward-scale"):
-        lines += render_table(f"SIT with SMAC's reward scale (Stage III's rewards × {SMAC_SCALE_ON_SMAX:g}, "
+        lines += render_table(f"SIT and ICQ with SMAC's reward scale (learning rewards × {SMAC_SCALE_ON_SMAX:g}, "
                               "paired with the unscaled cell: same keys)", studies["reward-scale"],
                               REWARD_SCALE_METHODS, marks)
     if studies.get("pjap"):
@@ -632,7 +635,8 @@ def run(bench: SITBenchConfig, studies: tuple[str, ...] = ("table",), *, progres
         report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("studies", "notes"))
     builders = {"table": lambda: table_rows(bench), "ablations": ablation_rows,
                 "stress": lambda: stress_rows(bench.stress_env),
-                "sweep": sweep_rows, "pjap": pjap_rows, "reward-scale": reward_scale_rows}
+                "sweep": sweep_rows, "pjap": pjap_rows,
+                "reward-scale": lambda: reward_scale_rows(qualities=bench.qualities)}
     for study in studies:
         if study not in builders:
             raise ValueError(f"unknown study {study!r}; expected some of {sorted(builders)}")

@@ -52,7 +52,7 @@ def bench_sit(
     envs: Optional[str] = typer.Option(None, help="Comma-separated environments (default: the table's five)."),
     quality: str = typer.Option("low,medium", help="Dataset qualities: low, medium or both."),
     study: str = typer.Option("table", help="Comma-separated studies: table, ablations, stress, sweep, pjap, "
-                                                    "reward-scale."),
+                                                    "reward-scale (smax_3s_vs_5z at --quality)."),
     stress_env: str = typer.Option("smax_2s3z", help="The map of the stress study (SIT Figure 4(b, c): 2s3z)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods to run, e.g. 'SIT,SIT*' "
                                                      "(default: every method of each study)."),
