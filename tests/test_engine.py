@@ -236,10 +236,20 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_its_old_behaviour(
     def now(**selection):
         return {**old, "weights": {**old["weights"], "selection": {**old["weights"]["selection"], **selection}}}
 
-    assert run_dir.open(now(features="histogram"), resume=True, overwrite=False)
-    with pytest.raises(RunDirError, match="weights"):
+    # the refusal names the value that resumes it
+    with pytest.raises(RunDirError, match="weights.selection.features is 'histogram' for that run"):
         run_dir.open(now(features="policy-mixture"), resume=True, overwrite=False)
+    assert run_dir.open(now(features="histogram"), resume=True, overwrite=False)
     with pytest.raises(RunDirError, match="weights"):
         run_dir.open(now(threshold=1.0), resume=True, overwrite=False)
     with pytest.raises(RunDirError, match="weights"):
         run_dir.open(now(unknown_setting=1), resume=True, overwrite=False)
+    # SIT's and ICQ's reward_scale_rule: runs before it read the scale from the data's largest return
+    icq_run = RunDir(tmp_path / "icq")
+    icq_run.open({"learner": "icq", "hyperparameters": {"beta": 0.1, "reward_scale": None}}, resume=False,
+                 overwrite=False)
+    largest = {"learner": "icq", "hyperparameters": {"beta": 0.1, "reward_scale": None, "reward_scale_rule": "largest"}}
+    smac = {**largest, "hyperparameters": {**largest["hyperparameters"], "reward_scale_rule": "smac"}}
+    with pytest.raises(RunDirError, match="hyperparameters.reward_scale_rule is 'largest' for that run"):
+        icq_run.open(smac, resume=True, overwrite=False)
+    assert icq_run.open(largest, resume=True, overwrite=False)

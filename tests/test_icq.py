@@ -5,6 +5,7 @@ together: with PP_3p1p's large positive returns the critic diverged, so `reward_
 brings the rewards to the scale β_c was tuned for, and the training pipeline warns when the
 logged critic loss diverges (`oc.warn_if_diverged` with `icq.divergence_hint`)."""
 
+import types
 import warnings
 
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import pytest
 
 from teamsift.algos import icq
 from teamsift.algos import offline_common as oc
+from teamsift.envs import registry
 
 
 def one_step_batch(batch_size: int, reward: float = 0.0) -> dict:
@@ -79,6 +81,28 @@ def test_the_default_reward_scale_brings_the_best_return_to_smac_s_20():
     assert oc.smac_reward_scale(Returns([0.0, 18.9, 170.0])) == pytest.approx(20.0 / 170.0)  # PP_3p1p medium
     assert oc.smac_reward_scale(Returns([-152.8, -14.3])) == 1.0  # CN: negative returns stay
     assert oc.smac_reward_scale(Returns([0.02, 0.64])) == 1.0  # SMAX win-rate-like returns: never scaled up
+
+
+def test_the_smac_rule_brings_the_environment_s_best_return_to_20():
+    """reward_scale_rule="smac": PyMARL's convention, the map's best return (SMAX: every enemy's
+    health, 1, plus the win bonus, 1) becomes 20 whatever the data holds; environments whose
+    best return teamsift does not know fall back to the data's largest return."""
+    class Data:
+        def __init__(self, env_id, returns):
+            self.spec = types.SimpleNamespace(env_id=env_id)
+            self.episodes, self.num_episodes = {"return": np.asarray(returns)}, len(returns)
+
+    low_smax = Data("smax_3s_vs_5z", [0.02, 0.64])
+    assert registry.best_return("smax_3s_vs_5z") == 2.0 and registry.best_return("CN_3ls3l") is None
+    assert oc.smac_reward_scale(low_smax, "smac") == 10.0 and oc.smac_reward_scale(low_smax, "largest") == 1.0
+    assert oc.smac_reward_scale(Data("PP_3p1p", [0.0, 170.0]), "smac") == pytest.approx(20.0 / 170.0)
+    assert oc.smac_reward_scale(Data("my_imported_env", [-3.0, 40.0]), "smac") == 0.5  # unregistered: the data's
+    assert oc.resolve_reward_scale(icq.ICQConfig(reward_scale_rule="smac"), low_smax).reward_scale == 10.0
+    assert oc.resolve_reward_scale(icq.ICQConfig(), low_smax).reward_scale == 1.0  # the default rule: "largest"
+    assert oc.resolve_reward_scale(icq.ICQConfig(reward_scale=3.0, reward_scale_rule="smac"),
+                                   low_smax).reward_scale == 3.0  # a given scale wins
+    with pytest.raises(ValueError, match="reward_scale_rule"):
+        icq.ICQConfig(reward_scale_rule="pymarl")
 
 
 def test_reward_scale_must_be_positive():

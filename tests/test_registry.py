@@ -4,11 +4,14 @@ environment. The engine vmaps every learner over seeds alike, so a single seed (
 of length 1) is checked on one discrete, one continuous and one imitation learner, not on
 every learner."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from teamsift import envs
+from teamsift.algos import offline_common as oc
 from teamsift.algos import pipeline, registry
 from teamsift.bench.poly import poly_dataset
 from teamsift.collect.datasets import generate_population, scripted_population
@@ -93,3 +96,17 @@ def test_every_imitation_learner_trains_through_fit(datasets, name, seeds):
     assert all(leaf.shape[0] == seeds for leaf in jax.tree.leaves(result.fit.state))
     for policy in result.fit.policies():
         assert np.isfinite(evaluate(envs.make("commons"), policy, jax.random.key(0), 2).team_return.mean)
+
+
+def test_the_run_directory_records_the_settings_the_data_decided(datasets, tmp_path):
+    """ICQ's reward_scale=None is read from the data when the learner is built: config.json keeps
+    the setting as asked (compared on --resume) and what it became under "resolved"."""
+    dataset = datasets["discrete"]
+    run = RunConfig(updates=1, seeds=1, progress=False, run_dir=str(tmp_path / "icq"))
+    result = pipeline.train("icq", dataset, jax.random.key(0), run)
+    recorded = json.loads((tmp_path / "icq" / "config.json").read_text())
+    scale = oc.smac_reward_scale(dataset)
+    assert scale != 1.0  # the commons' returns exceed SMAC's 20, so the data decides something
+    asked = recorded["hyperparameters"]
+    assert asked["reward_scale"] is None and asked["reward_scale_rule"] == "largest"
+    assert recorded["resolved"] == {"reward_scale": scale} and result.fit.learner.config.reward_scale == scale

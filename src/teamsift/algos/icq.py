@@ -41,10 +41,11 @@ Choices and where they come from:
   * (ours) after the last step of an episode cut by the time limit the data has no next
     action, so its next value is Σ_a π_i(a) Q'_i(s_T, a) under the current actor;
   * (ours) `reward_scale` multiplies the data's rewards for learning. β and β_c are the
-    reference's for SMAC, whose rewards PyMARL scales to episode returns of at most 20;
-    the default (None) does the same to the data (`oc.smac_reward_scale`: 20 / the largest
-    episode return where that exceeds 20, else 1, so negative and small returns stay as
-    they are).
+    reference's for SMAC, whose rewards PyMARL scales to a best episode return of 20;
+    the default (None) reads a scale from the data (`oc.smac_reward_scale`) by
+    `reward_scale_rule`: "largest" (the default) is 20 / the largest episode return where
+    that exceeds 20, else 1, so negative and small returns stay as they are; "smac"
+    brings the environment's best return to 20 where it is known (SMAX: × 10).
     X_j = |B|·w_j·Q_j with w_j ≈ 1 + (Q_j − mean_B Q)/β_c: where values are positive, the
     batch's high values are scaled up and its low ones down, so the targets spread more
     than Q does, by a margin that grows with the value scale. On PP_3p1p (returns up to
@@ -68,7 +69,7 @@ import jax.numpy as jnp
 import optax
 
 from teamsift.algos import offline_common as oc
-from teamsift.checks import require_discrete, require_positive, require_unit_interval
+from teamsift.checks import require_choice, require_discrete, require_positive, require_unit_interval
 from teamsift.engine import Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, masked_logits, with_agent_ids
 from teamsift.nets.agent import build
@@ -95,12 +96,14 @@ class ICQConfig:
     bootstrap_truncated: bool = True  # time-limit ends bootstrap from the final observation (PyMARL)
     sample_actions: bool = False  # True: act by sampling π instead of its argmax
     reward_scale: float | None = None  # (ours) multiplies the rewards; None: `oc.smac_reward_scale` of the data
+    reward_scale_rule: str = "largest"  # (ours) how None is read: `oc.REWARD_SCALE_RULES`
 
     def __post_init__(self):
         require_positive(self, ("mixer_embed", "beta", "critic_beta", "gamma", "actor_learning_rate",
                                 "critic_learning_rate", "max_grad_norm", "batch_size", "target_update_interval"))
         if self.reward_scale is not None:
             require_positive(self, ("reward_scale",))
+        require_choice(self, "reward_scale_rule", oc.REWARD_SCALE_RULES)
         require_unit_interval(self, ("td_lambda", "gamma"))
         if not self.hidden or min(self.hidden) < 1 or not self.critic_hidden or min(self.critic_hidden) < 1:
             raise ValueError(f"ICQConfig.hidden, critic_hidden: expected positive layer widths, got "

@@ -44,6 +44,7 @@ import numpy as np
 import optax
 
 from teamsift.data import gather_episodes, to_device
+from teamsift.envs.registry import best_return
 from teamsift.nets import AgentNetConfig, apply_sequence
 from teamsift.nets.agent import NEG_INF
 from teamsift.nets.mixer import MIXER_KINDS, MixerConfig
@@ -256,20 +257,33 @@ def critic_gradient_steps(loss_fn: Callable, params, opt_state, optimizer: optax
 # --- rewards and divergence ---------------------------------------------------------------
 
 SMAC_MAX_RETURN = 20.0  # PyMARL scales SMAC's rewards so that the best episode return is 20
+#: How `reward_scale=None` is read from the data (`smac_reward_scale`):
+#:   "smac":    PyMARL's convention, the environment's best return (`envs.best_return`;
+#:              SMAX: 2) becomes 20; where that is unknown, as "largest";
+#:   "largest": the data's largest episode return becomes 20 where it is above 20; smaller
+#:              and negative returns stay (the default, and what a run recorded before
+#:              the rule existed resumes with: `engine.run.ADDED_SETTINGS`).
+REWARD_SCALE_RULES = ("smac", "largest")
 
 
 def resolve_reward_scale(config, dataset):
-    """`config` with `reward_scale=None` resolved from the data (`smac_reward_scale`): the
-    resolved config is what a learner is built from (and cached by)."""
+    """`config` with `reward_scale=None` resolved from the data by `config.reward_scale_rule`
+    (`smac_reward_scale`): the resolved config is what a learner is built from (and cached by)."""
     if config.reward_scale is None:
-        config = dataclasses.replace(config, reward_scale=smac_reward_scale(dataset))
+        config = dataclasses.replace(config, reward_scale=smac_reward_scale(dataset, config.reward_scale_rule))
     return config
 
 
-def smac_reward_scale(dataset, max_return: float = SMAC_MAX_RETURN) -> float:
-    """The factor that brings the dataset's largest episode return down to `max_return`, as
-    PyMARL normalises SMAC's rewards (for learners whose temperatures were tuned there);
-    1 where no episode returns more than `max_return` (negative and small returns stay)."""
+def smac_reward_scale(dataset, rule: str = "largest", max_return: float = SMAC_MAX_RETURN) -> float:
+    """The factor that brings returns to SMAC's scale (for learners whose temperatures were
+    tuned there) by `rule` (`REWARD_SCALE_RULES`): the environment's best return to
+    `max_return` ("smac", where `envs.best_return` knows it), else the dataset's largest
+    episode return down to `max_return` (1 where none is larger)."""
+    if rule not in REWARD_SCALE_RULES:
+        raise ValueError(f"reward_scale_rule: expected one of {REWARD_SCALE_RULES}, got {rule!r}")
+    best = best_return(dataset.spec.env_id) if rule == "smac" else None
+    if best is not None:
+        return max_return / best
     largest = float(np.max(np.asarray(dataset.episodes["return"]))) if dataset.num_episodes else 0.0
     return max_return / largest if largest > max_return else 1.0
 

@@ -284,6 +284,9 @@ def train(algorithm: str, dataset, key: jax.Array, run: RunConfig, *, spec: Trai
               "sampler": {"name": spec.sampler, "config": spec.sampler_config},
               "weights": None if valuation is None else {"valuation": valuation.valuation, "selection": spec.selection},
               "stage1": spec.ardnem, "stage": "main"}
+    resolved = resolved_settings(spec.hyperparameters, learner.config)
+    if resolved:
+        record["resolved"] = resolved  # what the data decided (e.g. a reward scale); not compared on --resume
     if command is not None:
         record["command"] = command
     result = fit(learner, dataset, main_key, run, sampler=make_sampler(spec, stages.get("ardnem")),
@@ -295,6 +298,15 @@ def train(algorithm: str, dataset, key: jax.Array, run: RunConfig, *, spec: Trai
     if result.run_dir is not None:
         RunDir(result.run_dir).write_json(RESULT_FILE, out.summary(dataset))
     return out
+
+
+def resolved_settings(asked, built) -> dict:
+    """The hyperparameters a learner read from the data ({name: value} where `asked` left
+    None what the `built` learner's config holds, e.g. ICQ's and SIT's reward scale)."""
+    if not (dataclasses.is_dataclass(asked) and type(built) is type(asked)):
+        return {}
+    return {f.name: getattr(built, f.name) for f in dataclasses.fields(asked)
+            if getattr(asked, f.name) is None and getattr(built, f.name) is not None}
 
 
 def prepare_run_dir(run: RunConfig) -> RunConfig:

@@ -2,7 +2,8 @@
 
     DIR/config.json               what ran: learner, hyperparameters (every --set applied),
                                   schedule, sampler, weights, command line, teamsift and JAX
-                                  versions, machine, dataset path and fingerprint
+                                  versions, machine, dataset path and fingerprint, and the
+                                  settings the data decided ("resolved", e.g. a reward scale)
     DIR/metrics.csv               one row per logged update and seed: update, seed,
                                   elapsed_s, then every metric (its mean over the log
                                   interval; a vector metric as name[0], name[1], …)
@@ -50,6 +51,7 @@ RESUME_FIELDS = ("learner", "hyperparameters", "schedule", "sampler", "weights",
 #: with any other).
 ADDED_SETTINGS = {
     ("weights", "selection", "features"): "histogram",  # SelectionConfig.features: EV-Clustering's features
+    ("hyperparameters", "reward_scale_rule"): "largest",  # SIT's and ICQ's rule for reward_scale=None
 }
 
 
@@ -63,6 +65,16 @@ def same_setting(old, new, path: tuple[str, ...] = ()) -> bool:
             return False
         return all(same_setting(old[k], new[k], (*path, k)) for k in old)
     return old == new
+
+
+def changed_added_settings(old, new, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """The `ADDED_SETTINGS` that `old` (recorded before they existed) lacks and `new` sets to
+    something other than what the old run did: [(path, the old run's value)]."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return []
+    found = [((*path, k), ADDED_SETTINGS[(*path, k)]) for k in set(new) - set(old)
+             if (*path, k) in ADDED_SETTINGS and ADDED_SETTINGS[(*path, k)] != new[k]]
+    return found + [f for k in set(old) & set(new) for f in changed_added_settings(old[k], new[k], (*path, k))]
 
 
 class RunDirError(ValueError):
@@ -204,7 +216,11 @@ class RunDir:
             if different:
                 detail = "; ".join(f"{f}: was {json.dumps(existing.get(f))[:200]}, now "
                                    f"{json.dumps(json_ready(config.get(f)))[:200]}" for f in different)
-                raise RunDirError(f"{self.path}/{CONFIG_FILE}: --resume continues the same run, but {detail}")
+                added = [f"{'.'.join(p)} is {value!r} for that run (recorded before the setting existed)"
+                         for f in different for p, value in changed_added_settings(
+                             json_ready(existing.get(f)), json_ready(config.get(f)), (f,))]
+                hint = f" ({'; '.join(added)}: set it so to resume)" if added else ""
+                raise RunDirError(f"{self.path}/{CONFIG_FILE}: --resume continues the same run, but {detail}{hint}")
             config = {**config, "resumed": existing.get("resumed", 0) + 1, "commands":
                       existing.get("commands", [existing.get("command")]) + [config.get("command")]}
         elif self.others():

@@ -47,6 +47,18 @@ def entry(env_id: str) -> EnvEntry:
         raise KeyError(f"unknown environment id {env_id!r}; registered ids: {known}") from None
 
 
+#: The best episode return of an environment family whose rewards are bounded by
+#: construction (learners tuned on SMAC rescale rewards by it, as PyMARL does).
+_BEST_RETURNS = {"smax": "teamsift.envs.smax:BEST_RETURN"}
+
+
+def best_return(env_id: str) -> float | None:
+    """The best episode return `env_id` can give, where its family bounds it (SMAX: 2);
+    None for other families and for ids that are not registered (e.g. imported data)."""
+    family = _REGISTRY[env_id].family if env_id in _REGISTRY else None
+    return float(_resolve(_BEST_RETURNS[family])) if family in _BEST_RETURNS else None
+
+
 def _resolve(factory: str) -> Callable[..., Env]:
     module_name, fn_name = factory.split(":")
     return getattr(importlib.import_module(module_name), fn_name)

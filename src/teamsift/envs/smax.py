@@ -24,6 +24,10 @@ from teamsift.envs._jaxmarl import import_jaxmarl, quiet_construct
 from teamsift.envs.base import Env, EnvSpec, Reset, Step, step_info
 
 DEFAULT_SMAX_EPISODE_LENGTH = 100
+#: The best episode return of every map: each enemy's health, normalised and averaged over
+#: the enemies (1 in all), plus JaxMARL's `won_battle_bonus` of 1. SMAC's is 20 (PyMARL
+#: rescales it so), so SMAC's scale is this one × 10.
+BEST_RETURN = 2.0
 
 
 def _scores(rewards, infos, valid):
