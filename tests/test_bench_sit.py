@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 
 import jax
@@ -229,6 +230,9 @@ def test_reward_scaled_variants_change_only_the_reward_scale_and_share_their_bas
         # paired: the scaled cell starts from the same networks and draws the same batches
         assert sit_bench.key_name(sit_bench.reward_scaled_name(base, 10)) == base
     assert sit_bench.key_name("SIT* w/o GAT") == "SIT* w/o GAT"
+    discrete = types.SimpleNamespace(spec=types.SimpleNamespace(discrete=True))
+    assert all(sit_bench.has_action_distribution(m, discrete) for m in sit_bench.REWARD_SCALE_METHODS)  # + sampled
+    assert not sit_bench.has_action_distribution("MACQL", discrete)
     with pytest.raises(ValueError, match="scales the rewards of SIT and ICQ"):
         sit_bench.method_spec("BC reward×10", bench)
     with pytest.raises(ValueError, match="expected a number"):

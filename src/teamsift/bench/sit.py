@@ -301,8 +301,10 @@ def seed_returns(env, policies, key: jax.Array, episodes: int) -> list[float]:
 
 def has_action_distribution(method: str, dataset) -> bool:
     """Whether the method's discrete policy is a distribution over actions (BC's, ICQ's and
-    SIT's actors), which can act greedily or by sampling. MABCQ and MACQL act greedily on Q."""
-    return bool(dataset.spec.discrete) and (method in ("BC", "ICQ") or method.startswith("SIT"))
+    SIT's actors, rescaled or not), which can act greedily or by sampling. MABCQ and MACQL act
+    greedily on Q."""
+    base = key_name(method)
+    return bool(dataset.spec.discrete) and (base in ("BC", "ICQ") or base.startswith("SIT"))
 
 
 def mode_name(policy) -> str:
