@@ -6,7 +6,9 @@ plays in groups of the map's size; every episode records who played (ids known, 
 anonymised, as in the paper's StarCraft experiment) and the team return, the DVF here.
 EV2BC values the individuals by their Exchange Values on the return (`teamsift.value`,
 Definition 4.5) and clones those above 0; group-BC clones the top half of episodes by
-return; BC clones everything; ICQ (offline RL) learns from everything. Each learner trains
+return; BC clones everything; ICQ (offline RL) learns from everything, at SMAC's reward scale
+(its default rule on SMAX: × 10) and, as "ICQ reward×1" with the same key, at SMAX's own (the
+default before the reward-scale study of `teamsift bench sit`). Each learner trains
 5 seeds as one vmapped program (`teamsift.engine.fit`, through `algos.pipeline.train`), and
 each seed's policy is evaluated in the environment (its policy in every slot): win rate
 and return, mean and 95% interval over seeds (`evaluate.stats`).
@@ -55,7 +57,9 @@ from teamsift.value.report import accuracy_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ("smax_3m", "smax_2s3z")
-LEARNERS = {"bc": "BC", "ev2bc": "EV2BC", "group_bc": "group-BC", "icq": "ICQ"}
+LEARNERS = {"bc": "BC", "ev2bc": "EV2BC", "group_bc": "group-BC", "icq": "ICQ", "icq_x1": "ICQ reward×1"}
+#: cells that train another learner with some settings changed: (learner, overrides); the key is the learner's
+VARIANTS = {"icq_x1": ("icq", {"reward_scale": 1.0})}
 BUDGET_FIELDS = ("updates", "seeds", "population", "appearances", "eval_episodes", "score")
 
 
@@ -90,9 +94,11 @@ def run_cell(learner: str, dataset, env, config: dict, key, run_dir: Path) -> di
     run = RunConfig(updates=config["updates"], seeds=config["seeds"], log_every=max(1, config["updates"] // 10),
                     progress=False, run_dir=str(run_dir), resume=True,
                     checkpoint_every=max(1, config["updates"] // 10))
-    overrides = {"selection.score": config["score"]} if learner in ("ev2bc", "group_bc") else None
+    algorithm, overrides = VARIANTS.get(learner, (learner, {}))
+    if algorithm in ("ev2bc", "group_bc"):
+        overrides = {**overrides, "selection.score": config["score"]}
     start = time.perf_counter()
-    result = pipeline.train(learner, dataset, named_key(key, learner), run, overrides=overrides)
+    result = pipeline.train(algorithm, dataset, named_key(key, algorithm), run, overrides=overrides or None)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scores = evaluate_seeds(env, result.fit.policies(), named_key(key, "evaluation"), config["eval_episodes"],

@@ -220,14 +220,19 @@ def test_cell_keys_depend_on_names_not_on_positions():
 
 def test_reward_scaled_variants_change_only_the_reward_scale_and_share_their_base_key():
     bench = sit_bench.SITBenchConfig(updates=7, ardnem_updates=3)
-    assert sit_bench.REWARD_SCALE_METHODS == ("SIT", "SIT reward×10", "SIT*", "SIT* reward×10",
-                                              "ICQ", "ICQ reward×10")
+    assert sit_bench.SMAC_SCALE_ON_SMAX == 10.0  # SMAC's best return 20 over SMAX's 2
+    # both scales named: the study does not change with the default rule
+    assert sit_bench.REWARD_SCALE_METHODS == ("SIT reward×1", "SIT reward×10", "SIT* reward×1", "SIT* reward×10",
+                                              "ICQ reward×1", "ICQ reward×10")
     for base in ("SIT", "SIT*", "ICQ"):
         plain = sit_bench.method_spec(base, bench)
+        unscaled = sit_bench.method_spec(sit_bench.reward_scaled_name(base, 1), bench)
         scaled = sit_bench.method_spec(sit_bench.reward_scaled_name(base, 10), bench)
-        assert plain.hyperparameters.reward_scale is None and scaled.hyperparameters.reward_scale == 10.0
-        assert dataclasses.replace(scaled, hyperparameters=plain.hyperparameters) == plain
-        # paired: the scaled cell starts from the same networks and draws the same batches
+        assert plain.hyperparameters.reward_scale is None and plain.hyperparameters.reward_scale_rule == "smac"
+        assert unscaled.hyperparameters.reward_scale == 1.0 and scaled.hyperparameters.reward_scale == 10.0
+        assert dataclasses.replace(scaled, hyperparameters=unscaled.hyperparameters) == unscaled
+        # paired: both cells start from the same networks and draw the same batches
+        assert sit_bench.key_name(sit_bench.reward_scaled_name(base, 1)) == base
         assert sit_bench.key_name(sit_bench.reward_scaled_name(base, 10)) == base
     assert sit_bench.key_name("SIT* w/o GAT") == "SIT* w/o GAT"
     discrete = types.SimpleNamespace(spec=types.SimpleNamespace(discrete=True))

@@ -73,14 +73,17 @@ def test_diverged_seeds_are_those_whose_loss_blew_up():
         oc.warn_if_diverged(rows, "ICQ's critic", icq.divergence_hint(icq.ICQConfig(reward_scale=1.0)))
 
 
-def test_the_default_reward_scale_brings_the_best_return_to_smac_s_20():
-    class Returns:  # the two dataset attributes `smac_reward_scale` reads
+def test_the_largest_rule_brings_the_data_s_largest_return_down_to_smac_s_20():
+    class Returns:  # the two dataset attributes the "largest" rule reads
         def __init__(self, returns):
             self.episodes, self.num_episodes = {"return": np.asarray(returns)}, len(returns)
 
-    assert oc.smac_reward_scale(Returns([0.0, 18.9, 170.0])) == pytest.approx(20.0 / 170.0)  # PP_3p1p medium
-    assert oc.smac_reward_scale(Returns([-152.8, -14.3])) == 1.0  # CN: negative returns stay
-    assert oc.smac_reward_scale(Returns([0.02, 0.64])) == 1.0  # SMAX win-rate-like returns: never scaled up
+    def largest(returns):
+        return oc.smac_reward_scale(Returns(returns), "largest")
+
+    assert largest([0.0, 18.9, 170.0]) == pytest.approx(20.0 / 170.0)  # PP_3p1p medium
+    assert largest([-152.8, -14.3]) == 1.0  # CN: negative returns stay
+    assert largest([0.02, 0.64]) == 1.0  # SMAX's returns: never scaled up (the "smac" rule does: × 10)
 
 
 def test_the_smac_rule_brings_the_environment_s_best_return_to_20():
@@ -97,8 +100,8 @@ def test_the_smac_rule_brings_the_environment_s_best_return_to_20():
     assert oc.smac_reward_scale(low_smax, "smac") == 10.0 and oc.smac_reward_scale(low_smax, "largest") == 1.0
     assert oc.smac_reward_scale(Data("PP_3p1p", [0.0, 170.0]), "smac") == pytest.approx(20.0 / 170.0)
     assert oc.smac_reward_scale(Data("my_imported_env", [-3.0, 40.0]), "smac") == 0.5  # unregistered: the data's
-    assert oc.resolve_reward_scale(icq.ICQConfig(reward_scale_rule="smac"), low_smax).reward_scale == 10.0
-    assert oc.resolve_reward_scale(icq.ICQConfig(), low_smax).reward_scale == 1.0  # the default rule: "largest"
+    assert oc.resolve_reward_scale(icq.ICQConfig(), low_smax).reward_scale == 10.0  # the default rule: "smac"
+    assert oc.resolve_reward_scale(icq.ICQConfig(reward_scale_rule="largest"), low_smax).reward_scale == 1.0
     assert oc.resolve_reward_scale(icq.ICQConfig(reward_scale=3.0, reward_scale_rule="smac"),
                                    low_smax).reward_scale == 3.0  # a given scale wins
     with pytest.raises(ValueError, match="reward_scale_rule"):

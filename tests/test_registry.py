@@ -108,5 +108,5 @@ def test_the_run_directory_records_the_settings_the_data_decided(datasets, tmp_p
     scale = oc.smac_reward_scale(dataset)
     assert scale != 1.0  # the commons' returns exceed SMAC's 20, so the data decides something
     asked = recorded["hyperparameters"]
-    assert asked["reward_scale"] is None and asked["reward_scale_rule"] == "largest"
+    assert asked["reward_scale"] is None and asked["reward_scale_rule"] == "smac"
     assert recorded["resolved"] == {"reward_scale": scale} and result.fit.learner.config.reward_scale == scale

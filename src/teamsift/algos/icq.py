@@ -43,9 +43,9 @@ Choices and where they come from:
   * (ours) `reward_scale` multiplies the data's rewards for learning. β and β_c are the
     reference's for SMAC, whose rewards PyMARL scales to a best episode return of 20;
     the default (None) reads a scale from the data (`oc.smac_reward_scale`) by
-    `reward_scale_rule`: "largest" (the default) is 20 / the largest episode return where
-    that exceeds 20, else 1, so negative and small returns stay as they are; "smac"
-    brings the environment's best return to 20 where it is known (SMAX: × 10).
+    `reward_scale_rule`: "smac" (the default) brings the environment's best return to 20
+    where it is known (SMAX: × 10), else as "largest": 20 / the largest episode return
+    where that exceeds 20, else 1, so negative and small returns stay as they are.
     X_j = |B|·w_j·Q_j with w_j ≈ 1 + (Q_j − mean_B Q)/β_c: where values are positive, the
     batch's high values are scaled up and its low ones down, so the targets spread more
     than Q does, by a margin that grows with the value scale. On PP_3p1p (returns up to
@@ -96,7 +96,7 @@ class ICQConfig:
     bootstrap_truncated: bool = True  # time-limit ends bootstrap from the final observation (PyMARL)
     sample_actions: bool = False  # True: act by sampling π instead of its argmax
     reward_scale: float | None = None  # (ours) multiplies the rewards; None: `oc.smac_reward_scale` of the data
-    reward_scale_rule: str = "largest"  # (ours) how None is read: `oc.REWARD_SCALE_RULES`
+    reward_scale_rule: str = "smac"  # (ours) how None is read: `oc.REWARD_SCALE_RULES`
 
     def __post_init__(self):
         require_positive(self, ("mixer_embed", "beta", "critic_beta", "gamma", "actor_learning_rate",

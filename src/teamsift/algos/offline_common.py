@@ -259,10 +259,10 @@ def critic_gradient_steps(loss_fn: Callable, params, opt_state, optimizer: optax
 SMAC_MAX_RETURN = 20.0  # PyMARL scales SMAC's rewards so that the best episode return is 20
 #: How `reward_scale=None` is read from the data (`smac_reward_scale`):
 #:   "smac":    PyMARL's convention, the environment's best return (`envs.best_return`;
-#:              SMAX: 2) becomes 20; where that is unknown, as "largest";
+#:              SMAX: 2) becomes 20; where that is unknown, as "largest" (the default);
 #:   "largest": the data's largest episode return becomes 20 where it is above 20; smaller
-#:              and negative returns stay (the default, and what a run recorded before
-#:              the rule existed resumes with: `engine.run.ADDED_SETTINGS`).
+#:              and negative returns stay (what a run recorded before the rule existed
+#:              resumes with: `engine.run.ADDED_SETTINGS`).
 REWARD_SCALE_RULES = ("smac", "largest")
 
 
@@ -274,7 +274,7 @@ def resolve_reward_scale(config, dataset):
     return config
 
 
-def smac_reward_scale(dataset, rule: str = "largest", max_return: float = SMAC_MAX_RETURN) -> float:
+def smac_reward_scale(dataset, rule: str = "smac", max_return: float = SMAC_MAX_RETURN) -> float:
     """The factor that brings returns to SMAC's scale (for learners whose temperatures were
     tuned there) by `rule` (`REWARD_SCALE_RULES`): the environment's best return to
     `max_return` ("smac", where `envs.best_return` knows it), else the dataset's largest

@@ -83,10 +83,10 @@ Choices the paper leaves open, and where they come from:
     `reward_scale`; by default (None) `oc.smac_reward_scale` of the data, which brings
     returns towards the scale PyMARL gives SMAC (best return 20), the scale β = 0.1 was
     tuned at: the filter's weights e^{A/β} are one-hot when advantages are 10× larger and
-    all alike when they are 10× smaller. `reward_scale_rule` says how: "largest" (the
-    default) brings the data's largest return down to 20 where it exceeds 20 (PP) and
-    leaves smaller returns alone (CN, SMAX: 1); "smac" brings the environment's best
-    return to 20 (SMAX: × 10, as PyMARL does SMAC's), else as "largest";
+    all alike when they are 10× smaller. `reward_scale_rule` says how: "smac" (the
+    default) brings the environment's best return to 20 where it is known (SMAX: × 10,
+    as PyMARL does SMAC's), else as "largest", which brings the data's largest return
+    down to 20 where it exceeds 20 (PP) and leaves smaller returns alone (CN: 1);
   * the critic target uses the data's next action a_j^{t+1} (Algorithm 1, line 19);
     after the last step of an episode cut by the time limit there is none, so the next
     value is Σ_a π_i(a|τ_j^T) Q'_i(τ_j^T, a) under the current actor (as our ICQ);
@@ -180,7 +180,7 @@ class SITConfig:
     weight_clip: float = 20.0  # CRR's clip of the filter weight
     uncertainty_floor: float = 0.1  # (ours) û ≥ this × mean û before η/û
     reward_scale: float | None = None  # (ours) multiplies Stage III's rewards; None: `oc.smac_reward_scale`
-    reward_scale_rule: str = "largest"  # (ours) how None is read: `oc.REWARD_SCALE_RULES`
+    reward_scale_rule: str = "smac"  # (ours) how None is read: `oc.REWARD_SCALE_RULES`
     # Optimisation (Table 11).
     max_grad_norm: float = 10.0
     batch_size: int = 32  # individual trajectories per agent per update

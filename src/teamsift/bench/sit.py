@@ -48,6 +48,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from teamsift.algos import offline_common as oc
 from teamsift.algos import pipeline, registry
 from teamsift.bench import aggregate
 from teamsift.bench.report import (
@@ -59,6 +60,7 @@ from teamsift.collect.suites import ENV_KWARGS, SIT_SUITE
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig
 from teamsift.envs import make
+from teamsift.envs.registry import best_return
 from teamsift.evaluate import evaluate
 from teamsift.progress import progress_bar
 from teamsift.value import ardnem
@@ -93,10 +95,11 @@ STRESS_METHODS = ("BC", "ICQ", "SIT*", "SIT* w/o priority")
 #: (ours) PyMARL scales SMAC's rewards so that the best episode return is 20, the scale SIT's
 #: β = 0.1 was tuned at; SMAX's best return is 2 (every enemy's health, normalised, plus 1 for
 #: the win), so SMAC's scale is SMAX's × 10. `reward-scale` runs SIT, SIT* and ICQ (whose β
-#: and β_c also come from SMAC) both ways on one SMAX map: does our reading of the scale
-#: (`oc.smac_reward_scale` never scales up) change what their advantage weights do?
-SMAC_SCALE_ON_SMAX = 10.0
+#: and β_c also come from SMAC) at both scales on one SMAX map, each named explicitly, so the
+#: study does not depend on the default rule (`reward_scale_rule`; "smac" since the study
+#: found × 10 better, "largest", × 1 on SMAX, before).
 REWARD_SCALE_ENV = "smax_3s_vs_5z"
+SMAC_SCALE_ON_SMAX = oc.SMAC_MAX_RETURN / best_return(REWARD_SCALE_ENV)  # 20 / 2 = 10
 REWARD_SCALED = re.compile(r"(.+) reward×(\S+)")
 
 
@@ -111,8 +114,8 @@ def reward_scaled_name(method: str, scale: float) -> str:
     return f"{method} reward×{scale:g}"
 
 
-REWARD_SCALE_METHODS = tuple(name for base in ("SIT", "SIT*", "ICQ")
-                             for name in (base, reward_scaled_name(base, SMAC_SCALE_ON_SMAX)))
+REWARD_SCALE_METHODS = tuple(reward_scaled_name(base, scale) for base in ("SIT", "SIT*", "ICQ")
+                             for scale in (1.0, SMAC_SCALE_ON_SMAX))
 #: learners whose rewards " reward×<k>" may scale: their temperatures were tuned at SMAC's scale
 REWARD_SCALABLE = ("sit", "icq")
 
