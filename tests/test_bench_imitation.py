@@ -40,6 +40,8 @@ def test_render_marks_the_best_and_reports_speed():
     assert "**1.50 ± 0.20**" in text and "1.20 ± 0.10 (50% won)" in text and "| n/a |" in text
     # half the rewards below 2; the advantage variance's mean ± std over the two seeds
     assert "| smax_3m | MAGAIL | 1,000 | 10 s | 200 | 0.5 → 0.1 | 2.00 | 0.6 | 0.3 ± 0.1 |" in text
+    assert "Notes:" not in text
+    assert "- ICQ ran at scale 1." in imitation.render({**report, "notes": ["ICQ ran at scale 1."]})
 
 
 def test_the_reward_median_is_read_off_the_histogram():

@@ -194,7 +194,7 @@ def run(bench: ImitationBenchConfig, *, progress: bool = True, machine: str = ""
     from scratch) and resumes unfinished ones from their run directories."""
     report = {"machine": machine, "command": command, "config": dataclasses.asdict(bench), "rows": {}}
     if out_dir is not None:
-        report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows",))
+        report = merge_previous(report, Path(out_dir) / f"{stem}.json", BUDGET_FIELDS, ("rows", "notes"))
     elsewhere = other_machine(report, machine)  # recorded in each cell made here
     root = jax.random.key(bench.seed)
     runs_dir = Path(bench.data_dir) / "runs" / stem if out_dir is not None else None
@@ -275,6 +275,8 @@ def render(report: dict) -> str:
     if elsewhere:
         lines += ["", "† ran on " + " / ".join(elsewhere) + ", not the machine named above (its wall clock is that "
                   "machine's)."]
+    if report.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in report["notes"]]
     lines += [""] + aggregate.render("All environments", aggregate.aggregate(report["rows"], tuple(methods),
                                                                             seed=bench.get("seed", 0)))
     lines += ["## Adversarial runs: speed and discriminator-reward diagnostics (seed 0)", "",
