@@ -237,7 +237,7 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_its_old_behaviour(
         return {**old, "weights": {**old["weights"], "selection": {**old["weights"]["selection"], **selection}}}
 
     # the refusal names the value that resumes it
-    with pytest.raises(RunDirError, match="weights.selection.features is 'histogram' for that run"):
+    with pytest.raises(RunDirError, match="weights.selection.features: 'histogram' for that run"):
         run_dir.open(now(features="policy-mixture"), resume=True, overwrite=False)
     assert run_dir.open(now(features="histogram"), resume=True, overwrite=False)
     with pytest.raises(RunDirError, match="weights"):
@@ -250,6 +250,10 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_its_old_behaviour(
                  overwrite=False)
     largest = {"learner": "icq", "hyperparameters": {"beta": 0.1, "reward_scale": None, "reward_scale_rule": "largest"}}
     smac = {**largest, "hyperparameters": {**largest["hyperparameters"], "reward_scale_rule": "smac"}}
-    with pytest.raises(RunDirError, match="hyperparameters.reward_scale_rule is 'largest' for that run"):
+    with pytest.raises(RunDirError, match="hyperparameters.reward_scale_rule: 'largest' for that run .*set it to "
+                                          "'largest' to resume"):
         icq_run.open(smac, resume=True, overwrite=False)
     assert icq_run.open(largest, resume=True, overwrite=False)
+    # once recorded, a refusal names the setting that differs, not the whole section
+    with pytest.raises(RunDirError, match=r'but hyperparameters.reward_scale_rule: was "largest", now "smac"$'):
+        icq_run.open(smac, resume=True, overwrite=False)

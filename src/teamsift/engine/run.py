@@ -55,26 +55,30 @@ ADDED_SETTINGS = {
 }
 
 
-def same_setting(old, new, path: tuple[str, ...] = ()) -> bool:
-    """Whether a recorded setting `old` at `path` of the run record and the current `new`
-    (both JSON values) describe the same run, `ADDED_SETTINGS` missing from `old` standing
-    for their old behaviour."""
+_ABSENT = object()
+
+
+def setting_differences(old, new, path: tuple[str, ...] = ()) -> list[str]:
+    """What differs between a recorded setting `old` at `path` and the current `new`, one
+    entry per leaf ("hyperparameters.beta: was 0.1, now 1.0"), `ADDED_SETTINGS` missing
+    from `old` standing for their old behaviour (and named as recorded before they existed)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        added = {(*path, k): new[k] for k in set(new) - set(old)}
-        if set(old) - set(new) or any(ADDED_SETTINGS.get(k, object()) != v for k, v in added.items()):
-            return False
-        return all(same_setting(old[k], new[k], (*path, k)) for k in old)
-    return old == new
-
-
-def changed_added_settings(old, new, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """The `ADDED_SETTINGS` that `old` (recorded before they existed) lacks and `new` sets to
-    something other than what the old run did: [(path, the old run's value)]."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
+        found = []
+        for k in list(old) + [k for k in new if k not in old]:
+            o = old.get(k, ADDED_SETTINGS.get((*path, k), _ABSENT))
+            if k not in old and o is not _ABSENT:
+                if o != new[k]:
+                    found.append(f"{'.'.join((*path, k))}: {o!r} for that run (recorded before the setting "
+                                 f"existed), now {new[k]!r}; set it to {o!r} to resume")
+                continue
+            found += setting_differences(o, new.get(k, _ABSENT), (*path, k))
+        return found
+    if old == new:
         return []
-    found = [((*path, k), ADDED_SETTINGS[(*path, k)]) for k in set(new) - set(old)
-             if (*path, k) in ADDED_SETTINGS and ADDED_SETTINGS[(*path, k)] != new[k]]
-    return found + [f for k in set(old) & set(new) for f in changed_added_settings(old[k], new[k], (*path, k))]
+
+    def shown(value) -> str:
+        return "absent" if value is _ABSENT else json.dumps(value)[:200]
+    return [f"{'.'.join(path)}: was {shown(old)}, now {shown(new)}"]
 
 
 class RunDirError(ValueError):
@@ -211,16 +215,11 @@ class RunDir:
         `overwrite` (it is emptied first); `resume` on a directory without a run starts one."""
         existing = self.read_config()
         if existing is not None and resume:
-            different = [f for f in RESUME_FIELDS
-                         if not same_setting(json_ready(existing.get(f)), json_ready(config.get(f)), (f,))]
+            different = [d for f in RESUME_FIELDS
+                         for d in setting_differences(json_ready(existing.get(f)), json_ready(config.get(f)), (f,))]
             if different:
-                detail = "; ".join(f"{f}: was {json.dumps(existing.get(f))[:200]}, now "
-                                   f"{json.dumps(json_ready(config.get(f)))[:200]}" for f in different)
-                added = [f"{'.'.join(p)} is {value!r} for that run (recorded before the setting existed)"
-                         for f in different for p, value in changed_added_settings(
-                             json_ready(existing.get(f)), json_ready(config.get(f)), (f,))]
-                hint = f" ({'; '.join(added)}: set it so to resume)" if added else ""
-                raise RunDirError(f"{self.path}/{CONFIG_FILE}: --resume continues the same run, but {detail}{hint}")
+                raise RunDirError(f"{self.path}/{CONFIG_FILE}: --resume continues the same run, but "
+                                  + "; ".join(different))
             config = {**config, "resumed": existing.get("resumed", 0) + 1, "commands":
                       existing.get("commands", [existing.get("command")]) + [config.get("command")]}
         elif self.others():
