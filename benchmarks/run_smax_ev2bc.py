@@ -98,7 +98,7 @@ def run_cell(learner: str, dataset, env, config: dict, key, run_dir: Path) -> di
     if algorithm in ("ev2bc", "group_bc"):
         overrides = {**overrides, "selection.score": config["score"]}
     start = time.perf_counter()
-    result = pipeline.train(algorithm, dataset, named_key(key, algorithm), run, overrides=overrides or None)
+    result = pipeline.train(algorithm, dataset, named_key(key, algorithm), run, overrides=overrides)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scores = evaluate_seeds(env, result.fit.policies(), named_key(key, "evaluation"), config["eval_episodes"],
