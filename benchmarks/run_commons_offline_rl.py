@@ -28,16 +28,19 @@ EV2BC are read from that result file (5,000 updates) and set beside ICQ.
     python benchmarks/run_commons_offline_rl.py --settings all --mixes mixed,greedy-majority
 
 Writes benchmarks/results/commons-offline-rl-<device>.{json,md}, a population at a time
-(a rerun keeps the populations it has).
+(a rerun keeps the populations it has). Resumable: the datasets and ICQ's run directories
+live under `--work-dir` (checkpoints every tenth of the updates), and an interrupted run
+resumes there; a rerun reuses the datasets it finds, after checking them against the
+recorded EV2BC table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +72,10 @@ def finite_horizon_dataset(dataset, score: str, out: Path) -> object:
     """`dataset` as the finite-horizon task its scores describe: the last step of every
     episode terminates it (the commons stops at T and its observation holds t / T, so there
     is nothing to bootstrap from), and the reward is the commons' own for v_total, else the
-    episode's `score` on its last step and 0 before."""
+    episode's `score` on its last step and 0 before. Written once: a rerun reads it back (its
+    fingerprint is what a resumed ICQ run checks)."""
+    if (out / "meta.json").is_file():
+        return load_dataset(out)
     arrays = episode_arrays(dataset, np.arange(dataset.num_episodes))
     last = np.cumsum(np.asarray(arrays["episode_lengths"], np.int64)) - 1
     arrays["terminated"] = np.zeros_like(np.asarray(arrays["terminated"]))
@@ -103,10 +109,11 @@ def population_dataset(name: str, setting: dict, kinds, key, recorded: dict | No
     """(env, dataset) of `run_commons_ev2bc.run_setting` for this population, checked against
     the behaviour its result file records."""
     env = make("commons", num_agents=setting["group_size"])
-    bank, policy_index, levels = scripted_population(env, setting["population"], kinds)
-    path = generate_population(env, bank, policy_index, levels, jax.random.fold_in(key, 0),
-                               workdir / name.replace(" ", "_").replace(",", ""),
-                               appearances=setting["appearances"], overwrite=True)
+    path = workdir / name.replace(" ", "_").replace(",", "")
+    if not (path / "meta.json").is_file():  # written once (see `finite_horizon_dataset`)
+        bank, policy_index, levels = scripted_population(env, setting["population"], kinds)
+        path = generate_population(env, bank, policy_index, levels, jax.random.fold_in(key, 0), path,
+                                   appearances=setting["appearances"], overwrite=True)
     dataset = load_dataset(path)
     if recorded is not None:
         have = {s: float(np.mean(dataset.score(s))) for s in SCORES}
@@ -123,15 +130,21 @@ def finite_horizon_datasets(dataset, workdir: Path) -> dict:
             for score in SCORES}
 
 
-def icq_scores(env, datasets: dict, key, *, updates: int, seeds: int, eval_episodes: int) -> tuple[dict, dict]:
+def icq_scores(env, datasets: dict, key, *, updates: int, seeds: int, eval_episodes: int,
+               run_dirs: dict | None = None) -> tuple[dict, dict]:
     """ICQ trained on each DVF's dataset (`finite_horizon_datasets`; key fold_in(key, 50 + i)),
-    every seed evaluated on every DVF."""
-    run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 10), progress=updates > 1)
+    every seed evaluated on every DVF. With `run_dirs` ({DVF: directory}) each training is
+    checkpointed every tenth of its updates there and resumes from its last checkpoint."""
     icq, seconds = {}, {}
     for i, score in enumerate(SCORES):
+        run = RunConfig(updates=updates, seeds=seeds, log_every=max(1, updates // 10), progress=updates > 1)
+        if run_dirs is not None:
+            run = dataclasses.replace(run, run_dir=str(run_dirs[score]), resume=True,
+                                      checkpoint_every=max(1, updates // 10))
         started = time.perf_counter()
-        policies = pipeline.train("icq", datasets[score], jax.random.fold_in(key, 50 + i), run).policies()
-        seconds[score] = time.perf_counter() - started
+        result = pipeline.train("icq", datasets[score], jax.random.fold_in(key, 50 + i), run)
+        policies = result.policies()
+        seconds[score] = time.perf_counter() - started + result.fit.earlier_seconds
         icq[score] = evaluate_seeds(env, policies, jax.random.fold_in(key, 60 + i), eval_episodes, SCORES)
         print(f"ICQ at {updates} updates on {score}: {np.mean(icq[score][score]):.1f} ± "
               f"{np.std(icq[score][score]):.1f} ({seconds[score]:.0f} s)", file=sys.stderr)
@@ -145,7 +158,10 @@ def run_population(name: str, setting: dict, kinds, key, *, updates: int, seeds:
     env, dataset = population_dataset(name, setting, kinds, key, recorded, workdir)
     references = reference_scores(env, kinds, jax.random.fold_in(key, 70), eval_episodes)
     datasets = finite_horizon_datasets(dataset, workdir)
-    icq, seconds = icq_scores(env, datasets, key, updates=updates, seeds=seeds, eval_episodes=eval_episodes)
+    slug = name.replace(" ", "_").replace(",", "")
+    run_dirs = {score: workdir / "runs" / f"{slug}-{score}-u{updates}-s{seeds}" for score in SCORES}
+    icq, seconds = icq_scores(env, datasets, key, updates=updates, seeds=seeds, eval_episodes=eval_episodes,
+                              run_dirs=run_dirs)
     return {"population": name, "episodes": dataset.num_episodes,
             "behaviour": {s: float(np.mean(dataset.score(s))) for s in SCORES}, "icq": icq,
             "icq_one_update": one_update(env, datasets, key, seeds, eval_episodes),
@@ -208,6 +224,8 @@ def main(argv=None) -> None:
     parser.add_argument("--recorded", default=str(RESULTS / "commons-ev2bc-cpu.json"),
                         help="the EV2BC result file whose data and numbers are set beside ICQ")
     parser.add_argument("--out", default=str(RESULTS / "commons-offline-rl-cpu"))
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/teamsift-commons-offline-rl"),
+                        help="the populations' datasets and ICQ's run directories (an interrupted run resumes there)")
     args = parser.parse_args(argv)
     names = list(SETTINGS) if args.settings == "all" else args.settings.split(",")
     for name in names:
@@ -231,29 +249,29 @@ def main(argv=None) -> None:
                   commands=list(dict.fromkeys([*earlier, command.rstrip()])))  # every command whose rows it holds
     report.setdefault("rows", {})
     key = jax.random.key(0)  # run_commons_ev2bc's root key: population i's key is fold_in(key, i)
-    with tempfile.TemporaryDirectory() as tmp:
-        for mix in args.mixes.split(","):
-            for i, (name, setting) in enumerate(SETTINGS.items()):
-                full = f"{name}, {mix} population"
-                if name not in names:
-                    continue
-                population_key = jax.random.fold_in(key, i)
-                if full in report["rows"]:
-                    row = report["rows"][full]
-                    if "icq_one_update" not in row:  # a row from before this reference was taken
-                        env, dataset = population_dataset(full, setting, MIXES[mix], population_key,
-                                                          recorded.get(full), Path(tmp))
-                        row["icq_one_update"] = one_update(env, finite_horizon_datasets(dataset, Path(tmp)),
-                                                           population_key, args.seeds, args.eval_episodes)
-                        atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
-                        atomic_write_text(out.with_suffix(".md"), render(report))
-                    continue
-                report["rows"][full] = run_population(full, setting, MIXES[mix], population_key,
-                                                      updates=args.updates, seeds=args.seeds,
-                                                      eval_episodes=args.eval_episodes, recorded=recorded.get(full),
-                                                      workdir=Path(tmp))
-                atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
-                atomic_write_text(out.with_suffix(".md"), render(report))
+    workdir = args.work_dir
+    for mix in args.mixes.split(","):
+        for i, (name, setting) in enumerate(SETTINGS.items()):
+            full = f"{name}, {mix} population"
+            if name not in names:
+                continue
+            population_key = jax.random.fold_in(key, i)
+            if full in report["rows"]:
+                row = report["rows"][full]
+                if "icq_one_update" not in row:  # a row from before this reference was taken
+                    env, dataset = population_dataset(full, setting, MIXES[mix], population_key,
+                                                      recorded.get(full), workdir)
+                    row["icq_one_update"] = one_update(env, finite_horizon_datasets(dataset, workdir),
+                                                       population_key, args.seeds, args.eval_episodes)
+                    atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
+                    atomic_write_text(out.with_suffix(".md"), render(report))
+                continue
+            report["rows"][full] = run_population(full, setting, MIXES[mix], population_key,
+                                                  updates=args.updates, seeds=args.seeds,
+                                                  eval_episodes=args.eval_episodes, recorded=recorded.get(full),
+                                                  workdir=workdir)
+            atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
+            atomic_write_text(out.with_suffix(".md"), render(report))
     print(render(report))
 
 

@@ -57,9 +57,19 @@ from teamsift.value.report import accuracy_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ("smax_3m", "smax_2s3z")
-LEARNERS = {"bc": "BC", "ev2bc": "EV2BC", "group_bc": "group-BC", "icq": "ICQ", "icq_x1": "ICQ reward×1"}
-#: cells that train another learner with some settings changed: (learner, overrides); the key is the learner's
-VARIANTS = {"icq_x1": ("icq", {"reward_scale": 1.0})}
+LEARNERS = {"bc": "BC", "ev2bc": "EV2BC", "group_bc": "group-BC", "icq": "ICQ", "icq_x1": "ICQ reward×1",
+            "icq_beta_x10": "ICQ β×10", "icq_temps_x10": "ICQ β, β_c×10", "icq_scaled_x10": "ICQ β, β_c, clip×10"}
+#: cells that train another learner with some settings changed: (learner, overrides); the key is the learner's.
+#: The temperature ones scale β (and β_c) with the reward, so that the filters softmax(Q/β) of ICQ's
+#: actor (and softmax(Q/β_c) of its critic) are as sharp as at reward × 1 while Q is × 10: they tell
+#: the filter's sharpness apart from Q's size (the smax_2s3z collapse of docs/benchmarks.md).
+VARIANTS = {"icq_x1": ("icq", {"reward_scale": 1.0}),
+            "icq_beta_x10": ("icq", {"beta": 1.0}),
+            "icq_temps_x10": ("icq", {"beta": 1.0, "critic_beta": 10000.0}),
+            "icq_scaled_x10": ("icq", {"beta": 1.0, "critic_beta": 10000.0, "max_grad_norm": 200.0})}
+#: variants run for a diagnosis: not in the default `--learners`, and shown only where they ran
+DIAGNOSTIC = ("icq_beta_x10", "icq_temps_x10", "icq_scaled_x10")
+DEFAULT_LEARNERS = tuple(name for name in LEARNERS if name not in DIAGNOSTIC)
 BUDGET_FIELDS = ("updates", "seeds", "population", "appearances", "eval_episodes", "score")
 
 
@@ -131,7 +141,8 @@ def render(report: dict) -> str:
     for env_id in dict.fromkeys(list(ENVS) + config["envs"]):  # every map of the benchmark, run or not
         row = report["rows"].get(env_id)
         if row is None:
-            missing += [f"{env_id}/{learner}" for learner in dict.fromkeys(list(LEARNERS) + config["learners"])]
+            missing += [f"{env_id}/{learner}" for learner in dict.fromkeys(list(DEFAULT_LEARNERS) + config["learners"])
+                        if learner not in DIAGNOSTIC]
             continue
         data = row["dataset"]
         accuracy = data["ev_accuracy"]
@@ -145,6 +156,8 @@ def render(report: dict) -> str:
         best = max((c["win"]["mean"], name) for name, c in row["cells"].items())[1] if row["cells"] else None
         for learner in config["learners"]:
             cell = row["cells"].get(learner)
+            if cell is None and learner in DIAGNOSTIC:
+                continue
             if cell is None:
                 missing.append(f"{env_id}/{learner}")
                 lines.append(f"| {LEARNERS[learner]} | not run | not run | | |")
@@ -181,7 +194,8 @@ def load_previous(path: Path, report: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", default=",".join(ENVS))
-    parser.add_argument("--learners", default=",".join(LEARNERS), help=f"of {list(LEARNERS)}")
+    parser.add_argument("--learners", default=",".join(DEFAULT_LEARNERS),
+                        help=f"of {list(LEARNERS)} (default: all but the diagnostic {list(DIAGNOSTIC)})")
     parser.add_argument("--updates", type=int, default=1000, help="per learner (SMAX offline cells of "
                         "imitation-cpu.md: 1,000)")
     parser.add_argument("--seeds", type=int, default=5)
