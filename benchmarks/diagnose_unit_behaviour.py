@@ -11,7 +11,12 @@ unit type. For each policy file (a `teamsift` policy of one parameter-shared net
   it attacks then, how long it lives, and where it moves (SMAX's four directions);
 * on the data's states (the network unrolled over every episode of `--data`): per unit type,
   on steps where an enemy is in range, the share of greedy actions that attack against the
-  data's, and the policy's probability of moving.
+  data's, and the policy's probability of moving;
+* with `--icq-run LABEL=RUN_DIR` (an ICQ run directory, restored from a copy of its last
+  checkpoint as `diagnose_sit.py` does), ICQ's actor filter per unit type on uniform batches
+  of the data: the share of the stalkers' (zealots', ...) weight k_i(s)·|B|·softmax_B(A/β)
+  that falls on their moves against the moves' share of their decisions, and the mean
+  advantage A = Q_i − Σ_a π_i Q_i of their moves and attacks, per seed.
 
 SMAX's action layout: 0-3 move, 4 stop, 5 + j attack enemy j (`teamsift.envs.smax`); a dead
 unit may only stop, which is how living steps are told apart.
@@ -123,6 +128,77 @@ def on_data(env, policy, episodes: dict) -> dict:
             for name, slots in unit_groups(env).items()}
 
 
+def filter_shares(weight: np.ndarray, advantage: np.ndarray, actions: np.ndarray, alive: np.ndarray) -> dict:
+    """One unit type's ICQ filter from its slots' decision weights, advantages and actions
+    [..., U] on living steps: the moves' share of the move and attack decisions and of their
+    weight, and the mean advantage of each."""
+    kinds = action_kinds(actions)
+    move, attack = alive & (kinds == 0), alive & (kinds == 2)
+    both = max(float(weight[move].sum() + weight[attack].sum()), 1e-30)
+    return {"data_move": float(move.sum() / max(move.sum() + attack.sum(), 1)),
+            "weight_move": float(weight[move].sum()) / both,
+            "advantage_move": float(advantage[move].mean()) if move.any() else float("nan"),
+            "advantage_attack": float(advantage[attack].mean()) if attack.any() else float("nan")}
+
+
+def icq_filter(env, dataset, run_dir: Path, batches: int = 8) -> dict:
+    """ICQ's actor filter per unit type at `run_dir`'s last checkpoint, every seed."""
+    import dataclasses
+
+    import diagnose_sit
+    from teamsift.algos import icq
+    from teamsift.algos import offline_common as oc
+    from teamsift.data import Uniform, item_space
+    from teamsift.engine import placement
+    from teamsift.nets.mixer import mixing_weights
+
+    record = diagnose_sit.read_run(run_dir, "icq")
+    names = {f.name for f in dataclasses.fields(icq.ICQConfig)}
+    config = icq.ICQConfig(**{k: v for k, v in diagnose_sit._tuples(record["hyperparameters"]).items() if k in names})
+    learner = icq.learner(config, dataset)
+    config = learner.config
+    data = placement.prepare(learner, dataset, {}, None, "device", 1.0, None)
+    sampler = Uniform()
+    seeds = int(record["schedule"]["seeds"])
+    state, step, _ = diagnose_sit.restore(run_dir, learner, sampler, data.arrays,
+                                          sampler.arrays(item_space(dataset, "episode"), dataset), seeds, None)
+    spec = dataset.spec
+    actor, critic, mixer = (icq.actor_net_config(config, spec), icq.critic_net_config(config, spec),
+                            icq.mixer_config(config, spec))
+    max_length = int(dataset.lengths.max())
+
+    def one(seed_state, key):  # the quantities of `icq.logits_actor_loss` on one uniform batch
+        items = jax.random.randint(key, (config.batch_size,), 0, data.arrays["episode_start"].shape[0],
+                                   dtype=jnp.int32)
+        batch = oc.episode_batch(data.arrays, items, max_length, config.bootstrap_truncated)
+        pi = jax.nn.softmax(icq.policy_logits(actor, seed_state.actor, batch)[:, :batch["actions"].shape[1]], -1)
+        q = icq.critic_values(critic, seed_state.critic["critic"], batch["obs"], batch["state"])
+        q_taken = oc.taken(q, batch["actions"])
+        advantage = q_taken - jnp.sum(pi * jnp.where(batch["avail"], q, 0.0), axis=-1)
+        mask = jnp.broadcast_to(batch["mask"][..., None], advantage.shape)
+        k = mixing_weights(mixer, seed_state.critic["mixer"], q_taken, batch["state"])
+        weight = k * oc.batch_softmax_weights(advantage, mask, config.beta)
+        return {"weight": weight, "advantage": advantage, "mask": mask, "actions": batch["actions"],
+                "avail": batch["avail"]}
+
+    probe = jax.jit(lambda seed_state, keys: jax.lax.map(lambda k: one(seed_state, k), keys))
+    keys = jax.random.split(named_key(jax.random.key(0), "filter"), batches)
+    per_seed = []
+    for seed in range(seeds):
+        out = jax.device_get(probe(jax.tree.map(lambda x, s=seed: x[s], state), keys))
+        alive, _ = living(np.asarray(out["avail"]), np.asarray(out["mask"]).any(-1))
+        per_seed.append({name: filter_shares(out["weight"][..., slots], out["advantage"][..., slots],
+                                             out["actions"][..., slots], alive[..., slots])
+                         for name, slots in unit_groups(env).items()})
+    return {"run_dir": str(run_dir), "update": int(step), "reward_scale": float(config.reward_scale),
+            "beta": float(config.beta), "seeds": per_seed}
+
+
+def _spread(values) -> str:
+    low, high = min(values), max(values)
+    return f"{low:+.3f}" if np.isclose(low, high, atol=5e-4) else f"{low:+.3f} to {high:+.3f}"
+
+
 def render(report: dict) -> str:
     lines = [f"# Per-unit-type behaviour of SMAX policies ({report['env']})", "",
              f"Command: `{report['command']}`", f"Machine: {report['machine']}", "",
@@ -153,6 +229,22 @@ def render(report: dict) -> str:
             cells += [f"{s['greedy_attack_in_range']:.2f} ({s['data_attack_in_range']:.2f})",
                       f"{s['p_move_in_range']:.2f}", f"{s['agreement']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if report.get("icq_filter"):
+        filters = report["icq_filter"]
+        lines += ["", "## ICQ's actor filter per unit type (uniform batches of the data)", "",
+                  "Per seed, the share of a unit type's filter weight k_i(s)·|B|·softmax_B(A/β) on its moves (of its "
+                  "moves and attacks; \"data\": the moves' share of those decisions), and the range over seeds of the "
+                  "mean advantage A = Q_i − Σ_a π_i Q_i of its moves and of its attacks.", "",
+                  "| run | update | reward × | β | " + " | ".join(
+                      f"{u}: weight on moves (data) | {u}: A of moves | {u}: A of attacks" for u in units) + " |",
+                  "|---" * (4 + 3 * len(units)) + "|"]
+        for label, f in filters.items():
+            cells = [label, str(f["update"]), f"{f['reward_scale']:g}", f"{f['beta']:g}"]
+            for u in units:
+                seeds = [s[u] for s in f["seeds"]]
+                cells += [", ".join(f"{s['weight_move']:.2f}" for s in seeds) + f" ({seeds[0]['data_move']:.2f})",
+                          _spread([s["advantage_move"] for s in seeds]), _spread([s["advantage_attack"] for s in seeds])]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + report.get("notes", [])).rstrip() + "\n"
 
 
@@ -162,6 +254,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data", type=Path, help="a teamsift dataset of the same environment")
     parser.add_argument("--policy", action="append", default=[], metavar="LABEL=FILE",
                         help="a policy file and its label (repeat)")
+    parser.add_argument("--icq-run", action="append", default=[], metavar="LABEL=RUN_DIR",
+                        help="an ICQ run directory whose actor filter to measure per unit type (repeat)")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--name", default="unit-behaviour")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -196,6 +290,13 @@ def main(argv=None) -> None:
         report["policies"][label] = {"file": path, "environment": in_environment(env, policy, key, args.episodes),
                                      "data": on_data(env, policy, episodes)}
         print(label, json.dumps(report["policies"][label]), flush=True)
+    report["icq_filter"] = {}
+    for item in args.icq_run:
+        label, sep, path = item.rpartition("=")
+        if not sep or not label:
+            raise SystemExit(f"--icq-run {item!r}: expected LABEL=RUN_DIR")
+        report["icq_filter"][label] = icq_filter(env, dataset, Path(path))
+        print(label, json.dumps(report["icq_filter"][label]), flush=True)
     if json_path.is_file():  # a rerun keeps the notes written beside the earlier tables
         report["notes"] = json.loads(json_path.read_text()).get("notes", [])
     paths = write_report(report, render(report), args.out, stem)

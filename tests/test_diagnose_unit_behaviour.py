@@ -80,3 +80,16 @@ def test_padded_episodes_lay_each_episode_from_its_start(script):
 def test_unit_groups_follow_the_spec(script):
     env = types.SimpleNamespace(spec=types.SimpleNamespace(agent_types=("stalker", "stalker", "zealot")))
     assert script.unit_groups(env) == {"stalker": [0, 1], "zealot": [2]}
+
+
+def test_filter_shares_weigh_moves_against_attacks_on_living_steps(script):
+    # Four decisions of one unit: a move, two attacks, a stop, then dead (its forced stop).
+    actions = np.asarray([[1, 5, 6, 4, 4]])[..., None]
+    weight = np.asarray([[3.0, 0.5, 0.5, 9.0, 9.0]])[..., None]
+    advantage = np.asarray([[0.2, -0.1, -0.3, 5.0, 5.0]])[..., None]
+    alive = np.asarray([[True, True, True, True, False]])[..., None]
+    got = script.filter_shares(weight, advantage, actions, alive)
+    assert got["data_move"] == pytest.approx(1 / 3)  # stops take no part
+    assert got["weight_move"] == pytest.approx(3.0 / 4.0)
+    assert got["advantage_move"] == pytest.approx(0.2)
+    assert got["advantage_attack"] == pytest.approx(-0.2)
