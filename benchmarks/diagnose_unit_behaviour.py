@@ -32,6 +32,7 @@ Writes benchmarks/results/<name>-<device>.{md,json}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -143,9 +144,7 @@ def filter_shares(weight: np.ndarray, advantage: np.ndarray, actions: np.ndarray
 
 def icq_filter(env, dataset, run_dir: Path, batches: int = 8) -> dict:
     """ICQ's actor filter per unit type at `run_dir`'s last checkpoint, every seed."""
-    import dataclasses
-
-    import diagnose_sit
+    import diagnose_sit  # beside this script (benchmarks/)
     from teamsift.algos import icq
     from teamsift.algos import offline_common as oc
     from teamsift.data import Uniform, item_space
