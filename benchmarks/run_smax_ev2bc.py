@@ -8,7 +8,9 @@ EV2BC values the individuals by their Exchange Values on the return (`teamsift.v
 Definition 4.5) and clones those above 0; group-BC clones the top half of episodes by
 return; BC clones everything; ICQ (offline RL) learns from everything, at SMAC's reward scale
 (its default rule on SMAX: × 10) and, as "ICQ reward×1" with the same key, at SMAX's own (the
-default before the reward-scale study of `teamsift bench sit`). Each learner trains
+default before the reward-scale study of `teamsift bench sit`); three diagnostic ICQ variants
+(`DIAGNOSTIC`: β, then β_c, then the gradient clip scaled with the reward) run only when
+`--learners` names them, and the table shows them where they ran. Each learner trains
 5 seeds as one vmapped program (`teamsift.engine.fit`, through `algos.pipeline.train`), and
 each seed's policy is evaluated in the environment (its policy in every slot): win rate
 and return, mean and 95% interval over seeds (`evaluate.stats`).
