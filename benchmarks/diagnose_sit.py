@@ -290,21 +290,29 @@ def make_icq_diagnostics(config, actor, critic, max_length: int, betas: tuple[fl
     return jax.jit(lambda state, arrays, keys: jax.lax.map(lambda k: one(state, arrays, k), keys))
 
 
-def icq_filter(args, dataset, betas) -> dict:
-    """ICQ's filter statistics from its run directory (restored as SIT's, from a copy)."""
+def restore_icq(run_dir: Path, dataset):
+    """An ICQ run directory's (resolved config, prepared data, state with its seed axis, update
+    of the last checkpoint, seeds), restored as SIT's, from a copy."""
     from teamsift.algos import icq
 
-    run_dir = Path(args.icq_run_dir)
     record = read_run(run_dir, "icq")
     names = {f.name for f in dataclasses.fields(icq.ICQConfig)}
     config = icq.ICQConfig(**{k: v for k, v in _tuples(record["hyperparameters"]).items() if k in names})
     learner = icq.learner(config, dataset)
-    config = learner.config
     seeds = int(record["schedule"]["seeds"])
     data = placement.prepare(learner, dataset, {}, None, "device", 1.0, None)
     sampler = Uniform()
     sampler_arrays = sampler.arrays(item_space(dataset, "episode"), dataset)
     state, step, _ = restore(run_dir, learner, sampler, data.arrays, sampler_arrays, seeds, None)
+    return learner.config, data, state, step, seeds
+
+
+def icq_filter(args, dataset, betas) -> dict:
+    """ICQ's filter statistics from its run directory (restored as SIT's, from a copy)."""
+    from teamsift.algos import icq
+
+    run_dir = Path(args.icq_run_dir)
+    config, data, state, step, seeds = restore_icq(run_dir, dataset)
     spec = dataset.spec
     diagnose = make_icq_diagnostics(config, icq.actor_net_config(config, spec), icq.critic_net_config(config, spec),
                                     int(dataset.lengths.max()), betas)

@@ -32,7 +32,6 @@ Writes benchmarks/results/<name>-<device>.{md,json}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -147,20 +146,9 @@ def icq_filter(env, dataset, run_dir: Path, batches: int = 8) -> dict:
     import diagnose_sit  # beside this script (benchmarks/)
     from teamsift.algos import icq
     from teamsift.algos import offline_common as oc
-    from teamsift.data import Uniform, item_space
-    from teamsift.engine import placement
     from teamsift.nets.mixer import mixing_weights
 
-    record = diagnose_sit.read_run(run_dir, "icq")
-    names = {f.name for f in dataclasses.fields(icq.ICQConfig)}
-    config = icq.ICQConfig(**{k: v for k, v in diagnose_sit._tuples(record["hyperparameters"]).items() if k in names})
-    learner = icq.learner(config, dataset)
-    config = learner.config
-    data = placement.prepare(learner, dataset, {}, None, "device", 1.0, None)
-    sampler = Uniform()
-    seeds = int(record["schedule"]["seeds"])
-    state, step, _ = diagnose_sit.restore(run_dir, learner, sampler, data.arrays,
-                                          sampler.arrays(item_space(dataset, "episode"), dataset), seeds, None)
+    config, data, state, step, seeds = diagnose_sit.restore_icq(run_dir, dataset)
     spec = dataset.spec
     actor, critic, mixer = (icq.actor_net_config(config, spec), icq.critic_net_config(config, spec),
                             icq.mixer_config(config, spec))
