@@ -1,0 +1,188 @@
+"""Offline RL against EV2BC on the human Overcooked trials (Select to Perfect, claim E13 of
+docs/claims.md: "EV2BC outperforms offline RL" there; methods.md names OMAR as the paper's
+offline-RL baseline).
+
+OMAR is a continuous-action learner and Overcooked's six actions are discrete, so the
+offline-RL learner is ICQ (`teamsift.algos.icq`, the discrete offline MARL baseline of
+SIT's tables), with its paper defaults and the data's team reward (20 per soup, scaled by
+ICQ's default rule to a best return of 20). Settings that differ from its defaults, and why:
+
+* the actor is the human benchmark's MLP (64-64, no GRU: every Overcooked observation is
+  the whole grid), and it acts by sampling its distribution, as BC's and the human proxy's
+  do (an argmax cook that meets another in a corridor can stand still forever), so that
+  only the objective differs from BC's;
+* a batch is 8 episodes, not 32: a train split holds 8 or 9 games of 1,204 steps, so 32
+  episodes are 77,000 steps (40 times SMAC's 32 × 60) and took 19 s per update with
+  5 seeds on one EPYC core (8 episodes: 0.8 s);
+* the critic takes one step per update on the whole batch (`critic_step_per_time_step=
+  False`; the reference's step per time step is 1,204 steps per update here, 6 times
+  slower), and its target is renewed every 10 updates, about as often per update as the
+  reference's 600 critic steps on SMAC's 60-step episodes.
+
+Everything else is `run_overcooked_human.py`'s (the same layout keys, data splits, human
+proxy, evaluation key, 5 seeds, 20 games per seed and condition, bootstrap): the script
+retrains the proxy from the same key and checks that its self-play soups equal those the
+recorded result file holds, so ICQ meets the same partner BC and EV2BC met, and sets ICQ
+beside the recorded learners.
+
+    python benchmarks/run_overcooked_offline_rl.py --layouts cramped_room --updates 1000
+
+Writes benchmarks/results/overcooked-offline-rl-<device>.{json,md} after every layout (a
+rerun keeps the layouts it has). Resumable: ICQ's run directories live under `--work-dir`
+(checkpoints every tenth of the updates), and an interrupted run resumes there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from teamsift.algos import pipeline
+from teamsift.bench import overcooked_human as oh
+from teamsift.bench.report import named_key, write_report
+from teamsift.bench.seeds import bootstrap_interval, paired_difference
+from teamsift.engine import RunConfig
+from teamsift.envs import make
+from teamsift.evaluate import evaluate
+from teamsift.machine import describe
+from teamsift.machine import machine as host
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# ICQ's settings for 1,204-step games and the human benchmark's actor (see the docstring).
+OVERRIDES = {"recurrent": False, "hidden": (64, 64), "sample_actions": True, "batch_size": 8,
+             "critic_step_per_time_step": False, "target_update_interval": 10}
+COMPARED = ("bc", "group_bc", "ev2bc")  # the recorded learners ICQ is set beside
+CONDITIONS = ("proxy_seat0", "proxy_seat1", "proxy_both", "self")
+
+
+def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
+    """The recorded run's human proxy, retrained from its key; refuses one whose self-play
+    soups differ from the recorded ones (then it is not the partner the recorded learners met)."""
+    proxy = oh.human_proxy(test, named_key(key, "proxy"), updates=config["proxy_updates"] or config["updates"],
+                           train=train)
+    env = make(train.meta["env_id"], **train.meta["env_kwargs"])
+    soups = float(evaluate(env, proxy, named_key(key, "eval"), config["episodes"] * config["seeds"])
+                  .scores[oh.SCORE].mean)
+    if not np.isclose(soups, recorded["proxy_self_play_soups"], rtol=1e-6):
+        raise SystemExit(f"{layout}: the retrained proxy's self-play soups {soups:.4f} differ from the recorded "
+                         f"{recorded['proxy_self_play_soups']:.4f}: not the recorded run's proxy")
+    return env, proxy
+
+
+def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
+    """ICQ on one layout's train split, evaluated as the recorded learners were."""
+    began = time.perf_counter()
+    train, test = oh.import_splits(layout, workdir / "data")
+    env, proxy = proxy_for(layout, key, train, test, recorded, config)
+    run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=True,
+                    run_dir=str(workdir / "runs" / f"{layout}-icq-u{updates}-s{config['seeds']}"), resume=True,
+                    checkpoint_every=max(1, updates // 10))
+    started = time.perf_counter()
+    result = pipeline.train("icq", train, named_key(key, "train"), run, overrides=OVERRIDES)
+    train_seconds = time.perf_counter() - started + result.fit.earlier_seconds
+    soups = oh.evaluate_conditions(env, result.policies(), proxy, named_key(key, "eval"), config["episodes"])
+    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    stats = named_key(key, "stats")
+    cells = {c: bootstrap_interval(v, named_key(stats, c)) for c, v in soups.items()}
+    differences = {m: {c: paired_difference(soups[c], recorded["soups"][m][c], named_key(stats, "icq-diff", m, c))
+                       for c in ("proxy_both", "self")} for m in COMPARED}
+    return {"layout": layout, "icq_config": dataclasses.asdict(result.fit.learner.config),
+            "soups": soups, "cells": cells, "difference": differences,
+            "recorded_cells": {m: recorded["cells"][m] for m in COMPARED},
+            "human_soups_per_game": recorded["human_soups_per_game"],
+            "proxy_self_play_soups": recorded["proxy_self_play_soups"],
+            "final_metrics": {k: [float(x) for x in np.ravel(v)] for k, v in result.fit.last.items()},
+            "seconds": {"train": train_seconds, "total": time.perf_counter() - began}}
+
+
+def _cell(point) -> str:
+    return f"{point[0]:.2f} [{point[1]:.2f}, {point[2]:.2f}]"
+
+
+def render(report: dict) -> str:
+    rows = [report["layouts"][name] for name in oh.LAYOUTS if name in report["layouts"]]
+    titles = [oh.LEARNER_TITLES[m] for m in COMPARED] + ["ICQ (offline RL)"]
+    lines = ["# Offline RL (ICQ) against EV2BC on human Overcooked data (claim E13)", "",
+             f"Machine: {report['machine']}", "", "Commands: " + ", ".join(f"`{c}`" for c in report["commands"]), "",
+             f"ICQ at {report['updates']:,} updates ({report['seeds']} seeds as one program), its paper defaults but "
+             f"for {', '.join(f'{k}={v}' for k, v in OVERRIDES.items())} (the human benchmark's actor and acting "
+             "rule, and a batch and critic schedule for 1,204-step games: see the script's docstring), on the train split's team reward (20 per soup). BC, group-BC and EV2BC: "
+             "[overcooked-human-cpu](overcooked-human-cpu.md) at its budget (5,000 updates), the same human proxy "
+             "(retrained from its key; its self-play soups checked equal), evaluation key, games and bootstrap. "
+             "Cells: mean soups per game over seeds [95% percentile-bootstrap interval over seeds].",
+             "", f"Layouts finished: {', '.join(r['layout'] for r in rows)}"
+             + (f" (not run: {', '.join(m for m in oh.LAYOUTS if m not in report['layouts'])})"
+                if len(rows) < len(oh.LAYOUTS) else ""), "",
+             "## Soups per game", "", "| layout | condition | " + " | ".join(titles) + " |",
+             "|---|---|" + "---|" * len(titles)]
+    for r in rows:
+        for c in CONDITIONS:
+            lines.append(f"| {r['layout']} | {oh.CONDITION_TITLES[c]} | "
+                         + " | ".join(_cell(r["recorded_cells"][m][c]) for m in COMPARED)
+                         + f" | {_cell(r['cells'][c])} |")
+    lines += ["", "## ICQ − each learner (seed s of both evaluated with the same key; 95% bootstrap interval)", "",
+              "| layout | ICQ − | with proxy, both seats | self-play |", "|---|---|---|---|"]
+    for r in rows:
+        for m in COMPARED:
+            lines.append(f"| {r['layout']} | {oh.LEARNER_TITLES[m]} | {_cell(r['difference'][m]['proxy_both'])} | "
+                         f"{_cell(r['difference'][m]['self'])} |")
+    lines += ["", "Human soups per game (train split) and ICQ's training time: "
+              + "; ".join(f"{r['layout']} {r['human_soups_per_game']['train']:.1f}, {r['seconds']['train'] / 60:.0f} min"
+                          for r in rows)]
+    if report.get("summary"):
+        lines += ["", "## Verdict", "", report["summary"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layouts", default=",".join(oh.LAYOUTS))
+    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--recorded", type=Path, default=RESULTS / "overcooked-human-cpu.json",
+                        help="the human benchmark's result file whose proxy and learners are set beside ICQ")
+    parser.add_argument("--summary", type=Path, help="a text file: the verdict paragraph written into the results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/teamsift-overcooked-offline-rl"),
+                        help="the imported splits and ICQ's run directories (an interrupted run resumes there)")
+    args = parser.parse_args(argv)
+    layouts = [oh.resolve_name(name) for name in args.layouts.split(",")]
+    recorded = json.loads(args.recorded.read_text())
+    missing = [name for name in layouts if name not in recorded["layouts"]]
+    if missing:
+        raise SystemExit(f"{args.recorded}: field 'layouts' has no {missing}; run run_overcooked_human.py first")
+    config = recorded["config"]
+    stem = f"overcooked-offline-rl-{jax.devices()[0].platform}"
+    json_path = args.out / f"{stem}.json"
+    report = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    if report.get("layouts") and (report.get("updates"), report.get("seeds")) != (args.updates, config["seeds"]):
+        raise SystemExit(f"{json_path} holds layouts at {report.get('updates')} updates and {report.get('seeds')} "
+                         f"seeds (asked: {args.updates}, {config['seeds']}); give another --out")
+    command = "python benchmarks/run_overcooked_offline_rl.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report.update(machine=describe(host()), updates=args.updates, seeds=config["seeds"],
+                  commands=list(dict.fromkeys([*report.get("commands", []), command.rstrip()])))
+    report.setdefault("layouts", {})
+    if args.summary is not None:
+        report["summary"] = args.summary.read_text().strip()
+    key = jax.random.key(0)  # run_overcooked_human's root key: a layout's key is named_key(key, layout)
+    for layout in layouts:
+        if layout in report["layouts"]:
+            print(f"{layout}: done already (in {json_path}); skipped", file=sys.stderr)
+            continue
+        report["layouts"][layout] = run_layout(layout, oh.named_key(key, layout), recorded["layouts"][layout], config,
+                                               updates=args.updates, workdir=args.work_dir)
+        write_report(report, render(report), args.out, stem)
+        print(json.dumps({"layout": layout, "cells": report["layouts"][layout]["cells"]}), file=sys.stderr)
+    print(write_report(report, render(report), args.out, stem)[1].read_text())
+
+
+if __name__ == "__main__":
+    main()

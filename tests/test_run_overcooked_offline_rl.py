@@ -1,0 +1,63 @@
+"""benchmarks/run_overcooked_offline_rl.py (claim E13): it sets ICQ beside the recorded human
+benchmark's learners, and refuses what would mix budgets or miss a recorded layout."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("run_overcooked_offline_rl",
+                                                  ROOT / "benchmarks" / "run_overcooked_offline_rl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cells(mean: float) -> dict:
+    return {c: [mean, mean - 1, mean + 1] for c in ("proxy_seat0", "proxy_seat1", "proxy_both", "self")}
+
+
+def layout_row(script, icq: float) -> dict:
+    return {"layout": "cramped_room", "cells": cells(icq),
+            "difference": {m: {"proxy_both": [icq - 6, icq - 7, icq - 5], "self": [icq - 7, icq - 8, icq - 6]}
+                           for m in script.COMPARED},
+            "recorded_cells": {"bc": cells(6.5), "group_bc": cells(5.9), "ev2bc": cells(6.4)},
+            "human_soups_per_game": {"train": 17.9, "test": 15.0}, "proxy_self_play_soups": 7.0,
+            "seconds": {"train": 600.0, "total": 700.0}}
+
+
+def test_the_table_sets_icq_beside_the_recorded_learners_and_names_the_layouts_not_run(script):
+    report = {"machine": "test", "commands": ["python benchmarks/run_overcooked_offline_rl.py"], "updates": 10,
+              "seeds": 5, "layouts": {"cramped_room": layout_row(script, 2.25)}}
+    text = script.render(report)
+    header = next(line for line in text.splitlines() if line.startswith("| layout | condition"))
+    assert header == "| layout | condition | BC | group-BC | EV2BC | ICQ (offline RL) |"
+    both = next(line for line in text.splitlines() if "with proxy, both seats" in line and "[" in line)
+    assert both == ("| cramped_room | with proxy, both seats | 6.50 [5.50, 7.50] | 5.90 [4.90, 6.90] | "
+                    "6.40 [5.40, 7.40] | 2.25 [1.25, 3.25] |")
+    assert "| cramped_room | EV2BC | -3.75 [-4.75, -2.75] | -4.75 [-5.75, -3.75] |" in text
+    assert "not run: asymmetric_advantages, coordination_ring, forced_coordination, counter_circuit" in text
+
+
+def test_a_layout_the_recorded_file_lacks_is_refused_by_name(script, tmp_path):
+    recorded = tmp_path / "overcooked-human-cpu.json"
+    recorded.write_text(json.dumps({"config": {"seeds": 5}, "layouts": {"cramped_room": {}}}))
+    with pytest.raises(SystemExit, match=r"overcooked-human-cpu.json: field 'layouts' has no \['counter_circuit'\]"):
+        script.main(["--layouts", "counter_circuit", "--recorded", str(recorded), "--out", str(tmp_path)])
+
+
+def test_results_of_another_budget_are_not_mixed_into(script, tmp_path):
+    recorded = tmp_path / "overcooked-human-cpu.json"
+    recorded.write_text(json.dumps({"config": {"seeds": 5}, "layouts": {"cramped_room": {}}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overcooked-offline-rl-cpu.json").write_text(json.dumps(
+        {"updates": 1000, "seeds": 5, "layouts": {"cramped_room": layout_row(script, 2.0)}}))
+    with pytest.raises(SystemExit, match="holds layouts at 1000 updates and 5 seeds .asked: 10, 5.; give another --out"):
+        script.main(["--layouts", "cramped_room", "--updates", "10", "--recorded", str(recorded), "--out", str(out)])
