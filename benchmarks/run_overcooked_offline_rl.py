@@ -45,11 +45,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from teamsift.algos import pipeline
+from teamsift.algos import bc, pipeline
 from teamsift.bench import overcooked_human as oh
 from teamsift.bench.report import named_key, write_report
 from teamsift.bench.seeds import bootstrap_interval, paired_difference
-from teamsift.engine import RunConfig
+from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.machine import describe
@@ -62,6 +62,7 @@ OVERRIDES = {"recurrent": False, "hidden": (64, 64), "sample_actions": True, "ba
              "critic_step_per_time_step": False, "target_update_interval": 10}
 COMPARED = ("bc", "group_bc", "ev2bc")  # the recorded learners ICQ is set beside
 CONDITIONS = ("proxy_seat0", "proxy_seat1", "proxy_both", "self")
+FILTER_BATCHES = 4  # batches of the filter's statistics per seed
 
 
 def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
@@ -78,13 +79,48 @@ def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
     return env, proxy
 
 
+def bc_control(layout: str, key, recorded: dict, config: dict, icq_soups: dict, *, updates: int,
+               workdir: Path) -> dict:
+    """BC as the recorded run trains it (same key, learner and evaluation) but for ICQ's
+    `updates`: whether ICQ's gap to BC is its objective or its shorter budget. Cells as ICQ's,
+    and ICQ − this BC, seed-paired."""
+    train, test = oh.import_splits(layout, workdir / "data")
+    env, proxy = proxy_for(layout, key, train, test, recorded, config)
+    run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=False)
+    policies = fit(bc.learner(bc.BCConfig(recurrent=False), train), train, named_key(key, "train"), run).policies()
+    soups = oh.evaluate_conditions(env, policies, proxy, named_key(key, "eval"), config["episodes"])
+    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    stats = named_key(key, "stats")
+    return {"updates": updates, "soups": soups,
+            "cells": {c: bootstrap_interval(v, named_key(stats, c)) for c, v in soups.items()},
+            "icq_minus_this": {c: paired_difference(icq_soups[c], soups[c], named_key(stats, "icq-diff", "bc-control", c))
+                               for c in ("proxy_both", "self")}}
+
+
+def filter_stats(run_dir: Path, train) -> dict:
+    """ICQ's actor filter |B|·softmax_B(A/β) at the run's last checkpoint, on batches drawn as
+    its run draws them (`diagnose_sit.icq_filter`): how far ICQ's actor is from BC on all data
+    (an effective sample fraction of 1 weighs every decision alike)."""
+    from diagnose_sit import icq_filter  # the one restore of an ICQ run for diagnosis
+
+    beta = json.loads((run_dir / "config.json").read_text())["hyperparameters"]["beta"]
+    stats = icq_filter(argparse.Namespace(icq_run_dir=str(run_dir), seed=0, minibatches=FILTER_BATCHES), train,
+                       (beta,))
+    return {"beta": beta, "batches": FILTER_BATCHES, "advantage": stats["advantage"],
+            **stats["filter"][f"{beta:g}"]}
+
+
+def run_dir_of(workdir: Path, layout: str, updates: int, seeds: int) -> Path:
+    return workdir / "runs" / f"{layout}-icq-u{updates}-s{seeds}"
+
+
 def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
     """ICQ on one layout's train split, evaluated as the recorded learners were."""
     began = time.perf_counter()
     train, test = oh.import_splits(layout, workdir / "data")
     env, proxy = proxy_for(layout, key, train, test, recorded, config)
     run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=True,
-                    run_dir=str(workdir / "runs" / f"{layout}-icq-u{updates}-s{config['seeds']}"), resume=True,
+                    run_dir=str(run_dir_of(workdir, layout, updates, config["seeds"])), resume=True,
                     checkpoint_every=max(1, updates // 10))
     started = time.perf_counter()
     result = pipeline.train("icq", train, named_key(key, "train"), run, overrides=OVERRIDES)
@@ -101,6 +137,8 @@ def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, 
             "human_soups_per_game": recorded["human_soups_per_game"],
             "proxy_self_play_soups": recorded["proxy_self_play_soups"],
             "final_metrics": {k: [float(x) for x in np.ravel(v)] for k, v in result.fit.last.items()},
+            "bc_at_icq_updates": bc_control(layout, key, recorded, config, soups, updates=updates, workdir=workdir),
+            "filter": filter_stats(run_dir_of(workdir, layout, updates, config["seeds"]), train),
             "seconds": {"train": train_seconds, "total": time.perf_counter() - began}}
 
 
@@ -110,7 +148,7 @@ def _cell(point) -> str:
 
 def render(report: dict) -> str:
     rows = [report["layouts"][name] for name in oh.LAYOUTS if name in report["layouts"]]
-    titles = [oh.LEARNER_TITLES[m] for m in COMPARED] + ["ICQ (offline RL)"]
+    titles = [oh.LEARNER_TITLES[m] for m in COMPARED] + ["ICQ (offline RL)", f"BC at {report['updates']:,} updates"]
     lines = ["# Offline RL (ICQ) against EV2BC on human Overcooked data (claim E13)", "",
              f"Machine: {report['machine']}", "", "Commands: " + ", ".join(f"`{c}`" for c in report["commands"]), "",
              f"ICQ at {report['updates']:,} updates ({report['seeds']} seeds as one program), its paper defaults but "
@@ -118,7 +156,9 @@ def render(report: dict) -> str:
              "rule, and a batch and critic schedule for 1,204-step games: see the script's docstring), on the train split's team reward (20 per soup). BC, group-BC and EV2BC: "
              "[overcooked-human-cpu](overcooked-human-cpu.md) at its budget (5,000 updates), the same human proxy "
              "(retrained from its key; its self-play soups checked equal), evaluation key, games and bootstrap. "
-             "Cells: mean soups per game over seeds [95% percentile-bootstrap interval over seeds].",
+             "Cells: mean soups per game over seeds [95% percentile-bootstrap interval over seeds]. "
+             f"'BC at {report['updates']:,} updates': the recorded BC (same key, learner, evaluation) stopped at "
+             "ICQ's number of updates, a control for ICQ's shorter budget.",
              "", f"Layouts finished: {', '.join(r['layout'] for r in rows)}"
              + (f" (not run: {', '.join(m for m in oh.LAYOUTS if m not in report['layouts'])})"
                 if len(rows) < len(oh.LAYOUTS) else ""), "",
@@ -128,13 +168,24 @@ def render(report: dict) -> str:
         for c in CONDITIONS:
             lines.append(f"| {r['layout']} | {oh.CONDITION_TITLES[c]} | "
                          + " | ".join(_cell(r["recorded_cells"][m][c]) for m in COMPARED)
-                         + f" | {_cell(r['cells'][c])} |")
+                         + f" | {_cell(r['cells'][c])} | "
+                         + (_cell(r["bc_at_icq_updates"]["cells"][c]) if "bc_at_icq_updates" in r else "—") + " |")
     lines += ["", "## ICQ − each learner (seed s of both evaluated with the same key; 95% bootstrap interval)", "",
               "| layout | ICQ − | with proxy, both seats | self-play |", "|---|---|---|---|"]
     for r in rows:
         for m in COMPARED:
             lines.append(f"| {r['layout']} | {oh.LEARNER_TITLES[m]} | {_cell(r['difference'][m]['proxy_both'])} | "
                          f"{_cell(r['difference'][m]['self'])} |")
+        if "icq_minus_this" in r.get("bc_at_icq_updates", {}):
+            control = r["bc_at_icq_updates"]
+            lines.append(f"| {r['layout']} | BC at {control['updates']:,} updates | "
+                         f"{_cell(control['icq_minus_this']['proxy_both'])} | {_cell(control['icq_minus_this']['self'])} |")
+    lines += ["", "ICQ's actor filter at its last checkpoint (`diagnose_sit.icq_filter`, "
+              f"{FILTER_BATCHES} batches per seed): effective sample fraction of |B|·softmax_B(A/β) (1: every "
+              "decision weighed alike, i.e. BC) and the advantages' spread: "
+              + "; ".join(f"{r['layout']} {r['filter']['ess_fraction_mean']:.2f} at β = {r['filter']['beta']:g} "
+                          f"(median |A| {r['filter']['advantage']['median_abs']:.3f}, share of a batch's largest "
+                          f"weight {r['filter']['max_share_median']:.2f})" for r in rows if "filter" in r)]
     lines += ["", "Human soups per game (train split) and ICQ's training time: "
               + "; ".join(f"{r['layout']} {r['human_soups_per_game']['train']:.1f}, {r['seconds']['train'] / 60:.0f} min"
                           for r in rows)]
@@ -175,6 +226,16 @@ def main(argv=None) -> None:
     key = jax.random.key(0)  # run_overcooked_human's root key: a layout's key is named_key(key, layout)
     for layout in layouts:
         if layout in report["layouts"]:
+            row = report["layouts"][layout]
+            if "bc_at_icq_updates" not in row:  # a row from before the control was taken
+                row["bc_at_icq_updates"] = bc_control(layout, oh.named_key(key, layout), recorded["layouts"][layout],
+                                                      config, row["soups"], updates=args.updates,
+                                                      workdir=args.work_dir)
+                write_report(report, render(report), args.out, stem)
+            if "filter" not in row:
+                train, _ = oh.import_splits(layout, args.work_dir / "data")
+                row["filter"] = filter_stats(run_dir_of(args.work_dir, layout, args.updates, config["seeds"]), train)
+                write_report(report, render(report), args.out, stem)
             print(f"{layout}: done already (in {json_path}); skipped", file=sys.stderr)
             continue
         report["layouts"][layout] = run_layout(layout, oh.named_key(key, layout), recorded["layouts"][layout], config,

@@ -29,6 +29,8 @@ def layout_row(script, icq: float) -> dict:
                            for m in script.COMPARED},
             "recorded_cells": {"bc": cells(6.5), "group_bc": cells(5.9), "ev2bc": cells(6.4)},
             "human_soups_per_game": {"train": 17.9, "test": 15.0}, "proxy_self_play_soups": 7.0,
+            "bc_at_icq_updates": {"updates": 10, "cells": cells(4.0),
+                                  "icq_minus_this": {"proxy_both": [-1.75, -2.5, -1.0], "self": [-2.0, -3.0, -1.0]}},
             "seconds": {"train": 600.0, "total": 700.0}}
 
 
@@ -37,11 +39,12 @@ def test_the_table_sets_icq_beside_the_recorded_learners_and_names_the_layouts_n
               "seeds": 5, "layouts": {"cramped_room": layout_row(script, 2.25)}}
     text = script.render(report)
     header = next(line for line in text.splitlines() if line.startswith("| layout | condition"))
-    assert header == "| layout | condition | BC | group-BC | EV2BC | ICQ (offline RL) |"
+    assert header == "| layout | condition | BC | group-BC | EV2BC | ICQ (offline RL) | BC at 10 updates |"
     both = next(line for line in text.splitlines() if "with proxy, both seats" in line and "[" in line)
     assert both == ("| cramped_room | with proxy, both seats | 6.50 [5.50, 7.50] | 5.90 [4.90, 6.90] | "
-                    "6.40 [5.40, 7.40] | 2.25 [1.25, 3.25] |")
+                    "6.40 [5.40, 7.40] | 2.25 [1.25, 3.25] | 4.00 [3.00, 5.00] |")
     assert "| cramped_room | EV2BC | -3.75 [-4.75, -2.75] | -4.75 [-5.75, -3.75] |" in text
+    assert "| cramped_room | BC at 10 updates | -1.75 [-2.50, -1.00] | -2.00 [-3.00, -1.00] |" in text
     assert "not run: asymmetric_advantages, coordination_ring, forced_coordination, counter_circuit" in text
 
 
