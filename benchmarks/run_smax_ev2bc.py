@@ -8,9 +8,9 @@ EV2BC values the individuals by their Exchange Values on the return (`teamsift.v
 Definition 4.5) and clones those above 0; group-BC clones the top half of episodes by
 return; BC clones everything; ICQ (offline RL) learns from everything, at SMAC's reward scale
 (its default rule on SMAX: × 10) and, as "ICQ reward×1" with the same key, at SMAX's own (the
-default before the reward-scale study of `teamsift bench sit`); four diagnostic ICQ variants
-(`DIAGNOSTIC`: β, then β_c, then the gradient clip scaled with the reward; β with the critic's
-learning rate × 10) run only when
+default before the reward-scale study of `teamsift bench sit`); five diagnostic ICQ variants
+(`DIAGNOSTIC`: β, then β_c, then the gradient clip scaled with the reward; the critic's
+learning rate × 10, with β × 10 and alone) run only when
 `--learners` names them, and the table shows them where they ran. Each learner trains
 5 seeds as one vmapped program (`teamsift.engine.fit`, through `algos.pipeline.train`), and
 each seed's policy is evaluated in the environment (its policy in every slot): win rate
@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENVS = ("smax_3m", "smax_2s3z")
 LEARNERS = {"bc": "BC", "ev2bc": "EV2BC", "group_bc": "group-BC", "icq": "ICQ", "icq_x1": "ICQ reward×1",
             "icq_beta_x10": "ICQ β×10", "icq_temps_x10": "ICQ β, β_c×10", "icq_scaled_x10": "ICQ β, β_c, clip×10",
-            "icq_critic_lr_x10": "ICQ β, critic lr×10"}
+            "icq_critic_lr_x10": "ICQ β, critic lr×10", "icq_lr_only_x10": "ICQ critic lr×10"}
 #: cells that train another learner with some settings changed: (learner, overrides); the key is the learner's.
 #: The temperature ones scale β (and β_c) with the reward, so that the filters softmax(Q/β) of ICQ's
 #: actor (and softmax(Q/β_c) of its critic) are as sharp as at reward × 1 while Q is × 10: they tell
@@ -73,9 +73,10 @@ VARIANTS = {"icq_x1": ("icq", {"reward_scale": 1.0}),
             "icq_beta_x10": ("icq", {"beta": 1.0}),
             "icq_temps_x10": ("icq", {"beta": 1.0, "critic_beta": 10000.0}),
             "icq_scaled_x10": ("icq", {"beta": 1.0, "critic_beta": 10000.0, "max_grad_norm": 200.0}),
-            "icq_critic_lr_x10": ("icq", {"beta": 1.0, "critic_learning_rate": 1e-3})}
+            "icq_critic_lr_x10": ("icq", {"beta": 1.0, "critic_learning_rate": 1e-3}),
+            "icq_lr_only_x10": ("icq", {"critic_learning_rate": 1e-3})}
 #: variants run for a diagnosis: not in the default `--learners`, and shown only where they ran
-DIAGNOSTIC = ("icq_beta_x10", "icq_temps_x10", "icq_scaled_x10", "icq_critic_lr_x10")
+DIAGNOSTIC = ("icq_beta_x10", "icq_temps_x10", "icq_scaled_x10", "icq_critic_lr_x10", "icq_lr_only_x10")
 DEFAULT_LEARNERS = tuple(name for name in LEARNERS if name not in DIAGNOSTIC)
 BUDGET_FIELDS = ("updates", "seeds", "population", "appearances", "eval_episodes", "score")
 
