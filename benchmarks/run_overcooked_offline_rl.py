@@ -79,13 +79,10 @@ def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
     return env, proxy
 
 
-def bc_control(layout: str, key, recorded: dict, config: dict, icq_soups: dict, *, updates: int,
-               workdir: Path) -> dict:
+def bc_control(env, proxy, train, key, config: dict, icq_soups: dict, *, updates: int) -> dict:
     """BC as the recorded run trains it (same key, learner and evaluation) but for ICQ's
     `updates`: whether ICQ's gap to BC is its objective or its shorter budget. Cells as ICQ's,
     and ICQ − this BC, seed-paired."""
-    train, test = oh.import_splits(layout, workdir / "data")
-    env, proxy = proxy_for(layout, key, train, test, recorded, config)
     run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=False)
     policies = fit(bc.learner(bc.BCConfig(recurrent=False), train), train, named_key(key, "train"), run).policies()
     soups = oh.evaluate_conditions(env, policies, proxy, named_key(key, "eval"), config["episodes"])
@@ -137,7 +134,7 @@ def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, 
             "human_soups_per_game": recorded["human_soups_per_game"],
             "proxy_self_play_soups": recorded["proxy_self_play_soups"],
             "final_metrics": {k: [float(x) for x in np.ravel(v)] for k, v in result.fit.last.items()},
-            "bc_at_icq_updates": bc_control(layout, key, recorded, config, soups, updates=updates, workdir=workdir),
+            "bc_at_icq_updates": bc_control(env, proxy, train, key, config, soups, updates=updates),
             "filter": filter_stats(run_dir_of(workdir, layout, updates, config["seeds"]), train),
             "seconds": {"train": train_seconds, "total": time.perf_counter() - began}}
 
@@ -227,14 +224,16 @@ def main(argv=None) -> None:
     for layout in layouts:
         if layout in report["layouts"]:
             row = report["layouts"][layout]
-            if "bc_at_icq_updates" not in row:  # a row from before the control was taken
-                row["bc_at_icq_updates"] = bc_control(layout, oh.named_key(key, layout), recorded["layouts"][layout],
-                                                      config, row["soups"], updates=args.updates,
-                                                      workdir=args.work_dir)
-                write_report(report, render(report), args.out, stem)
-            if "filter" not in row:
-                train, _ = oh.import_splits(layout, args.work_dir / "data")
-                row["filter"] = filter_stats(run_dir_of(args.work_dir, layout, args.updates, config["seeds"]), train)
+            if "bc_at_icq_updates" not in row or "filter" not in row:  # a row from before these were taken
+                layout_key = oh.named_key(key, layout)
+                train, test = oh.import_splits(layout, args.work_dir / "data")
+                if "bc_at_icq_updates" not in row:
+                    env, proxy = proxy_for(layout, layout_key, train, test, recorded["layouts"][layout], config)
+                    row["bc_at_icq_updates"] = bc_control(env, proxy, train, layout_key, config, row["soups"],
+                                                          updates=args.updates)
+                if "filter" not in row:
+                    row["filter"] = filter_stats(run_dir_of(args.work_dir, layout, args.updates, config["seeds"]),
+                                                 train)
                 write_report(report, render(report), args.out, stem)
             print(f"{layout}: done already (in {json_path}); skipped", file=sys.stderr)
             continue
