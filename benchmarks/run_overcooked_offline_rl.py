@@ -43,9 +43,11 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from teamsift.algos import bc, pipeline
+from teamsift.algos import bc, icq, pipeline
+from teamsift.algos import offline_common as oc
 from teamsift.bench import overcooked_human as oh
 from teamsift.bench.report import named_key, write_report
 from teamsift.bench.seeds import bootstrap_interval, paired_difference
@@ -54,6 +56,7 @@ from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.machine import describe
 from teamsift.machine import machine as host
+from teamsift.nets.mixer import mixing_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -95,16 +98,29 @@ def bc_control(env, proxy, train, key, config: dict, icq_soups: dict, *, updates
 
 
 def filter_stats(run_dir: Path, train) -> dict:
-    """ICQ's actor filter |B|·softmax_B(A/β) at the run's last checkpoint, on batches drawn as
-    its run draws them (`diagnose_sit.icq_filter`): how far ICQ's actor is from BC on all data
-    (an effective sample fraction of 1 weighs every decision alike)."""
-    from diagnose_sit import icq_filter  # the one restore of an ICQ run for diagnosis
+    """What ICQ's actor loss −Σ_i k_i(s)·f·log π_i weighs the data by, at the run's last
+    checkpoint: the filter f = |B|·softmax_B(A/β) on batches drawn as its run draws them
+    (`diagnose_sit.icq_filter`; an effective sample fraction of 1 weighs every decision alike),
+    and the mixer's k_0(s) on every step of the data (0.5 everywhere: both cooks alike). Both
+    at 1 and 0.5, the loss is BC's, halved."""
+    from diagnose_sit import icq_filter, restore_icq  # the one restore of an ICQ run for diagnosis
 
     beta = json.loads((run_dir / "config.json").read_text())["hyperparameters"]["beta"]
     stats = icq_filter(argparse.Namespace(icq_run_dir=str(run_dir), seed=0, minibatches=FILTER_BATCHES), train,
                        (beta,))
+    config, data, state, _, seeds = restore_icq(run_dir, train)
+    batch = oc.episode_batch(data.arrays, jnp.arange(train.num_episodes, dtype=jnp.int32), int(train.lengths.max()),
+                             config.bootstrap_truncated)
+    mixer = icq.mixer_config(config, train.spec)
+    steps, mask = batch["actions"].shape[1], np.asarray(batch["mask"], bool)
+    k0 = []
+    for seed in range(seeds):
+        params = jax.tree.map(lambda x, s=seed: x[s], state.critic["mixer"])
+        k0.append(np.asarray(mixing_weights(mixer, params, None, batch["state"][:, :steps]))[..., 0][mask])
+    k0 = np.concatenate(k0)
     return {"beta": beta, "batches": FILTER_BATCHES, "advantage": stats["advantage"],
-            **stats["filter"][f"{beta:g}"]}
+            **stats["filter"][f"{beta:g}"],
+            "mixer_k0": {f"p{q}": float(np.percentile(k0, q)) for q in (5, 50, 95)}}
 
 
 def run_dir_of(workdir: Path, layout: str, updates: int, seeds: int) -> Path:
@@ -182,7 +198,11 @@ def render(report: dict) -> str:
               "decision weighed alike, i.e. BC) and the advantages' spread: "
               + "; ".join(f"{r['layout']} {r['filter']['ess_fraction_mean']:.2f} at β = {r['filter']['beta']:g} "
                           f"(median |A| {r['filter']['advantage']['median_abs']:.3f}, share of a batch's largest "
-                          f"weight {r['filter']['max_share_median']:.2f})" for r in rows if "filter" in r)]
+                          f"weight {r['filter']['max_share_median']:.2f}"
+                          + (f"; the mixer's k_0(s) 5th / 50th / 95th percentile "
+                             f"{r['filter']['mixer_k0']['p5']:.2f} / {r['filter']['mixer_k0']['p50']:.2f} / "
+                             f"{r['filter']['mixer_k0']['p95']:.2f}" if "mixer_k0" in r["filter"] else "") + ")"
+                          for r in rows if "filter" in r)]
     lines += ["", "Human soups per game (train split) and ICQ's training time: "
               + "; ".join(f"{r['layout']} {r['human_soups_per_game']['train']:.1f}, {r['seconds']['train'] / 60:.0f} min"
                           for r in rows)]
@@ -224,14 +244,14 @@ def main(argv=None) -> None:
     for layout in layouts:
         if layout in report["layouts"]:
             row = report["layouts"][layout]
-            if "bc_at_icq_updates" not in row or "filter" not in row:  # a row from before these were taken
+            if "bc_at_icq_updates" not in row or "mixer_k0" not in row.get("filter", {}):  # a row from before these were taken
                 layout_key = oh.named_key(key, layout)
                 train, test = oh.import_splits(layout, args.work_dir / "data")
                 if "bc_at_icq_updates" not in row:
                     env, proxy = proxy_for(layout, layout_key, train, test, recorded["layouts"][layout], config)
                     row["bc_at_icq_updates"] = bc_control(env, proxy, train, layout_key, config, row["soups"],
                                                           updates=args.updates)
-                if "filter" not in row:
+                if "mixer_k0" not in row.get("filter", {}):
                     row["filter"] = filter_stats(run_dir_of(args.work_dir, layout, args.updates, config["seeds"]),
                                                  train)
                 write_report(report, render(report), args.out, stem)
