@@ -28,8 +28,10 @@ beside the recorded learners.
     python benchmarks/run_overcooked_offline_rl.py --layouts cramped_room --updates 1000
 
 Writes benchmarks/results/overcooked-offline-rl-<device>.{json,md} after every layout (a
-rerun keeps the layouts it has). Resumable: ICQ's run directories live under `--work-dir`
-(checkpoints every tenth of the updates), and an interrupted run resumes there.
+rerun keeps the layouts it has). Resumable: the imported splits and ICQ's run directories
+live under `--work-dir` (checkpoints every tenth of the updates), and an interrupted run
+resumes there; the splits are imported once and reused (a new import would record a new
+time and so give the data another fingerprint, on which the engine refuses to resume).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from teamsift.algos import offline_common as oc
 from teamsift.bench import overcooked_human as oh
 from teamsift.bench.report import named_key, write_report
 from teamsift.bench.seeds import bootstrap_interval, paired_difference
+from teamsift.data import load_dataset
 from teamsift.engine import RunConfig, fit
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
@@ -66,6 +69,17 @@ OVERRIDES = {"recurrent": False, "hidden": (64, 64), "sample_actions": True, "ba
 COMPARED = ("bc", "group_bc", "ev2bc")  # the recorded learners ICQ is set beside
 CONDITIONS = ("proxy_seat0", "proxy_seat1", "proxy_both", "self")
 FILTER_BATCHES = 4  # batches of the filter's statistics per seed
+
+
+def splits(layout: str, workdir: Path):
+    """The layout's (train, test) splits under `workdir`/data, imported once: an import records
+    when it ran, so a second one changes the data's fingerprint, which a resumed run checks."""
+    data = workdir / "data"
+    if all((data / f"{layout}-{split}" / "meta.json").is_file() for split in ("train", "test")):
+        train, test = (load_dataset(data / f"{layout}-{split}") for split in ("train", "test"))
+        oh.check_held_apart(train, test)
+        return train, test
+    return oh.import_splits(layout, data)
 
 
 def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
@@ -130,7 +144,7 @@ def run_dir_of(workdir: Path, layout: str, updates: int, seeds: int) -> Path:
 def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
     """ICQ on one layout's train split, evaluated as the recorded learners were."""
     began = time.perf_counter()
-    train, test = oh.import_splits(layout, workdir / "data")
+    train, test = splits(layout, workdir)
     env, proxy = proxy_for(layout, key, train, test, recorded, config)
     run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=True,
                     run_dir=str(run_dir_of(workdir, layout, updates, config["seeds"])), resume=True,
@@ -246,7 +260,7 @@ def main(argv=None) -> None:
             row = report["layouts"][layout]
             if "bc_at_icq_updates" not in row or "mixer_k0" not in row.get("filter", {}):  # a row from before these were taken
                 layout_key = oh.named_key(key, layout)
-                train, test = oh.import_splits(layout, args.work_dir / "data")
+                train, test = splits(layout, args.work_dir)
                 if "bc_at_icq_updates" not in row:
                     env, proxy = proxy_for(layout, layout_key, train, test, recorded["layouts"][layout], config)
                     row["bc_at_icq_updates"] = bc_control(env, proxy, train, layout_key, config, row["soups"],
