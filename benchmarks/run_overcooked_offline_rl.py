@@ -12,12 +12,12 @@ ICQ's default rule to a best return of 20). Settings that differ from its defaul
   do (an argmax cook that meets another in a corridor can stand still forever), so that
   only the objective differs from BC's;
 * a batch is 8 episodes, not 32: a train split holds 8 or 9 games of 1,204 steps, so 32
-  episodes are 77,000 steps (40 times SMAC's 32 × 60) and took 19 s per update with
-  5 seeds on one EPYC core (8 episodes: 0.8 s);
+  episodes are 77,000 steps (40 times SMAC's 32 × 60) and took 27 s per update with
+  5 seeds on one EPYC core (8 episodes: 5 s; cramped_room, compiled);
 * the critic takes one step per update on the whole batch (`critic_step_per_time_step=
-  False`; the reference's step per time step is 1,204 steps per update here, 6 times
-  slower), and its target is renewed every 10 updates, about as often per update as the
-  reference's 600 critic steps on SMAC's 60-step episodes.
+  False`; the reference's step per time step is 1,204 steps per update here, 1.7 times
+  the time: 9 s), and its target is renewed every 10 updates, about as often per update
+  as the reference's 600 critic steps on SMAC's 60-step episodes.
 
 Everything else is `run_overcooked_human.py`'s (the same layout keys, data splits, human
 proxy, evaluation key, 5 seeds, 20 games per seed and condition, bootstrap): the script
