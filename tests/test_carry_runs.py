@@ -2,9 +2,7 @@
 resumes there to exactly the uninterrupted run's state, and the archive holds each run's
 last checkpoint only."""
 
-import importlib.util
 import tarfile
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,15 +14,7 @@ from teamsift.collect import collect, commons_team
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig, checkpoints, fit
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = bc.BCConfig(learning_rate=3e-3, optimizer="adam", hidden=(16,))
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("carry_runs", ROOT / "benchmarks" / "carry_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Interrupted(Exception):
@@ -35,8 +25,8 @@ def flat(tree) -> np.ndarray:
     return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
 
 
-def test_a_packed_run_resumes_elsewhere_to_the_uninterrupted_state(tmp_path, monkeypatch):
-    carry = load_script()
+def test_a_packed_run_resumes_elsewhere_to_the_uninterrupted_state(tmp_path, monkeypatch, benchmark_script):
+    carry = benchmark_script("carry_runs")
     dataset = load_dataset(collect(envs.make("commons"), commons_team(("greedy", "sustainable", "adaptive")),
                                    jax.random.key(0), 20, tmp_path / "commons"))
     learner = bc.learner(CONFIG, dataset)

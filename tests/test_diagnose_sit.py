@@ -2,7 +2,6 @@
 writing into the run directory) and measures the filter, DPER and the critic on it."""
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,18 +14,9 @@ from teamsift.algos import pipeline
 from teamsift.data import testing
 from teamsift.engine import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("diagnose_sit", ROOT / "benchmarks" / "diagnose_sit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_returns_to_go_is_the_discounted_sum_with_a_bootstrapped_tail():
-    diagnose = load_script()
+def test_returns_to_go_is_the_discounted_sum_with_a_bootstrapped_tail(benchmark_script):
+    diagnose = benchmark_script("diagnose_sit")
     # One agent, two trajectories of 3 and 2 steps (T = 3); the second ends at a time limit.
     reward = jnp.asarray([[1.0, 2.0, 4.0], [1.0, 3.0, 0.0]])[..., None]
     has_next = jnp.asarray([[True, True, False], [True, False, False]])[..., None]
@@ -37,8 +27,8 @@ def test_returns_to_go_is_the_discounted_sum_with_a_bootstrapped_tail():
     np.testing.assert_allclose(got[1, :2], [1 + 0.5 * (3 + 0.5 * 10), 3 + 0.5 * 10])
 
 
-def test_readings_of_eq7():
-    diagnose = load_script()
+def test_readings_of_eq7(benchmark_script):
+    diagnose = benchmark_script("diagnose_sit")
     from teamsift.data import dper
 
     raw = np.linspace(-5.0, 0.0, 101)
@@ -60,8 +50,8 @@ def snapshot(path: Path) -> dict:
 # Trains ARDNEM, SIT and ICQ and compiles the script's probes (about 100 s on 2 cores): a
 # benchmark tool's end-to-end check, run with `make bench` to keep CI's budget for the library.
 @pytest.mark.bench
-def test_diagnosis_of_a_short_run(tmp_path):
-    diagnose = load_script()
+def test_diagnosis_of_a_short_run(tmp_path, benchmark_script):
+    diagnose = benchmark_script("diagnose_sit")
     terms = np.asarray([["expert", "poor", "poor", "poor"], ["poor", "poor", "expert", "poor"]])
     dataset = testing.contribution_dataset(tmp_path / "data", terms, {"poor": 0.1, "expert": 0.95}, episodes=40,
                                            length=6, width=4)

@@ -1,23 +1,15 @@
 """benchmarks/diagnose_unit_behaviour.py: what a SMAX policy's units do, per unit type, read
 from SMAX's action layout (0-3 move, 4 stop, 5 + j attack) and availability masks."""
 
-import importlib.util
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("diagnose_unit_behaviour",
-                                                  ROOT / "benchmarks" / "diagnose_unit_behaviour.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("diagnose_unit_behaviour")
 
 
 def avail_rows(*rows):

@@ -1,22 +1,14 @@
 """benchmarks/run_overcooked_offline_rl.py (claim E13): it sets ICQ beside the recorded human
 benchmark's learners, and refuses what would mix budgets or miss a recorded layout."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("run_overcooked_offline_rl",
-                                                  ROOT / "benchmarks" / "run_overcooked_offline_rl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("run_overcooked_offline_rl")
 
 
 def cells(mean: float) -> dict:

@@ -1,20 +1,12 @@
 """benchmarks/run_smax_ev2bc.py's table: the benchmark's learners on every map (a missing
 one marks the file partial), its diagnostic variants only where they ran."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("run_smax_ev2bc", ROOT / "benchmarks" / "run_smax_ev2bc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("run_smax_ev2bc")
 
 
 def cell(win: float) -> dict:
