@@ -196,26 +196,24 @@ def render(report: dict) -> str:
             lines.append(f"| {r['layout']} | {oh.CONDITION_TITLES[c]} | "
                          + " | ".join(_cell(r["recorded_cells"][m][c]) for m in COMPARED)
                          + f" | {_cell(r['cells'][c])} | "
-                         + (_cell(r["bc_at_icq_updates"]["cells"][c]) if "bc_at_icq_updates" in r else "—") + " |")
+                         + _cell(r["bc_at_icq_updates"]["cells"][c]) + " |")
     lines += ["", "## ICQ − each learner (seed s of both evaluated with the same key; 95% bootstrap interval)", "",
               "| layout | ICQ − | with proxy, both seats | self-play |", "|---|---|---|---|"]
     for r in rows:
         for m in COMPARED:
             lines.append(f"| {r['layout']} | {oh.LEARNER_TITLES[m]} | {_cell(r['difference'][m]['proxy_both'])} | "
                          f"{_cell(r['difference'][m]['self'])} |")
-        if "icq_minus_this" in r.get("bc_at_icq_updates", {}):
-            control = r["bc_at_icq_updates"]
-            lines.append(f"| {r['layout']} | BC at {control['updates']:,} updates | "
-                         f"{_cell(control['icq_minus_this']['proxy_both'])} | {_cell(control['icq_minus_this']['self'])} |")
+        control = r["bc_at_icq_updates"]
+        lines.append(f"| {r['layout']} | BC at {control['updates']:,} updates | "
+                     f"{_cell(control['icq_minus_this']['proxy_both'])} | {_cell(control['icq_minus_this']['self'])} |")
     lines += ["", "ICQ's actor filter at its last checkpoint (`diagnose_sit.icq_filter`, "
               f"{FILTER_BATCHES} batches per seed): effective sample fraction of |B|·softmax_B(A/β) (1: every "
               "decision weighed alike, i.e. BC) and the advantages' spread: "
               + "; ".join(f"{r['layout']} {r['filter']['ess_fraction_mean']:.2f} at β = {r['filter']['beta']:g} "
                           f"(median |A| {r['filter']['advantage']['median_abs']:.3f}, share of a batch's largest "
-                          f"weight {r['filter']['max_share_median']:.2f}"
-                          + (f"; the mixer's k_0(s) 5th / 50th / 95th percentile "
-                             f"{r['filter']['mixer_k0']['p5']:.2f} / {r['filter']['mixer_k0']['p50']:.2f} / "
-                             f"{r['filter']['mixer_k0']['p95']:.2f}" if "mixer_k0" in r["filter"] else "") + ")"
+                          f"weight {r['filter']['max_share_median']:.2f}; the mixer's k_0(s) 5th / 50th / 95th "
+                          f"percentile {r['filter']['mixer_k0']['p5']:.2f} / {r['filter']['mixer_k0']['p50']:.2f} / "
+                          f"{r['filter']['mixer_k0']['p95']:.2f})"
                           for r in rows if "filter" in r)]
     lines += ["", "Human soups per game (train split) and ICQ's training time: "
               + "; ".join(f"{r['layout']} {r['human_soups_per_game']['train']:.1f}, {r['seconds']['train'] / 60:.0f} min"
@@ -257,18 +255,6 @@ def main(argv=None) -> None:
     key = jax.random.key(0)  # run_overcooked_human's root key: a layout's key is named_key(key, layout)
     for layout in layouts:
         if layout in report["layouts"]:
-            row = report["layouts"][layout]
-            if "bc_at_icq_updates" not in row or "mixer_k0" not in row.get("filter", {}):  # a row from before these were taken
-                layout_key = oh.named_key(key, layout)
-                train, test = splits(layout, args.work_dir)
-                if "bc_at_icq_updates" not in row:
-                    env, proxy = proxy_for(layout, layout_key, train, test, recorded["layouts"][layout], config)
-                    row["bc_at_icq_updates"] = bc_control(env, proxy, train, layout_key, config, row["soups"],
-                                                          updates=args.updates)
-                if "mixer_k0" not in row.get("filter", {}):
-                    row["filter"] = filter_stats(run_dir_of(args.work_dir, layout, args.updates, config["seeds"]),
-                                                 train)
-                write_report(report, render(report), args.out, stem)
             print(f"{layout}: done already (in {json_path}); skipped", file=sys.stderr)
             continue
         report["layouts"][layout] = run_layout(layout, oh.named_key(key, layout), recorded["layouts"][layout], config,
