@@ -47,6 +47,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from teamsift.algos import bc, icq, pipeline
 from teamsift.algos import offline_common as oc
@@ -59,6 +60,7 @@ from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.machine import describe
 from teamsift.machine import machine as host
+from teamsift.nets import optim
 from teamsift.nets.mixer import mixing_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +71,17 @@ OVERRIDES = {"recurrent": False, "hidden": (64, 64), "sample_actions": True, "ba
 COMPARED = ("bc", "group_bc", "ev2bc")  # the recorded learners ICQ is set beside
 CONDITIONS = ("proxy_seat0", "proxy_seat1", "proxy_both", "self")
 FILTER_BATCHES = 4  # batches of the filter's statistics per seed
+#: The optimiser grid's RMSProps (`teamsift.nets.optim`): ICQ's default, and the reference's
+#: (PyMARL's), which differ in where ε goes.
+OPTIMISERS = ("rmsprop_eps_in_root", "rmsprop_pymarl")
+OPTIMISER_TITLES = {"rmsprop_eps_in_root": "ε 1e-5 under the root (ICQ's default)",
+                    "rmsprop_pymarl": "ε 1e-5 added to the root (PyMARL's, the reference's)"}
+#: BC's loss halved under ICQ's default RMSProp: ICQ's actor loss Σ_i k_i(s)·f·log π_i with
+#: k_i ≈ ½ and f ≈ 1 (its filter statistics) is BC's halved, which an ε under the root does
+#: not ignore.
+HALF_LOSS = "rmsprop_eps_in_root_half_loss"
+optim.OPTIMIZERS.setdefault(HALF_LOSS, lambda lr: optax.chain(optax.scale(0.5),
+                                                               optim.OPTIMIZERS["rmsprop_eps_in_root"](lr)))
 
 
 def splits(layout: str, workdir: Path):
@@ -96,19 +109,31 @@ def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
     return env, proxy
 
 
+def bc_soups(env, proxy, train, key, config: dict, bc_config: bc.BCConfig, *, updates: int) -> dict:
+    """Soups per game of BC (`bc_config`) trained as the recorded run trains it (same key and
+    evaluation) for `updates`, per seed and condition."""
+    run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=False)
+    policies = fit(bc.learner(bc_config, train), train, named_key(key, "train"), run).policies()
+    soups = oh.evaluate_conditions(env, policies, proxy, named_key(key, "eval"), config["episodes"])
+    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    return soups
+
+
+def icq_minus(icq_soups: dict, soups: dict, key, name: str) -> dict:
+    """ICQ − another learner per seed (both evaluated with the same key), beside the proxy and in self-play."""
+    return {c: paired_difference(icq_soups[c], soups[c], named_key(named_key(key, "stats"), "icq-diff", name, c))
+            for c in ("proxy_both", "self")}
+
+
 def bc_control(env, proxy, train, key, config: dict, icq_soups: dict, *, updates: int) -> dict:
     """BC as the recorded run trains it (same key, learner and evaluation) but for ICQ's
     `updates`: whether ICQ's gap to BC is its objective or its shorter budget. Cells as ICQ's,
     and ICQ − this BC, seed-paired."""
-    run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=False)
-    policies = fit(bc.learner(bc.BCConfig(recurrent=False), train), train, named_key(key, "train"), run).policies()
-    soups = oh.evaluate_conditions(env, policies, proxy, named_key(key, "eval"), config["episodes"])
-    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    soups = bc_soups(env, proxy, train, key, config, bc.BCConfig(recurrent=False), updates=updates)
     stats = named_key(key, "stats")
     return {"updates": updates, "soups": soups,
             "cells": {c: bootstrap_interval(v, named_key(stats, c)) for c, v in soups.items()},
-            "icq_minus_this": {c: paired_difference(icq_soups[c], soups[c], named_key(stats, "icq-diff", "bc-control", c))
-                               for c in ("proxy_both", "self")}}
+            "icq_minus_this": icq_minus(icq_soups, soups, key, "bc-control")}
 
 
 def filter_stats(run_dir: Path, train) -> dict:
@@ -137,8 +162,22 @@ def filter_stats(run_dir: Path, train) -> dict:
             "mixer_k0": {f"p{q}": float(np.percentile(k0, q)) for q in (5, 50, 95)}}
 
 
-def run_dir_of(workdir: Path, layout: str, updates: int, seeds: int) -> Path:
-    return workdir / "runs" / f"{layout}-icq-u{updates}-s{seeds}"
+def run_dir_of(workdir: Path, layout: str, updates: int, seeds: int, optimizer: str | None = None) -> Path:
+    """ICQ's run directory (`optimizer`: a run with another than ICQ's default optimiser)."""
+    return workdir / "runs" / f"{layout}-icq{'-' + optimizer if optimizer else ''}-u{updates}-s{seeds}"
+
+
+def train_icq(env, proxy, train, key, config: dict, *, updates: int, run_dir: Path, overrides: dict):
+    """ICQ (`OVERRIDES` and `overrides`) trained in `run_dir` (resumed there) and evaluated as
+    the recorded learners were: (training result, soups per seed and condition, train seconds)."""
+    run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=True,
+                    run_dir=str(run_dir), resume=True, checkpoint_every=max(1, updates // 10))
+    started = time.perf_counter()
+    result = pipeline.train("icq", train, named_key(key, "train"), run, overrides={**OVERRIDES, **overrides})
+    seconds = time.perf_counter() - started + result.fit.earlier_seconds
+    soups = oh.evaluate_conditions(env, result.policies(), proxy, named_key(key, "eval"), config["episodes"])
+    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    return result, soups, seconds
 
 
 def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
@@ -146,14 +185,9 @@ def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, 
     began = time.perf_counter()
     train, test = splits(layout, workdir)
     env, proxy = proxy_for(layout, key, train, test, recorded, config)
-    run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=True,
-                    run_dir=str(run_dir_of(workdir, layout, updates, config["seeds"])), resume=True,
-                    checkpoint_every=max(1, updates // 10))
-    started = time.perf_counter()
-    result = pipeline.train("icq", train, named_key(key, "train"), run, overrides=OVERRIDES)
-    train_seconds = time.perf_counter() - started + result.fit.earlier_seconds
-    soups = oh.evaluate_conditions(env, result.policies(), proxy, named_key(key, "eval"), config["episodes"])
-    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    run_dir = run_dir_of(workdir, layout, updates, config["seeds"])
+    result, soups, train_seconds = train_icq(env, proxy, train, key, config, updates=updates, run_dir=run_dir,
+                                             overrides={})
     stats = named_key(key, "stats")
     cells = {c: bootstrap_interval(v, named_key(stats, c)) for c, v in soups.items()}
     differences = {m: {c: paired_difference(soups[c], recorded["soups"][m][c], named_key(stats, "icq-diff", m, c))
@@ -165,8 +199,43 @@ def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, 
             "proxy_self_play_soups": recorded["proxy_self_play_soups"],
             "final_metrics": {k: [float(x) for x in np.ravel(v)] for k, v in result.fit.last.items()},
             "bc_at_icq_updates": bc_control(env, proxy, train, key, config, soups, updates=updates),
-            "filter": filter_stats(run_dir_of(workdir, layout, updates, config["seeds"]), train),
+            "filter": filter_stats(run_dir, train),
             "seconds": {"train": train_seconds, "total": time.perf_counter() - began}}
+
+
+def optimiser_grid(row: dict, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
+    """ICQ's gap to BC at equal updates: objective or optimiser? BC and ICQ on batches of the
+    same size (ICQ's 8 games, as steps for BC's MLP) with the same gradient clip, each under
+    either RMSProp (`OPTIMISERS`), all at ICQ's `updates` with the same keys and evaluation.
+    ICQ under its default is `row`'s run; the other cells are trained here (ICQ resumably)."""
+    layout = row["layout"]
+    train, test = splits(layout, workdir)
+    env, proxy = proxy_for(layout, key, train, test, recorded, config)
+    icq_config = row["icq_config"]
+    batch_steps = icq_config["batch_size"] * int(round(float(np.mean(train.lengths))))
+    soups, seconds = {}, {}
+    default = icq_config.get("optimizer", icq.ICQConfig.optimizer)  # rows recorded before the field: the default
+    for optimizer in OPTIMISERS:
+        if optimizer == default:
+            soups[f"icq/{optimizer}"], seconds[f"icq/{optimizer}"] = row["soups"], row["seconds"]["train"]
+        else:
+            run_dir = run_dir_of(workdir, layout, updates, config["seeds"], optimizer)
+            _, soups[f"icq/{optimizer}"], seconds[f"icq/{optimizer}"] = train_icq(
+                env, proxy, train, key, config, updates=updates, run_dir=run_dir, overrides={"optimizer": optimizer})
+    for optimizer in (*OPTIMISERS, HALF_LOSS):
+        began = time.perf_counter()
+        bc_config = bc.BCConfig(recurrent=False, optimizer=optimizer, max_grad_norm=icq_config["max_grad_norm"],
+                                batch_size=batch_steps // 8)  # an MLP batch is batch_size · 8 steps
+        soups[f"bc/{optimizer}"] = bc_soups(env, proxy, train, key, config, bc_config, updates=updates)
+        seconds[f"bc/{optimizer}"] = time.perf_counter() - began
+    stats = named_key(key, "stats", "optimiser-grid")
+    return {"updates": updates, "batch_steps": batch_steps, "soups": soups, "seconds": seconds,
+            "cells": {name: {c: bootstrap_interval(v, named_key(stats, name, c)) for c, v in s.items()}
+                      for name, s in soups.items()},
+            "icq_minus_bc": {optimizer: icq_minus(soups[f"icq/{optimizer}"], soups[f"bc/{optimizer}"], key,
+                                                  f"optimiser-grid/{optimizer}") for optimizer in OPTIMISERS},
+            "icq_minus_bc_half_loss": icq_minus(soups["icq/rmsprop_eps_in_root"], soups[f"bc/{HALF_LOSS}"], key,
+                                                f"optimiser-grid/{HALF_LOSS}")}
 
 
 def _cell(point) -> str:
@@ -215,6 +284,27 @@ def render(report: dict) -> str:
                           f"percentile {r['filter']['mixer_k0']['p5']:.2f} / {r['filter']['mixer_k0']['p50']:.2f} / "
                           f"{r['filter']['mixer_k0']['p95']:.2f})"
                           for r in rows if "filter" in r)]
+    grids = [r for r in rows if "optimiser_grid" in r]
+    if grids:
+        lines += ["", "## ICQ's gap to BC at equal updates: objective or optimiser?", "",
+                  f"BC and ICQ at {report['updates']:,} updates on batches of the same size (ICQ's "
+                  f"{OVERRIDES['batch_size']} games; BC's MLP draws as many steps at random) and the same gradient "
+                  "clip, under either RMSProp; same keys and evaluation. ICQ under PyMARL's RMSProp is the run above.",
+                  "", "| layout | optimiser | condition | BC | ICQ | ICQ − BC (seed-paired) |", "|---|---|---|---|---|---|"]
+        for r in grids:
+            grid = r["optimiser_grid"]
+            for optimizer in OPTIMISERS:
+                for c in ("proxy_both", "self"):
+                    lines.append(f"| {r['layout']} | {OPTIMISER_TITLES[optimizer]} | {oh.CONDITION_TITLES[c]} "
+                                 f"| {_cell(grid['cells'][f'bc/{optimizer}'][c])} "
+                                 f"| {_cell(grid['cells'][f'icq/{optimizer}'][c])} "
+                                 f"| {_cell(grid['icq_minus_bc'][optimizer][c])} |")
+            for c in ("proxy_both", "self"):
+                lines.append(f"| {r['layout']} | {OPTIMISER_TITLES['rmsprop_eps_in_root']}, BC's loss halved (as ICQ's "
+                             f"k_i(s) ≈ ½ weighs its own) | {oh.CONDITION_TITLES[c]} "
+                             f"| {_cell(grid['cells'][f'bc/{HALF_LOSS}'][c])} "
+                             f"| {_cell(grid['cells']['icq/rmsprop_eps_in_root'][c])} "
+                             f"| {_cell(grid['icq_minus_bc_half_loss'][c])} |")
     lines += ["", "Human soups per game (train split) and ICQ's training time: "
               + "; ".join(f"{r['layout']} {r['human_soups_per_game']['train']:.1f}, {r['seconds']['train'] / 60:.0f} min"
                           for r in rows)]
@@ -229,6 +319,9 @@ def main(argv=None) -> None:
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--recorded", type=Path, default=RESULTS / "overcooked-human-cpu.json",
                         help="the human benchmark's result file whose proxy and learners are set beside ICQ")
+    parser.add_argument("--optimiser-grid", action="store_true",
+                        help="for layouts already run: BC and ICQ on the same batches under either RMSProp "
+                             "(ICQ's gap to BC at equal updates: objective or optimiser?)")
     parser.add_argument("--summary", type=Path, help="a text file: the verdict paragraph written into the results")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/teamsift-overcooked-offline-rl"),
@@ -254,7 +347,17 @@ def main(argv=None) -> None:
         report["summary"] = args.summary.read_text().strip()
     key = jax.random.key(0)  # run_overcooked_human's root key: a layout's key is named_key(key, layout)
     for layout in layouts:
-        if layout in report["layouts"]:
+        row = report["layouts"].get(layout)
+        if args.optimiser_grid:
+            if row is None:
+                raise SystemExit(f"{json_path}: field 'layouts' has no {layout!r}; the optimiser grid needs its ICQ "
+                                 "run (run without --optimiser-grid first)")
+            if "optimiser_grid" not in row:
+                row["optimiser_grid"] = optimiser_grid(row, oh.named_key(key, layout), recorded["layouts"][layout],
+                                                       config, updates=args.updates, workdir=args.work_dir)
+                write_report(report, render(report), args.out, stem)
+            continue
+        if row is not None:
             print(f"{layout}: done already (in {json_path}); skipped", file=sys.stderr)
             continue
         report["layouts"][layout] = run_layout(layout, oh.named_key(key, layout), recorded["layouts"][layout], config,

@@ -145,12 +145,12 @@ def test_one_update_equals_the_update_written_from_its_parts(tmp_path):
                                                              actions), state_)
             return jnp.sum(mask * (q_tot - targets) ** 2) / jnp.maximum(jnp.sum(mask), 1)
 
-        optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
+        optimizer = oc.optimizer(config, config.critic_learning_rate)
         fields = (batch["obs"], batch["state"], batch["actions"], targets, batch["mask"])
         params, _, steps, loss_q = oc.critic_gradient_steps(critic_loss, state.critic, state.critic_opt_state,
                                                             optimizer, fields, True)
         loss_pi, grads = jax.value_and_grad(icq.actor_loss)(state.actor, params, batch, actor, critic, mixer, config)
-        actor_params, _ = oc.apply_gradients(oc.rmsprop(config.actor_learning_rate, config.max_grad_norm),
+        actor_params, _ = oc.apply_gradients(oc.optimizer(config, config.actor_learning_rate),
                                              state.actor, state.actor_opt_state, grads)
         return params, actor_params, steps, loss_q, loss_pi
 

@@ -56,3 +56,38 @@ def test_results_of_another_budget_are_not_mixed_into(script, tmp_path):
         {"updates": 1000, "seeds": 5, "layouts": {"cramped_room": layout_row(script, 2.0)}}))
     with pytest.raises(SystemExit, match="holds layouts at 1000 updates and 5 seeds .asked: 10, 5.; give another --out"):
         script.main(["--layouts", "cramped_room", "--updates", "10", "--recorded", str(recorded), "--out", str(out)])
+
+
+def test_the_optimiser_grid_sets_icq_beside_bc_under_each_optimiser(script):
+    row = layout_row(script, 2.25)
+    optimisers = (*script.OPTIMISERS, script.HALF_LOSS)
+    row["optimiser_grid"] = {
+        "updates": 10, "batch_steps": 9632,
+        "cells": {**{f"bc/{o}": cells(3.0 + i) for i, o in enumerate(optimisers)},
+                  **{f"icq/{o}": cells(2.25 + 3 * i) for i, o in enumerate(script.OPTIMISERS)}},
+        "icq_minus_bc": {o: {"proxy_both": [-0.75 + 2 * i, -1.0, 0.5], "self": [-1.0, -2.0, 0.0]}
+                         for i, o in enumerate(script.OPTIMISERS)},
+        "icq_minus_bc_half_loss": {"proxy_both": [-2.75, -3.0, -2.5], "self": [-3.0, -4.0, -2.0]}}
+    report = {"machine": "test", "commands": ["c"], "updates": 10, "seeds": 5, "layouts": {"cramped_room": row}}
+    lines = script.render(report).splitlines()
+    grid = lines[lines.index("| layout | optimiser | condition | BC | ICQ | ICQ − BC (seed-paired) |"):]
+    assert grid[2] == ("| cramped_room | ε 1e-5 under the root (ICQ's default) | with proxy, both seats | "
+                       "3.00 [2.00, 4.00] | 2.25 [1.25, 3.25] | -0.75 [-1.00, 0.50] |")
+    assert grid[4].startswith("| cramped_room | ε 1e-5 added to the root (PyMARL's, the reference's) | with proxy, "
+                              "both seats | 4.00 [3.00, 5.00] | 5.25 [4.25, 6.25] | 1.25 ")
+    assert grid[6] == ("| cramped_room | ε 1e-5 under the root (ICQ's default), BC's loss halved (as ICQ's k_i(s) "
+                       "≈ ½ weighs its own) | with proxy, both seats | 5.00 [4.00, 6.00] | 2.25 [1.25, 3.25] | "
+                       "-2.75 [-3.00, -2.50] |")
+
+
+def test_the_optimiser_grid_needs_the_layouts_icq_run_first(script, tmp_path):
+    recorded = tmp_path / "overcooked-human-cpu.json"
+    recorded.write_text(json.dumps({"config": {"seeds": 5}, "layouts": {"cramped_room": {}, "counter_circuit": {}}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overcooked-offline-rl-cpu.json").write_text(json.dumps(
+        {"updates": 10, "seeds": 5, "layouts": {"cramped_room": layout_row(script, 2.0)}}))
+    with pytest.raises(SystemExit, match="overcooked-offline-rl-cpu.json: field 'layouts' has no 'counter_circuit'; "
+                                         "the optimiser grid needs its ICQ run"):
+        script.main(["--layouts", "counter_circuit", "--updates", "10", "--optimiser-grid", "--recorded",
+                     str(recorded), "--out", str(out)])

@@ -395,10 +395,10 @@ def test_one_update_equals_the_update_written_from_its_parts(tmp_path):
         fields = (local, batch["nodes_ext"][:, :max_length], batch["self_index_ext"][:, :max_length], batch["actions"],
                   targets, batch["weight"], batch["mask"])
         params, _, _, loss_q = oc.critic_gradient_steps(critic_loss, state.critic, state.critic_opt_state,
-                                                        oc.rmsprop(config.critic_learning_rate, config.max_grad_norm),
+                                                        oc.optimizer(config, config.critic_learning_rate),
                                                         fields, True)
         loss_pi, grads = jax.value_and_grad(sit.actor_loss)(state.actor, params, batch, actor, critic, config)
-        actor_params, _ = oc.apply_gradients(oc.rmsprop(config.actor_learning_rate, config.max_grad_norm),
+        actor_params, _ = oc.apply_gradients(oc.optimizer(config, config.actor_learning_rate),
                                              state.actor, state.actor_opt_state, grads)
         return params, actor_params, loss_q, loss_pi
 

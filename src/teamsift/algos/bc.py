@@ -31,8 +31,7 @@ from teamsift.checks import require_positive
 from teamsift.data import gather_episodes, gather_transitions, to_device
 from teamsift.engine import Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_sequence, apply_step, init_params, masked_logits
-
-OPTIMIZERS = {"rmsprop": optax.rmsprop, "adam": optax.adam}
+from teamsift.nets.optim import OPTIMIZERS, clipped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,7 @@ class BCConfig:
     hidden: tuple[int, ...] = (64, 64)
     recurrent: bool | None = None  # None: `default_recurrent(spec)`
     learning_rate: float = 5e-4
-    optimizer: str = "rmsprop"  # rmsprop | adam
+    optimizer: str = "rmsprop"  # a `teamsift.nets.optim.OPTIMIZERS` name (rmsprop: optax's)
     max_grad_norm: float = 10.0
     batch_size: int = 32  # episodes (GRU) — MLP batches hold batch_size · 8 transitions
     # Discrete policies act by sampling the cloned action distribution (a faithful copy of
@@ -74,8 +73,7 @@ def net_config(config: BCConfig, spec) -> AgentNetConfig:
 
 
 def make_optimizer(config: BCConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       OPTIMIZERS[config.optimizer](config.learning_rate))
+    return clipped(config.optimizer, config.learning_rate, config.max_grad_norm)
 
 
 def action_loss(net: AgentNetConfig, outputs, actions, avail):

@@ -33,6 +33,11 @@ Choices and where they come from:
   * the critic is the reference's: MLP 256-256 on (state, obs_i, id); Q_tot = Σ_i k_i(s) Q_i
     with k(s) = |W_1(s)|·|w_2(s)| normalised over agents and no bias — SIT's "linear mixer
     w_i Q_i + b" with b = 0; k_i(s) also weighs the actor loss (the reference's `mixer.k`);
+  * RMSProp with the reference's decay 0.99 and ε = 1e-5, but ε under the root
+    (`optimizer="rmsprop_eps_in_root"`), where PyMARL adds it to the root
+    (`"rmsprop_pymarl"`): a parameter whose RMS gradient is below √ε ≈ 3·10⁻³ takes a
+    smaller step than the reference's (`teamsift.nets.optim`). The default stays until the
+    recorded ICQ tables are rerun under the reference's;
   * as in the reference, the critic takes one gradient step per time step of the batch,
     all towards targets computed once before them, and "every 600 steps" counts those
     steps (`critic_step_per_time_step=False`: one step on the whole batch per update);
@@ -89,6 +94,7 @@ class ICQConfig:
     gamma: float = 0.99
     actor_learning_rate: float = 5e-4
     critic_learning_rate: float = 1e-4
+    optimizer: str = oc.OPTIMIZER  # a `nets.optim.OPTIMIZERS` name; the reference's: "rmsprop_pymarl"
     max_grad_norm: float = 20.0
     batch_size: int = 32  # episodes
     target_update_interval: int = 600  # critic gradient steps
@@ -104,6 +110,7 @@ class ICQConfig:
         if self.reward_scale is not None:
             require_positive(self, ("reward_scale",))
         require_choice(self, "reward_scale_rule", oc.REWARD_SCALE_RULES)
+        oc.require_optimizer(self)
         require_unit_interval(self, ("td_lambda", "gamma"))
         if not self.hidden or min(self.hidden) < 1 or not self.critic_hidden or min(self.critic_hidden) < 1:
             raise ValueError(f"ICQConfig.hidden, critic_hidden: expected positive layer widths, got "
@@ -256,8 +263,8 @@ def make_learner(config: ICQConfig, actor: AgentNetConfig, critic: AgentNetConfi
     if config.reward_scale is None:
         raise ValueError("ICQConfig.reward_scale: make_learner needs it resolved; use `icq.learner(config, dataset)` "
                          "(or `resolve_config`)")
-    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
-    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
+    critic_optimizer = oc.optimizer(config, config.critic_learning_rate)
+    actor_optimizer = oc.optimizer(config, config.actor_learning_rate)
 
     def init(key, arrays) -> ICQState:
         actor_key, critic_key, mixer_key = jax.random.split(key, 3)

@@ -75,6 +75,7 @@ class MABCQConfig:
     mixer_embed: int = 32
     gamma: float = 0.99
     learning_rate: float = 5e-4
+    optimizer: str = oc.OPTIMIZER  # RMSProp (`nets.optim.OPTIMIZERS`; PyMARL's: "rmsprop_pymarl")
     max_grad_norm: float = 10.0
     batch_size: int = 32  # episodes
     target_update_interval: int = 100
@@ -86,6 +87,7 @@ class MABCQConfig:
                                 "target_update_interval"))
         require_unit_interval(self, ("gamma",))
         oc.require_decomposition_mixer(self)
+        oc.require_optimizer(self)
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"MABCQConfig.threshold: expected ζ in [0, 1), got {self.threshold!r}")
         if not self.hidden or min(self.hidden) < 1:
@@ -163,7 +165,7 @@ def _check_behaviour(net: AgentNetConfig, behaviour) -> None:
 
 @functools.lru_cache(maxsize=None)
 def make_learner(config: MABCQConfig, net: AgentNetConfig, mixer: MixerConfig, max_length: int) -> Learner:
-    optimizer = oc.rmsprop(config.learning_rate, config.max_grad_norm)
+    optimizer = oc.optimizer(config, config.learning_rate)
 
     def init(key, arrays, start) -> MABCQState:
         """`start`: one seed's μ parameters (the behaviour stage's BC result), frozen."""

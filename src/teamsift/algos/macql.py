@@ -68,6 +68,7 @@ class MACQLConfig:
     tree_backup_lambda: float = 0.93  # (ours) λ of Tree Backup; 0 = one-step target
     gamma: float = 0.99
     learning_rate: float = 5e-4
+    optimizer: str = oc.OPTIMIZER  # RMSProp (`nets.optim.OPTIMIZERS`; PyMARL's: "rmsprop_pymarl")
     max_grad_norm: float = 10.0
     batch_size: int = 32  # episodes
     target_update_interval: int = 100
@@ -79,6 +80,7 @@ class MACQLConfig:
         require_unit_interval(self, ("tree_backup_lambda", "gamma"))
         require_non_negative(self, ("cql_weight",))
         oc.require_decomposition_mixer(self)
+        oc.require_optimizer(self)
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"MACQLConfig.hidden: expected positive layer widths, got {self.hidden!r}")
 
@@ -160,7 +162,7 @@ def prepare(dataset, inputs: dict) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def make_learner(config: MACQLConfig, net: AgentNetConfig, mixer: MixerConfig, max_length: int) -> Learner:
-    optimizer = oc.rmsprop(config.learning_rate, config.max_grad_norm)
+    optimizer = oc.optimizer(config, config.learning_rate)
 
     def init(key, arrays) -> MACQLState:
         agent_key, mixer_key = jax.random.split(key)

@@ -75,10 +75,10 @@ from teamsift.engine import Feedback, Learner
 from teamsift.nets import AgentNetConfig, NetworkPolicy, apply_step, init_params, initial_carry
 from teamsift.nets.critic import CentralCriticConfig, central_q, central_q_actions, init_central_critic, polyak_update
 from teamsift.nets.ops import gaussian_log_density, masked_mean, weighted_mean
+from teamsift.nets.optim import OPTIMIZERS, clipped
 
 SEQUENCE_FIELDS = ("obs", "state", "actions", "reward", "terminated", "truncated", "final_obs", "final_state")
 POLICY_UPDATES = ("brud", "current")
-OPTIMIZERS = {"rmsprop": optax.rmsprop, "adam": optax.adam}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +140,7 @@ def critic_config(config: MADDPGCQLConfig, spec) -> CentralCriticConfig:
 
 
 def make_optimizer(config: MADDPGCQLConfig, lr: float) -> optax.GradientTransformation:
-    opt = OPTIMIZERS[config.optimizer](lr)
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt) if config.max_grad_norm > 0 else opt
+    return clipped(config.optimizer, lr, config.max_grad_norm)
 
 
 def unroll_policy(net: AgentNetConfig, params, obs: jax.Array, next_obs: jax.Array | None = None):

@@ -182,6 +182,7 @@ class SITConfig:
     reward_scale: float | None = None  # (ours) multiplies Stage III's rewards; None: `oc.smac_reward_scale`
     reward_scale_rule: str = "smac"  # (ours) how None is read: `oc.REWARD_SCALE_RULES`
     # Optimisation (Table 11).
+    optimizer: str = oc.OPTIMIZER  # RMSProp (`nets.optim.OPTIMIZERS`; PyMARL's: "rmsprop_pymarl")
     max_grad_norm: float = 10.0
     batch_size: int = 32  # individual trajectories per agent per update
     target_update_interval: int = 100  # d ("Parameters update interval")
@@ -204,6 +205,7 @@ class SITConfig:
         require_unit_interval(self, ("gamma",))
         require_choice(self, "filter", FILTERS)
         require_choice(self, "reward_scale_rule", oc.REWARD_SCALE_RULES)
+        oc.require_optimizer(self)
         if self.reward_scale is not None:
             require_positive(self, ("reward_scale",))
         require_non_negative(self, ("uncertainty_floor",))
@@ -705,8 +707,8 @@ def make_learner(config: SITConfig, actor: AgentNetConfig, critic: CriticConfig,
     if config.reward_scale is None:
         raise ValueError("SITConfig.reward_scale: make_learner needs it resolved; use `sit.learner(config, dataset)` "
                          "(or `resolve_config`)")
-    critic_optimizer = oc.rmsprop(config.critic_learning_rate, config.max_grad_norm)
-    actor_optimizer = oc.rmsprop(config.actor_learning_rate, config.max_grad_norm)
+    critic_optimizer = oc.optimizer(config, config.critic_learning_rate)
+    actor_optimizer = oc.optimizer(config, config.actor_learning_rate)
 
     def init(key, arrays) -> SITState:
         actor_key, critic_key = jax.random.split(key)

@@ -52,6 +52,7 @@ RESUME_FIELDS = ("learner", "hyperparameters", "schedule", "sampler", "weights",
 ADDED_SETTINGS = {
     ("weights", "selection", "features"): "histogram",  # SelectionConfig.features: EV-Clustering's features
     ("hyperparameters", "reward_scale_rule"): "largest",  # SIT's and ICQ's rule for reward_scale=None
+    ("hyperparameters", "optimizer"): "rmsprop_eps_in_root",  # ICQ, SIT, MABCQ, MACQL (the others always record theirs)
 }
 
 
