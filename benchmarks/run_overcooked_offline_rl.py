@@ -56,6 +56,7 @@ from teamsift.bench.report import named_key, write_report
 from teamsift.bench.seeds import bootstrap_interval, paired_difference
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig, fit
+from teamsift.fileio import atomic_write_text
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
 from teamsift.machine import describe
@@ -203,6 +204,30 @@ def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, 
             "seconds": {"train": train_seconds, "total": time.perf_counter() - began}}
 
 
+def grid_batch_steps(icq_config: dict, train) -> int:
+    """The steps of ICQ's batch of games (its batch size times the mean game's length)."""
+    return icq_config["batch_size"] * int(round(float(np.mean(train.lengths))))
+
+
+def grid_bc_cell(layout: str, optimizer: str, env, proxy, train, key, config: dict, icq_config: dict, *,
+                 updates: int, workdir: Path) -> tuple[dict, float]:
+    """The optimiser grid's BC under `optimizer` on ICQ's batch size and clip: (soups, train and
+    evaluation seconds), kept under `workdir`/grid so that a resumed grid does not train it again
+    (recomputed when the recorded BC config differs)."""
+    bc_config = bc.BCConfig(recurrent=False, optimizer=optimizer, max_grad_norm=icq_config["max_grad_norm"],
+                            batch_size=grid_batch_steps(icq_config, train) // 8)  # MLP batches: × 8 steps
+    path = workdir / "grid" / f"{layout}-bc-{optimizer}-u{updates}-s{config['seeds']}.json"
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    if recorded.get("bc_config") == json.loads(json.dumps(dataclasses.asdict(bc_config))):
+        return recorded["soups"], recorded["seconds"]
+    began = time.perf_counter()
+    soups = bc_soups(env, proxy, train, key, config, bc_config, updates=updates)
+    cell = {"bc_config": dataclasses.asdict(bc_config), "soups": soups, "seconds": time.perf_counter() - began}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(cell))
+    return soups, cell["seconds"]
+
+
 def optimiser_grid(row: dict, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
     """ICQ's gap to BC at equal updates: objective or optimiser? BC and ICQ on batches of the
     same size (ICQ's 8 games, as steps for BC's MLP) with the same gradient clip, each under
@@ -212,7 +237,7 @@ def optimiser_grid(row: dict, key, recorded: dict, config: dict, *, updates: int
     train, test = splits(layout, workdir)
     env, proxy = proxy_for(layout, key, train, test, recorded, config)
     icq_config = row["icq_config"]
-    batch_steps = icq_config["batch_size"] * int(round(float(np.mean(train.lengths))))
+    batch_steps = grid_batch_steps(icq_config, train)
     soups, seconds = {}, {}
     default = icq_config.get("optimizer", icq.ICQConfig.optimizer)  # rows recorded before the field: the default
     for optimizer in OPTIMISERS:
@@ -223,11 +248,8 @@ def optimiser_grid(row: dict, key, recorded: dict, config: dict, *, updates: int
             _, soups[f"icq/{optimizer}"], seconds[f"icq/{optimizer}"] = train_icq(
                 env, proxy, train, key, config, updates=updates, run_dir=run_dir, overrides={"optimizer": optimizer})
     for optimizer in (*OPTIMISERS, HALF_LOSS):
-        began = time.perf_counter()
-        bc_config = bc.BCConfig(recurrent=False, optimizer=optimizer, max_grad_norm=icq_config["max_grad_norm"],
-                                batch_size=batch_steps // 8)  # an MLP batch is batch_size · 8 steps
-        soups[f"bc/{optimizer}"] = bc_soups(env, proxy, train, key, config, bc_config, updates=updates)
-        seconds[f"bc/{optimizer}"] = time.perf_counter() - began
+        soups[f"bc/{optimizer}"], seconds[f"bc/{optimizer}"] = grid_bc_cell(
+            layout, optimizer, env, proxy, train, key, config, icq_config, updates=updates, workdir=workdir)
     stats = named_key(key, "stats", "optimiser-grid")
     return {"updates": updates, "batch_steps": batch_steps, "soups": soups, "seconds": seconds,
             "cells": {name: {c: bootstrap_interval(v, named_key(stats, name, c)) for c, v in s.items()}
@@ -289,7 +311,7 @@ def render(report: dict) -> str:
         lines += ["", "## ICQ's gap to BC at equal updates: objective or optimiser?", "",
                   f"BC and ICQ at {report['updates']:,} updates on batches of the same size (ICQ's "
                   f"{OVERRIDES['batch_size']} games; BC's MLP draws as many steps at random) and the same gradient "
-                  "clip, under either RMSProp; same keys and evaluation. ICQ under PyMARL's RMSProp is the run above.",
+                  "clip, under either RMSProp; same keys and evaluation. ICQ under its default (ε under the root) is the run above.",
                   "", "| layout | optimiser | condition | BC | ICQ | ICQ − BC (seed-paired) |", "|---|---|---|---|---|---|"]
         for r in grids:
             grid = r["optimiser_grid"]
