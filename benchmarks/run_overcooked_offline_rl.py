@@ -56,9 +56,9 @@ from teamsift.bench.report import named_key, write_report
 from teamsift.bench.seeds import bootstrap_interval, paired_difference
 from teamsift.data import load_dataset
 from teamsift.engine import RunConfig, fit
-from teamsift.fileio import atomic_write_text
 from teamsift.envs import make
 from teamsift.evaluate import evaluate
+from teamsift.fileio import atomic_write_text
 from teamsift.machine import describe
 from teamsift.machine import machine as host
 from teamsift.nets import optim
@@ -110,14 +110,20 @@ def proxy_for(layout: str, key, train, test, recorded: dict, config: dict):
     return env, proxy
 
 
+def soups_of(env, policies: list, proxy, key, config: dict) -> dict:
+    """Soups per game of each seed's policy in every condition, evaluated as the recorded
+    learners were (same key and games), with both seats beside the proxy averaged."""
+    soups = oh.evaluate_conditions(env, policies, proxy, named_key(key, "eval"), config["episodes"])
+    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
+    return soups
+
+
 def bc_soups(env, proxy, train, key, config: dict, bc_config: bc.BCConfig, *, updates: int) -> dict:
     """Soups per game of BC (`bc_config`) trained as the recorded run trains it (same key and
     evaluation) for `updates`, per seed and condition."""
     run = RunConfig(updates=updates, seeds=config["seeds"], log_every=max(1, updates // 10), progress=False)
-    policies = fit(bc.learner(bc_config, train), train, named_key(key, "train"), run).policies()
-    soups = oh.evaluate_conditions(env, policies, proxy, named_key(key, "eval"), config["episodes"])
-    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
-    return soups
+    return soups_of(env, fit(bc.learner(bc_config, train), train, named_key(key, "train"), run).policies(), proxy,
+                    key, config)
 
 
 def icq_minus(icq_soups: dict, soups: dict, key, name: str) -> dict:
@@ -176,9 +182,7 @@ def train_icq(env, proxy, train, key, config: dict, *, updates: int, run_dir: Pa
     started = time.perf_counter()
     result = pipeline.train("icq", train, named_key(key, "train"), run, overrides={**OVERRIDES, **overrides})
     seconds = time.perf_counter() - started + result.fit.earlier_seconds
-    soups = oh.evaluate_conditions(env, result.policies(), proxy, named_key(key, "eval"), config["episodes"])
-    soups["proxy_both"] = [(a + b) / 2 for a, b in zip(soups["proxy_seat0"], soups["proxy_seat1"])]
-    return result, soups, seconds
+    return result, soups_of(env, result.policies(), proxy, key, config), seconds
 
 
 def run_layout(layout: str, key, recorded: dict, config: dict, *, updates: int, workdir: Path) -> dict:
