@@ -81,8 +81,13 @@ OPTIMISER_TITLES = {"rmsprop_eps_in_root": "ε 1e-5 under the root (ICQ's defaul
 #: k_i ≈ ½ and f ≈ 1 (its filter statistics) is BC's halved, which an ε under the root does
 #: not ignore.
 HALF_LOSS = "rmsprop_eps_in_root_half_loss"
-optim.OPTIMIZERS.setdefault(HALF_LOSS, lambda lr: optax.chain(optax.scale(0.5),
-                                                               optim.OPTIMIZERS["rmsprop_eps_in_root"](lr)))
+
+
+def register_half_loss() -> None:
+    """Name `HALF_LOSS` in `nets.optim.OPTIMIZERS` (the loss's gradient halved, then ICQ's RMSProp),
+    only when the grid needs it."""
+    optim.OPTIMIZERS.setdefault(HALF_LOSS, lambda lr: optax.chain(optax.scale(0.5),
+                                                                   optim.OPTIMIZERS["rmsprop_eps_in_root"](lr)))
 
 
 def splits(layout: str, workdir: Path):
@@ -214,12 +219,12 @@ def grid_batch_steps(icq_config: dict, train) -> int:
 
 
 def grid_bc_cell(layout: str, optimizer: str, env, proxy, train, key, config: dict, icq_config: dict, *,
-                 updates: int, workdir: Path) -> tuple[dict, float]:
+                 batch_steps: int, updates: int, workdir: Path) -> tuple[dict, float]:
     """The optimiser grid's BC under `optimizer` on ICQ's batch size and clip: (soups, train and
     evaluation seconds), kept under `workdir`/grid so that a resumed grid does not train it again
     (recomputed when the recorded BC config differs)."""
     bc_config = bc.BCConfig(recurrent=False, optimizer=optimizer, max_grad_norm=icq_config["max_grad_norm"],
-                            batch_size=grid_batch_steps(icq_config, train) // 8)  # MLP batches: × 8 steps
+                            batch_size=batch_steps // 8)  # MLP batches: × 8 steps
     path = workdir / "grid" / f"{layout}-bc-{optimizer}-u{updates}-s{config['seeds']}.json"
     recorded = json.loads(path.read_text()) if path.is_file() else {}
     if recorded.get("bc_config") == json.loads(json.dumps(dataclasses.asdict(bc_config))):
@@ -242,6 +247,7 @@ def optimiser_grid(row: dict, key, recorded: dict, config: dict, *, updates: int
     env, proxy = proxy_for(layout, key, train, test, recorded, config)
     icq_config = row["icq_config"]
     batch_steps = grid_batch_steps(icq_config, train)
+    register_half_loss()
     soups, seconds = {}, {}
     default = icq_config.get("optimizer", icq.ICQConfig.optimizer)  # rows recorded before the field: the default
     for optimizer in OPTIMISERS:
@@ -253,7 +259,8 @@ def optimiser_grid(row: dict, key, recorded: dict, config: dict, *, updates: int
                 env, proxy, train, key, config, updates=updates, run_dir=run_dir, overrides={"optimizer": optimizer})
     for optimizer in (*OPTIMISERS, HALF_LOSS):
         soups[f"bc/{optimizer}"], seconds[f"bc/{optimizer}"] = grid_bc_cell(
-            layout, optimizer, env, proxy, train, key, config, icq_config, updates=updates, workdir=workdir)
+            layout, optimizer, env, proxy, train, key, config, icq_config, batch_steps=batch_steps, updates=updates,
+            workdir=workdir)
     stats = named_key(key, "stats", "optimiser-grid")
     return {"updates": updates, "batch_steps": batch_steps, "soups": soups, "seconds": seconds,
             "cells": {name: {c: bootstrap_interval(v, named_key(stats, name, c)) for c, v in s.items()}
